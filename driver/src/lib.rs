@@ -1,0 +1,102 @@
+//! # zcstack-driver: the buffer pool and the poll-mode drivers
+//!
+//! A received packet's path through this crate:
+//!
+//! ```text
+//!  TAP fd / in-memory wire ──rx_burst──► Frame (owned handle into the Pool)
+//!                                          │  (handed to the stack by value)
+//!  TAP fd / in-memory wire ◄─tx_burst──  Frame filled by the stack
+//! ```
+//!
+//! Modules:
+//! - [`pool`]: the fbufs-like pool: one memfd mapping cut into fixed frames,
+//!   a lock-free free list with per-thread caches, [`Frame`] handles that go
+//!   back to the pool on `Drop`, and [`PoolStats`].
+//! - [`Driver`] (this file): the burst interface every device implements.
+//! - [`tap`]: a Linux TAP device, read and written straight from pool frames.
+//! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
+//!   the unprivileged device used by deterministic tests.
+//! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
+//! - `sys`: the few raw syscalls; with `pool`, the only modules with `unsafe`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod pcap;
+pub mod pool;
+mod sys;
+pub mod tap;
+pub mod wire;
+
+pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
+
+use std::io;
+use std::time::Duration;
+
+/// Counters a driver keeps about its device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received frames dropped because the pool was empty.
+    pub rx_dropped_no_frame: u64,
+    /// Frames the device refused or lost on transmit.
+    pub tx_errors: u64,
+}
+
+/// A poll-mode device that moves bursts of pool frames.
+///
+/// Neither call blocks. Frames are moved, never copied, between the caller and
+/// the driver (a kernel-backed driver may copy inside the kernel; say so in
+/// its doc).
+pub trait Driver {
+    /// Appends up to `max` received frames to `out`; returns how many.
+    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize>;
+    /// Sends frames from the front of `frames`, removing the ones sent;
+    /// frames the device could not take now stay in `frames`, in order.
+    /// Returns how many were sent.
+    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize>;
+    /// The pool received frames come from; the stack allocates tx frames here.
+    fn pool(&self) -> &Pool;
+    /// The device's IP MTU (Ethernet payload bytes).
+    fn mtu(&self) -> usize;
+    /// Counters.
+    fn stats(&self) -> DriverStats;
+    /// A short description for logs, e.g. `tap zctap0`.
+    fn describe(&self) -> String;
+    /// Blocks until the device may have input or `timeout` passes; the
+    /// stack calls it when idle. The default sleeps.
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        std::thread::sleep(timeout);
+        Ok(())
+    }
+}
+
+impl<D: Driver + ?Sized> Driver for Box<D> {
+    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+        (**self).rx_burst(out, max)
+    }
+    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        (**self).tx_burst(frames)
+    }
+    fn pool(&self) -> &Pool {
+        (**self).pool()
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn stats(&self) -> DriverStats {
+        (**self).stats()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        (**self).wait(timeout)
+    }
+}

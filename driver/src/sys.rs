@@ -1,0 +1,177 @@
+//! The few raw syscalls the drivers need, each wrapped in a safe function.
+//!
+//! Everything here is a thin, checked wrapper: it turns `-1`/`errno` into an
+//! [`io::Error`] and never hands out a pointer the caller could misuse.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Turns a libc return value into an `io::Result`, reading `errno` on `-1`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `memfd_create(2)`: an anonymous file for the pool, optionally on 2 MiB hugepages.
+pub fn memfd_create(name: &str, hugetlb: bool) -> io::Result<File> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut flags = libc::MFD_CLOEXEC;
+    if hugetlb {
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    }
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), flags) })?;
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// `read(2)` into `buf`; `Ok(None)` when the descriptor would block.
+pub fn read(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    would_block(n)
+}
+
+/// `write(2)` of `buf`; `Ok(None)` when the descriptor would block.
+pub fn write(fd: &impl AsRawFd, buf: &[u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    would_block(n)
+}
+
+fn would_block(n: isize) -> io::Result<Option<usize>> {
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// `struct ifreq` as the TUN/TAP and interface ioctls use it (name + a union
+/// whose members we use are a short flag word or an int).
+#[repr(C)]
+pub struct IfReq {
+    pub name: [u8; libc::IFNAMSIZ],
+    pub data: IfReqData,
+}
+
+/// The part of `ifreq`'s union that we use.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union IfReqData {
+    pub flags: libc::c_short,
+    pub int: libc::c_int,
+    pub hwaddr: libc::sockaddr,
+    _pad: [u8; 24],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
+impl IfReq {
+    /// An `ifreq` naming `name`; fails if the name does not fit `IFNAMSIZ - 1`.
+    pub fn new(name: &str) -> io::Result<IfReq> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "interface name {name:?} must be 1 to {} bytes",
+                    libc::IFNAMSIZ - 1
+                ),
+            ));
+        }
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: IfReqData { _pad: [0; 24] },
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(req)
+    }
+}
+
+/// Which `ioctl(2)` requests [`ifreq_ioctl`] may issue: each of these reads or
+/// writes exactly one `struct ifreq`.
+#[derive(Clone, Copy, Debug)]
+pub enum IfReqIoctl {
+    TunSetIff,
+    GetFlags,
+    SetFlags,
+    GetMtu,
+}
+
+impl IfReqIoctl {
+    fn request(self) -> libc::Ioctl {
+        match self {
+            IfReqIoctl::TunSetIff => libc::TUNSETIFF as libc::Ioctl,
+            IfReqIoctl::GetFlags => libc::SIOCGIFFLAGS as libc::Ioctl,
+            IfReqIoctl::SetFlags => libc::SIOCSIFFLAGS as libc::Ioctl,
+            IfReqIoctl::GetMtu => libc::SIOCGIFMTU as libc::Ioctl,
+        }
+    }
+}
+
+/// Issues one of the `ifreq` ioctls on `fd`.
+pub fn ifreq_ioctl(fd: &impl AsRawFd, op: IfReqIoctl, req: &mut IfReq) -> io::Result<()> {
+    // SAFETY: every request in `IfReqIoctl` reads/writes one `struct ifreq`, and
+    // `req` is a valid, exclusively borrowed `ifreq` for the duration of the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), op.request(), req as *mut IfReq) })?;
+    Ok(())
+}
+
+/// A datagram socket used only as a handle for interface ioctls.
+pub fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no pointers.
+    let fd =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` is freshly created and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `open(2)` of a device node, read-write, non-blocking, close-on-exec.
+pub fn open_rw_nonblock(path: &str) -> io::Result<OwnedFd> {
+    let cpath = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `cpath` is a valid NUL-terminated string that outlives the call.
+    let fd = check(unsafe {
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` is freshly opened and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The flag word of an `ifreq` the kernel filled.
+pub fn ifreq_flags(req: &IfReq) -> libc::c_short {
+    // SAFETY: every bit pattern is a valid c_short, and the union is fully initialised.
+    unsafe { req.data.flags }
+}
+
+/// The int member of an `ifreq` the kernel filled (MTU, index).
+pub fn ifreq_int(req: &IfReq) -> libc::c_int {
+    // SAFETY: every bit pattern is a valid c_int, and the union is fully initialised.
+    unsafe { req.data.int }
+}
+
+/// `poll(2)` for readability of `fd`, at most `timeout` (rounded up to 1 ms).
+pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: `pfd` is one valid pollfd, exclusively borrowed for the call.
+    match check(unsafe { libc::poll(&mut pfd, 1, ms) }) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,443 @@
+//! The stack: a smoltcp `Interface` over a [`Port`], its sockets, and the poll loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+use zcstack_driver::Driver;
+
+use crate::device::Port;
+use crate::stats::StackStats;
+use crate::tcp::{Listener, TcpSlot};
+use crate::udp::UdpSlot;
+
+/// Where the stack reads the time.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// The monotonic system clock (read once per poll).
+    #[default]
+    Real,
+    /// A clock the caller advances, in microseconds: simulations and
+    /// deterministic tests jump over idle time (e.g. smoltcp's 1 s minimum
+    /// retransmission timeout) instead of waiting it out.
+    Manual(Arc<AtomicI64>),
+}
+
+/// Why a stack could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The configuration is incomplete or inconsistent; the message says what to change.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Busy-poll this many idle iterations before yielding the CPU.
+const SPIN_POLLS: u32 = 200;
+/// Yield this many idle iterations before sleeping.
+const YIELD_POLLS: u32 = 2000;
+/// Longest an idle stack sleeps before polling again.
+const MAX_IDLE_SLEEP: Duration = Duration::from_millis(5);
+/// Run socket bookkeeping at least this often (in polls) even if smoltcp
+/// reported no state change (timers move sockets to CLOSED too).
+const MAINTAIN_EVERY: u64 = 64;
+
+/// Builder for a [`Stack`]; `build()` validates everything.
+#[must_use]
+pub struct StackBuilder<D: Driver> {
+    driver: D,
+    ip: Option<(Ipv4Addr, u8)>,
+    gateway: Option<Ipv4Addr>,
+    mac: Option<[u8; 6]>,
+    tcp_rx_buffer: usize,
+    tcp_tx_buffer: usize,
+    burst: usize,
+    seed: Option<u64>,
+    clock: Clock,
+}
+
+impl<D: Driver> StackBuilder<D> {
+    /// The stack's IPv4 address and prefix length (required).
+    pub fn ip(mut self, addr: Ipv4Addr, prefix: u8) -> Self {
+        self.ip = Some((addr, prefix));
+        self
+    }
+    /// Default gateway (must be inside the stack's subnet).
+    pub fn gateway(mut self, gw: Option<Ipv4Addr>) -> Self {
+        self.gateway = gw;
+        self
+    }
+    /// MAC address; default `02:5a:` followed by the IPv4 address.
+    pub fn mac(mut self, mac: Option<[u8; 6]>) -> Self {
+        self.mac = mac;
+        self
+    }
+    /// Receive and send ring sizes of each TCP socket (default 256 KiB each).
+    pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
+        self.tcp_rx_buffer = rx;
+        self.tcp_tx_buffer = tx;
+        self
+    }
+    /// Frames moved per driver call (default 32).
+    pub fn burst(mut self, frames: usize) -> Self {
+        self.burst = frames;
+        self
+    }
+    /// Seed for initial sequence numbers and ephemeral ports (default: from the clock).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Where the stack reads the time (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates the configuration and creates the stack.
+    pub fn build(self) -> Result<Stack<D>, StackError> {
+        let (addr, prefix) = self.ip.ok_or_else(|| {
+            StackError::Config("the stack needs an IPv4 address (e.g. 10.200.0.2/24)".into())
+        })?;
+        if prefix > 32 {
+            return Err(StackError::Config(format!(
+                "prefix length /{prefix} is more than 32"
+            )));
+        }
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(StackError::Config(format!(
+                "{addr} cannot be a host address"
+            )));
+        }
+        let cidr = Ipv4Cidr::new(addr, prefix);
+        if let Some(gw) = self.gateway
+            && !cidr.contains_addr(&gw)
+        {
+            return Err(StackError::Config(format!(
+                "gateway {gw} is not inside {cidr}"
+            )));
+        }
+        let o = addr.octets();
+        let mac = self.mac.unwrap_or([0x02, 0x5a, o[0], o[1], o[2], o[3]]);
+        let mac = EthernetAddress(mac);
+        if !mac.is_unicast() {
+            return Err(StackError::Config(format!(
+                "MAC {mac} is not a unicast address"
+            )));
+        }
+        if self.burst == 0 || self.burst > 1024 {
+            return Err(StackError::Config(format!(
+                "burst {} must be 1 to 1024",
+                self.burst
+            )));
+        }
+        for (what, n) in [
+            ("receive", self.tcp_rx_buffer),
+            ("send", self.tcp_tx_buffer),
+        ] {
+            if !(1024..=(1 << 30)).contains(&n) {
+                return Err(StackError::Config(format!(
+                    "TCP {what} buffer of {n} bytes must be 1 KiB to 1 GiB"
+                )));
+            }
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
+        });
+        let mut port = Port::new(self.driver, self.burst);
+        let epoch = StdInstant::now();
+        let mut config = Config::new(HardwareAddress::Ethernet(mac));
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut port, Instant::ZERO);
+        iface.update_ip_addrs(|addrs| {
+            // Capacity is IFACE_MAX_ADDR_COUNT (≥ 1): the first push cannot fail.
+            let _ = addrs.push(IpCidr::Ipv4(cidr));
+        });
+        if let Some(gw) = self.gateway {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .map_err(|_| StackError::Config("route table full".into()))?;
+        }
+        Ok(Stack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            port,
+            epoch,
+            clock: self.clock,
+            cidr,
+            mac,
+            tcp_rx_buffer: self.tcp_rx_buffer,
+            tcp_tx_buffer: self.tcp_tx_buffer,
+            rx_budget: self.burst * 8,
+            tcp: Vec::new(),
+            tcp_free: Vec::new(),
+            closing: Vec::new(),
+            listeners: Vec::new(),
+            udp: Vec::new(),
+            next_ephemeral: 49152 + (seed % 16384) as u16,
+            polls: 0,
+            idle: 0,
+            idle_sleeps: 0,
+            dirty: false,
+            app_read_bytes: 0,
+            app_write_bytes: 0,
+        })
+    }
+}
+
+/// A TCP/IP stack over one driver. One thread owns and polls it.
+///
+/// The stack does nothing unless polled: call [`Stack::poll`] (or
+/// [`Stack::poll_wait`], which also backs off when idle) in a loop and do the
+/// application's work between polls.
+pub struct Stack<D: Driver> {
+    pub(crate) iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) port: Port<D>,
+    epoch: StdInstant,
+    clock: Clock,
+    cidr: Ipv4Cidr,
+    mac: EthernetAddress,
+    pub(crate) tcp_rx_buffer: usize,
+    pub(crate) tcp_tx_buffer: usize,
+    rx_budget: usize,
+    /// Every TCP socket the stack created, by slot number.
+    pub(crate) tcp: Vec<TcpSlot>,
+    /// Slots whose socket is CLOSED and can be reused.
+    pub(crate) tcp_free: Vec<u32>,
+    /// Slots the application closed, waiting for the socket to reach CLOSED.
+    pub(crate) closing: Vec<u32>,
+    pub(crate) listeners: Vec<Option<Listener>>,
+    pub(crate) udp: Vec<UdpSlot>,
+    pub(crate) next_ephemeral: u16,
+    polls: u64,
+    idle: u32,
+    idle_sleeps: u64,
+    /// Sockets changed hands outside `poll`: run bookkeeping on the next poll.
+    pub(crate) dirty: bool,
+    pub(crate) app_read_bytes: u64,
+    pub(crate) app_write_bytes: u64,
+}
+
+impl<D: Driver> Stack<D> {
+    /// Starts building a stack over `driver`.
+    pub fn builder(driver: D) -> StackBuilder<D> {
+        StackBuilder {
+            driver,
+            ip: None,
+            gateway: None,
+            mac: None,
+            tcp_rx_buffer: 256 * 1024,
+            tcp_tx_buffer: 256 * 1024,
+            burst: 32,
+            seed: None,
+            clock: Clock::Real,
+        }
+    }
+
+    /// The stack's address and prefix.
+    pub fn ip(&self) -> (Ipv4Addr, u8) {
+        (self.cidr.address(), self.cidr.prefix_len())
+    }
+    /// The stack's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac.0
+    }
+    /// The driver underneath.
+    pub fn driver(&self) -> &D {
+        &self.port.driver
+    }
+    /// The driver underneath, mutably (for driver-specific controls).
+    pub fn driver_mut(&mut self) -> &mut D {
+        &mut self.port.driver
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        match &self.clock {
+            Clock::Real => Instant::from_micros(self.epoch.elapsed().as_micros() as i64),
+            Clock::Manual(us) => Instant::from_micros(us.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// How long until smoltcp next needs a poll for its timers (`None`: no timer).
+    pub fn poll_delay(&mut self) -> Option<Duration> {
+        let now = self.now();
+        self.iface
+            .poll_delay(now, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    /// One run-to-completion iteration: receive a bounded batch of frames,
+    /// let smoltcp process them and emit what the sockets have to send, then
+    /// hand the frames to the driver. Returns whether anything happened.
+    pub fn poll(&mut self) -> bool {
+        self.port.rx_budget = self.rx_budget;
+        let now = self.now();
+        let res = self.iface.poll(now, &mut self.port, &mut self.sockets);
+        let sent = self.port.flush_tx();
+        let received = self.rx_budget - self.port.rx_budget;
+        self.polls += 1;
+        let changed = res == PollResult::SocketStateChanged;
+        if changed || self.dirty || self.polls.is_multiple_of(MAINTAIN_EVERY) {
+            self.dirty = false;
+            self.maintain();
+        }
+        received > 0 || sent > 0 || changed || self.port.tx_pending()
+    }
+
+    /// [`poll`](Self::poll), then back off if the stack has been idle: spin a
+    /// little, then yield, then sleep until smoltcp's next timer or the device
+    /// has input (at most 5 ms). Returns whether anything happened.
+    pub fn poll_wait(&mut self) -> bool {
+        let busy = self.poll();
+        if busy {
+            self.idle = 0;
+            return true;
+        }
+        self.idle = self.idle.saturating_add(1);
+        if self.idle < SPIN_POLLS {
+            std::hint::spin_loop();
+        } else if self.idle < YIELD_POLLS {
+            std::thread::yield_now();
+        } else {
+            let delay = self
+                .poll_delay()
+                .unwrap_or(MAX_IDLE_SLEEP)
+                .min(MAX_IDLE_SLEEP);
+            if !delay.is_zero() {
+                self.idle_sleeps += 1;
+                // An error here only means we poll again sooner.
+                let _ = self.port.driver.wait(delay);
+            }
+        }
+        false
+    }
+
+    /// Tells the back-off that the application did work (so the next idle
+    /// poll does not sleep).
+    pub fn note_activity(&mut self) {
+        self.idle = 0;
+    }
+
+    /// Polls until `done(self)` is true or `timeout` passes; returns whether `done` held.
+    pub fn poll_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
+        let deadline = StdInstant::now() + timeout;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if StdInstant::now() >= deadline {
+                return false;
+            }
+            self.poll_wait();
+        }
+    }
+
+    /// Socket bookkeeping: listeners hand off connected sockets and refill,
+    /// closed sockets are recycled.
+    fn maintain(&mut self) {
+        let sockets = &mut self.sockets;
+        let tcp = &mut self.tcp;
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.maintain(tcp, sockets, &mut self.tcp_free);
+        }
+        let free = &mut self.tcp_free;
+        self.closing.retain(|&slot| {
+            let s = &mut tcp[slot as usize];
+            if sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Closed {
+                s.release();
+                free.push(slot);
+                false
+            } else {
+                true
+            }
+        });
+        let need = self
+            .listeners
+            .iter()
+            .flatten()
+            .map(|l| l.shortfall())
+            .sum::<usize>();
+        if need > 0 {
+            self.refill_listeners();
+        }
+    }
+
+    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers.
+    pub(crate) fn take_socket(&mut self) -> u32 {
+        if let Some(slot) = self.tcp_free.pop() {
+            return slot;
+        }
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.tcp_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.tcp_tx_buffer]),
+        );
+        sock.set_congestion_control(tcp::CongestionControl::Cubic);
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        let handle = self.sockets.add(sock);
+        self.tcp.push(TcpSlot::new(handle));
+        (self.tcp.len() - 1) as u32
+    }
+
+    pub(crate) fn handle(&self, slot: u32) -> SocketHandle {
+        self.tcp[slot as usize].handle
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StackStats {
+        let c = &self.port.counters;
+        StackStats {
+            driver: self.port.driver.stats(),
+            pool: self.port.driver.pool().stats(),
+            tcp_rx_payload: c.tcp_rx_payload,
+            tcp_tx_payload: c.tx.tcp_payload,
+            app_read_bytes: self.app_read_bytes,
+            app_write_bytes: self.app_write_bytes,
+            tx_dropped_no_frame: c.tx.dropped_no_frame,
+            tx_dropped_too_big: c.tx.dropped_too_big,
+            rx_errors: c.rx_errors,
+            tx_errors: c.tx_errors,
+            tx_pushed_back: c.tx_pushed_back,
+            polls: self.polls,
+            idle_sleeps: self.idle_sleeps,
+            tcp_sockets: self.tcp.len(),
+            tcp_open: self.tcp.iter().filter(|s| s.is_open()).count(),
+        }
+    }
+
+    /// Aborts every connection, drops every socket and returns the driver.
+    /// Frames still queued in the stack go back to the pool.
+    pub fn into_driver(self) -> D {
+        self.port.into_driver()
+    }
+}
+
+impl<D: Driver> Port<D> {
+    pub(crate) fn into_driver(self) -> D {
+        self.driver
+    }
+}
+
+/// A queue of slot numbers (used by listeners).
+pub(crate) type SlotQueue = VecDeque<u32>;
+
+/// Maps a closed-handle error to what the user sees.
+pub(crate) fn stale() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection handle is closed")
+}

@@ -1,0 +1,82 @@
+//! Counters a running stack reports, and the copies per payload byte they imply.
+
+use std::fmt;
+
+use zcstack_driver::{DriverStats, PoolStats};
+
+/// A snapshot of a stack's counters. Byte counts are cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StackStats {
+    /// The driver's packet and byte counters.
+    pub driver: DriverStats,
+    /// The buffer pool.
+    pub pool: PoolStats,
+    /// TCP payload bytes received; smoltcp copied each once, frame → socket ring.
+    pub tcp_rx_payload: u64,
+    /// TCP payload bytes sent, retransmissions included; smoltcp copied each
+    /// once, socket ring → frame.
+    pub tcp_tx_payload: u64,
+    /// Bytes the application copied out of socket rings (`tcp_read`, `udp_recv_from`).
+    pub app_read_bytes: u64,
+    /// Bytes copied into socket rings from the application (`tcp_write`,
+    /// `tcp_write_with`, `udp_send_to`).
+    pub app_write_bytes: u64,
+    /// Packets smoltcp produced that were dropped because the pool was empty.
+    pub tx_dropped_no_frame: u64,
+    /// Packets dropped because they did not fit one frame.
+    pub tx_dropped_too_big: u64,
+    /// Driver receive errors.
+    pub rx_errors: u64,
+    /// Frames lost to driver transmit errors.
+    pub tx_errors: u64,
+    /// Times the driver took fewer frames than offered (they were kept and retried).
+    pub tx_pushed_back: u64,
+    /// Poll iterations.
+    pub polls: u64,
+    /// Idle back-offs that slept.
+    pub idle_sleeps: u64,
+    /// TCP sockets the stack has created (open, listening or recyclable).
+    pub tcp_sockets: usize,
+    /// TCP connections the application holds.
+    pub tcp_open: usize,
+}
+
+impl StackStats {
+    /// CPU copies per TCP payload byte on the send path: the application's
+    /// copy into the ring plus smoltcp's ring → frame copy (retransmissions
+    /// included), per byte the application handed over. The driver ⇄ smoltcp
+    /// hand-off copies nothing (frames move by handle).
+    pub fn tx_copies_per_byte(&self) -> f64 {
+        if self.app_write_bytes == 0 {
+            return 0.0;
+        }
+        (self.app_write_bytes + self.tcp_tx_payload) as f64 / self.app_write_bytes as f64
+    }
+
+    /// CPU copies per TCP payload byte on the receive path: smoltcp's frame →
+    /// ring copy plus the application's copy out, per byte received.
+    pub fn rx_copies_per_byte(&self) -> f64 {
+        if self.tcp_rx_payload == 0 {
+            return 0.0;
+        }
+        (self.tcp_rx_payload + self.app_read_bytes) as f64 / self.tcp_rx_payload as f64
+    }
+}
+
+impl fmt::Display for StackStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.driver;
+        write!(
+            f,
+            "rx {} pkts {} B, tx {} pkts {} B, drops rx {} tx {}, tcp open {}, {}",
+            d.rx_packets,
+            d.rx_bytes,
+            d.tx_packets,
+            d.tx_bytes,
+            d.rx_dropped_no_frame + self.rx_errors,
+            self.tx_dropped_no_frame + self.tx_dropped_too_big + self.tx_errors + d.tx_errors,
+            self.tcp_open,
+            self.pool
+        )
+    }
+}

@@ -1,0 +1,452 @@
+//! TCP: listeners with a backlog, accept, connect, read, write, shutdown, close.
+//!
+//! smoltcp has no listen backlog: one socket serves one connection, and a SYN
+//! that finds no LISTEN socket is answered with RST. A [`Listener`] therefore
+//! keeps up to `backlog` sockets listening on its port; after every poll the
+//! ones that left LISTEN move to the accept queue and fresh (recycled)
+//! sockets take their place, so simultaneous connects are all accepted. A
+//! closed connection's socket is reused once it reaches CLOSED, with its
+//! buffers, so a busy server stops allocating.
+//!
+//! Reads and writes follow non-blocking socket conventions: `Ok(0)` from
+//! `read` is end of stream, [`io::ErrorKind::WouldBlock`] means poll and retry.
+
+use std::io;
+use std::net::SocketAddrV4;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+use zcstack_driver::Driver;
+
+use crate::stack::{SlotQueue, Stack, stale};
+
+pub use smoltcp::socket::tcp::State as TcpState;
+
+/// Who holds a TCP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// CLOSED, in the free list.
+    Free,
+    /// Listening for listener `n`.
+    Listening(u32),
+    /// Left LISTEN, waiting in listener `n`'s accept queue.
+    Pending(u32),
+    /// Handed to the application.
+    Open,
+    /// Closed by the application, finishing its FIN exchange.
+    Closing,
+}
+
+/// The stack's record of one smoltcp TCP socket.
+pub(crate) struct TcpSlot {
+    pub handle: SocketHandle,
+    /// Bumped every time the slot changes hands, so stale [`TcpConn`]s fail.
+    generation: u32,
+    role: Role,
+}
+
+impl TcpSlot {
+    pub fn new(handle: SocketHandle) -> TcpSlot {
+        TcpSlot {
+            handle,
+            generation: 0,
+            role: Role::Free,
+        }
+    }
+    pub fn release(&mut self) {
+        self.role = Role::Free;
+        self.generation = self.generation.wrapping_add(1);
+    }
+    pub fn is_open(&self) -> bool {
+        self.role == Role::Open
+    }
+}
+
+/// A TCP connection owned by the application. Copyable; after `close` or
+/// `abort` every copy is stale and calls on it fail with `NotConnected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpConn {
+    slot: u32,
+    generation: u32,
+}
+
+/// A listening port, returned by [`Stack::tcp_listen`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpListener(u32);
+
+/// A listening port's sockets.
+pub(crate) struct Listener {
+    port: u16,
+    backlog: usize,
+    listening: Vec<u32>,
+    /// Sockets past LISTEN (SYN-RECEIVED or later), oldest first.
+    pending: SlotQueue,
+}
+
+impl Listener {
+    /// How many listening sockets are missing.
+    pub fn shortfall(&self) -> usize {
+        self.backlog
+            .saturating_sub(self.listening.len() + self.pending.len())
+    }
+
+    /// Moves sockets that left LISTEN to the accept queue (and back, if a
+    /// handshake was reset and smoltcp returned the socket to LISTEN).
+    pub fn maintain(
+        &mut self,
+        tcp: &mut [TcpSlot],
+        sockets: &mut SocketSet<'static>,
+        free: &mut Vec<u32>,
+    ) {
+        let pending = &mut self.pending;
+        self.listening.retain(|&slot| {
+            let s = &mut tcp[slot as usize];
+            if sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Listen {
+                true
+            } else {
+                if let Role::Listening(l) = s.role {
+                    s.role = Role::Pending(l);
+                }
+                pending.push_back(slot);
+                false
+            }
+        });
+        let listening = &mut self.listening;
+        self.pending.retain(|&slot| {
+            let s = &mut tcp[slot as usize];
+            match sockets.get::<tcp::Socket>(s.handle).state() {
+                tcp::State::Listen => {
+                    if let Role::Pending(l) = s.role {
+                        s.role = Role::Listening(l);
+                    }
+                    listening.push(slot);
+                    false
+                }
+                tcp::State::Closed => {
+                    // Reset before anyone accepted it: recycle quietly.
+                    s.release();
+                    free.push(slot);
+                    false
+                }
+                _ => true,
+            }
+        });
+    }
+}
+
+fn ephemeral_range(p: u16) -> u16 {
+    if p < 49152 { 49152 } else { p }
+}
+
+impl<D: Driver> Stack<D> {
+    /// Listens on `port` with room for `backlog` connections that are being
+    /// set up or waiting for [`accept`](Self::tcp_accept).
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> io::Result<TcpListener> {
+        if port == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot listen on port 0",
+            ));
+        }
+        if backlog == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "backlog must be at least 1",
+            ));
+        }
+        if self.listeners.iter().flatten().any(|l| l.port == port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("TCP port {port} already has a listener"),
+            ));
+        }
+        let id = match self.listeners.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(None);
+                self.listeners.len() - 1
+            }
+        };
+        self.listeners[id] = Some(Listener {
+            port,
+            backlog,
+            listening: Vec::new(),
+            pending: SlotQueue::new(),
+        });
+        self.refill_listeners();
+        Ok(TcpListener(id as u32))
+    }
+
+    /// Tops every listener up to its backlog with listening sockets.
+    pub(crate) fn refill_listeners(&mut self) {
+        for id in 0..self.listeners.len() {
+            while let Some(l) = &self.listeners[id] {
+                let (need, port) = (l.shortfall(), l.port);
+                if need == 0 {
+                    break;
+                }
+                let slot = self.take_socket();
+                let handle = self.handle(slot);
+                let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+                if sock.listen(port).is_err() {
+                    // Cannot happen for a CLOSED socket and a non-zero port; keep
+                    // the socket free rather than loop.
+                    self.tcp_free.push(slot);
+                    break;
+                }
+                self.tcp[slot as usize].role = Role::Listening(id as u32);
+                if let Some(l) = &mut self.listeners[id] {
+                    l.listening.push(slot);
+                }
+            }
+        }
+    }
+
+    /// Takes the oldest established connection from `listener`'s queue, if any.
+    pub fn tcp_accept(&mut self, listener: TcpListener) -> Option<TcpConn> {
+        let l = self.listeners.get_mut(listener.0 as usize)?.as_mut()?;
+        let pos = l.pending.iter().position(|&slot| {
+            let st = self
+                .sockets
+                .get::<tcp::Socket>(self.tcp[slot as usize].handle)
+                .state();
+            !matches!(
+                st,
+                tcp::State::SynReceived | tcp::State::Listen | tcp::State::Closed
+            )
+        })?;
+        let slot = l.pending.remove(pos)?;
+        let s = &mut self.tcp[slot as usize];
+        s.role = Role::Open;
+        s.generation = s.generation.wrapping_add(1);
+        let conn = TcpConn {
+            slot,
+            generation: s.generation,
+        };
+        self.refill_listeners();
+        Some(conn)
+    }
+
+    /// Stops listening: aborts the listening sockets and the connections not yet accepted.
+    pub fn tcp_unlisten(&mut self, listener: TcpListener) {
+        let Some(l) = self
+            .listeners
+            .get_mut(listener.0 as usize)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        for slot in l.listening.into_iter().chain(l.pending) {
+            let s = &mut self.tcp[slot as usize];
+            self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
+            s.role = Role::Closing;
+            self.closing.push(slot);
+        }
+        self.dirty = true;
+    }
+
+    /// Starts connecting to `remote`; poll until [`tcp_state`](Self::tcp_state)
+    /// is `Established` (or `Closed`: refused or timed out).
+    pub fn tcp_connect(&mut self, remote: SocketAddrV4) -> io::Result<TcpConn> {
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect to {remote}"),
+            ));
+        }
+        let slot = self.take_socket();
+        let local = self.next_ephemeral;
+        self.next_ephemeral = ephemeral_range(self.next_ephemeral.wrapping_add(1));
+        let handle = self.handle(slot);
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        let remote_ep = (IpAddress::Ipv4(*remote.ip()), remote.port());
+        if let Err(e) = sock.connect(self.iface.context(), remote_ep, local) {
+            self.tcp_free.push(slot);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot connect to {remote}: {e}"),
+            ));
+        }
+        let s = &mut self.tcp[slot as usize];
+        s.role = Role::Open;
+        s.generation = s.generation.wrapping_add(1);
+        Ok(TcpConn {
+            slot,
+            generation: s.generation,
+        })
+    }
+
+    fn sock(&self, c: TcpConn) -> io::Result<&tcp::Socket<'static>> {
+        match self.tcp.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => {
+                Ok(self.sockets.get(s.handle))
+            }
+            _ => Err(stale()),
+        }
+    }
+
+    fn sock_mut(&mut self, c: TcpConn) -> io::Result<&mut tcp::Socket<'static>> {
+        match self.tcp.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => {
+                Ok(self.sockets.get_mut(s.handle))
+            }
+            _ => Err(stale()),
+        }
+    }
+
+    /// The connection's TCP state (`Closed` for a stale handle).
+    pub fn tcp_state(&self, c: TcpConn) -> TcpState {
+        self.sock(c).map(|s| s.state()).unwrap_or(TcpState::Closed)
+    }
+
+    /// The peer's address, once connected.
+    pub fn tcp_peer(&self, c: TcpConn) -> Option<SocketAddrV4> {
+        let ep = self.sock(c).ok()?.remote_endpoint()?;
+        match ep.addr {
+            IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
+        }
+    }
+
+    /// Copies received bytes into `buf` (copy counted). `Ok(0)` at end of
+    /// stream; `WouldBlock` when nothing is buffered yet.
+    pub fn tcp_read(&mut self, c: TcpConn, buf: &mut [u8]) -> io::Result<usize> {
+        let sock = self.sock_mut(c)?;
+        if sock.can_recv() {
+            let n = sock.recv_slice(buf).map_err(|_| stale())?;
+            self.app_read_bytes += n as u64;
+            return Ok(n);
+        }
+        if sock.may_recv()
+            || sock.state() == TcpState::SynSent
+            || sock.state() == TcpState::SynReceived
+        {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(0)
+    }
+
+    /// Reads in place: `f` sees the received bytes in the socket's ring (the
+    /// longest contiguous run) and returns how many it consumed. No copy by
+    /// the stack. `WouldBlock` when nothing is buffered; `Ok(None)` at end of stream.
+    pub fn tcp_read_with<R>(
+        &mut self,
+        c: TcpConn,
+        f: impl FnOnce(&[u8]) -> (usize, R),
+    ) -> io::Result<Option<R>> {
+        let sock = self.sock_mut(c)?;
+        if sock.can_recv() {
+            let r = sock.recv(|data| {
+                let (n, r) = f(data);
+                (n.min(data.len()), r)
+            });
+            return r.map(Some).map_err(|_| stale());
+        }
+        if sock.may_recv() || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(None)
+    }
+
+    /// Copies as much of `data` as fits into the send ring (copy counted).
+    /// `WouldBlock` when the ring is full; `BrokenPipe` after a shutdown or reset.
+    pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
+        let sock = self.sock_mut(c)?;
+        if !sock.may_send() {
+            return match sock.state() {
+                TcpState::SynSent | TcpState::SynReceived => Err(io::ErrorKind::WouldBlock.into()),
+                st => Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("connection cannot send in state {st}"),
+                )),
+            };
+        }
+        let n = sock.send_slice(data).map_err(|_| stale())?;
+        if n == 0 && !data.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.app_write_bytes += n as u64;
+        Ok(n)
+    }
+
+    /// Writes in place: `f` gets the free part of the send ring (the longest
+    /// contiguous run) and returns how many bytes it filled. The caller's
+    /// copy into the ring is counted as `app_write_bytes`.
+    pub fn tcp_write_with<R>(
+        &mut self,
+        c: TcpConn,
+        f: impl FnOnce(&mut [u8]) -> (usize, R),
+    ) -> io::Result<R> {
+        let sock = self.sock_mut(c)?;
+        if !sock.may_send() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection cannot send",
+            ));
+        }
+        let mut wrote = 0;
+        let r = sock
+            .send(|free| {
+                let (n, r) = f(free);
+                wrote = n.min(free.len());
+                (wrote, r)
+            })
+            .map_err(|_| stale())?;
+        self.app_write_bytes += wrote as u64;
+        Ok(r)
+    }
+
+    /// Bytes that can be written now without blocking.
+    pub fn tcp_send_room(&self, c: TcpConn) -> usize {
+        self.sock(c)
+            .map(|s| s.send_capacity() - s.send_queue())
+            .unwrap_or(0)
+    }
+
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn tcp_unacked(&self, c: TcpConn) -> usize {
+        self.sock(c).map(|s| s.send_queue()).unwrap_or(0)
+    }
+
+    /// Bytes received and not yet read.
+    pub fn tcp_readable(&self, c: TcpConn) -> usize {
+        self.sock(c).map(|s| s.recv_queue()).unwrap_or(0)
+    }
+
+    /// Sends FIN after the queued data; the connection can still read.
+    pub fn tcp_shutdown(&mut self, c: TcpConn) -> io::Result<()> {
+        self.sock_mut(c)?.close();
+        Ok(())
+    }
+
+    /// Closes the connection: queued data is still sent, then FIN; the
+    /// handle is invalid afterwards and the socket is recycled once CLOSED.
+    pub fn tcp_close(&mut self, c: TcpConn) -> io::Result<()> {
+        self.sock_mut(c)?.close();
+        self.retire(c);
+        Ok(())
+    }
+
+    /// Resets the connection (RST) and invalidates the handle.
+    pub fn tcp_abort(&mut self, c: TcpConn) -> io::Result<()> {
+        self.sock_mut(c)?.abort();
+        self.retire(c);
+        Ok(())
+    }
+
+    fn retire(&mut self, c: TcpConn) {
+        let s = &mut self.tcp[c.slot as usize];
+        s.role = Role::Closing;
+        s.generation = s.generation.wrapping_add(1);
+        self.closing.push(c.slot);
+        self.dirty = true;
+    }
+
+    /// The local address a connection uses.
+    pub fn tcp_local(&self, c: TcpConn) -> Option<SocketAddrV4> {
+        let ep = self.sock(c).ok()?.local_endpoint()?;
+        match ep.addr {
+            IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
+        }
+    }
+}
