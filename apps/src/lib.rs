@@ -1,1 +1,240 @@
+//! Shared pieces of the zcstack apps (`zc-echo`, and the ones to come): the
+//! device flags every app accepts, opening the driver and building the
+//! stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+#![deny(unsafe_code)]
 
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser};
+use zcstack::{Stack, StackStats};
+use zcstack_driver::pcap::Pcap;
+use zcstack_driver::tap::Tap;
+use zcstack_driver::{Driver, PoolConfig};
+
+/// The driver type the apps run on (TAP, optionally wrapped for pcap capture).
+pub type AppDriver = Box<dyn Driver>;
+
+/// Device and address flags shared by every app.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Create, or attach to, the TAP device NAME in the current network namespace.
+    #[arg(long, value_name = "NAME")]
+    pub tap: String,
+    /// The stack's IPv4 address and prefix length.
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    pub ip: (Ipv4Addr, u8),
+    /// Default gateway (inside the stack's subnet).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The stack's MAC address (default 02:5a: followed by the IPv4 address).
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub mac: Option<[u8; 6]>,
+    /// Print one line of live figures per second.
+    #[arg(long)]
+    pub stats: bool,
+    /// Write every frame the stack sends and receives to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Frames in the buffer pool (2 KiB each).
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub pool_frames: u32,
+}
+
+/// Parses `10.200.0.2/24`.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or("expected ADDR/PREFIX, e.g. 10.200.0.2/24")?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .map_err(|_| format!("{p:?} is not a prefix length"))?;
+    if prefix > 32 {
+        return Err(format!("prefix length /{prefix} is more than 32"));
+    }
+    Ok((addr, prefix))
+}
+
+/// Parses `02:00:00:00:00:01`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let err = || format!("{s:?} is not a MAC address like 02:00:00:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(err)?;
+        if p.len() != 2 {
+            return Err(err());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| err())?;
+    }
+    if parts.next().is_some() {
+        return Err(err());
+    }
+    Ok(mac)
+}
+
+/// Parses the command line; on a usage error prints one line and exits with 2.
+pub fn parse_args<T: Parser>(app: &str) -> T {
+    match T::try_parse() {
+        Ok(t) => t,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("{app}: {line} (try --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs `main`, printing an error as one line (`app: what: why`) with exit code 1.
+pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{app}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl DeviceArgs {
+    /// Opens the device and builds the stack.
+    pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
+        let pool = PoolConfig::new()
+            .frames(self.pool_frames)
+            .build()
+            .context("creating the buffer pool")?;
+        let tap = Tap::open(&self.tap, pool)?;
+        let driver: AppDriver = match &self.pcap {
+            Some(path) => Box::new(Pcap::create(tap, path)?),
+            None => Box::new(tap),
+        };
+        let stack = Stack::builder(driver)
+            .ip(self.ip.0, self.ip.1)
+            .gateway(self.gateway)
+            .mac(self.mac)
+            .build()?;
+        Ok(stack)
+    }
+}
+
+/// Set when the user pressed Ctrl-C (or sent SIGTERM).
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Prints one line of live figures per second when enabled. Reads the clock
+/// only every 1024 calls.
+pub struct StatsTicker {
+    on: bool,
+    calls: u32,
+    last: Instant,
+    prev: StackStats,
+}
+
+impl StatsTicker {
+    /// A ticker that prints only if `on`.
+    pub fn new(on: bool) -> StatsTicker {
+        StatsTicker {
+            on,
+            calls: 0,
+            last: Instant::now(),
+            prev: StackStats::default(),
+        }
+    }
+
+    /// Call once per loop iteration.
+    pub fn tick<D: Driver>(&mut self, app: &str, stack: &Stack<D>) {
+        if !self.on {
+            return;
+        }
+        self.calls = self.calls.wrapping_add(1);
+        if !self.calls.is_multiple_of(1024) {
+            return;
+        }
+        let secs = self.last.elapsed().as_secs_f64();
+        if secs < 1.0 {
+            return;
+        }
+        let s = stack.stats();
+        eprintln!("{app}: {}", rate_line(&self.prev, &s, secs));
+        self.prev = s;
+        self.last = Instant::now();
+    }
+}
+
+/// `rx 1.23 Gbit/s 100k pkt/s, tx …, drops N, pool used/capacity, conns N`.
+pub fn rate_line(prev: &StackStats, now: &StackStats, secs: f64) -> String {
+    let (a, b) = (&prev.driver, &now.driver);
+    let gbps = |bytes: u64| bytes as f64 * 8.0 / secs / 1e9;
+    let kpps = |p: u64| p as f64 / secs / 1e3;
+    let drops = |s: &StackStats| {
+        s.driver.rx_dropped_no_frame
+            + s.rx_errors
+            + s.tx_dropped_no_frame
+            + s.tx_dropped_too_big
+            + s.tx_errors
+            + s.driver.tx_errors
+    };
+    format!(
+        "rx {:.3} Gbit/s {:.1}k pkt/s, tx {:.3} Gbit/s {:.1}k pkt/s, drops {}, pool {}/{}, conns {}",
+        gbps(b.rx_bytes - a.rx_bytes),
+        kpps(b.rx_packets - a.rx_packets),
+        gbps(b.tx_bytes - a.tx_bytes),
+        kpps(b.tx_packets - a.tx_packets),
+        drops(now) - drops(prev),
+        now.pool.in_use,
+        now.pool.capacity,
+        now.tcp_open
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_and_mac_parsing() {
+        assert_eq!(
+            parse_cidr("10.200.0.2/24"),
+            Ok((Ipv4Addr::new(10, 200, 0, 2), 24))
+        );
+        assert!(
+            parse_cidr("10.200.0.300/24")
+                .unwrap_err()
+                .contains("not an IPv4 address")
+        );
+        assert!(
+            parse_cidr("10.200.0.2")
+                .unwrap_err()
+                .contains("ADDR/PREFIX")
+        );
+        assert!(
+            parse_cidr("10.200.0.2/33")
+                .unwrap_err()
+                .contains("more than 32")
+        );
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Ok([2, 0, 0, 0, 0, 10]));
+        assert!(parse_mac("02:00:00:00:00").is_err());
+        assert!(parse_mac("02:00:00:00:00:00:01").is_err());
+        assert!(parse_mac("zz:00:00:00:00:00").is_err());
+    }
+}

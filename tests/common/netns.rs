@@ -1,1 +1,236 @@
-pub fn placeholder() {}
+//! Network namespaces, TAP devices and app processes for privileged tests.
+//!
+//! Every name starts with `zc` and every address is in 10.200.0.0/16. A
+//! [`TapBed`] deletes its namespace (and with it the TAP device) when dropped,
+//! also when the test panics; an [`App`] is interrupted, then killed, when dropped.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sched::{CloneFlags, setns};
+
+/// Whether privileged tests should run: root, and not told to skip.
+pub fn privileged() -> bool {
+    if std::env::var_os("ZC_SKIP_PRIVILEGED").is_some() {
+        return false;
+    }
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skips the calling test (returns from it) when not privileged.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::netns::privileged() {
+            eprintln!("skipped: needs root (CI runs it as root)");
+            return;
+        }
+    };
+}
+
+/// Runs `cmd`, panicking with its stderr if it fails.
+pub fn sh(cmd: &[&str]) -> Output {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A namespace holding a persistent TAP device whose kernel side has an address.
+///
+/// Subnet `10.200.N.0/24`: the kernel side is `.1`, the stack should use `.2`.
+pub struct TapBed {
+    /// Namespace name.
+    pub ns: String,
+    /// TAP device name (inside the namespace).
+    pub tap: String,
+    /// Third octet of the subnet.
+    pub net: u8,
+}
+
+impl TapBed {
+    /// Creates namespace `zc<tag><pid>` with TAP `zctap0` on 10.200.`net`.0/24.
+    pub fn new(tag: &str, net: u8) -> TapBed {
+        let ns = format!("zc{tag}{}", std::process::id());
+        // Leftover from a crashed run of this same test process id: remove it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
+        sh(&["ip", "netns", "add", &ns]);
+        let bed = TapBed {
+            ns,
+            tap: "zctap0".into(),
+            net,
+        };
+        bed.ip(&["link", "set", "lo", "up"]);
+        bed.ip(&["tuntap", "add", "dev", &bed.tap, "mode", "tap"]);
+        bed.ip(&[
+            "addr",
+            "add",
+            &format!("10.200.{net}.1/24"),
+            "dev",
+            &bed.tap,
+        ]);
+        bed.ip(&["link", "set", &bed.tap, "up"]);
+        bed
+    }
+
+    /// `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut cmd = vec!["ip", "netns", "exec", &self.ns, "ip"];
+        cmd.extend_from_slice(args);
+        sh(&cmd)
+    }
+
+    /// The stack's address in this bed.
+    pub fn stack_ip(&self) -> String {
+        format!("10.200.{}.2", self.net)
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns, program]);
+        c
+    }
+
+    /// Runs `f` on a thread that has joined this namespace (sockets it opens
+    /// live there); returns its result.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.ns);
+        std::thread::spawn(move || {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    /// `ping -c N` of `addr` from the kernel side; whether all were answered.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        let out = self
+            .command("ping")
+            .args(["-c", &count.to_string(), "-W", "2", "-i", "0.2", addr])
+            .output()
+            .expect("ping");
+        out.status.success()
+    }
+}
+
+impl Drop for TapBed {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// Path of one of the workspace's binaries (built by `scripts/test.sh`).
+pub fn bin(name: &str) -> PathBuf {
+    // scripts/test.sh says where it built them; otherwise they sit beside
+    // the test executable's deps/ folder (target/<profile>/).
+    let dir = match std::env::var_os("ZC_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current_exe");
+            exe.parent()
+                .and_then(|p| p.parent())
+                .expect("target dir")
+                .to_path_buf()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the apps first (`cargo build --release --workspace --bins`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// An app process started inside a namespace.
+pub struct App {
+    child: Child,
+    /// Lines the app printed on stdout after its first line.
+    pub lines: mpsc::Receiver<String>,
+    /// Its first stdout line (printed once it is ready).
+    pub banner: String,
+}
+
+impl App {
+    /// Starts `name ARGS` inside `bed`'s namespace and waits (≤ 10 s) for its first line.
+    pub fn start(bed: &TapBed, name: &str, args: &[&str]) -> App {
+        let mut child = bed
+            .command(bin(name).to_str().expect("utf-8 path"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn app");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(banner) => App {
+                child,
+                lines: rx,
+                banner,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("{name} did not start: {err}");
+            }
+        }
+    }
+
+    /// Sends SIGINT and waits (≤ 5 s); returns the exit code and what it printed after.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let code = loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                break st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out: Vec<String> = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            out.push(l);
+        }
+        (code, out.join("\n"))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

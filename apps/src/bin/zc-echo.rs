@@ -1,0 +1,158 @@
+//! zc-echo: a TCP echo server on zcstack.
+//!
+//! ```text
+//! zc-echo --tap zctap0 --ip 10.200.1.2/24 --port 7 [--stats] [--pcap FILE]
+//! ```
+//! Every byte a client sends comes back on the same connection; when the
+//! client finishes sending (FIN), the rest is echoed and the connection closed.
+#![deny(unsafe_code)]
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use zcstack::{Stack, TcpConn};
+use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
+
+const APP: &str = "zc-echo";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zc-echo",
+    version,
+    about = "TCP echo server on the zcstack kernel-bypass stack"
+)]
+struct Cli {
+    #[command(flatten)]
+    dev: DeviceArgs,
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 7)]
+    port: u16,
+    /// Connections that may be in setup or waiting to be accepted at once.
+    #[arg(long, default_value_t = 128)]
+    backlog: usize,
+}
+
+/// Bytes buffered per connection between reading and echoing. The server
+/// keeps reading while its send ring is full, up to this much, so that its
+/// receive window rarely closes: smoltcp 0.14 ignores the ACK field of
+/// segments beyond a zero receive window (after a peer's window probe moves
+/// its sequence number on), which can stall both directions for good.
+const BUF: usize = 1 << 20;
+
+struct Conn {
+    conn: TcpConn,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+enum Step {
+    Keep(bool),
+    Done,
+}
+
+/// Moves what it can for one connection; `Keep(true)` if bytes moved.
+fn serve(stack: &mut Stack<AppDriver>, c: &mut Conn) -> Step {
+    let mut moved = false;
+    loop {
+        let mut blocked = false;
+        while c.start < c.end {
+            match stack.tcp_write(c.conn, &c.buf[c.start..c.end]) {
+                Ok(n) => {
+                    c.start += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(_) => return Step::Done,
+            }
+        }
+        if c.start == c.end {
+            c.start = 0;
+            c.end = 0;
+            if c.eof {
+                return Step::Done;
+            }
+        } else if c.start > BUF / 2 {
+            c.buf.copy_within(c.start..c.end, 0);
+            c.end -= c.start;
+            c.start = 0;
+        }
+        if c.eof || c.end == BUF {
+            return Step::Keep(moved);
+        }
+        match stack.tcp_read(c.conn, &mut c.buf[c.end..]) {
+            Ok(0) => c.eof = true,
+            Ok(n) => {
+                c.end += n;
+                moved = true;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Keep(moved),
+            Err(_) => return Step::Done,
+        }
+        if blocked {
+            return Step::Keep(moved);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = parse_args(APP);
+    run(APP, || {
+        let stop = stop_flag()?;
+        let mut stack = cli.dev.build_stack()?;
+        let listener = stack.tcp_listen(cli.port, cli.backlog)?;
+        let (ip, _) = stack.ip();
+        println!(
+            "{APP}: listening on {ip}:{} via {} (MTU {})",
+            cli.port,
+            stack.driver().describe(),
+            stack.driver().mtu()
+        );
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut ticker = StatsTicker::new(cli.dev.stats);
+        while !stop.load(Ordering::Relaxed) {
+            stack.poll_wait();
+            while let Some(conn) = stack.tcp_accept(listener) {
+                conns.push(Conn {
+                    conn,
+                    buf: vec![0; BUF].into(),
+                    start: 0,
+                    end: 0,
+                    eof: false,
+                });
+            }
+            let mut busy = false;
+            let mut i = 0;
+            while i < conns.len() {
+                match serve(&mut stack, &mut conns[i]) {
+                    Step::Keep(moved) => {
+                        busy |= moved;
+                        i += 1;
+                    }
+                    Step::Done => {
+                        let c = conns.swap_remove(i);
+                        // Already closed by a reset: nothing left to do.
+                        let _ = stack.tcp_close(c.conn);
+                    }
+                }
+            }
+            if busy {
+                stack.note_activity();
+            }
+            ticker.tick(APP, &stack);
+        }
+        let s = stack.stats();
+        println!(
+            "{APP}: stopped; {s}; copies per byte rx {:.2} tx {:.2}",
+            s.rx_copies_per_byte(),
+            s.tx_copies_per_byte()
+        );
+        Ok(())
+    })
+}

@@ -1,0 +1,129 @@
+//! zc-echo on a TAP device inside its own namespace, with kernel TCP clients
+//! on the other side (root only; CI runs these).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use zcstack_tests::netns::{App, TapBed};
+use zcstack_tests::{random_bytes, require_root, sha256_hex};
+
+/// Sends `data` to `addr` and reads the echo back (both directions at once).
+fn echo_through(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let len = data.len();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).expect("write");
+        w.shutdown(Shutdown::Write).expect("shutdown");
+    });
+    let mut got = Vec::with_capacity(len);
+    s.read_to_end(&mut got).expect("read echo");
+    writer.join().unwrap();
+    got
+}
+
+fn start_echo(bed: &TapBed) -> App {
+    let ip = format!("{}/24", bed.stack_ip());
+    let app = App::start(
+        bed,
+        "zc-echo",
+        &["--tap", &bed.tap, "--ip", &ip, "--port", "7"],
+    );
+    assert!(
+        app.banner.contains("listening on"),
+        "banner: {}",
+        app.banner
+    );
+    app
+}
+
+/// Stops the app and checks it exited cleanly with its pool full again.
+fn stop_clean(app: App) -> String {
+    let (code, out) = app.stop();
+    assert_eq!(code, Some(0), "zc-echo exit code; output: {out}");
+    assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
+    out
+}
+
+#[test]
+fn sixteen_mib_echo_and_ping() {
+    require_root!();
+    let bed = TapBed::new("echo", 11);
+    let app = start_echo(&bed);
+    assert!(
+        bed.ping(&bed.stack_ip(), 3),
+        "ping of the stack went unanswered"
+    );
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let data = random_bytes(16 << 20, 11);
+    let want = sha256_hex(&data);
+    let t = Instant::now();
+    let got = bed.within(move || echo_through(addr, data));
+    eprintln!("16 MiB echoed in {:?}", t.elapsed());
+    assert_eq!(got.len(), 16 << 20);
+    assert_eq!(sha256_hex(&got), want);
+    stop_clean(app);
+}
+
+#[test]
+fn fifty_concurrent_clients() {
+    require_root!();
+    let bed = TapBed::new("conc", 12);
+    let app = start_echo(&bed);
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let results = bed.within(move || {
+        let clients: Vec<_> = (0..50u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let data = random_bytes(1 << 20, 100 + i);
+                    let want = sha256_hex(&data);
+                    (want, sha256_hex(&echo_through(addr, data)))
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client panicked"))
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(results.len(), 50);
+    for (i, (want, got)) in results.iter().enumerate() {
+        assert_eq!(want, got, "client {i} got different bytes back");
+    }
+    stop_clean(app);
+}
+
+#[test]
+fn garbage_frames_do_not_crash_the_stack() {
+    require_root!();
+    let bed = TapBed::new("fuzz", 13);
+    let app = start_echo(&bed);
+    let mac = "02:5a:0a:c8:0d:02"; // default MAC for 10.200.13.2
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
+    let out = bed
+        .command("python3")
+        .args([script, &bed.tap, mac, &bed.stack_ip(), "20000", "7"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "fuzzer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("count");
+    assert!(sent > 15_000, "the kernel accepted only {sent} frames");
+    // Still answering: ping, and a clean echo.
+    assert!(bed.ping(&bed.stack_ip(), 2), "stack stopped answering ping");
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let data = random_bytes(1 << 20, 13);
+    let want = sha256_hex(&data);
+    let got = bed.within(move || echo_through(addr, data));
+    assert_eq!(sha256_hex(&got), want);
+    stop_clean(app);
+}
