@@ -174,3 +174,91 @@ fn sixty_four_mib_with_loss_and_reordering() {
     );
     bed.assert_pools_full();
 }
+
+#[test]
+fn udp_datagrams_arrive_whole_with_their_sender() {
+    let mut bed = bed(WireConfig::default(), false);
+    let sa = bed.a.udp_bind(4000).unwrap();
+    let sb = bed.b.udp_bind(5000).unwrap();
+    let err = bed.b.udp_bind(5000).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    let dst = SocketAddrV4::new(B, 5000);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    for i in 0..100u32 {
+        let payload = random_bytes(1 + (i as usize * 13) % 1400, u64::from(i));
+        // The first datagram waits in smoltcp while ARP resolves b's address.
+        while let Err(e) = bed.a.udp_send_to(sa, &payload, dst) {
+            assert_eq!(e.kind(), ErrorKind::WouldBlock, "{e}");
+            bed.step(false);
+        }
+        bed.step(false);
+        while let Ok((n, from)) = bed.b.udp_recv_from(sb, &mut buf) {
+            assert_eq!(from, SocketAddrV4::new(A, 4000));
+            got.push(buf[..n].to_vec());
+        }
+    }
+    for _ in 0..100 {
+        bed.step(false);
+        while let Ok((n, _)) = bed.b.udp_recv_from(sb, &mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    assert_eq!(got.len(), 100, "every datagram arrived once");
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(
+            *d,
+            random_bytes(1 + (i * 13) % 1400, i as u64),
+            "datagram {i}"
+        );
+    }
+    // A buffer too small for the next datagram is refused and the datagram kept.
+    bed.a.udp_send_to(sa, &[7u8; 600], dst).unwrap();
+    for _ in 0..10 {
+        bed.step(false);
+    }
+    let err = bed.b.udp_recv_from(sb, &mut buf[..100]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(bed.b.udp_recv_from(sb, &mut buf).unwrap().0, 600);
+    bed.assert_pools_full();
+}
+
+#[test]
+fn simultaneous_connects_are_all_accepted() {
+    let mut bed = bed(WireConfig::default(), false);
+    let listener = bed.b.tcp_listen(80, 64).unwrap();
+    let conns: Vec<_> = (0..40)
+        .map(|_| bed.a.tcp_connect(SocketAddrV4::new(B, 80)).unwrap())
+        .collect();
+    let mut accepted = Vec::new();
+    for _ in 0..5000 {
+        bed.step(false);
+        while let Some(c) = bed.b.tcp_accept(listener) {
+            accepted.push(c);
+        }
+        if accepted.len() == conns.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        accepted.len(),
+        40,
+        "every connect was accepted, none refused"
+    );
+    assert!(
+        conns
+            .iter()
+            .all(|&c| bed.a.tcp_state(c) == TcpState::Established)
+    );
+    for c in accepted {
+        bed.b.tcp_close(c).unwrap();
+    }
+    for c in conns {
+        bed.a.tcp_close(c).unwrap();
+    }
+    for _ in 0..5000 {
+        bed.step(false);
+    }
+    assert_eq!(bed.b.stats().tcp_open, 0);
+    bed.assert_pools_full();
+}
