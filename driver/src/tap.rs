@@ -11,6 +11,8 @@
 //! network namespace; the device appears in whatever namespace the calling
 //! thread is in.
 
+#![deny(unsafe_code)]
+
 use std::io;
 use std::os::fd::OwnedFd;
 
