@@ -25,6 +25,19 @@ fn echo_through(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
     got
 }
 
+/// Echoes `len` seeded random bytes through the stack in `bed` from a kernel
+/// client and asserts they come back identical.
+fn assert_echo(bed: &TapBed, len: usize, seed: u64) {
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let data = random_bytes(len, seed);
+    let want = sha256_hex(&data);
+    let t = Instant::now();
+    let got = bed.within(move || echo_through(addr, data));
+    eprintln!("{len} bytes echoed in {:?}", t.elapsed());
+    assert_eq!(got.len(), len);
+    assert_eq!(sha256_hex(&got), want);
+}
+
 fn start_echo(bed: &TapBed) -> App {
     let ip = format!("{}/24", bed.stack_ip());
     let app = App::start(
@@ -57,14 +70,7 @@ fn sixteen_mib_echo_and_ping() {
         bed.ping(&bed.stack_ip(), 3),
         "ping of the stack went unanswered"
     );
-    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
-    let data = random_bytes(16 << 20, 11);
-    let want = sha256_hex(&data);
-    let t = Instant::now();
-    let got = bed.within(move || echo_through(addr, data));
-    eprintln!("16 MiB echoed in {:?}", t.elapsed());
-    assert_eq!(got.len(), 16 << 20);
-    assert_eq!(sha256_hex(&got), want);
+    assert_echo(&bed, 16 << 20, 11);
     stop_clean(app);
 }
 
@@ -120,10 +126,6 @@ fn garbage_frames_do_not_crash_the_stack() {
     assert!(sent > 15_000, "the kernel accepted only {sent} frames");
     // Still answering: ping, and a clean echo.
     assert!(bed.ping(&bed.stack_ip(), 2), "stack stopped answering ping");
-    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
-    let data = random_bytes(1 << 20, 13);
-    let want = sha256_hex(&data);
-    let got = bed.within(move || echo_through(addr, data));
-    assert_eq!(sha256_hex(&got), want);
+    assert_echo(&bed, 1 << 20, 13);
     stop_clean(app);
 }

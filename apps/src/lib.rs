@@ -186,14 +186,7 @@ pub fn rate_line(prev: &StackStats, now: &StackStats, secs: f64) -> String {
     let (a, b) = (&prev.driver, &now.driver);
     let gbps = |bytes: u64| bytes as f64 * 8.0 / secs / 1e9;
     let kpps = |p: u64| p as f64 / secs / 1e3;
-    let drops = |s: &StackStats| {
-        s.driver.rx_dropped_no_frame
-            + s.rx_errors
-            + s.tx_dropped_no_frame
-            + s.tx_dropped_too_big
-            + s.tx_errors
-            + s.driver.tx_errors
-    };
+    let drops = |s: &StackStats| s.rx_drops() + s.tx_drops();
     format!(
         "rx {:.3} Gbit/s {:.1}k pkt/s, tx {:.3} Gbit/s {:.1}k pkt/s, drops {}, pool {}/{}, conns {}",
         gbps(b.rx_bytes - a.rx_bytes),

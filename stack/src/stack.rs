@@ -1,6 +1,5 @@
 //! The stack: a smoltcp `Interface` over a [`Port`], its sockets, and the poll loop.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -421,21 +420,12 @@ impl<D: Driver> Stack<D> {
         }
     }
 
-    /// Aborts every connection, drops every socket and returns the driver.
-    /// Frames still queued in the stack go back to the pool.
+    /// Drops every socket (without sending FIN or RST) and returns the
+    /// driver. Frames still queued in the stack go back to the pool.
     pub fn into_driver(self) -> D {
-        self.port.into_driver()
+        self.port.driver
     }
 }
-
-impl<D: Driver> Port<D> {
-    pub(crate) fn into_driver(self) -> D {
-        self.driver
-    }
-}
-
-/// A queue of slot numbers (used by listeners).
-pub(crate) type SlotQueue = VecDeque<u32>;
 
 /// Maps a closed-handle error to what the user sees.
 pub(crate) fn stale() -> io::Error {

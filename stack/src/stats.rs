@@ -42,6 +42,16 @@ pub struct StackStats {
 }
 
 impl StackStats {
+    /// Received frames lost: pool empty in the driver, or driver errors.
+    pub fn rx_drops(&self) -> u64 {
+        self.driver.rx_dropped_no_frame + self.rx_errors
+    }
+
+    /// Frames the stack produced that never reached the device.
+    pub fn tx_drops(&self) -> u64 {
+        self.tx_dropped_no_frame + self.tx_dropped_too_big + self.tx_errors + self.driver.tx_errors
+    }
+
     /// CPU copies per TCP payload byte on the send path: the application's
     /// copy into the ring plus smoltcp's ring → frame copy (retransmissions
     /// included), per byte the application handed over. The driver ⇄ smoltcp
@@ -73,8 +83,8 @@ impl fmt::Display for StackStats {
             d.rx_bytes,
             d.tx_packets,
             d.tx_bytes,
-            d.rx_dropped_no_frame + self.rx_errors,
-            self.tx_dropped_no_frame + self.tx_dropped_too_big + self.tx_errors + d.tx_errors,
+            self.rx_drops(),
+            self.tx_drops(),
             self.tcp_open,
             self.pool
         )

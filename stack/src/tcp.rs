@@ -11,6 +11,7 @@
 //! Reads and writes follow non-blocking socket conventions: `Ok(0)` from
 //! `read` is end of stream, [`io::ErrorKind::WouldBlock`] means poll and retry.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddrV4;
 
@@ -19,7 +20,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use zcstack_driver::Driver;
 
-use crate::stack::{SlotQueue, Stack, stale};
+use crate::stack::{Stack, stale};
 
 pub use smoltcp::socket::tcp::State as TcpState;
 
@@ -81,7 +82,7 @@ pub(crate) struct Listener {
     backlog: usize,
     listening: Vec<u32>,
     /// Sockets past LISTEN (SYN-RECEIVED or later), oldest first.
-    pending: SlotQueue,
+    pending: VecDeque<u32>,
 }
 
 impl Listener {
@@ -135,6 +136,28 @@ impl Listener {
     }
 }
 
+/// For a socket with nothing buffered: `WouldBlock` while more may arrive
+/// (also during the handshake), `Ok` at end of stream.
+fn end_of_stream(sock: &tcp::Socket) -> io::Result<()> {
+    if sock.may_recv() || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
+        Err(io::ErrorKind::WouldBlock.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Why a socket that may not send refuses: still handshaking (`WouldBlock`)
+/// or shut down / reset (`BrokenPipe`).
+fn cannot_send(sock: &tcp::Socket) -> io::Error {
+    match sock.state() {
+        TcpState::SynSent | TcpState::SynReceived => io::ErrorKind::WouldBlock.into(),
+        st => io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            format!("connection cannot send in state {st}"),
+        ),
+    }
+}
+
 fn ephemeral_range(p: u16) -> u16 {
     if p < 49152 { 49152 } else { p }
 }
@@ -172,7 +195,7 @@ impl<D: Driver> Stack<D> {
             port,
             backlog,
             listening: Vec::new(),
-            pending: SlotQueue::new(),
+            pending: VecDeque::new(),
         });
         self.refill_listeners();
         Ok(TcpListener(id as u32))
@@ -317,13 +340,7 @@ impl<D: Driver> Stack<D> {
             self.app_read_bytes += n as u64;
             return Ok(n);
         }
-        if sock.may_recv()
-            || sock.state() == TcpState::SynSent
-            || sock.state() == TcpState::SynReceived
-        {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(0)
+        end_of_stream(sock).map(|()| 0)
     }
 
     /// Reads in place: `f` sees the received bytes in the socket's ring (the
@@ -342,10 +359,7 @@ impl<D: Driver> Stack<D> {
             });
             return r.map(Some).map_err(|_| stale());
         }
-        if sock.may_recv() || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(None)
+        end_of_stream(sock).map(|()| None)
     }
 
     /// Copies as much of `data` as fits into the send ring (copy counted).
@@ -353,13 +367,7 @@ impl<D: Driver> Stack<D> {
     pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
         let sock = self.sock_mut(c)?;
         if !sock.may_send() {
-            return match sock.state() {
-                TcpState::SynSent | TcpState::SynReceived => Err(io::ErrorKind::WouldBlock.into()),
-                st => Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    format!("connection cannot send in state {st}"),
-                )),
-            };
+            return Err(cannot_send(sock));
         }
         let n = sock.send_slice(data).map_err(|_| stale())?;
         if n == 0 && !data.is_empty() {
@@ -379,10 +387,7 @@ impl<D: Driver> Stack<D> {
     ) -> io::Result<R> {
         let sock = self.sock_mut(c)?;
         if !sock.may_send() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "connection cannot send",
-            ));
+            return Err(cannot_send(sock));
         }
         let mut wrote = 0;
         let r = sock
