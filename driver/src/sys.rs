@@ -71,6 +71,7 @@ pub union IfReqData {
     pub flags: libc::c_short,
     pub int: libc::c_int,
     pub hwaddr: libc::sockaddr,
+    pub data: *mut libc::c_void,
     _pad: [u8; 24],
 }
 
@@ -105,6 +106,53 @@ pub enum IfReqIoctl {
     GetFlags,
     SetFlags,
     GetMtu,
+    GetHwAddr,
+}
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h), for `ETHTOOL_GDRVINFO`.
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+const _: () = assert!(std::mem::size_of::<EthtoolDrvinfo>() == 196);
+const ETHTOOL_GDRVINFO: u32 = 3;
+
+/// The kernel driver behind interface `name` (`ethtool -i`), e.g. `veth`.
+pub fn ethtool_driver(name: &str) -> io::Result<String> {
+    let sock = ioctl_socket()?;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut req = IfReq::new(name)?;
+    req.data.data = (&mut info as *mut EthtoolDrvinfo).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO reads the ifreq and writes one
+    // `ethtool_drvinfo` through `ifr_data`, which points at `info`, alive and
+    // exclusively borrowed for the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as libc::Ioctl, &mut req) })?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 impl IfReqIoctl {
@@ -114,6 +162,7 @@ impl IfReqIoctl {
             IfReqIoctl::GetFlags => libc::SIOCGIFFLAGS as libc::Ioctl,
             IfReqIoctl::SetFlags => libc::SIOCSIFFLAGS as libc::Ioctl,
             IfReqIoctl::GetMtu => libc::SIOCGIFMTU as libc::Ioctl,
+            IfReqIoctl::GetHwAddr => libc::SIOCGIFHWADDR as libc::Ioctl,
         }
     }
 }
@@ -159,6 +208,28 @@ pub fn ifreq_flags(req: &IfReq) -> libc::c_short {
 pub fn ifreq_int(req: &IfReq) -> libc::c_int {
     // SAFETY: every bit pattern is a valid c_int, and the union is fully initialised.
     unsafe { req.data.int }
+}
+
+/// The hardware address an interface's `ifreq` carries after `SIOCGIFHWADDR`.
+pub fn ifreq_hwaddr(req: &IfReq) -> [u8; 6] {
+    // SAFETY: the union is fully initialised and every bit pattern is a valid sockaddr.
+    let sa = unsafe { req.data.hwaddr };
+    std::array::from_fn(|i| sa.sa_data[i] as u8)
+}
+
+/// `if_nametoindex(3)`: the interface's index in the current network
+/// namespace, `None` if there is no such interface.
+pub fn if_nametoindex(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// `getrlimit(RLIMIT_MEMLOCK)`.
+pub fn getrlimit_memlock(lim: &mut libc::rlimit) -> io::Result<()> {
+    // SAFETY: `lim` is a valid, exclusively borrowed rlimit for the call.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, lim) }).map(drop)
 }
 
 /// `poll(2)` for readability of `fd`, at most `timeout` (rounded up to 1 ms).

@@ -147,7 +147,7 @@ fn main() -> ExitCode {
             }
             ticker.tick(APP, &stack);
         }
-        let s = stack.stats();
+        let s = zcstack_apps::shutdown(stack);
         println!(
             "{APP}: stopped; {s}; copies per byte rx {:.2} tx {:.2}",
             s.rx_copies_per_byte(),
