@@ -175,7 +175,7 @@ fn garbage_frames_do_not_crash_the_stack() {
 #[test]
 fn zero_window_with_slow_readers_completes() {
     require_root!();
-    let bed = TapBed::new("zwin", 14);
+    let bed = TapBed::new("zwin", 15);
     let app = start_echo_with(&bed, &["--read-ahead", "1"]);
     let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
     let t = Instant::now();

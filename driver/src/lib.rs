@@ -28,6 +28,7 @@ pub mod tap;
 pub mod wire;
 
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
+pub use sys::{TcpInfo, tcp_info};
 
 use std::io;
 use std::time::Duration;
