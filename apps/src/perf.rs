@@ -82,9 +82,11 @@ impl Header {
         })
     }
 
-    /// How long the receiver waits before giving up on a silent sender.
+    /// How long a receiver goes on before giving up: the sender's time
+    /// limit (at most an hour, whatever the header says) plus 30 s.
     pub fn receive_limit(&self) -> Duration {
-        Duration::from_millis(u64::from(self.millis)) + Duration::from_secs(30)
+        Duration::from_millis(u64::from(self.millis)).min(Duration::from_secs(3600))
+            + Duration::from_secs(30)
     }
 }
 
