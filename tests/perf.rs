@@ -95,8 +95,23 @@ fn kernel_client_and_zcstack_server_64_mib_each_way() {
     let mut rev_args = common.to_vec();
     rev_args.extend(["--reverse", "--seed", "9"]);
     let down = perf(&bed, &rev_args);
+    // Bounded by time alone: whatever was sent in half a second arrives.
+    let timed = [
+        "client",
+        "--kernel",
+        "--server",
+        &target,
+        "--seconds",
+        "0.5",
+        "--json",
+    ];
+    let timed = perf(&bed, &timed);
     let reports = stop_server(srv);
-    assert_eq!(reports.len(), 2, "one server report per test: {reports:?}");
+    assert_eq!(reports.len(), 3, "one server report per test: {reports:?}");
+    assert_eq!(timed["ended_by"], "time", "{timed}");
+    let timed_bytes = timed["bytes"].as_u64().unwrap();
+    assert!(timed_bytes > 0);
+    assert_transfer(&timed, &reports[2], timed_bytes);
     assert_eq!(up["stack"], "kernel");
     assert_eq!(reports[0]["stack"], "zcstack");
     assert!(up["retrans_segments"].is_u64(), "TCP_INFO read: {up}");

@@ -159,11 +159,15 @@ pub fn tcp_client(
     };
     r.side = "client";
     r.peer = peer.to_string();
-    stack.tcp_close(c)?;
+    // Both FINs are sent by now or soon: let the exchange finish (≤ 2 s) so
+    // the peer is not left retransmitting its FIN to a process that is gone.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while stack.stats().tcp_open > 0 && Instant::now() < deadline {
+    while !matches!(stack.tcp_state(c), TcpState::TimeWait | TcpState::Closed)
+        && Instant::now() < deadline
+    {
         tick(stack, ticker, false);
     }
+    stack.tcp_close(c)?;
     Ok(r)
 }
 
