@@ -18,6 +18,8 @@
 //!   the unprivileged device used by deterministic tests.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
 //! - `sys`: the few raw syscalls; with `pool`, the only modules with `unsafe`.
+//!   Its [`tcp_info`] (a kernel TCP socket's `TCP_INFO`) is public for tools
+//!   that measure the kernel's stack beside zcstack (`zc-perf --kernel`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
