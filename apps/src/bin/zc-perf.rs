@@ -163,6 +163,15 @@ fn parse() -> Cli {
             clap::Error::new(clap::error::ErrorKind::MissingSubcommand),
         )
     };
+    if let Mode::Client(a) = &cli.mode
+        && a.common.udp
+        && a.reverse
+    {
+        eprintln!(
+            "{APP}: --reverse is for TCP: a UDP test always sends from the client (try --help)"
+        );
+        std::process::exit(2);
+    }
     let common = match &mut cli.mode {
         Mode::Server(a) => &mut a.common,
         Mode::Client(a) => &mut a.common,
@@ -289,9 +298,6 @@ fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()>
 fn client(mut net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let c = &a.common;
     let limit = a.limit()?;
-    if c.udp && a.reverse {
-        bail!("--reverse is for TCP; a UDP test always sends from the client");
-    }
     let peer = SocketAddrV4::new(a.server, c.port);
     let header = Header {
         reverse: a.reverse,

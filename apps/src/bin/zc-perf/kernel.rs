@@ -63,7 +63,13 @@ fn send(s: &mut TcpStream, h: &Header, cap: Duration, stop: &AtomicBool) -> anyh
     let info0 = tcp_info(s)?;
     let meter = Meter::start(None);
     let mut w = s.try_clone()?;
-    let (sent, ended_by) = send_loop(h, cap, stop, |d| Ok(w.write(d)?), || {})?;
+    let (sent, ended_by) = send_loop(
+        h,
+        cap,
+        stop,
+        |d| w.write(d).context("sending (the receiver went away?)"),
+        || {},
+    )?;
     s.shutdown(Shutdown::Write)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut tb = [0u8; TRAILER_LEN];
