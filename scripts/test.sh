@@ -84,6 +84,10 @@ if [[ " ${FAILED[*]} " == *" build "* ]]; then
 else
     step test cargo test --release --workspace
 fi
+# The vendored smoltcp is outside the workspace: run its own unit tests,
+# which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
+step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
 
 echo
 echo "=== leftovers: zc* namespaces, links and processes"

@@ -1,7 +1,10 @@
-//! Shared pieces of the zcstack apps (`zc-echo`, and the ones to come): the
-//! device flags every app accepts, opening the driver and building the
-//! stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! Shared pieces of the zcstack apps (`zc-echo`, `zc-perf`, and the ones to
+//! come): the device flags every app accepts, opening the driver and building
+//! the stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! [`perf`] holds zc-perf's wire protocol and report.
 #![deny(unsafe_code)]
+
+pub mod perf;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -100,21 +103,21 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 /// Parses the command line; on a usage error prints one line and exits with 2.
 pub fn parse_args<T: Parser>(app: &str) -> T {
-    match T::try_parse() {
-        Ok(t) => t,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                std::process::exit(0);
-            }
-            let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            eprintln!("{app}: {line} (try --help)");
-            std::process::exit(2);
-        }
+    T::try_parse().unwrap_or_else(|e| usage_exit(app, e))
+}
+
+/// Prints a clap error as one line and exits with 2 (help and version: print, exit 0).
+pub fn usage_exit(app: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        std::process::exit(0);
     }
+    let text = e.render().to_string();
+    let line = text.lines().next().unwrap_or("invalid arguments");
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    eprintln!("{app}: {line} (try --help)");
+    std::process::exit(2);
 }
 
 /// Runs `main`, printing an error as one line (`app: what: why`) with exit code 1.

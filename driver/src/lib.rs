@@ -20,7 +20,9 @@
 //!   frames; a six-instruction redirect program loaded with raw `bpf(2)`.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
 //! - `sys`: the few raw syscalls; with `pool` and `xdp`'s ring, socket and
-//!   bpf modules, the only code with `unsafe`.
+//!   bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
+//!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
+//!   beside zcstack (`zc-perf --kernel`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -32,6 +34,7 @@ pub mod wire;
 pub mod xdp;
 
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
+pub use sys::{TcpInfo, tcp_info};
 
 use std::io;
 use std::time::Duration;

@@ -246,3 +246,52 @@ pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The start of Linux's `struct tcp_info` (`linux/tcp.h`), through
+/// `tcpi_bytes_retrans` (Linux 4.19+; an older kernel fills less and the
+/// rest stays zero). Only the counters tools report are public.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpInfo {
+    head: [u8; 8],
+    times_and_metrics: [u32; 23],
+    /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
+    pub total_retrans: u32,
+    rates: [u64; 2],
+    /// Bytes the peer acknowledged (`tcpi_bytes_acked`).
+    pub bytes_acked: u64,
+    /// Bytes received in order (`tcpi_bytes_received`).
+    pub bytes_received: u64,
+    /// Segments sent, retransmissions and pure ACKs included (`tcpi_segs_out`).
+    pub segs_out: u32,
+    /// Segments received (`tcpi_segs_in`).
+    pub segs_in: u32,
+    more: [u32; 4],
+    delivery: [u64; 4],
+    delivered: [u32; 2],
+    /// Payload bytes sent, retransmissions included (`tcpi_bytes_sent`).
+    pub bytes_sent: u64,
+    /// Payload bytes retransmitted (`tcpi_bytes_retrans`).
+    pub bytes_retrans: u64,
+}
+const _: () = assert!(std::mem::size_of::<TcpInfo>() == 216);
+const _: () = assert!(std::mem::offset_of!(TcpInfo, total_retrans) == 100);
+const _: () = assert!(std::mem::offset_of!(TcpInfo, segs_out) == 136);
+
+/// `getsockopt(fd, IPPROTO_TCP, TCP_INFO)` (tcp(7)) of a kernel TCP socket.
+pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
+    let mut info = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: `info` is a plain-data struct valid for writes of `len` bytes,
+    // and `len` is a valid socklen_t the kernel may lower; both outlive the call.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info)
+}

@@ -4,8 +4,11 @@
 //! - [`netns`]: creates and always deletes network namespaces, veth pairs and
 //!   TAP devices (names start with `zc`, addresses in 10.200.0.0/16), and runs
 //!   closures inside a namespace on their own thread.
+//! - [`rawtcp`]: a scripted TCP peer on the in-memory wire, for behaviour of
+//!   other TCPs that two zcstack stacks do not show each other.
 
 pub mod netns;
+pub mod rawtcp;
 
 use sha2::{Digest, Sha256};
 
