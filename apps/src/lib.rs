@@ -114,8 +114,15 @@ pub fn usage_exit(app: &str, e: clap::Error) -> ! {
         std::process::exit(0);
     }
     let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or("invalid arguments");
-    let line = line.strip_prefix("error: ").unwrap_or(line);
+    // The first line, plus the indented list clap puts under it (e.g. which
+    // required arguments are missing), joined into one line.
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    for more in lines.take_while(|l| l.starts_with("  ")) {
+        line.push(' ');
+        line.push_str(more.trim());
+    }
     eprintln!("{app}: {line} (try --help)");
     std::process::exit(2);
 }

@@ -378,6 +378,14 @@ impl App {
     }
 }
 
+impl App {
+    /// Kills the app with SIGKILL (no clean-up runs in it) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {

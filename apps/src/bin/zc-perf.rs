@@ -148,7 +148,10 @@ fn parse() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let with_dev = |c: clap::Command| {
         DeviceArgs::augment_args(c)
-            .mut_arg("tap", |a| a.required(false))
+            .mut_arg("tap", |a| {
+                a.required(false)
+                    .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
+            })
             .mut_arg("ip", |a| a.required(false))
     };
     let m = Cli::command()
@@ -189,9 +192,10 @@ fn parse() -> Cli {
                 a.get_long().unwrap_or("the device flags")
             ));
         }
-    } else if !given("tap") || !given("ip") {
+    } else if !(given("tap") || given("xdp")) || !given("ip") {
         usage(
-            "the zcstack side needs --tap NAME and --ip ADDR/PREFIX (or --kernel for the kernel's stack)",
+            "the zcstack side needs --tap NAME or --xdp IFACE, and --ip ADDR/PREFIX \
+             (or --kernel for the kernel's stack)",
         );
     } else {
         common.dev = Some(DeviceArgs::from_arg_matches(sm).unwrap_or_else(|e| usage_exit(APP, e)));
