@@ -8,10 +8,10 @@
 #   zccv0  CLIENT_CIDR (kernel)  <==veth==>  zcsv0  (no address: the stack's)
 #
 # CLI:
-#   scripts/netns.sh up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N]
+#   scripts/netns.sh up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] [--server-cidr CIDR]
 #   scripts/netns.sh down NS...
 # Library (source it, from a script that already runs `set -euo pipefail`):
-#   zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N]
+#   zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] [--server-cidr CIDR]
 #   zc_bed_trap NS / zc_bed_down NS / zc_bed_on_exit FUNC   (from tapbed.sh)
 #
 # --mtu      MTU of both ends (default 1500; veth takes up to 65535)
@@ -20,6 +20,10 @@
 #            and receives MTU-sized, fully checksummed frames (the fair
 #            per-packet comparison with the stack). Default on.
 # --queues   RX/TX queues on each end (default 1), for one AF_XDP socket per queue.
+# --server-cidr  also give the server end a kernel address (default none), so
+#            kernel servers (iperf3, nginx) in the server namespace can be
+#            measured on the same bed; an AF_XDP app attached to zcsv0 then
+#            takes the frames of its queue and should use another address.
 #
 # Names must start with `zc` and CLIENT_CIDR lie inside 10.200.0.0/16.
 # Nothing here touches the root namespace: both veth ends are created
@@ -33,7 +37,7 @@ ZC_VETH_SERVER=zcsv0
 ZC_VETH_CLIENT=zccv0
 
 _zc_veth_setup() {
-    local sns=$1 cns=$2 cidr=$3 mtu=$4 offloads=$5 queues=$6 ns dev
+    local sns=$1 cns=$2 cidr=$3 mtu=$4 offloads=$5 queues=$6 scidr=${7:-} ns dev
     ip link add "$ZC_VETH_SERVER" netns "$sns" numtxqueues "$queues" numrxqueues "$queues" \
         type veth peer name "$ZC_VETH_CLIENT" netns "$cns" \
         numtxqueues "$queues" numrxqueues "$queues" || return
@@ -52,22 +56,26 @@ _zc_veth_setup() {
         ip netns exec "$ns" ip link set dev "$dev" up || return
     done
     ip netns exec "$cns" ip addr add "$cidr" dev "$ZC_VETH_CLIENT" || return
+    if [[ -n $scidr ]]; then
+        ip netns exec "$sns" ip addr add "$scidr" dev "$ZC_VETH_SERVER" || return
+    fi
 }
 
-# zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N]
+# zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] [--server-cidr CIDR]
 # All or nothing: if a step fails both namespaces are deleted again.
 zc_veth_up() {
     if (($# < 3)); then
-        _zc_bed_err "usage: zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N]"
+        _zc_bed_err "usage: zc_veth_up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] [--server-cidr CIDR]"
         return 2
     fi
-    local sns=$1 cns=$2 cidr=$3 mtu=1500 offloads=on queues=1
+    local sns=$1 cns=$2 cidr=$3 mtu=1500 offloads=on queues=1 scidr=
     shift 3
     while (($#)); do
         case $1 in
             --mtu) mtu=${2:-}; shift 2 || return 2 ;;
             --offloads) offloads=${2:-}; shift 2 || return 2 ;;
             --queues) queues=${2:-}; shift 2 || return 2 ;;
+            --server-cidr) scidr=${2:-}; shift 2 || return 2 ;;
             *) _zc_bed_err "unknown option '$1'"; return 2 ;;
         esac
     done
@@ -80,6 +88,9 @@ zc_veth_up() {
     _zc_bed_check_name namespace "$sns" || return
     _zc_bed_check_name namespace "$cns" || return
     _zc_bed_check_cidr "$cidr" || return
+    if [[ -n $scidr ]]; then
+        _zc_bed_check_cidr "$scidr" || return
+    fi
     local ns
     for ns in "$sns" "$cns"; do
         if _zc_bed_ns_exists "$ns"; then
@@ -94,7 +105,7 @@ zc_veth_up() {
         return 1
     fi
     _ZC_BED_OWNED[$cns]=1
-    if ! _zc_veth_setup "$sns" "$cns" "$cidr" "$mtu" "$offloads" "$queues"; then
+    if ! _zc_veth_setup "$sns" "$cns" "$cidr" "$mtu" "$offloads" "$queues" "$scidr"; then
         _zc_bed_err "setting up '$sns' <-> '$cns' failed; deleting them"
         zc_bed_down "$cns" || true
         zc_bed_down "$sns" || true
@@ -104,7 +115,7 @@ zc_veth_up() {
 
 _zc_veth_main() {
     set -euo pipefail
-    local usage="usage: $0 up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] | $0 down NS..."
+    local usage="usage: $0 up SERVER_NS CLIENT_NS CLIENT_CIDR [--mtu N] [--offloads on|off] [--queues N] [--server-cidr CIDR] | $0 down NS..."
     if (($# < 1)); then
         echo "$usage" >&2
         exit 2

@@ -76,7 +76,7 @@ fn zc_perf_wants_device_flags_only_without_kernel() {
     assert_eq!(code, Some(2), "{err}");
     assert_one_line(&err);
     assert!(
-        err.contains("needs --tap NAME and --ip ADDR/PREFIX (or --kernel"),
+        err.contains("needs --tap NAME or --xdp IFACE, and --ip ADDR/PREFIX (or --kernel"),
         "{err}"
     );
     let (code, err) = run_bin(
@@ -109,4 +109,11 @@ fn zc_perf_wants_device_flags_only_without_kernel() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not a byte count like"), "{err}");
+    let (code, err) = run_bin("zc-perf", &["server", "--kernel", "--smoltcp-defaults"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("--smoltcp-defaults is for the zcstack side: drop it with --kernel"),
+        "{err}"
+    );
 }

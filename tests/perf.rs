@@ -189,3 +189,38 @@ fn udp_datagrams_counted_at_both_ends() {
         assert_eq!(s["bytes"], got * 64, "64-byte datagrams");
     }
 }
+
+/// The stock-smoltcp baseline bench.sh measures: --smoltcp-defaults on the
+/// zcstack server still moves every byte intact both ways, and the zcstack
+/// reports carry copies per payload byte (1 when receiving in place, 2 when
+/// sending: the app's write into the ring and smoltcp's emit).
+#[test]
+fn smoltcp_defaults_baseline_moves_data_and_counts_copies() {
+    require_root!();
+    let bed = TapBed::new("perfs", 35);
+    let ip = format!("{}/24", bed.stack_ip());
+    let srv = server(
+        &bed,
+        &["--tap", &bed.tap, "--ip", &ip, "--smoltcp-defaults"],
+    );
+    let target = bed.stack_ip();
+    let common = [
+        "client", "--kernel", "--server", &target, "--bytes", "16M", "--json",
+    ];
+    let up = perf(&bed, &common);
+    let mut rev_args = common.to_vec();
+    rev_args.push("--reverse");
+    let down = perf(&bed, &rev_args);
+    let reports = stop_server(srv);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_transfer(&up, &reports[0], 16 << 20);
+    assert_transfer(&reports[1], &down, 16 << 20);
+    assert_eq!(reports[0]["copies_per_byte"], 1.0, "{}", reports[0]);
+    let tx = reports[1]["copies_per_byte"].as_f64().unwrap();
+    assert!(
+        (2.0..2.1).contains(&tx),
+        "sender copies {tx}: {}",
+        reports[1]
+    );
+    assert!(up["copies_per_byte"].is_null(), "kernel: not known: {up}");
+}

@@ -64,6 +64,12 @@ pub struct DeviceArgs {
     /// frames are larger and fewer, for the same memory).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub pool_frames: u32,
+    /// Not a flag: an app's own TCP (receive, send) ring sizes, if it sets them.
+    #[arg(skip)]
+    pub tcp_buffers: Option<(usize, usize)>,
+    /// Not a flag: frames per driver call, if the app sets it (default 32).
+    #[arg(skip)]
+    pub burst: Option<usize>,
 }
 
 /// Parses `10.200.0.2/24`.
@@ -159,12 +165,17 @@ impl DeviceArgs {
             Some(path) => Box::new(Pcap::create(device, path)?),
             None => device,
         };
-        let stack = Stack::builder(driver)
+        let mut stack = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
-            .mac(self.mac)
-            .build()?;
-        Ok(stack)
+            .mac(self.mac);
+        if let Some((rx, tx)) = self.tcp_buffers {
+            stack = stack.tcp_buffers(rx, tx);
+        }
+        if let Some(burst) = self.burst {
+            stack = stack.burst(burst);
+        }
+        Ok(stack.build()?)
     }
 }
 

@@ -276,6 +276,12 @@ pub struct Report {
     pub cpu_seconds: f64,
     /// CPU seconds per GB (10^9 bytes) of payload.
     pub cpu_seconds_per_gb: f64,
+    /// zcstack TCP: CPU copies per payload byte on this side's path, from the
+    /// stack's counters during the test (receiver: frame → ring, ring → app,
+    /// driver reassembly; sender: app → ring, ring → frame with
+    /// retransmissions). Copies the kernel makes (TAP, AF_XDP copy mode) are
+    /// not counted. Kernel: not known (`None`).
+    pub copies_per_byte: Option<f64>,
     /// Why the transfer ended ("bytes", "time", "peer").
     pub ended_by: &'static str,
 }
@@ -319,6 +325,9 @@ impl Report {
             _ => {}
         }
         s += &format!(", {:.2} CPU s/GB", self.cpu_seconds_per_gb);
+        if let Some(c) = self.copies_per_byte {
+            s += &format!(", {c:.2} copies per byte");
+        }
         match self.pattern_ok {
             Some(true) => s += ", data ok",
             Some(false) => s += ", DATA MISMATCH",

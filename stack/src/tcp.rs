@@ -454,4 +454,15 @@ impl<D: Driver> Stack<D> {
             IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
         }
     }
+
+    /// Puts smoltcp's own socket defaults back on `c`: Nagle on, 10 ms
+    /// delayed ACK, no congestion control (the stack turns the first two
+    /// off and uses Cubic). For baseline measurements of stock smoltcp.
+    pub fn tcp_use_smoltcp_defaults(&mut self, c: TcpConn) -> io::Result<()> {
+        let sock = self.sock_mut(c)?;
+        sock.set_nagle_enabled(true);
+        sock.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
+        sock.set_congestion_control(tcp::CongestionControl::None);
+        Ok(())
+    }
 }

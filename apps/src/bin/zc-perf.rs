@@ -30,6 +30,8 @@ use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, run, stop_flag, usage_exi
 const APP: &str = "zc-perf";
 /// A server never sends for longer than this, whatever the client asks.
 const SERVER_SEND_CAP: Duration = Duration::from_secs(300);
+/// TCP ring size with --smoltcp-defaults (what smoltcp's examples use).
+const STOCK_RING: usize = 64 * 1024;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +77,11 @@ struct Common {
     /// Print each report as one JSON object (one per line) instead of text.
     #[arg(long)]
     json: bool,
+    /// zcstack: run as stock smoltcp would, as a baseline: smoltcp's socket
+    /// defaults (Nagle, 10 ms delayed ACK, no congestion control), 64 KiB
+    /// TCP rings, one frame per driver call.
+    #[arg(long)]
+    smoltcp_defaults: bool,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +191,9 @@ fn parse() -> Cli {
         eprintln!("{APP}: {msg} (try --help)");
         std::process::exit(2)
     };
+    if common.kernel && common.smoltcp_defaults {
+        usage("--smoltcp-defaults is for the zcstack side: drop it with --kernel");
+    }
     if common.kernel {
         let dev = DeviceArgs::augment_args(clap::Command::new("dev"));
         if let Some(a) = dev.get_arguments().find(|a| given(a.get_id().as_str())) {
@@ -198,7 +208,12 @@ fn parse() -> Cli {
              (or --kernel for the kernel's stack)",
         );
     } else {
-        common.dev = Some(DeviceArgs::from_arg_matches(sm).unwrap_or_else(|e| usage_exit(APP, e)));
+        let mut dev = DeviceArgs::from_arg_matches(sm).unwrap_or_else(|e| usage_exit(APP, e));
+        if common.smoltcp_defaults {
+            dev.tcp_buffers = Some((STOCK_RING, STOCK_RING));
+            dev.burst = Some(1);
+        }
+        common.dev = Some(dev);
     }
     cli
 }
@@ -249,6 +264,15 @@ impl Meter {
                 let emitted = b.tcp_tx_payload - a.tcp_tx_payload;
                 let written = b.app_write_bytes - a.app_write_bytes;
                 r.retrans_bytes = Some(emitted.saturating_sub(written));
+                // The same sums as StackStats::{tx,rx}_copies_per_byte, over the test only.
+                r.copies_per_byte = if r.role == "sender" {
+                    (written > 0).then(|| (written + emitted) as f64 / written as f64)
+                } else {
+                    let got = b.tcp_rx_payload - a.tcp_rx_payload;
+                    let copied = (b.app_read_bytes - a.app_read_bytes)
+                        + (b.driver.rx_copied_bytes - a.driver.rx_copied_bytes);
+                    (got > 0).then(|| (got + copied) as f64 / got as f64)
+                };
             }
         } else {
             r.stack = "kernel";
@@ -291,7 +315,15 @@ fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()>
             let r = if c.udp {
                 zc::udp_server(stack, ticker, c.port, a.once, c.json, stop)
             } else {
-                zc::tcp_server(stack, ticker, c.port, a.once, c.json, stop)
+                zc::tcp_server(
+                    stack,
+                    ticker,
+                    c.port,
+                    a.once,
+                    c.json,
+                    c.smoltcp_defaults,
+                    stop,
+                )
             };
             final_stats(stack, c.json, true);
             r
@@ -317,7 +349,7 @@ fn client(mut net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()>
             let r = if c.udp {
                 zc::udp_client(stack, ticker, peer, a, limit, stop)
             } else {
-                zc::tcp_client(stack, ticker, peer, &header, stop)
+                zc::tcp_client(stack, ticker, peer, &header, c.smoltcp_defaults, stop)
             };
             final_stats(stack, c.json, false);
             r?

@@ -76,6 +76,7 @@ pub fn tcp_server(
     port: u16,
     once: bool,
     json: bool,
+    stock: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let listener = stack.tcp_listen(port, 16)?;
@@ -84,6 +85,9 @@ pub fn tcp_server(
         let Some(c) = stack.tcp_accept(listener) else {
             continue;
         };
+        if stock {
+            stack.tcp_use_smoltcp_defaults(c)?;
+        }
         let peer = stack.tcp_peer(c).map_or("?".into(), |p| p.to_string());
         match serve(stack, ticker, c, stop) {
             Ok(mut r) => {
@@ -133,9 +137,13 @@ pub fn tcp_client(
     ticker: &mut StatsTicker,
     peer: SocketAddrV4,
     h: &Header,
+    stock: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<Report> {
     let c = stack.tcp_connect(peer)?;
+    if stock {
+        stack.tcp_use_smoltcp_defaults(c)?;
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match stack.tcp_state(c) {

@@ -1,0 +1,531 @@
+#!/usr/bin/env bash
+# bench.sh: zcstack against the kernel, measured in one run, peers side by side.
+#
+#   sudo bash scripts/bench.sh [--quick] [--runs N] [--seconds S] [--only REGEX]
+#                              [--out DIR] [--no-install] [--no-build]
+#
+# Builds the release binaries, installs what it needs with apt (iperf3,
+# nginx, wrk, curl, ethtool, python3-matplotlib), and for each test bed
+# creates its own namespaces (scripts/netns.sh: server ns <= veth => client
+# ns; scripts/tapbed.sh: one ns with a TAP device), runs every row of that
+# bed N times (runs interleaved across the bed's rows, so slow drift hits
+# every row alike), and deletes the bed. Then scripts/bench_report.py turns
+# the raw figures into one markdown table (median, min, max, ratio to the
+# row's kernel peer), JSON and a PNG bar chart in OUT (default
+# scripts/bench-results/).
+#
+# Rows (ids, for --only):
+#   tcp/<bed>/kernel-iperf3      iperf3 client (client ns) -> iperf3 server (server ns)
+#   tcp/<bed>/kernel-iperf3-Z    the same with iperf3 -Z (sendfile on the sender)
+#   tcp/<bed>/kernel-zcperf      zc-perf --kernel at both ends (checks every byte)
+#   tcp/<bed>/xdp-rx             kernel zc-perf client -> zc-perf server on AF_XDP
+#   tcp/<bed>/xdp-tx             the same with --reverse: zcstack sends
+#   tcp/1500-off/xdp-rx-stock    xdp-rx with --smoltcp-defaults (stock smoltcp baseline)
+#   tcp/tap/tap-rx, tap-tx, tap-rx-stock   zc-perf server on TAP (MTU 1500)
+#   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
+#   http/1500-on/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
+#       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
+# Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
+# 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
+#
+# Everything it creates is named zc*, uses 10.200.210-215.0/24 inside its
+# namespaces only, every load is bounded in time (timeout(1) around every
+# process), and the EXIT trap stops the servers and deletes the namespaces,
+# also on failure or Ctrl-C. nginx runs inside the server namespace with its
+# own config in a temporary directory. Not part of the test suite.
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=netns.sh
+source "$HERE/netns.sh"
+
+RUNS=5
+SECONDS_PER_RUN=3
+ONLY=.
+OUT=$HERE/bench-results
+INSTALL=1
+BUILD=1
+QUICK=0
+BIG_MIB=1024
+
+usage() {
+    sed -n '3,5p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+while (($#)); do
+    case $1 in
+        --quick) QUICK=1; RUNS=1; SECONDS_PER_RUN=1; BIG_MIB=256; shift ;;
+        --runs) RUNS=${2:-}; shift 2 || usage ;;
+        --seconds) SECONDS_PER_RUN=${2:-}; shift 2 || usage ;;
+        --only) ONLY=${2:-}; shift 2 || usage ;;
+        --out) OUT=${2:-}; shift 2 || usage ;;
+        --no-install) INSTALL=0; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h | --help) usage ;;
+        *) echo "bench.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+if ! [[ $RUNS =~ ^[0-9]+$ ]] || ((RUNS < 1 || RUNS > 50)); then
+    echo "bench.sh: --runs '$RUNS' must be 1..50" >&2
+    exit 2
+fi
+if ! [[ $SECONDS_PER_RUN =~ ^[0-9]+$ ]] || ((SECONDS_PER_RUN < 1 || SECONDS_PER_RUN > 60)); then
+    echo "bench.sh: --seconds '$SECONDS_PER_RUN' must be 1..60" >&2
+    exit 2
+fi
+if ((EUID != 0)); then
+    echo "bench.sh: namespaces, veth, TAP and AF_XDP need root: run with sudo" >&2
+    exit 1
+fi
+
+log() { printf '%s bench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---- set-up: packages, binaries, scratch directory ----
+
+install_packages() {
+    local need=() cmd
+    for cmd in iperf3:iperf3 nginx:nginx wrk:wrk curl:curl ethtool:ethtool ip:iproute2; do
+        command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
+    done
+    /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || need+=(python3-matplotlib)
+    ((${#need[@]})) || return 0
+    log "installing ${need[*]}"
+    # Debian starts nginx and iperf3 daemons on install unless policy-rc.d
+    # says no: a daemon in the root namespace is not ours to start. Only a
+    # policy file we created is removed again.
+    local policy=/usr/sbin/policy-rc.d made=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+    fi
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || rc=$?
+    if ((made)); then rm -f "$policy"; fi
+    ((rc == 0)) || { echo "bench.sh: apt-get install ${need[*]} failed" >&2; exit 1; }
+}
+
+((INSTALL)) && install_packages
+for cmd in iperf3 nginx wrk curl ethtool; do
+    command -v "$cmd" >/dev/null || { echo "bench.sh: $cmd is missing (run without --no-install)" >&2; exit 1; }
+done
+PY=/usr/bin/python3
+[[ -x $PY ]] || PY=python3
+
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if ((BUILD)); then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -q -p zcstack-apps)
+fi
+[[ -x $BIN/zc-perf ]] || { echo "bench.sh: $BIN/zc-perf missing: build with cargo build --release" >&2; exit 1; }
+HAVE_HTTPD=0
+[[ -x $BIN/zc-httpd ]] && HAVE_HTTPD=1
+
+WORK=$(mktemp -d /tmp/zcbench.XXXXXX)
+chmod 755 "$WORK"
+RAW=$WORK/raw
+mkdir -p "$RAW" "$OUT"
+: >"$WORK/rows.tsv"
+: >"$WORK/runs.tsv"
+remove_work() { rm -rf "$WORK"; }
+zc_bed_on_exit remove_work
+
+# ---- helpers ----
+
+TAG=$$
+S=$SECONDS_PER_RUN
+CLIENT_LIMIT=$((S + 30))
+SERVER_LIMIT=$((S + 40))
+HZ=$(getconf CLK_TCK)
+
+wanted() { [[ $1 =~ $ONLY ]]; }
+
+# row ID SECTION LABEL PEER: declares a row (printed once).
+declare -A DECLARED=()
+row() {
+    [[ -n ${DECLARED[$1]:-} ]] && return 0
+    DECLARED[$1]=1
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$WORK/rows.tsv"
+}
+
+# record ID RUN KIND FILE...: one run's raw outputs, parsed by bench_report.py.
+record() {
+    local id=$1 run=$2 kind=$3
+    shift 3
+    local IFS=,
+    printf '%s\t%s\t%s\t%s\n' "$id" "$run" "$kind" "$*" >>"$WORK/runs.tsv"
+}
+
+# wait_line FILE REGEX SECS: until FILE has a line matching REGEX.
+wait_line() {
+    local i
+    for ((i = 0; i < $3 * 20; i++)); do
+        grep -qE -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench.sh: no '$2' in $1 after $3 s: $(tail -c 400 "$1" 2>/dev/null)" >&2
+    return 1
+}
+
+# wait_tcp NS ADDR PORT: until a kernel socket listens there.
+wait_tcp() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        ip netns exec "$1" ss -Hltn "sport = :$3" 2>/dev/null | grep -q . && return 0
+        sleep 0.05
+    done
+    echo "bench.sh: nothing listens on $2:$3 in $1" >&2
+    return 1
+}
+
+# wait_udp NS PORT
+wait_udp() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        ip netns exec "$1" ss -Hlun "sport = :$2" 2>/dev/null | grep -q . && return 0
+        sleep 0.05
+    done
+    echo "bench.sh: nothing listens on UDP port $2 in $1" >&2
+    return 1
+}
+
+# ns_cpu NS: CPU ticks (user + system) of every process in NS.
+ns_cpu() {
+    local pid t=0 f
+    for pid in $(ip netns pids "$1" 2>/dev/null); do
+        # Fields 14, 15 of /proc/PID/stat (after the parenthesised name).
+        f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a a <<<"$f"
+        t=$((t + a[11] + a[12]))
+    done
+    echo "$t"
+}
+
+# stop_job PID: wait for a server to end (they exit after one test); bounded.
+stop_job() {
+    local pid=$1 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.05
+    done
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# ---- the rows ----
+
+# iperf3 SNS CNS ADDR ID RUN [-Z]
+run_iperf3() {
+    local sns=$1 cns=$2 addr=$3 id=$4 run=$5 z=${6:-} f=$RAW/${4//\//_}.$5
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" iperf3 -s -1 -B "$addr" -J >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_tcp "$sns" "$addr" 5201
+    # shellcheck disable=SC2086 # $z is empty or -Z
+    ip netns exec "$cns" timeout "$CLIENT_LIMIT" iperf3 -c "$addr" -t "$S" $z -J >"$f.cli"
+    stop_job "$spid"
+    record "$id" "$run" iperf3 "$f.cli"
+}
+
+# zcperf_kernel SNS CNS ADDR ID RUN
+run_zcperf_kernel() {
+    local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --once --json >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_tcp "$sns" "$addr" 5201
+    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "$addr" \
+        --seconds "$S" --json >"$f.cli"
+    stop_job "$spid"
+    record "$id" "$run" zcperf "$f.cli" "$f.srv"
+}
+
+# zcperf_zc NS CNS DEVFLAGS STACK_CIDR ID RUN EXTRA...: zc-perf server on
+# zcstack (DEVFLAGS: "--xdp zcsv0" or "--tap NAME") in NS, kernel client in CNS.
+run_zcperf_zc() {
+    local sns=$1 cns=$2 dev=$3 cidr=$4 id=$5 run=$6 f=$RAW/${5//\//_}.$6
+    shift 6
+    local stock=() client=()
+    for a in "$@"; do
+        case $a in
+            --smoltcp-defaults) stock=(--smoltcp-defaults) ;;
+            *) client+=("$a") ;;
+        esac
+    done
+    # shellcheck disable=SC2086 # $dev is two words
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server $dev --ip "$cidr" \
+        "${stock[@]}" --once --json >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_line "$f.srv" listening 10
+    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "${cidr%/*}" \
+        --seconds "$S" --json "${client[@]}" >"$f.cli"
+    stop_job "$spid"
+    record "$id" "$run" zcperf "$f.cli" "$f.srv"
+}
+
+# udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel, 64-byte datagrams.
+run_udp_kernel() {
+    local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_udp "$sns" 5201
+    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "$addr" --seconds "$S" --json >"$f.cli"
+    stop_job "$spid"
+    record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
+# udp_xdp_rx SNS CNS CIDR ID RUN: kernel client -> zcstack server on AF_XDP.
+run_udp_xdp_rx() {
+    local sns=$1 cns=$2 cidr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+        --ip "$cidr" --udp --once --json >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_line "$f.srv" listening 10
+    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "${cidr%/*}" --seconds "$S" --json >"$f.cli"
+    stop_job "$spid"
+    record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
+# udp_xdp_tx SNS CNS CIDR KADDR ID RUN: zcstack client on AF_XDP -> kernel server.
+run_udp_xdp_tx() {
+    local sns=$1 cns=$2 cidr=$3 kaddr=$4 id=$5 run=$6 f=$RAW/${5//\//_}.$6
+    ip netns exec "$cns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+    local spid=$!
+    wait_udp "$cns" 5201
+    ip netns exec "$sns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
+        --ip "$cidr" --udp --size 64 --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
+    stop_job "$spid"
+    record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
+# ---- the beds ----
+
+NET=210
+
+# tcp_bed NAME MTU OFFLOADS: the veth bed with kernel and AF_XDP rows.
+tcp_bed() {
+    local name=$1 mtu=$2 off=$3 net=$((NET++))
+    local pfx=tcp/$name ids=() id
+    local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24 caddr=10.200.$net.1
+    local label="MTU $mtu, offloads $off"
+    row "$pfx/kernel-iperf3" "TCP, $label" "kernel: iperf3" ""
+    row "$pfx/kernel-iperf3-Z" "TCP, $label" "kernel: iperf3 -Z (sendfile)" "$pfx/kernel-iperf3"
+    row "$pfx/kernel-zcperf" "TCP, $label" "kernel: zc-perf both ends" "$pfx/kernel-iperf3"
+    row "$pfx/xdp-rx" "TCP, $label" "zcstack AF_XDP receives (kernel client)" "$pfx/kernel-iperf3"
+    row "$pfx/xdp-tx" "TCP, $label" "zcstack AF_XDP sends (kernel receiver)" "$pfx/kernel-iperf3"
+    ids=("$pfx/kernel-iperf3" "$pfx/kernel-iperf3-Z" "$pfx/kernel-zcperf" "$pfx/xdp-rx" "$pfx/xdp-tx")
+    if [[ $name == 1500-off ]]; then
+        row "$pfx/xdp-rx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP receives" "$pfx/kernel-iperf3"
+        ids+=("$pfx/xdp-rx-stock")
+        row "udp/$name/kernel" "UDP 64 B, $label" "kernel receives (zc-perf --kernel --udp)" ""
+        row "udp/$name/kernel-tx" "UDP 64 B, $label" "kernel sends (same runs)" ""
+        row "udp/$name/xdp-rx" "UDP 64 B, $label" "zcstack AF_XDP receives (kernel sender)" "udp/$name/kernel"
+        row "udp/$name/xdp-tx" "UDP 64 B, $label" "zcstack AF_XDP sends (kernel receiver)" "udp/$name/kernel-tx"
+        ids+=("udp/$name/kernel" "udp/$name/xdp-rx" "udp/$name/xdp-tx")
+    fi
+    local todo=()
+    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net
+    zc_bed_trap "$sns"
+    zc_bed_trap "$cns"
+    log "bed $name: MTU $mtu, offloads $off (${#todo[@]} rows x $RUNS runs)"
+    zc_veth_up "$sns" "$cns" "$caddr/24" --mtu "$mtu" --offloads "$off" --server-cidr "$kaddr/24"
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        for id in "${todo[@]}"; do
+            case ${id##*/} in
+                kernel-iperf3) run_iperf3 "$sns" "$cns" "$kaddr" "$id" "$run" ;;
+                kernel-iperf3-Z) run_iperf3 "$sns" "$cns" "$kaddr" "$id" "$run" -Z ;;
+                kernel-zcperf) run_zcperf_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
+                xdp-rx) if [[ $id == udp/* ]]; then
+                        run_udp_xdp_rx "$sns" "$cns" "$zcidr" "$id" "$run"
+                    else
+                        run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run"
+                    fi ;;
+                xdp-tx) if [[ $id == udp/* ]]; then
+                        run_udp_xdp_tx "$sns" "$cns" "$zcidr" "$caddr" "$id" "$run"
+                    else
+                        run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --reverse
+                    fi ;;
+                xdp-rx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults ;;
+                kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
+            esac
+        done
+        log "bed $name: run $run of $RUNS done"
+    done
+    zc_bed_down "$cns"
+    zc_bed_down "$sns"
+}
+
+# tap_bed: zcstack on a TAP device, kernel client in the same namespace.
+tap_bed() {
+    local net=$((NET++)) pfx=tcp/tap id ids=() todo=()
+    local label="TAP, MTU 1500"
+    row "$pfx/tap-rx" "TCP, $label" "zcstack TAP receives (kernel client)" "tcp/1500-on/kernel-iperf3"
+    row "$pfx/tap-tx" "TCP, $label" "zcstack TAP sends (kernel receiver)" "tcp/1500-on/kernel-iperf3"
+    row "$pfx/tap-rx-stock" "TCP, $label" "stock smoltcp settings, TAP receives" "tcp/1500-on/kernel-iperf3"
+    ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock")
+    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    local ns=zcbt$TAG$net tap=zcbt$TAG
+    tap=${tap:0:15}
+    zc_bed_trap "$ns"
+    log "bed tap: MTU 1500 (${#todo[@]} rows x $RUNS runs)"
+    zc_bed_up "$ns" "$tap" "10.200.$net.1/24"
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        for id in "${todo[@]}"; do
+            case ${id##*/} in
+                tap-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" ;;
+                tap-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --reverse ;;
+                tap-rx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults ;;
+            esac
+        done
+        log "bed tap: run $run of $RUNS done"
+    done
+    zc_bed_down "$ns"
+}
+
+# http_bed: nginx (sendfile on / off) and zc-httpd on the MTU 1500 veth bed.
+http_bed() {
+    local net=$((NET++)) pfx=http/1500-on id ids=() todo=() srv
+    local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
+    local sec="HTTP, MTU 1500, offloads on"
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+        local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
+        [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
+        row "$pfx/$srv-1g" "$sec" "$srv: 1 GiB file, curl" "$peer1"
+        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
+        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
+        ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
+    done
+    ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
+    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    # The files: one of BIG_MIB MiB, 64 of 64 KiB, in the page cache.
+    local www=$WORK/www
+    mkdir -p "$www"
+    log "writing $BIG_MIB MiB and 64 x 64 KiB files"
+    head -c "$((BIG_MIB << 20))" /dev/urandom >"$www/big.bin"
+    local i
+    for ((i = 0; i < 64; i++)); do head -c 65536 /dev/urandom >"$www/f$i.bin"; done
+    chmod -R a+rX "$www"
+    cat "$www"/*.bin >/dev/null
+    cat >"$WORK/rot.lua" <<'EOF'
+local i = 0
+request = function()
+    i = (i + 1) % 64
+    return wrk.format("GET", "/f" .. i .. ".bin")
+end
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format('{"requests":%d,"bytes":%d,"duration_us":%d,"errors":%d}\n',
+        summary.requests, summary.bytes, summary.duration,
+        e.connect + e.read + e.write + e.status + e.timeout))
+end
+EOF
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net
+    zc_bed_trap "$sns"
+    zc_bed_trap "$cns"
+    log "bed http: MTU 1500, offloads on (${#todo[@]} rows x $RUNS runs)"
+    zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --server-cidr "$kaddr/24"
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+        local want=0
+        for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
+        ((want)) || continue
+        local spid addr stats=$WORK/$srv.stats.json
+        if [[ $srv == nginx-* ]]; then
+            addr=$kaddr
+            nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
+            ip netns exec "$sns" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
+                -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
+            spid=$!
+            wait_tcp "$sns" "$kaddr" 80
+        else
+            addr=${zcidr%/*}
+            ip netns exec "$sns" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
+                --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
+                --stats-json "$stats" >"$WORK/httpd.out" 2>&1 &
+            spid=$!
+            wait_line "$WORK/httpd.out" listening 10
+        fi
+        local run
+        for ((run = 1; run <= RUNS; run++)); do
+            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
+                wanted "$id" || continue
+                local f=$RAW/${id//\//_}.$run c0 c1
+                c0=$(ns_cpu "$sns")
+                if [[ $id == *-1g ]]; then
+                    ip netns exec "$cns" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
+                        -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
+                        "http://$addr/big.bin" >"$f.cli"
+                else
+                    ip netns exec "$cns" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
+                        -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk"
+                    tail -n 1 "$f.wrk" >"$f.cli"
+                fi
+                c1=$(ns_cpu "$sns")
+                echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
+                record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
+            done
+        done
+        kill -INT "$spid" 2>/dev/null || true
+        stop_job "$spid"
+        if [[ -s $stats ]]; then
+            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
+                wanted "$id" && record "$id" 0 httpd-stats "$stats"
+            done
+        fi
+        log "bed http: $srv done"
+    done
+    zc_bed_down "$cns"
+    zc_bed_down "$sns"
+}
+
+# nginx_conf on|off ADDR ROOT: a config of our own (no system paths written).
+nginx_conf() {
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-body;
+    proxy_temp_path $WORK/nginx-proxy;
+    fastcgi_temp_path $WORK/nginx-fastcgi;
+    uwsgi_temp_path $WORK/nginx-uwsgi;
+    scgi_temp_path $WORK/nginx-scgi;
+    default_type application/octet-stream;
+    sendfile $1;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    server {
+        listen $2:80;
+        root $3;
+    }
+}
+EOF
+}
+
+STARTED=$(date +%s)
+log "runs per row: $RUNS, seconds per run: $S$( ((QUICK)) && echo ' (quick)')"
+tcp_bed 1500-off 1500 off
+tcp_bed 1500-on 1500 on
+tcp_bed 9000 9000 on
+tcp_bed 65535 65535 on
+tap_bed
+http_bed
+ELAPSED=$(($(date +%s) - STARTED))
+
+MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"
+EXTRA=()
+((QUICK)) && EXTRA+=(--quick)
+"$PY" "$HERE/bench_report.py" --rows "$WORK/rows.tsv" --runs "$WORK/runs.tsv" --out "$OUT" \
+    --machine "$MACHINE" --seconds "$S" --run-count "$RUNS" --elapsed "$ELAPSED" \
+    --big-mib "$BIG_MIB" "${EXTRA[@]}"
+log "done in $ELAPSED s: $OUT/results.md, results.json, results.png"
