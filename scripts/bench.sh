@@ -2,7 +2,7 @@
 # bench.sh: zcstack against the kernel, measured in one run, peers side by side.
 #
 #   sudo bash scripts/bench.sh [--quick] [--runs N] [--seconds S] [--only REGEX]
-#                              [--out DIR] [--no-install] [--no-build]
+#                              [--out DIR] [--no-install] [--no-build] [--no-pin]
 #
 # Builds the release binaries, installs what it needs with apt (iperf3,
 # nginx, wrk, curl, ethtool, python3-matplotlib), and for each test bed
@@ -42,7 +42,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 source "$HERE/netns.sh"
 
 RUNS=5
-SECONDS_PER_RUN=3
+SECONDS_PER_RUN=2
+PIN=1
 ONLY=.
 OUT=$HERE/bench-results
 INSTALL=1
@@ -64,6 +65,7 @@ while (($#)); do
         --out) OUT=${2:-}; shift 2 || usage ;;
         --no-install) INSTALL=0; shift ;;
         --no-build) BUILD=0; shift ;;
+        --no-pin) PIN=0; shift ;;
         -h | --help) usage ;;
         *) echo "bench.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -142,6 +144,14 @@ HZ=$(getconf CLK_TCK)
 
 wanted() { [[ $1 =~ $ONLY ]]; }
 
+# Servers run on the last CPU, clients on the first (with 2 or more CPUs),
+# so the scheduler never stacks both ends on one CPU mid-run.
+SRV=() CLI=()
+if ((PIN)) && (($(nproc) >= 2)); then
+    SRV=(taskset -c "$(($(nproc) - 1))")
+    CLI=(taskset -c 0)
+fi
+
 # row ID SECTION LABEL PEER: declares a row (printed once).
 declare -A DECLARED=()
 row() {
@@ -219,11 +229,11 @@ stop_job() {
 # iperf3 SNS CNS ADDR ID RUN [-Z]
 run_iperf3() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 z=${6:-} f=$RAW/${4//\//_}.$5
-    ip netns exec "$sns" timeout "$SERVER_LIMIT" iperf3 -s -1 -B "$addr" -J >"$f.srv" 2>&1 &
+    ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" iperf3 -s -1 -B "$addr" -J >"$f.srv" 2>&1 &
     local spid=$!
     wait_tcp "$sns" "$addr" 5201
     # shellcheck disable=SC2086 # $z is empty or -Z
-    ip netns exec "$cns" timeout "$CLIENT_LIMIT" iperf3 -c "$addr" -t "$S" $z -J >"$f.cli"
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" iperf3 -c "$addr" -t "$S" $z -J >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" iperf3 "$f.cli"
 }
@@ -231,10 +241,10 @@ run_iperf3() {
 # zcperf_kernel SNS CNS ADDR ID RUN
 run_zcperf_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
-    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --once --json >"$f.srv" 2>&1 &
+    ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_tcp "$sns" "$addr" 5201
-    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "$addr" \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "$addr" \
         --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" zcperf "$f.cli" "$f.srv"
@@ -253,11 +263,11 @@ run_zcperf_zc() {
         esac
     done
     # shellcheck disable=SC2086 # $dev is two words
-    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server $dev --ip "$cidr" \
+    ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server $dev --ip "$cidr" \
         "${stock[@]}" --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_line "$f.srv" listening 10
-    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "${cidr%/*}" \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "${cidr%/*}" \
         --seconds "$S" --json "${client[@]}" >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" zcperf "$f.cli" "$f.srv"
@@ -266,10 +276,10 @@ run_zcperf_zc() {
 # udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel, 64-byte datagrams.
 run_udp_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
-    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+    ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_udp "$sns" 5201
-    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
         --server "$addr" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -278,11 +288,11 @@ run_udp_kernel() {
 # udp_xdp_rx SNS CNS CIDR ID RUN: kernel client -> zcstack server on AF_XDP.
 run_udp_xdp_rx() {
     local sns=$1 cns=$2 cidr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
-    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+    ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
         --ip "$cidr" --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_line "$f.srv" listening 10
-    ip netns exec "$cns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
         --server "${cidr%/*}" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -291,10 +301,10 @@ run_udp_xdp_rx() {
 # udp_xdp_tx SNS CNS CIDR KADDR ID RUN: zcstack client on AF_XDP -> kernel server.
 run_udp_xdp_tx() {
     local sns=$1 cns=$2 cidr=$3 kaddr=$4 id=$5 run=$6 f=$RAW/${5//\//_}.$6
-    ip netns exec "$cns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+    ip netns exec "$cns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_udp "$cns" 5201
-    ip netns exec "$sns" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
+    ip netns exec "$sns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
         --ip "$cidr" --udp --size 64 --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -440,17 +450,17 @@ EOF
         if [[ $srv == nginx-* ]]; then
             addr=$kaddr
             nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
-            ip netns exec "$sns" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
+            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
                 -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
             spid=$!
             wait_tcp "$sns" "$kaddr" 80
         else
             addr=${zcidr%/*}
-            ip netns exec "$sns" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
+            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
                 --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
                 --stats-json "$stats" >"$WORK/httpd.out" 2>&1 &
             spid=$!
-            wait_line "$WORK/httpd.out" listening 10
+            wait_line "$WORK/httpd.out" "serving|listening" 10
         fi
         local run
         for ((run = 1; run <= RUNS; run++)); do
@@ -459,11 +469,11 @@ EOF
                 local f=$RAW/${id//\//_}.$run c0 c1
                 c0=$(ns_cpu "$sns")
                 if [[ $id == *-1g ]]; then
-                    ip netns exec "$cns" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
+                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
                         -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
                         "http://$addr/big.bin" >"$f.cli"
                 else
-                    ip netns exec "$cns" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
+                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
                         -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk"
                     tail -n 1 "$f.wrk" >"$f.cli"
                 fi
@@ -513,7 +523,7 @@ EOF
 }
 
 STARTED=$(date +%s)
-log "runs per row: $RUNS, seconds per run: $S$( ((QUICK)) && echo ' (quick)')"
+log "runs per row: $RUNS, seconds per run: $S$( ((QUICK)) && echo ' (quick)'), pinned: ${SRV[*]:-no} / ${CLI[*]:-no}"
 tcp_bed 1500-off 1500 off
 tcp_bed 1500-on 1500 on
 tcp_bed 9000 9000 on
