@@ -3,6 +3,14 @@
 #
 #   sudo bash scripts/bench.sh [--quick] [--runs N] [--seconds S] [--only REGEX]
 #                              [--out DIR] [--no-install] [--no-build] [--no-pin]
+#                              [--previous results.json]
+#
+# --quick: 1 run per row, 1 s each, a 256 MiB file (checks the script, ~1 min).
+# --runs N (default 5), --seconds S per TCP/UDP/wrk run (default 2).
+# --only REGEX: only the rows whose id matches (ids below).
+# --previous FILE: take rows this run does not measure from an earlier
+#   results.json (they are marked "earlier run" in the table).
+# --no-pin: do not pin servers to the last CPU and clients to the first.
 #
 # Builds the release binaries, installs what it needs with apt (iperf3,
 # nginx, wrk, curl, ethtool, python3-matplotlib), and for each test bed
@@ -44,6 +52,7 @@ source "$HERE/netns.sh"
 RUNS=5
 SECONDS_PER_RUN=2
 PIN=1
+PREVIOUS=
 ONLY=.
 OUT=$HERE/bench-results
 INSTALL=1
@@ -52,8 +61,8 @@ QUICK=0
 BIG_MIB=1024
 
 usage() {
-    sed -n '3,5p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
+    sed -n '3,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit "${1:-2}"
 }
 
 while (($#)); do
@@ -66,7 +75,8 @@ while (($#)); do
         --no-install) INSTALL=0; shift ;;
         --no-build) BUILD=0; shift ;;
         --no-pin) PIN=0; shift ;;
-        -h | --help) usage ;;
+        --previous) PREVIOUS=${2:-}; shift 2 || usage ;;
+        -h | --help) usage 0 ;;
         *) echo "bench.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -76,6 +86,10 @@ if ! [[ $RUNS =~ ^[0-9]+$ ]] || ((RUNS < 1 || RUNS > 50)); then
 fi
 if ! [[ $SECONDS_PER_RUN =~ ^[0-9]+$ ]] || ((SECONDS_PER_RUN < 1 || SECONDS_PER_RUN > 60)); then
     echo "bench.sh: --seconds '$SECONDS_PER_RUN' must be 1..60" >&2
+    exit 2
+fi
+if [[ -n $PREVIOUS && ! -r $PREVIOUS ]]; then
+    echo "bench.sh: --previous '$PREVIOUS' is not a readable file" >&2
     exit 2
 fi
 if ((EUID != 0)); then
@@ -535,6 +549,11 @@ ELAPSED=$(($(date +%s) - STARTED))
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"
 EXTRA=()
 ((QUICK)) && EXTRA+=(--quick)
+if [[ -n $PREVIOUS ]]; then
+    # Copied first: OUT's own results.json is overwritten by this run.
+    cp "$PREVIOUS" "$WORK/previous.json"
+    EXTRA+=(--previous "$WORK/previous.json")
+fi
 "$PY" "$HERE/bench_report.py" --rows "$WORK/rows.tsv" --runs "$WORK/runs.tsv" --out "$OUT" \
     --machine "$MACHINE" --seconds "$S" --run-count "$RUNS" --elapsed "$ELAPSED" \
     --big-mib "$BIG_MIB" "${EXTRA[@]}"

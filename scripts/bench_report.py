@@ -138,6 +138,8 @@ def main():
     ap.add_argument("--elapsed", type=int, default=0)
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--previous", help="results.json of an earlier run: rows this run did "
+                    "not measure are taken from it (marked as such)")
     a = ap.parse_args()
 
     rows = {}
@@ -183,6 +185,20 @@ def main():
                 r[k] = v
         if r["copies_per_byte"] is None:
             r["copies_per_byte"] = med([m.get("copies_per_byte") for m in r["runs"]])
+    if a.previous:
+        prev = json.loads(Path(a.previous).read_text())
+        for pr in prev.get("rows", []):
+            cur = rows.get(pr["id"])
+            if pr.get("median") is None:
+                continue
+            if cur is None:
+                rows[pr["id"]] = cur = dict(pr)
+                order.append(pr["id"])
+            elif cur["runs"] or cur["failed"]:
+                continue
+            else:
+                cur.update(pr)
+            cur["measured"] = pr.get("measured") or prev.get("date")
     for r in rows.values():
         p = rows.get(r["peer"]) if r["peer"] else None
         r["ratio"] = (r["median"] / p["median"]) if p and p["median"] and r["median"] else None
@@ -274,6 +290,8 @@ def markdown(doc, rows, order):
         else:
             cpu_s = f"{fmt(r.get('cpu_s_per_gb'))} (both ends)" if r.get("cpu_s_per_gb") else "—"
         label = r["label"]
+        if r.get("measured"):
+            label += f" (earlier run, {r['measured']})"
         if r["failed"]:
             label += f" ({len(r['failed'])} run(s) failed: {r['failed'][0]['error'][:60]})"
         if r["id"].endswith("-64k") and r.get("gbit_per_s_median"):
