@@ -31,8 +31,9 @@
 #   tcp/1500-off/xdp-rx-stock    xdp-rx with --smoltcp-defaults (stock smoltcp baseline)
 #   tcp/tap/tap-rx, tap-tx, tap-rx-stock   zc-perf server on TAP (MTU 1500)
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
-#   http/1500-on/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
+#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
+#       (16 keep-alive connections, one thread), MTU 1500 and 65535
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
@@ -413,28 +414,14 @@ tap_bed() {
     zc_bed_down "$ns"
 }
 
-# http_bed: nginx (sendfile on / off) and zc-httpd on the MTU 1500 veth bed.
-http_bed() {
-    local net=$((NET++)) pfx=http/1500-on id ids=() todo=() srv
-    local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
-    local sec="HTTP, MTU 1500, offloads on"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
-        local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
-        [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
-        row "$pfx/$srv-1g" "$sec" "$srv: 1 GiB file, curl" "$peer1"
-        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
-        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
-        ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
-    done
-    ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
-    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
-    ((${#todo[@]})) || return 0
-    # The files: one of BIG_MIB MiB, 64 of 64 KiB, in the page cache.
-    local www=$WORK/www
+# http_files: the files served (once): one of BIG_MIB MiB and 64 of 64 KiB,
+# read once so they are in the page cache; and wrk's script that walks them.
+http_files() {
+    local www=$WORK/www i
+    [[ -d $www ]] && return 0
     mkdir -p "$www"
     log "writing $BIG_MIB MiB and 64 x 64 KiB files"
     head -c "$((BIG_MIB << 20))" /dev/urandom >"$www/big.bin"
-    local i
     for ((i = 0; i < 64; i++)); do head -c 65536 /dev/urandom >"$www/f$i.bin"; done
     chmod -R a+rX "$www"
     cat "$www"/*.bin >/dev/null
@@ -451,16 +438,37 @@ done = function(summary, latency, requests)
         e.connect + e.read + e.write + e.status + e.timeout))
 end
 EOF
+}
+
+# http_bed NAME MTU: nginx (sendfile on / off) and zc-httpd on a veth bed
+# with the kernel's offloads on (nginx's normal setting).
+http_bed() {
+    local name=$1 mtu=$2 net=$((NET++)) id ids=() todo=() srv
+    local pfx=http/$name www=$WORK/www
+    local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
+    local sec="HTTP, MTU $mtu, offloads on"
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+        local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
+        [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
+        row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
+        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
+        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
+        ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
+    done
+    ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
+    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    http_files
     local sns=zcbs$TAG$net cns=zcbc$TAG$net
     zc_bed_trap "$sns"
     zc_bed_trap "$cns"
-    log "bed http: MTU 1500, offloads on (${#todo[@]} rows x $RUNS runs)"
-    zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --server-cidr "$kaddr/24"
+    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} rows x $RUNS runs)"
+    zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
     for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
         local want=0
         for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
         ((want)) || continue
-        local spid addr stats=$WORK/$srv.stats.json
+        local spid addr stats=$WORK/$name-$srv.stats.json
         if [[ $srv == nginx-* ]]; then
             addr=$kaddr
             nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
@@ -503,7 +511,7 @@ EOF
                 wanted "$id" && record "$id" 0 httpd-stats "$stats"
             done
         fi
-        log "bed http: $srv done"
+        log "bed http $name: $srv done"
     done
     zc_bed_down "$cns"
     zc_bed_down "$sns"
@@ -543,7 +551,8 @@ tcp_bed 1500-on 1500 on
 tcp_bed 9000 9000 on
 tcp_bed 65535 65535 on
 tap_bed
-http_bed
+http_bed 1500-on 1500
+http_bed 65535 65535
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

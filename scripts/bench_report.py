@@ -223,11 +223,16 @@ def main():
          "AF_XDP, MTU 65535, sending vs kernel TCP, MTU 1500 offloads on"),
         ("tcp/tap/tap-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
          "TAP (no TSO yet), sending vs kernel TCP, MTU 1500 offloads on"),
-        ("http/1500-on/zc-httpd-1g", ["http/1500-on/nginx-sendfile-on-1g"], 0.7,
-         "zc-httpd vs nginx sendfile on, 1 GiB file"),
-        ("http/1500-on/zc-httpd-64k",
-         ["http/1500-on/nginx-sendfile-on-64k", "http/1500-on/nginx-sendfile-off-64k"], 1.0,
-         "zc-httpd vs nginx's best, 64 KiB files"),
+    ] + [
+        t
+        for bed, mtu in (("1500-on", 1500), ("65535", 65535))
+        for t in (
+            (f"http/{bed}/zc-httpd-1g", [f"http/{bed}/nginx-sendfile-on-1g"], 0.7,
+             f"zc-httpd vs nginx sendfile on, big file, MTU {mtu}"),
+            (f"http/{bed}/zc-httpd-64k",
+             [f"http/{bed}/nginx-sendfile-on-64k", f"http/{bed}/nginx-sendfile-off-64k"], 1.0,
+             f"zc-httpd vs nginx's best, 64 KiB files, MTU {mtu}"),
+        )
     ]:
         got, peer = ratio(a_id, b_ids)
         targets.append({"what": what, "row": a_id, "peer": peer, "goal": goal, "ratio": got,
