@@ -12,10 +12,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser};
-use zcstack::{Stack, StackStats};
+use zcstack::{Stack, StackBuilder, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::Tap;
 use zcstack_driver::{Driver, PoolConfig};
+
+pub mod http;
 
 /// The driver type the apps run on (TAP, optionally wrapped for pcap capture).
 pub type AppDriver = Box<dyn Driver>;
@@ -114,6 +116,15 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 impl DeviceArgs {
     /// Opens the device and builds the stack.
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
+        self.build_stack_with(|b| b)
+    }
+
+    /// Opens the device and builds the stack, letting the app adjust the
+    /// builder (e.g. TCP buffer sizes) before it is built.
+    pub fn build_stack_with(
+        &self,
+        app: impl FnOnce(StackBuilder<AppDriver>) -> StackBuilder<AppDriver>,
+    ) -> anyhow::Result<Stack<AppDriver>> {
         let pool = PoolConfig::new()
             .frames(self.pool_frames)
             .build()
@@ -123,11 +134,11 @@ impl DeviceArgs {
             Some(path) => Box::new(Pcap::create(tap, path)?),
             None => Box::new(tap),
         };
-        let stack = Stack::builder(driver)
+        let builder = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
-            .mac(self.mac)
-            .build()?;
+            .mac(self.mac);
+        let stack = app(builder).build()?;
         Ok(stack)
     }
 }
