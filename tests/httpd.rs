@@ -291,9 +291,19 @@ fn ranges_pipelining_and_not_modified() {
         let p3 = read_resp(&mut r, false).expect("third");
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).expect("closed after Connection: close");
-        (p1, p2, p3, rest)
+        // HTTP/1.0 without keep-alive: one response, then the server closes.
+        let mut s = connect(a);
+        s.write_all(b"GET /f0.bin HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let h10 = read_resp(&mut r, false).expect("1.0 response");
+        let mut rest10 = Vec::new();
+        r.read_to_end(&mut rest10).expect("closed after an HTTP/1.0 response");
+        rest.extend_from_slice(&rest10);
+        (p1, p2, p3, h10, rest)
     });
-    let (p1, p2, p3, rest) = checks;
+    let (p1, p2, p3, h10, rest) = checks;
+    assert!(h10.status == 200 && h10.body == files[0]);
+    assert_eq!(h10.header("Connection"), Some("close"));
     assert!(p1.status == 200 && p1.body == files[2]);
     assert_eq!(p2.status, 200);
     assert_eq!(
