@@ -93,6 +93,8 @@ struct Conn {
     conn: TcpConn,
     buf: Box<[u8]>,
     filled: usize,
+    /// Bytes arrived since the last parse found the head incomplete.
+    unparsed: bool,
     out: Option<Out>,
     /// Close (FIN) once everything queued is in the ring.
     closing: bool,
@@ -267,8 +269,14 @@ impl Server {
                 let _ = stack.tcp_close(c.conn);
                 return Step::Done;
             }
-            // 2. The next request, if a whole head is here.
-            match request::parse(&c.buf[..c.filled]) {
+            // 2. The next request, if a whole head is here (parse again only
+            // after new bytes came).
+            let parsed = if c.unparsed {
+                request::parse(&c.buf[..c.filled])
+            } else {
+                Ok(None)
+            };
+            match parsed {
                 Ok(Some((req, n))) => {
                     c.buf.copy_within(n..c.filled, 0);
                     c.filled -= n;
@@ -279,7 +287,7 @@ impl Server {
                     c.out = Some(self.out(reply));
                     continue;
                 }
-                Ok(None) => {}
+                Ok(None) => c.unparsed = false,
                 Err(refusal) => {
                     let date = self.date().to_string();
                     c.out = Some(self.out(serve::refused(refusal, &date)));
@@ -301,6 +309,7 @@ impl Server {
                         c.head_since = Some(now);
                     }
                     c.filled += n;
+                    c.unparsed = true;
                     c.progress = now;
                     moved = true;
                 }
@@ -460,6 +469,7 @@ fn main() -> ExitCode {
                     conn,
                     buf: vec![0; MAX_HEAD].into(),
                     filled: 0,
+                    unparsed: false,
                     out: None,
                     closing: false,
                     peer_done: false,
