@@ -1,0 +1,465 @@
+//! `tcp_send_file` between two stacks over the in-memory wire (unprivileged):
+//! bytes equal in every mode, copies counted, pools full afterwards; a file
+//! truncated by another process while it is sent; 1000 connections in remap
+//! mode within the process's mapping limit.
+//!
+//! The tests take one lock: they count the process's mappings and copies,
+//! and the machine has few cores.
+
+use std::io::{ErrorKind, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use zcstack::{Clock, MappedFile, SendMode, Stack, TcpConn, TcpState};
+use zcstack_driver::wire::{self, WireConfig, WireEnd};
+use zcstack_driver::{Pool, PoolConfig};
+use zcstack_tests::random_bytes;
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file in the temp directory, deleted on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, data: &[u8]) -> TempFile {
+        let p = std::env::temp_dir().join(format!("zc-sendfile-{}-{name}", std::process::id()));
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(data).unwrap();
+        TempFile(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Bed {
+    a: Stack<WireEnd>,
+    b: Stack<WireEnd>,
+    pa: Pool,
+    pb: Pool,
+    sim: Option<Arc<AtomicI64>>,
+}
+
+struct BedCfg {
+    mode: SendMode,
+    tx_ring: usize,
+    rx_ring: usize,
+    frames: u32,
+    simulated: bool,
+}
+
+impl Default for BedCfg {
+    fn default() -> Self {
+        BedCfg {
+            mode: SendMode::Copy,
+            tx_ring: 256 * 1024,
+            rx_ring: 256 * 1024,
+            frames: 4096,
+            simulated: false,
+        }
+    }
+}
+
+fn bed(cfg: BedCfg) -> Bed {
+    let pa = PoolConfig::new().frames(cfg.frames).build().unwrap();
+    let pb = PoolConfig::new().frames(cfg.frames).build().unwrap();
+    let (ea, eb) = wire::pair(pa.clone(), pb.clone(), WireConfig::default());
+    let sim = cfg.simulated.then(|| Arc::new(AtomicI64::new(0)));
+    let clock = sim.clone().map(Clock::Manual).unwrap_or_default();
+    let a = Stack::builder(ea)
+        .ip(A, 24)
+        .seed(1)
+        .clock(clock.clone())
+        .tcp_buffers(cfg.rx_ring, cfg.tx_ring)
+        .send_mode(cfg.mode)
+        .build()
+        .unwrap();
+    let b = Stack::builder(eb)
+        .ip(B, 24)
+        .seed(2)
+        .clock(clock)
+        .tcp_buffers(cfg.rx_ring, cfg.tx_ring)
+        .build()
+        .unwrap();
+    Bed { a, b, pa, pb, sim }
+}
+
+/// What one receiving connection got.
+#[derive(Default)]
+struct Got {
+    bytes: u64,
+    sha: Sha256,
+    /// Saw end of stream (FIN) or a reset.
+    ended: bool,
+    reset: bool,
+}
+
+/// One sending connection's script: optional header, then file ranges, then close.
+struct Send {
+    header: Vec<u8>,
+    ranges: Vec<(Arc<MappedFile>, u64, u64)>,
+}
+
+impl Bed {
+    fn step(&mut self, progress: bool) {
+        let busy = self.a.poll() | self.b.poll() | progress;
+        if let Some(us) = &self.sim {
+            let step = if busy {
+                Duration::from_micros(20)
+            } else {
+                [self.a.poll_delay(), self.b.poll_delay()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(Duration::from_millis(1))
+                    .max(Duration::from_micros(20))
+            };
+            us.fetch_add(step.as_micros() as i64, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs every script on its own connection a → b; `each_round` runs once
+    /// per round (truncators, map counting). Returns what b received per
+    /// connection, in script order.
+    fn run(
+        &mut self,
+        sends: &[Send],
+        limit: Duration,
+        mut each_round: impl FnMut(&mut Bed, u64),
+    ) -> Vec<Got> {
+        let listener = self.b.tcp_listen(5001, sends.len().min(256)).unwrap();
+        let mut clients: Vec<(TcpConn, usize, bool)> = Vec::new(); // conn, header written, queued
+        let mut by_port = std::collections::HashMap::new();
+        let mut assigned = 0;
+        let mut servers: Vec<Option<TcpConn>> = vec![None; sends.len()];
+        let mut got: Vec<Got> = (0..sends.len()).map(|_| Got::default()).collect();
+        let mut accepted = Vec::new();
+        let deadline = Instant::now() + limit;
+        let mut round = 0u64;
+        let mut next = 0;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "transfer stalled: {} of {} connections ended",
+                got.iter().filter(|g| g.ended).count(),
+                sends.len()
+            );
+            // Open connections in waves the listener's backlog can take.
+            while next < sends.len() && clients.len() - assigned < 256 {
+                let c = self.a.tcp_connect(SocketAddrV4::new(B, 5001)).unwrap();
+                by_port.insert(self.a.tcp_local(c).unwrap().port(), clients.len());
+                clients.push((c, 0, false));
+                next += 1;
+            }
+            let mut progress = false;
+            while let Some(s) = self.b.tcp_accept(listener) {
+                accepted.push(s);
+                progress = true;
+            }
+            for (i, (c, hdr, queued)) in clients.iter_mut().enumerate() {
+                if *queued || self.a.tcp_state(*c) != TcpState::Established {
+                    continue;
+                }
+                let s = &sends[i];
+                if *hdr < s.header.len() {
+                    match self.a.tcp_write(*c, &s.header[*hdr..]) {
+                        Ok(n) => *hdr += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                        Err(e) => panic!("header write: {e}"),
+                    }
+                    if *hdr < s.header.len() {
+                        continue;
+                    }
+                }
+                for (f, off, len) in &s.ranges {
+                    self.a.tcp_send_file(*c, f, *off, *len).unwrap();
+                }
+                self.a.tcp_close(*c).unwrap();
+                *queued = true;
+                progress = true;
+            }
+            // Server side: map accepted connections to scripts by the client's port.
+            for s in accepted.drain(..) {
+                let peer = self.b.tcp_peer(s).unwrap();
+                servers[by_port[&peer.port()]] = Some(s);
+                assigned += 1;
+            }
+            for (i, s) in servers.iter_mut().enumerate() {
+                let Some(conn) = *s else { continue };
+                let g = &mut got[i];
+                loop {
+                    match self.b.tcp_read_with(conn, |d| {
+                        g.sha.update(d);
+                        (d.len(), d.len())
+                    }) {
+                        Ok(Some(n)) => {
+                            g.bytes += n as u64;
+                            progress = true;
+                        }
+                        Ok(None) => {
+                            g.ended = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::NotConnected => break,
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
+                if !g.ended && self.b.tcp_state(conn) == TcpState::Closed {
+                    g.ended = true;
+                    g.reset = true;
+                }
+                if g.ended {
+                    self.b.tcp_close(conn).unwrap();
+                    *s = None;
+                }
+            }
+            each_round(self, round);
+            round += 1;
+            if next == sends.len() && got.iter().all(|g| g.ended) {
+                break;
+            }
+            self.step(progress);
+        }
+        for _ in 0..5000 {
+            self.step(false);
+        }
+        got
+    }
+
+    fn assert_pools_full(self) {
+        let Bed { a, b, pa, pb, .. } = self;
+        drop((a, b));
+        assert_eq!(pa.stats().free, pa.capacity(), "pool a is full again");
+        assert_eq!(pb.stats().free, pb.capacity(), "pool b is full again");
+    }
+}
+
+fn sha_of(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    hex(&h.finalize())
+}
+
+fn sixty_four_mib(mode: SendMode) {
+    let _g = serial();
+    let data = random_bytes(64 << 20, 7);
+    let tf = TempFile::new(&format!("64m-{mode}"), &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    assert!(file.is_leased(), "the test file can be leased");
+    let mut bed = bed(BedCfg {
+        mode,
+        ..BedCfg::default()
+    });
+    let send = Send {
+        header: Vec::new(),
+        ranges: vec![(file.clone(), 0, data.len() as u64)],
+    };
+    let got = bed.run(&[send], Duration::from_secs(180), |_, _| {});
+    assert_eq!(got[0].bytes, data.len() as u64);
+    assert!(!got[0].reset);
+    assert_eq!(hex(&got[0].sha.clone().finalize()), sha_of(&[&data]));
+    let st = bed.a.stats();
+    assert_eq!(st.file_bytes(), data.len() as u64);
+    assert_eq!(st.file_transfers_aborted, 0);
+    match mode {
+        SendMode::Copy => {
+            assert_eq!(st.file_bytes_copied, data.len() as u64);
+            assert!(
+                st.tx_copies_per_byte() >= 2.0,
+                "{}",
+                st.tx_copies_per_byte()
+            );
+        }
+        SendMode::Remap => {
+            assert!(
+                st.file_bytes_remapped as f64 >= 0.99 * data.len() as f64,
+                "remapped {} of {}",
+                st.file_bytes_remapped,
+                data.len()
+            );
+            assert!(
+                st.tx_copies_per_byte() <= 1.05,
+                "tx copies per byte {}",
+                st.tx_copies_per_byte()
+            );
+            assert!(st.remap_calls > 0);
+            assert_eq!(
+                st.rings_with_file_pages, 0,
+                "the idle ring has anonymous memory again"
+            );
+        }
+        SendMode::Auto => {}
+    }
+    drop(file);
+    bed.assert_pools_full();
+}
+
+#[test]
+fn sixty_four_mib_file_by_copy() {
+    sixty_four_mib(SendMode::Copy);
+}
+
+#[test]
+fn sixty_four_mib_file_by_remap() {
+    sixty_four_mib(SendMode::Remap);
+}
+
+#[test]
+fn sixty_four_mib_file_by_auto() {
+    sixty_four_mib(SendMode::Auto);
+}
+
+/// Header, padding, two ranges (one unaligned, one to EOF), then a write
+/// that must wait for the file bytes: the byte order is what was asked.
+fn header_and_ranges(mode: SendMode) {
+    let _g = serial();
+    let data = random_bytes(3 << 20 | 1234, 11);
+    let tf = TempFile::new(&format!("ranges-{mode}"), &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    let mut bed = bed(BedCfg {
+        mode,
+        ..BedCfg::default()
+    });
+    let listener = bed.b.tcp_listen(80, 4).unwrap();
+    let c = bed.a.tcp_connect(SocketAddrV4::new(B, 80)).unwrap();
+    let mut s = None;
+    for _ in 0..1000 {
+        bed.step(false);
+        s = s.or_else(|| bed.b.tcp_accept(listener));
+        if s.is_some() && bed.a.tcp_state(c) == TcpState::Established {
+            break;
+        }
+    }
+    let s = s.expect("connection accepted");
+    let header = b"HTTP/1.1 200 OK\r\n";
+    let pad = bed.a.tcp_send_file_pad(c, header.len(), 100);
+    if mode == SendMode::Copy {
+        assert_eq!(pad, 0);
+    } else {
+        assert_eq!((header.len() + pad) % 4096, 100);
+    }
+    let mut head = header.to_vec();
+    head.resize(header.len() + pad, b' ');
+    assert_eq!(bed.a.tcp_write(c, &head).unwrap(), head.len());
+    let r1 = (100u64, 1u64 << 20);
+    let r2 = (2u64 << 20, data.len() as u64 - (2 << 20));
+    bed.a.tcp_send_file(c, &file, r1.0, r1.1).unwrap();
+    bed.a.tcp_send_file(c, &file, r2.0, r2.1).unwrap();
+    let e = bed
+        .a
+        .tcp_send_file(c, &file, 1, data.len() as u64)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(bed.a.tcp_send_file_pending(c), r1.1 + r2.1);
+    assert_eq!(
+        bed.a.tcp_write(c, b"x").unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    let mut trailer_written = false;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = head.len() + (r1.1 + r2.1) as usize + 7;
+    while got.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "stalled at {} of {want}",
+            got.len()
+        );
+        if !trailer_written && bed.a.tcp_send_file_pending(c) == 0 {
+            assert_eq!(bed.a.tcp_write(c, b"trailer").unwrap(), 7);
+            trailer_written = true;
+        }
+        while let Ok(Some(())) = bed.b.tcp_read_with(s, |d| {
+            got.extend_from_slice(d);
+            (d.len(), ())
+        }) {}
+        bed.step(true);
+    }
+    let mut expect = head.clone();
+    expect.extend_from_slice(&data[r1.0 as usize..(r1.0 + r1.1) as usize]);
+    expect.extend_from_slice(&data[r2.0 as usize..]);
+    expect.extend_from_slice(b"trailer");
+    assert_eq!(sha_of(&[&got]), sha_of(&[&expect]));
+    let st = bed.a.stats();
+    assert_eq!(st.file_bytes(), r1.1 + r2.1);
+    if mode == SendMode::Remap {
+        assert!(st.file_bytes_remapped >= r1.1 + r2.1 - 2 * 4096, "{st:?}");
+    }
+    bed.a.tcp_close(c).unwrap();
+    bed.b.tcp_close(s).unwrap();
+    for _ in 0..5000 {
+        bed.step(false);
+    }
+    assert_eq!(
+        bed.a.tcp_send_file(c, &file, 0, 1).unwrap_err().kind(),
+        ErrorKind::NotConnected
+    );
+    drop(file);
+    bed.assert_pools_full();
+}
+
+#[test]
+fn header_ranges_and_trailer_in_order_copy() {
+    header_and_ranges(SendMode::Copy);
+}
+
+#[test]
+fn header_ranges_and_trailer_in_order_remap() {
+    header_and_ranges(SendMode::Remap);
+}
+
+/// A file someone keeps open for writing cannot be leased: it is sent with pread.
+#[test]
+fn unleasable_file_goes_by_pread() {
+    let _g = serial();
+    let data = random_bytes(5 << 20, 3);
+    let tf = TempFile::new("pread", &data);
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tf.path())
+        .unwrap();
+    let file = MappedFile::open(tf.path()).unwrap();
+    assert!(!file.is_leased());
+    let mut bed = bed(BedCfg {
+        mode: SendMode::Remap,
+        ..BedCfg::default()
+    });
+    let got = bed.run(
+        &[Send {
+            header: b"hi".to_vec(),
+            ranges: vec![(file.clone(), 0, data.len() as u64)],
+        }],
+        Duration::from_secs(60),
+        |_, _| {},
+    );
+    assert_eq!(hex(&got[0].sha.clone().finalize()), sha_of(&[b"hi", &data]));
+    let st = bed.a.stats();
+    assert_eq!(st.file_bytes_pread, data.len() as u64);
+    assert_eq!(st.file_bytes_remapped + st.file_bytes_copied, 0);
+    drop((writer, file));
+    bed.assert_pools_full();
+}
