@@ -187,6 +187,7 @@ fn big_fetch(tag: &str, net: u8, mode: &str) -> String {
         (256 << 20) as f64 / took.as_secs_f64() / 1e6
     );
     let json = stop(app, &dir);
+    eprintln!("{mode}: server counters {json}");
     assert_eq!(json_num(&json, "requests"), 1.0, "{json}");
     assert_eq!(json_num(&json, "body_bytes"), (256u64 << 20) as f64);
     json

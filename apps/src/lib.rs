@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser};
-use zcstack::{Stack, StackBuilder, StackStats};
+use zcstack::{SendMode, Stack, StackBuilder, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::Tap;
 use zcstack_driver::{Driver, PoolConfig};
@@ -46,6 +46,10 @@ pub struct DeviceArgs {
     /// Frames in the buffer pool (2 KiB each).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub pool_frames: u32,
+    /// How file bytes get into TCP send rings: copy, remap (map file pages
+    /// over the ring, no CPU copy), or auto (the stack picks).
+    #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
+    pub send_mode: SendMode,
 }
 
 /// Parses `10.200.0.2/24`.
@@ -137,7 +141,8 @@ impl DeviceArgs {
         let builder = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
-            .mac(self.mac);
+            .mac(self.mac)
+            .send_mode(self.send_mode);
         let stack = app(builder).build()?;
         Ok(stack)
     }

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use shim::{MappedFile, SendFile};
-use zcstack::{Stack, StackStats, TcpConn};
+use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
 use zcstack_apps::http::request::{self, MAX_HEAD};
 use zcstack_apps::http::response::PAD_OVERHEAD;
 use zcstack_apps::http::serve::{self, Body, Reply};
@@ -378,9 +377,9 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
         conns,
         n.timeouts,
         s.tx_copies_per_byte(),
-        shim::file_stats(s).0,
-        shim::file_stats(s).1,
-        shim::file_stats(s).2,
+        s.file_bytes_remapped,
+        s.file_bytes_copied,
+        s.file_bytes_pread,
     )
 }
 
@@ -404,9 +403,9 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         n.timeouts,
         s.app_write_bytes,
         s.tcp_tx_payload,
-        shim::file_stats(s).0,
-        shim::file_stats(s).1,
-        shim::file_stats(s).2,
+        s.file_bytes_remapped,
+        s.file_bytes_copied,
+        s.file_bytes_pread,
         s.tx_copies_per_byte(),
         s.pool.in_use,
         s.pool.capacity,
@@ -452,14 +451,13 @@ fn main() -> ExitCode {
             files: HashMap::new(),
             n: Counters::default(),
             date: (0, String::new()),
-            remap: false,
+            remap: stack.send_mode() == SendMode::Remap,
         };
         let mut conns: Vec<Conn> = Vec::new();
         let mut ticker = StatsTicker::new(cli.dev.stats);
         let mut last_scan = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             stack.poll_wait();
-            shim::pump(&mut stack);
             let now = Instant::now();
             while conns.len() < cli.max_conns
                 && let Some(conn) = stack.tcp_accept(listener)
@@ -517,115 +515,4 @@ fn main() -> ExitCode {
         }
         Ok(())
     })
-}
-
-/// TEMPORARY stand-in for the stack's send_file API (branch `sendfile`)
-/// until it is merged: pread into the ring, one copy, counted.
-mod shim {
-    use std::cell::RefCell;
-    use std::collections::{HashMap, VecDeque};
-    use std::fs::{File, Metadata};
-    use std::io;
-    use std::os::unix::fs::FileExt;
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use zcstack::{Stack, StackStats, TcpConn};
-    use zcstack_apps::AppDriver;
-
-    pub struct MappedFile {
-        file: File,
-        meta: Metadata,
-    }
-    impl MappedFile {
-        pub fn open(path: &Path) -> io::Result<Arc<MappedFile>> {
-            let file = File::open(path)?;
-            let meta = file.metadata()?;
-            Ok(Arc::new(MappedFile { file, meta }))
-        }
-        pub fn len(&self) -> u64 {
-            self.meta.len()
-        }
-        pub fn metadata(&self) -> &Metadata {
-            &self.meta
-        }
-    }
-
-    type Queue = VecDeque<(Arc<MappedFile>, u64, u64)>;
-    thread_local! {
-        static Q: RefCell<HashMap<TcpConn, Queue>> = RefCell::new(HashMap::new());
-    }
-
-    pub trait SendFile {
-        fn tcp_send_file(
-            &mut self,
-            c: TcpConn,
-            f: &Arc<MappedFile>,
-            off: u64,
-            len: u64,
-        ) -> io::Result<()>;
-        fn tcp_send_file_pending(&self, c: TcpConn) -> u64;
-        fn tcp_send_file_pad(&self, c: TcpConn, h: usize, off: u64) -> usize;
-    }
-    impl SendFile for Stack<AppDriver> {
-        fn tcp_send_file(
-            &mut self,
-            c: TcpConn,
-            f: &Arc<MappedFile>,
-            off: u64,
-            len: u64,
-        ) -> io::Result<()> {
-            Q.with(|q| {
-                q.borrow_mut()
-                    .entry(c)
-                    .or_default()
-                    .push_back((f.clone(), off, len))
-            });
-            Ok(())
-        }
-        fn tcp_send_file_pending(&self, c: TcpConn) -> u64 {
-            Q.with(|q| {
-                q.borrow()
-                    .get(&c)
-                    .map_or(0, |v| v.iter().map(|x| x.2).sum())
-            })
-        }
-        fn tcp_send_file_pad(&self, _c: TcpConn, _h: usize, _off: u64) -> usize {
-            0
-        }
-    }
-
-    /// Moves queued file bytes into the rings.
-    pub fn pump(stack: &mut Stack<AppDriver>) {
-        Q.with(|q| {
-            let mut q = q.borrow_mut();
-            q.retain(|&c, v| {
-                while let Some((f, off, len)) = v.front_mut() {
-                    let r = stack.tcp_write_with(c, |free| {
-                        let n = free.len().min(*len as usize);
-                        match f.file.read_at(&mut free[..n], *off) {
-                            Ok(n) => (n, n),
-                            Err(_) => (0, 0),
-                        }
-                    });
-                    match r {
-                        Ok(0) => return true,
-                        Ok(n) => {
-                            *off += n as u64;
-                            *len -= n as u64;
-                            if *len == 0 {
-                                v.pop_front();
-                            }
-                        }
-                        Err(_) => return false,
-                    }
-                }
-                false
-            });
-        })
-    }
-
-    pub fn file_stats(_s: &StackStats) -> (u64, u64, u64) {
-        (0, 0, 0)
-    }
 }
