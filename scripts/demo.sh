@@ -41,8 +41,9 @@ cargo build --release -p zcstack-apps
 WORK=$(mktemp -d -t zc-demo.XXXXXX)
 LOG=$WORK/zc-httpd.log
 # Shown from the exit trap, so a failing run still shows what the server said.
+DEMO_OK=
 finish() {
-    if [[ -s $LOG ]]; then
+    if [[ -z $DEMO_OK && -s $LOG ]]; then
         echo "== last lines of the zc-httpd log"
         tail -n 5 "$LOG" || true
     fi
@@ -73,7 +74,8 @@ start_httpd() {
     local deadline=$((SECONDS + 10))
     until ip netns exec "$NS" ping -c1 -W1 "$STACK_IP" >/dev/null 2>&1; do
         if ! kill -0 "$HTTPD_PID" 2>/dev/null; then
-            echo "demo.sh: zc-httpd exited before answering ping" >&2
+            echo "demo.sh: zc-httpd exited before answering ping:" >&2
+            cat "$LOG" >&2
             return 1
         fi
         if ((SECONDS >= deadline)); then
@@ -163,4 +165,5 @@ if ((${#FAILED[@]})); then
     echo "demo.sh: FAILED: ${FAILED[*]}" >&2
     exit 1
 fi
+DEMO_OK=1
 echo "demo.sh: all steps passed"
