@@ -511,3 +511,33 @@ fn bad_requests_get_their_status_and_nothing_leaks() {
     );
     stop(app, &dir);
 }
+
+#[test]
+fn setup_and_usage_errors_are_one_line() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(zcstack_tests::netns::bin("zc-httpd"))
+            .args(args)
+            .output()
+            .expect("run zc-httpd");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
+        (out.status.code(), err)
+    };
+    let dev = ["--tap", "zcx", "--ip", "10.200.0.2/24"];
+    let (code, err) = run(&[&dev[..], &["--root", "/nonexistent/zc-www"]].concat());
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with("zc-httpd: document root /nonexistent/zc-www")
+            && err.contains("give an existing directory with --root"),
+        "{err}"
+    );
+    let (code, err) = run(&[&dev[..], &["--root", "/", "--send-mode", "fast"]].concat());
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--send-mode") && err.contains("copy, remap, auto"),
+        "{err}"
+    );
+    let (code, err) = run(&dev);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--root"), "{err}");
+}

@@ -97,9 +97,21 @@ pub fn parse_args<T: Parser>(app: &str) -> T {
                 let _ = e.print();
                 std::process::exit(0);
             }
+            // clap's first paragraph, on one line (a missing argument is
+            // named on the line after "…were not provided:").
             let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
+            let para: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let line = para.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            let line = if line.is_empty() {
+                "invalid arguments"
+            } else {
+                line
+            };
             eprintln!("{app}: {line} (try --help)");
             std::process::exit(2);
         }
