@@ -541,3 +541,75 @@ fn setup_and_usage_errors_are_one_line() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--root"), "{err}");
 }
+
+#[test]
+fn file_truncated_mid_transfer_then_served_anew() {
+    require_root!();
+    let dir = TempDir::new("htrunc");
+    let path = dir.root().join("t.bin");
+    let data = random_bytes(64 << 20, 28);
+    std::fs::write(&path, &data).unwrap();
+    let bed = TapBed::new("htrunc", 28);
+    let app = start(&bed, &dir, &["--send-mode", "remap"]);
+    let out = dir.0.join("got.bin");
+    // A slow client (4 MiB/s): the transfer is still running when the file shrinks.
+    let mut curl = bed
+        .command("curl")
+        .args(["-sS", "--max-time", "30", "--limit-rate", "4M", "-o"])
+        .arg(&out)
+        .arg(format!("http://{}/t.bin", bed.stack_ip()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 2 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "curl received under 2 MiB in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server holds a read lease: the truncation waits until it lets go
+    // (it must not wait out the kernel's 45 s lease-break time).
+    let t = Instant::now();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("truncate");
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "truncate blocked for {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = curl.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "curl still running 30 s after the truncation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        !status.success(),
+        "curl got a complete 64 MiB body from a truncated file"
+    );
+    assert!(got.len() < 64 << 20);
+    assert!(
+        got[..] == data[..got.len()],
+        "the bytes that arrived are not the file's"
+    );
+    // The server goes on, and serves the file as it is now.
+    let a = addr(&bed);
+    let r = bed.within(move || exchange(a, b"GET /t.bin HTTP/1.1\r\nHost: t\r\n\r\n"));
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == data[..1 << 20],
+        "the truncated file's bytes differ"
+    );
+    stop(app, &dir);
+}

@@ -8,8 +8,9 @@
 //! `index.html`. What to answer is decided in `zcstack_apps::http`; this file
 //! is the connection loop. Response heads are written with `tcp_write`;
 //! bodies are queued with `tcp_send_file`, which copies or remaps file pages
-//! into the send ring. In remap mode each head is padded (an `X-Pad` line)
-//! so the body starts page-aligned in the ring.
+//! into the send ring. In remap mode the head of a body of at least
+//! `REMAP_BATCH` (64 KiB) is padded (an `X-Pad` line) so the body starts
+//! page-aligned in the ring.
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
+use zcstack::file::REMAP_BATCH;
 use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
 use zcstack_apps::http::request::{self, MAX_HEAD};
 use zcstack_apps::http::response::PAD_OVERHEAD;
@@ -188,7 +190,11 @@ impl Server {
             Reply::File {
                 status, head, body, ..
             } => match self.open(&body) {
-                Ok(file) if self.remap => (status, Out::ToPad(head, body, file)),
+                // Padding costs up to a page on the wire: only worth it for
+                // bodies the stack remaps in batches.
+                Ok(file) if self.remap && body.len >= REMAP_BATCH as u64 => {
+                    (status, Out::ToPad(head, body, file))
+                }
                 Ok(file) => (
                     status,
                     Out::Write {
@@ -390,6 +396,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
             "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"file_bytes_remapped\":{},",
             "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
+            "\"lease_breaks\":{},\"file_transfers_aborted\":{},",
             "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{}}}\n"
         ),
         n.requests,
@@ -407,6 +414,8 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.file_bytes_copied,
         s.file_bytes_pread,
         s.tx_copies_per_byte(),
+        s.lease_breaks,
+        s.file_transfers_aborted,
         s.pool.in_use,
         s.pool.capacity,
         s.rx_drops(),

@@ -33,8 +33,6 @@ pub enum Status {
     HeadersTooLarge,
     /// 500, a file that could not be read.
     InternalError,
-    /// 503, too many connections.
-    Unavailable,
     /// 505, an HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
 }
@@ -55,7 +53,6 @@ impl Status {
             Status::RangeNotSatisfiable => 416,
             Status::HeadersTooLarge => 431,
             Status::InternalError => 500,
-            Status::Unavailable => 503,
             Status::VersionNotSupported => 505,
         }
     }
@@ -75,7 +72,6 @@ impl Status {
             Status::RangeNotSatisfiable => "Range Not Satisfiable",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
             Status::InternalError => "Internal Server Error",
-            Status::Unavailable => "Service Unavailable",
             Status::VersionNotSupported => "HTTP Version Not Supported",
         }
     }

@@ -88,7 +88,7 @@ pub fn refused(r: Refusal, date: &str) -> Reply {
     short(Head::new(r.status, date), false, !r.head_method)
 }
 
-/// A reply that carries only a status (408, 503, 500), closing the connection.
+/// A reply that carries only a status (408, 500), closing the connection.
 pub fn status_only(status: Status, date: &str) -> Reply {
     short(Head::new(status, date), false, true)
 }
