@@ -237,7 +237,10 @@ fn small_files(root: &Path, n: usize) -> Vec<Vec<u8>> {
 fn ranges_pipelining_and_not_modified() {
     require_root!();
     let dir = TempDir::new("hrange");
-    let files = small_files(&dir.root(), 3);
+    let mut files = small_files(&dir.root(), 3);
+    // f1 over 64 KiB: in remap mode its heads are padded.
+    files[1] = random_bytes(300_123, 24);
+    std::fs::write(dir.root().join("f1.bin"), &files[1]).unwrap();
     let bed = TapBed::new("hrange", 24);
     // Remap mode: padded heads and bodies at odd offsets.
     let app = start(&bed, &dir, &["--send-mode", "remap"]);
@@ -315,7 +318,9 @@ fn ranges_pipelining_and_not_modified() {
     assert!(p3.status == 200 && p3.body == files[1]);
     assert_eq!(p3.header("Connection"), Some("close"));
     assert!(rest.is_empty(), "bytes after the last response");
-    stop(app, &dir);
+    let json = stop(app, &dir);
+    // Padded heads put bodies at odd file offsets page-aligned in the ring.
+    assert!(json_num(&json, "file_bytes_remapped") > 0.0, "{json}");
 }
 
 #[test]
