@@ -61,12 +61,14 @@ struct Cli {
     /// Answer 408 if a request head takes longer than this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     header_timeout: u64,
-    /// Send ring of each TCP connection, in KiB (a multiple of 4 for remap).
-    #[arg(long, value_name = "KIB", default_value_t = 256)]
-    send_buffer_kib: usize,
+    /// Send ring of each TCP connection, in KiB (rounded up to whole 4 KiB pages).
+    #[arg(long, value_name = "KIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    send_buffer_kib: u32,
     /// Receive ring of each TCP connection, in KiB (requests are small).
-    #[arg(long, value_name = "KIB", default_value_t = 16)]
-    recv_buffer_kib: usize,
+    #[arg(long, value_name = "KIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    recv_buffer_kib: u32,
     /// On exit, also write the final counters to this file as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
@@ -444,7 +446,8 @@ fn main() -> ExitCode {
     run(APP, || {
         let root = check_root(&cli.root)?;
         let stop = stop_flag()?;
-        let (rx, tx) = (cli.recv_buffer_kib << 10, cli.send_buffer_kib << 10);
+        let rx = cli.recv_buffer_kib as usize * 1024;
+        let tx = cli.send_buffer_kib as usize * 1024;
         let mut stack = cli.dev.build_stack_with(|b| b.tcp_buffers(rx, tx))?;
         let listener = stack.tcp_listen(cli.port, cli.backlog)?;
         let (ip, _) = stack.ip();
