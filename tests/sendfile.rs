@@ -59,6 +59,8 @@ struct Bed {
     pa: Pool,
     pb: Pool,
     sim: Option<Arc<AtomicI64>>,
+    /// Bytes each receiving connection reads per round (throttles the sender).
+    read_cap: usize,
 }
 
 struct BedCfg {
@@ -102,7 +104,14 @@ fn bed(cfg: BedCfg) -> Bed {
         .tcp_buffers(cfg.rx_ring, cfg.tx_ring)
         .build()
         .unwrap();
-    Bed { a, b, pa, pb, sim }
+    Bed {
+        a,
+        b,
+        pa,
+        pb,
+        sim,
+        read_cap: usize::MAX,
+    }
 }
 
 /// What one receiving connection got.
@@ -208,13 +217,16 @@ impl Bed {
             for (i, s) in servers.iter_mut().enumerate() {
                 let Some(conn) = *s else { continue };
                 let g = &mut got[i];
-                loop {
+                let mut budget = self.read_cap;
+                while budget > 0 {
                     match self.b.tcp_read_with(conn, |d| {
+                        let d = &d[..d.len().min(budget)];
                         g.sha.update(d);
                         (d.len(), d.len())
                     }) {
                         Ok(Some(n)) => {
                             g.bytes += n as u64;
+                            budget -= n;
                             progress = true;
                         }
                         Ok(None) => {
@@ -242,6 +254,7 @@ impl Bed {
             }
             self.step(progress);
         }
+        self.b.tcp_unlisten(listener);
         for _ in 0..5000 {
             self.step(false);
         }
@@ -461,5 +474,213 @@ fn unleasable_file_goes_by_pread() {
     assert_eq!(st.file_bytes_pread, data.len() as u64);
     assert_eq!(st.file_bytes_remapped + st.file_bytes_copied, 0);
     drop((writer, file));
+    bed.assert_pools_full();
+}
+
+/// Lines of /proc/self/maps: the process's mappings (VMAs).
+fn vmas() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// Another process truncates the file while it is being sent: this process
+/// survives, the receiver gets a prefix of the file and then a clean close
+/// (leased) or a reset (pread path), the truncator is not held for long, the
+/// next transfer is intact, the pools are full.
+fn truncated_while_sent(mode: SendMode, leased: bool) {
+    let _g = serial();
+    let data = random_bytes(48 << 20, 21);
+    let tf = TempFile::new(&format!("trunc-{mode}-{leased}"), &data);
+    let writer = (!leased).then(|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(tf.path())
+            .unwrap()
+    });
+    let file = MappedFile::open(tf.path()).unwrap();
+    assert_eq!(file.is_leased(), leased);
+    let mut bed = bed(BedCfg {
+        mode,
+        ..BedCfg::default()
+    });
+    bed.read_cap = 64 * 1024;
+    let mut truncator: Option<(std::process::Child, Instant)> = None;
+    let mut truncated_in = None;
+    let got = bed.run(
+        &[Send {
+            header: Vec::new(),
+            ranges: vec![(file.clone(), 0, data.len() as u64)],
+        }],
+        Duration::from_secs(60),
+        |bed, _| {
+            std::thread::sleep(Duration::from_micros(200));
+            if truncator.is_none() && bed.a.stats().tcp_tx_payload > 4 << 20 {
+                // The shell's `: > FILE` opens with O_TRUNC and blocks on
+                // the lease like any writer (coreutils truncate(1) opens
+                // with O_NONBLOCK and gives up with EAGAIN instead).
+                let child = std::process::Command::new("sh")
+                    .args(["-c", ": > \"$0\""])
+                    .arg(tf.path())
+                    .spawn()
+                    .expect("run sh");
+                truncator = Some((child, Instant::now()));
+            }
+            if let Some((c, t)) = &mut truncator
+                && truncated_in.is_none()
+                && let Some(st) = c.try_wait().unwrap()
+            {
+                assert!(st.success(), "truncate failed: {st}");
+                truncated_in = Some(t.elapsed());
+            }
+        },
+    );
+    let (mut child, t) = truncator.expect("the truncator ran");
+    let st = child.wait().unwrap();
+    assert!(st.success());
+    let took = truncated_in.unwrap_or_else(|| t.elapsed());
+    assert!(
+        took < Duration::from_secs(5),
+        "truncate waited {took:?} for the lease"
+    );
+    assert_eq!(std::fs::metadata(tf.path()).unwrap().len(), 0);
+    let g = &got[0];
+    eprintln!(
+        "{mode} leased={leased}: truncate took {took:?}; received {} of {} bytes, reset {}",
+        g.bytes,
+        data.len(),
+        g.reset
+    );
+    assert!(
+        g.bytes < data.len() as u64,
+        "the transfer was cut short ({} bytes)",
+        g.bytes
+    );
+    assert!(g.bytes >= 4 << 20);
+    assert_eq!(
+        hex(&g.sha.clone().finalize()),
+        sha_of(&[&data[..g.bytes as usize]]),
+        "what arrived is the file's first {} bytes",
+        g.bytes
+    );
+    let sa = bed.a.stats();
+    assert_eq!(sa.file_transfers_aborted, 1);
+    if leased {
+        assert!(!g.reset, "a leased transfer ends with FIN");
+        assert_eq!(sa.lease_breaks, 1);
+        assert!(!file.is_leased());
+    } else {
+        assert!(
+            g.reset,
+            "a pread transfer that finds the file short is reset"
+        );
+    }
+    assert_eq!(sa.rings_with_file_pages, 0);
+    drop((file, writer));
+
+    // The stack goes on: another file, byte for byte.
+    let other = random_bytes(8 << 20, 22);
+    let tf2 = TempFile::new(&format!("after-{mode}-{leased}"), &other);
+    let file2 = MappedFile::open(tf2.path()).unwrap();
+    bed.read_cap = usize::MAX;
+    let got = bed.run(
+        &[Send {
+            header: Vec::new(),
+            ranges: vec![(file2.clone(), 0, other.len() as u64)],
+        }],
+        Duration::from_secs(60),
+        |_, _| {},
+    );
+    assert_eq!(hex(&got[0].sha.clone().finalize()), sha_of(&[&other]));
+    drop(file2);
+    bed.assert_pools_full();
+}
+
+#[test]
+fn truncated_while_sent_by_copy() {
+    truncated_while_sent(SendMode::Copy, true);
+}
+
+#[test]
+fn truncated_while_sent_by_remap() {
+    truncated_while_sent(SendMode::Remap, true);
+}
+
+#[test]
+fn truncated_while_sent_without_lease() {
+    truncated_while_sent(SendMode::Remap, false);
+}
+
+/// 1000 connections each stream a 1 MiB file (4× the ring) in remap mode:
+/// the process stays far below vm.max_map_count, idle rings go back to
+/// anonymous memory, every byte arrives.
+#[test]
+fn thousand_connections_remap_within_map_count() {
+    let _g = serial();
+    const N: usize = 1000;
+    let max_maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let data = random_bytes(1 << 20, 31);
+    let tf = TempFile::new("thousand", &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    let mut bed = bed(BedCfg {
+        mode: SendMode::Remap,
+        frames: 16384,
+        simulated: true,
+        ..BedCfg::default()
+    });
+    let sends: Vec<Send> = (0..N)
+        .map(|_| Send {
+            header: Vec::new(),
+            ranges: vec![(file.clone(), 0, data.len() as u64)],
+        })
+        .collect();
+    let before = vmas();
+    let mut peak = before;
+    let mut peak_rings = 0;
+    let got = bed.run(&sends, Duration::from_secs(300), |bed, round| {
+        if round % 64 == 0 {
+            peak = peak.max(vmas());
+            peak_rings = peak_rings.max(bed.a.stats().rings_with_file_pages);
+        }
+    });
+    let after = vmas();
+    let want = sha_of(&[&data]);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.bytes, data.len() as u64, "connection {i}");
+        assert_eq!(hex(&g.sha.clone().finalize()), want, "connection {i}");
+    }
+    let st = bed.a.stats();
+    eprintln!(
+        "maps: before {before}, peak {peak}, after {after}, max_map_count {max_maps}; \
+         rings with file pages: peak {peak_rings}, now {}; ring resets {}; remap calls {}",
+        st.rings_with_file_pages, st.ring_resets, st.remap_calls
+    );
+    assert!(
+        peak_rings >= N / 4,
+        "many rings held file pages at once ({peak_rings})"
+    );
+    assert!(peak < max_maps / 4, "peak {peak} mappings");
+    assert!(
+        peak <= before + 4 * N,
+        "at most a few VMAs per ring: peak {peak}, before {before}"
+    );
+    assert_eq!(st.rings_with_file_pages, 0);
+    assert!(st.ring_resets >= N as u64);
+    assert!(
+        after <= before + 64,
+        "idle rings are anonymous again: {after} vs {before}"
+    );
+    assert_eq!(st.file_bytes_remapped, (N * data.len()) as u64);
+    assert!(
+        st.tx_copies_per_byte() <= 1.05,
+        "{}",
+        st.tx_copies_per_byte()
+    );
+    drop(file);
     bed.assert_pools_full();
 }
