@@ -308,7 +308,11 @@ impl Server {
                 c.closing = true;
                 continue;
             }
-            // 3. Read more request bytes.
+            // 3. Read more request bytes (a full buffer was refused with 431
+            // above; an empty read would look like end of stream).
+            if c.filled == c.buf.len() {
+                return Step::Keep(moved);
+            }
             match stack.tcp_read(c.conn, &mut c.buf[c.filled..]) {
                 Ok(0) => c.peer_done = true,
                 Ok(n) => {
