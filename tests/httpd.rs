@@ -618,3 +618,44 @@ fn file_truncated_mid_transfer_then_served_anew() {
     );
     stop(app, &dir);
 }
+
+#[test]
+fn a_thousand_pipelined_requests_in_order() {
+    require_root!();
+    let dir = TempDir::new("hpipe");
+    // Sizes around the 64 KiB padding threshold, so some heads are padded.
+    let files: Vec<Vec<u8>> = [10_000usize, 70_001, 150_123]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let d = random_bytes(n, 2900 + i as u64);
+            std::fs::write(dir.root().join(format!("p{i}.bin")), &d).unwrap();
+            d
+        })
+        .collect();
+    let bed = TapBed::new("hpipe", 29);
+    let app = start(&bed, &dir, &["--send-mode", "remap"]);
+    let a = addr(&bed);
+    // 1000 requests (33 KB) written at once by one thread while this one
+    // reads: more than the server's receive ring and head buffer hold.
+    let reqs: Vec<u8> = (0..1000)
+        .flat_map(|i| format!("GET /p{}.bin HTTP/1.1\r\nHost: t\r\n\r\n", i % 3).into_bytes())
+        .collect();
+    let sizes = bed.within(move || {
+        let s = connect(a);
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || w.write_all(&reqs).expect("pipelined write"));
+        let mut r = BufReader::new(s);
+        let got: Vec<Resp> = (0..1000)
+            .map(|i| read_resp(&mut r, false).unwrap_or_else(|| panic!("response {i}")))
+            .collect();
+        writer.join().unwrap();
+        got
+    });
+    for (i, r) in sizes.iter().enumerate() {
+        assert_eq!(r.status, 200, "response {i}");
+        assert!(r.body == files[i % 3], "response {i} is not p{}.bin", i % 3);
+    }
+    let json = stop(app, &dir);
+    assert_eq!(json_num(&json, "requests"), 1000.0, "{json}");
+}

@@ -225,91 +225,115 @@ impl Server {
         out
     }
 
+    /// Writes the response in progress: its head, then queues its body.
+    /// `Ok(true)` when it is all written or queued (or there was none),
+    /// `Ok(false)` when the ring has no room yet, `Err` if the connection broke.
+    fn flush(
+        &mut self,
+        stack: &mut Stack<AppDriver>,
+        c: &mut Conn,
+        now: Instant,
+        moved: &mut bool,
+    ) -> Result<bool, ()> {
+        let Some(out) = c.out.take() else {
+            return Ok(true);
+        };
+        if stack.tcp_send_file_pending(c.conn) > 0 {
+            // The previous body is not in the ring yet: writes would block.
+            c.out = Some(out);
+            return Ok(false);
+        }
+        let (bytes, mut done, body) = match out {
+            Out::ToPad(head, body, file) => {
+                let plain = head.len();
+                let pad = if stack.tcp_send_file_pad(c.conn, plain, body.start) == 0 {
+                    None
+                } else {
+                    Some(stack.tcp_send_file_pad(c.conn, plain + PAD_OVERHEAD, body.start))
+                };
+                (head.finish(pad), 0, Some((file, body.start, body.len)))
+            }
+            Out::Write { bytes, done, body } => (bytes, done, body),
+        };
+        while done < bytes.len() {
+            match stack.tcp_write(c.conn, &bytes[done..]) {
+                Ok(n) => {
+                    done += n;
+                    *moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    c.out = Some(Out::Write { bytes, done, body });
+                    return Ok(false);
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        if let Some((file, off, len)) = body {
+            stack
+                .tcp_send_file(c.conn, &file, off, len)
+                .map_err(|_| ())?;
+            self.n.body_bytes += len;
+        }
+        c.progress = now;
+        Ok(true)
+    }
+
     /// Moves what it can for one connection; `Keep(true)` if bytes moved.
+    /// Requests are answered one after the other; while a response waits
+    /// for ring space, request bytes are still read ahead into the head
+    /// buffer, so the receive window stays open.
     fn serve(&mut self, stack: &mut Stack<AppDriver>, c: &mut Conn, now: Instant) -> Step {
         let mut moved = false;
         loop {
-            // 1. The response in progress: its head, then its body.
-            if let Some(out) = c.out.take() {
-                if stack.tcp_send_file_pending(c.conn) > 0 {
-                    c.out = Some(out);
-                    return Step::Keep(moved);
-                }
-                let (bytes, done, body) = match out {
-                    Out::ToPad(head, body, file) => {
-                        let plain = head.len();
-                        let pad = if stack.tcp_send_file_pad(c.conn, plain, body.start) == 0 {
-                            None
-                        } else {
-                            Some(stack.tcp_send_file_pad(c.conn, plain + PAD_OVERHEAD, body.start))
-                        };
-                        (head.finish(pad), 0, Some((file, body.start, body.len)))
-                    }
-                    Out::Write { bytes, done, body } => (bytes, done, body),
-                };
-                let mut done = done;
-                while done < bytes.len() {
-                    match stack.tcp_write(c.conn, &bytes[done..]) {
-                        Ok(n) => {
-                            done += n;
-                            moved = true;
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            c.out = Some(Out::Write { bytes, done, body });
-                            return Step::Keep(moved);
-                        }
-                        Err(_) => return Step::Done,
-                    }
-                }
-                if let Some((file, off, len)) = body {
-                    if stack.tcp_send_file(c.conn, &file, off, len).is_err() {
-                        return Step::Done;
-                    }
-                    self.n.body_bytes += len;
-                }
-                c.progress = now;
-            }
-            if c.closing {
-                if stack.tcp_send_file_pending(c.conn) > 0 {
-                    return Step::Keep(moved);
-                }
-                let _ = stack.tcp_close(c.conn);
+            // 1. The response in progress.
+            let Ok(flushed) = self.flush(stack, c, now, &mut moved) else {
                 return Step::Done;
-            }
-            // 2. The next request, if a whole head is here (parse again only
-            // after new bytes came).
-            let parsed = if c.unparsed {
-                request::parse(&c.buf[..c.filled])
-            } else {
-                Ok(None)
             };
-            match parsed {
-                Ok(Some((req, n))) => {
-                    c.buf.copy_within(n..c.filled, 0);
-                    c.filled -= n;
-                    c.head_since = (c.filled > 0).then_some(now);
-                    let date = self.date().to_string();
-                    let reply = serve::respond(&req, &self.root, &date);
-                    c.closing = !reply.keep_alive();
-                    c.out = Some(self.out(reply));
-                    continue;
+            if flushed {
+                if c.closing {
+                    if stack.tcp_send_file_pending(c.conn) > 0 {
+                        return Step::Keep(moved);
+                    }
+                    let _ = stack.tcp_close(c.conn);
+                    return Step::Done;
                 }
-                Ok(None) => c.unparsed = false,
-                Err(refusal) => {
-                    let date = self.date().to_string();
-                    c.out = Some(self.out(serve::refused(refusal, &date)));
+                // 2. The next request, if a whole head is here (parse again
+                // only after new bytes came).
+                let parsed = if c.unparsed {
+                    request::parse(&c.buf[..c.filled])
+                } else {
+                    Ok(None)
+                };
+                match parsed {
+                    Ok(Some((req, n))) => {
+                        c.buf.copy_within(n..c.filled, 0);
+                        c.filled -= n;
+                        c.head_since = (c.filled > 0).then_some(now);
+                        let date = self.date().to_string();
+                        let reply = serve::respond(&req, &self.root, &date);
+                        c.closing = !reply.keep_alive();
+                        c.out = Some(self.out(reply));
+                        continue;
+                    }
+                    Ok(None) => c.unparsed = false,
+                    Err(refusal) => {
+                        let date = self.date().to_string();
+                        c.out = Some(self.out(serve::refused(refusal, &date)));
+                        c.closing = true;
+                        c.filled = 0;
+                        continue;
+                    }
+                }
+                if c.peer_done {
+                    // FIN with no (complete) request left: nothing more to answer.
                     c.closing = true;
-                    c.filled = 0;
                     continue;
                 }
+            } else if c.closing || c.peer_done {
+                return Step::Keep(moved);
             }
-            if c.peer_done {
-                // FIN with no (complete) request left: nothing more to answer.
-                c.closing = true;
-                continue;
-            }
-            // 3. Read more request bytes (a full buffer was refused with 431
-            // above; an empty read would look like end of stream).
+            // 3. Read more request bytes (a full buffer is either refused with
+            // 431 above or waits; an empty read would look like end of stream).
             if c.filled == c.buf.len() {
                 return Step::Keep(moved);
             }
@@ -326,6 +350,9 @@ impl Server {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Keep(moved),
                 Err(_) => return Step::Done,
+            }
+            if !flushed {
+                return Step::Keep(moved);
             }
         }
     }
