@@ -157,9 +157,12 @@ impl Server {
         &self.date.1
     }
 
-    /// The mapped file for a body, from the cache if it is unchanged.
+    /// The mapped file for a body, from the cache if it is unchanged and
+    /// still leased (after a lease break the stack would `pread` it; a fresh
+    /// open takes a new lease if it can).
     fn open(&mut self, body: &Body) -> std::io::Result<Arc<MappedFile>> {
         if let Some(f) = self.files.get(&body.path)
+            && f.is_leased()
             && same_file(f.metadata(), &body.meta)
         {
             return Ok(f.clone());
