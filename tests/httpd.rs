@@ -330,7 +330,8 @@ fn hundred_parallel_keepalive_clients() {
     let files = small_files(&dir.root(), 20);
     let hashes: Vec<String> = files.iter().map(|f| sha256_hex(f)).collect();
     let bed = TapBed::new("hpar", 25);
-    let app = start(&bed, &dir, &[]);
+    // Remap mode: 100 rings with file pages mapped in at once.
+    let app = start(&bed, &dir, &["--send-mode", "remap"]);
     let a = addr(&bed);
     let bad = bed.within(move || {
         let clients: Vec<_> = (0..100usize)
@@ -368,6 +369,7 @@ fn hundred_parallel_keepalive_clients() {
         100.0,
         "keep-alive: one connection per client"
     );
+    assert!(json_num(&json, "file_bytes_remapped") > 0.0, "{json}");
 }
 
 #[test]

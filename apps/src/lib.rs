@@ -1,6 +1,7 @@
-//! Shared pieces of the zcstack apps (`zc-echo`, and the ones to come): the
-//! device flags every app accepts, opening the driver and building the
-//! stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! Shared pieces of the zcstack apps (`zc-echo`, `zc-httpd`, and the ones to
+//! come): the device flags every app accepts, opening the driver and building
+//! the stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested).
 #![deny(unsafe_code)]
 
 use std::net::Ipv4Addr;
