@@ -8,6 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::request::Request;
 
+/// 9999-12-31 23:59:59 UTC, the last time an HTTP-date can say.
+const LAST_HTTP_DATE: u64 = 253_402_300_799;
+
 /// A file's validators.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validators {
@@ -22,12 +25,12 @@ impl Validators {
     /// Validators for a file of `len` bytes, modified at `mtime`, with inode `ino`.
     pub fn new(len: u64, mtime: SystemTime, ino: u64) -> Validators {
         let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+        // HTTP-dates end with year 9999 (httpdate panics past it).
+        let secs = since.as_secs().min(LAST_HTTP_DATE);
         Validators {
             etag: format!("\"{ino:x}-{len:x}-{:x}\"", since.as_nanos()),
-            last_modified: httpdate::fmt_http_date(
-                UNIX_EPOCH + Duration::from_secs(since.as_secs()),
-            ),
-            mtime_secs: since.as_secs(),
+            last_modified: httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)),
+            mtime_secs: secs,
         }
     }
 
@@ -111,6 +114,14 @@ mod tests {
         let v = v();
         assert_eq!(v.etag, "\"1234-1000-18ea3834b5cb0500\"");
         assert_eq!(v.last_modified, "Sun, 22 Nov 2026 01:00:00 GMT");
+    }
+
+    #[test]
+    fn far_future_mtime_is_clamped() {
+        let v = Validators::new(1, UNIX_EPOCH + Duration::from_secs(1 << 40), 1);
+        assert_eq!(v.last_modified, "Fri, 31 Dec 9999 23:59:59 GMT");
+        let before_epoch = Validators::new(1, UNIX_EPOCH - Duration::from_secs(5), 1);
+        assert_eq!(before_epoch.last_modified, "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]
