@@ -407,7 +407,7 @@ impl Server {
 fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
     let c = &n.by_class;
     format!(
-        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes remapped {} copied {} pread {})",
+        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes remapped {} copied {} pread {})",
         n.requests,
         c[2],
         c[3],
