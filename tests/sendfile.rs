@@ -61,6 +61,8 @@ struct Bed {
     sim: Option<Arc<AtomicI64>>,
     /// Bytes each receiving connection reads per round (throttles the sender).
     read_cap: usize,
+    /// Queue the files only once every connection is established.
+    start_together: bool,
 }
 
 struct BedCfg {
@@ -111,6 +113,7 @@ fn bed(cfg: BedCfg) -> Bed {
         pb,
         sim,
         read_cap: usize::MAX,
+        start_together: false,
     }
 }
 
@@ -157,7 +160,12 @@ impl Bed {
         limit: Duration,
         mut each_round: impl FnMut(&mut Bed, u64),
     ) -> Vec<Got> {
-        let listener = self.b.tcp_listen(5001, sends.len().min(256)).unwrap();
+        let backlog = if self.start_together {
+            sends.len()
+        } else {
+            sends.len().min(256)
+        };
+        let listener = self.b.tcp_listen(5001, backlog).unwrap();
         let mut clients: Vec<(TcpConn, usize, bool)> = Vec::new(); // conn, header written, queued
         let mut by_port = std::collections::HashMap::new();
         let mut assigned = 0;
@@ -175,7 +183,7 @@ impl Bed {
                 sends.len()
             );
             // Open connections in waves the listener's backlog can take.
-            while next < sends.len() && clients.len() - assigned < 256 {
+            while next < sends.len() && (self.start_together || clients.len() - assigned < 256) {
                 let c = self.a.tcp_connect(SocketAddrV4::new(B, 5001)).unwrap();
                 by_port.insert(self.a.tcp_local(c).unwrap().port(), clients.len());
                 clients.push((c, 0, false));
@@ -186,8 +194,13 @@ impl Bed {
                 accepted.push(s);
                 progress = true;
             }
+            let hold = self.start_together
+                && (next < sends.len()
+                    || clients
+                        .iter()
+                        .any(|(c, _, q)| !q && self.a.tcp_state(*c) != TcpState::Established));
             for (i, (c, hdr, queued)) in clients.iter_mut().enumerate() {
-                if *queued || self.a.tcp_state(*c) != TcpState::Established {
+                if hold || *queued || self.a.tcp_state(*c) != TcpState::Established {
                     continue;
                 }
                 let s = &sends[i];
@@ -325,7 +338,10 @@ fn sixty_four_mib(mode: SendMode) {
                 "the idle ring has anonymous memory again"
             );
         }
-        SendMode::Auto => {}
+        SendMode::Auto => {
+            // One connection's ring fits the cache: Auto copies.
+            assert_eq!(st.file_bytes_copied, data.len() as u64);
+        }
     }
     drop(file);
     bed.assert_pools_full();
@@ -633,6 +649,7 @@ fn thousand_connections_remap_within_map_count() {
         simulated: true,
         ..BedCfg::default()
     });
+    bed.start_together = true;
     let sends: Vec<Send> = (0..N)
         .map(|_| Send {
             header: Vec::new(),
@@ -680,6 +697,48 @@ fn thousand_connections_remap_within_map_count() {
         st.tx_copies_per_byte() <= 1.05,
         "{}",
         st.tx_copies_per_byte()
+    );
+    drop(file);
+    bed.assert_pools_full();
+}
+
+/// Auto remaps once the rings of the connections sending files no longer fit
+/// the cache (160 × 256 KiB = 40 MiB ≥ 32 MiB).
+#[test]
+fn auto_remaps_with_many_connections() {
+    let _g = serial();
+    const N: usize = 160;
+    let data = random_bytes(2 << 20, 41);
+    let tf = TempFile::new("auto-many", &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    let mut bed = bed(BedCfg {
+        mode: SendMode::Auto,
+        frames: 16384,
+        simulated: true,
+        ..BedCfg::default()
+    });
+    let sends: Vec<Send> = (0..N)
+        .map(|_| Send {
+            header: Vec::new(),
+            ranges: vec![(file.clone(), 0, data.len() as u64)],
+        })
+        .collect();
+    let got = bed.run(&sends, Duration::from_secs(120), |_, _| {});
+    let want = sha_of(&[&data]);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(hex(&g.sha.clone().finalize()), want, "connection {i}");
+    }
+    let st = bed.a.stats();
+    assert_eq!(st.file_bytes(), (N * data.len()) as u64);
+    assert!(
+        st.file_bytes_remapped > st.file_bytes() / 2,
+        "remapped {} of {}",
+        st.file_bytes_remapped,
+        st.file_bytes()
+    );
+    assert!(
+        st.file_bytes_copied > 0,
+        "the last connections, fewer than the threshold, copy"
     );
     drop(file);
     bed.assert_pools_full();
