@@ -474,7 +474,10 @@ fn pump_slot(
         f.close_after = false;
         sock.close();
     }
-    if f.queue.is_empty() && !f.in_ring.is_empty() && sock.send_queue() == 0 {
+    // A CLOSED socket (reset, or done) never reads its ring again, even if
+    // smoltcp left bytes counted in it.
+    let drained = sock.send_queue() == 0 || sock.state() == tcp::State::Closed;
+    if f.queue.is_empty() && !f.in_ring.is_empty() && drained {
         // Idle: give the ring anonymous memory back (one VMA, no file pages).
         if ring.detach(&[]).is_ok() {
             c.ring_resets += 1;
