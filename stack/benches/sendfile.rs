@@ -3,16 +3,23 @@
 //! sender plus receiver; the receiver reads in place and discards.
 //!
 //! ```sh
-//! cargo bench -p zcstack --bench sendfile            # full: 1 GiB x 1 conn, 256 conns x 4 MiB rings
-//! cargo bench -p zcstack --bench sendfile -- --quick # smaller, for a smoke run
+//! cargo bench -p zcstack --bench sendfile            # full: six cases, 3 rounds
+//! cargo bench -p zcstack --bench sendfile -- --quick # 1/8 of the bytes, 1 round
+//! ZC_BENCH_ONLY=0,1 ZC_BENCH_ROUNDS=5 cargo bench -p zcstack --bench sendfile
 //! ```
+//!
+//! Every send ring is written once before the timed part (a server's rings
+//! are recycled and warm; a fresh ring's first-touch page faults would be
+//! charged to copy mode only). CPU seconds are the process's user + system
+//! time (getrusage) for sender and receiver together, per GB delivered.
 //!
 //! Copy and remap runs alternate within each round, so both see the same
 //! background load; the table shows medians over the rounds.
 
 use std::io::ErrorKind;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +39,8 @@ struct Case {
     rx_ring: usize,
     per_conn: u64,
     mtu: usize,
-    remap_batch: usize,
+    /// `None`: the stack's default (a quarter of the ring, 64 KiB..1 MiB).
+    remap_batch: Option<usize>,
 }
 
 struct Outcome {
@@ -68,14 +76,15 @@ fn run(case: &Case, mode: SendMode, file: &Arc<MappedFile>) -> Outcome {
         ..WireConfig::default()
     };
     let (ea, eb) = wire::pair(pa, pb, wc);
-    let mut a = Stack::builder(ea)
+    let mut builder = Stack::builder(ea)
         .ip(A, 24)
         .seed(1)
         .tcp_buffers(64 * 1024, case.tx_ring)
-        .send_mode(mode)
-        .remap_batch(case.remap_batch)
-        .build()
-        .unwrap();
+        .send_mode(mode);
+    if let Some(b) = case.remap_batch {
+        builder = builder.remap_batch(b);
+    }
+    let mut a = builder.build().unwrap();
     let mut b = Stack::builder(eb)
         .ip(B, 24)
         .seed(2)
@@ -200,33 +209,36 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 });
     let gib: u64 = 1 << 30;
+    let mib: u64 = 1 << 20;
+    let scale = if quick { 8 } else { 1 };
+    let case = |conns: usize, tx_ring: usize, per_conn: u64, mtu: usize| Case {
+        name: format!(
+            "{conns} conn x {} MiB, {} KiB rings, MTU {mtu}",
+            (per_conn / scale) >> 20,
+            tx_ring >> 10
+        ),
+        conns,
+        tx_ring,
+        rx_ring: 1 << 20,
+        per_conn: per_conn / scale,
+        mtu,
+        remap_batch: None,
+    };
     let mut cases = vec![
-        Case {
-            name: "1 conn, 1 GiB, 1 MiB ring".into(),
-            conns: 1,
-            tx_ring: 1 << 20,
-            rx_ring: 1 << 20,
-            per_conn: if quick { gib / 8 } else { gib },
-            mtu: 1500,
-            remap_batch: 64 * 1024,
-        },
-        Case {
-            name: "256 conns x 16 MiB, 4 MiB rings".into(),
-            conns: 256,
-            tx_ring: 4 << 20,
-            rx_ring: 1 << 20,
-            per_conn: if quick { 2 << 20 } else { 16 << 20 },
-            mtu: 1500,
-            remap_batch: 1 << 20,
-        },
+        case(1, 1 << 20, gib, 1500),
+        case(256, 4 << 20, 16 * mib, 1500),
+        case(256, 256 << 10, 8 * mib, 1500),
+        case(16, 1 << 20, 64 * mib, 1500),
+        case(1, 1 << 20, gib, 9000),
+        case(64, 4 << 20, 16 * mib, 9000),
     ];
     if let Ok(extra) = std::env::var("ZC_BENCH_CASES") {
-        // e.g. "1,4194304,1048576,1073741824,9000,1048576" (conns,tx,rx,bytes,mtu,batch)
+        // e.g. "1,4194304,1048576,1073741824,9000,1048576" (conns,tx,rx,bytes,mtu,batch; batch 0: default)
         for spec in extra.split(';') {
             let v: Vec<usize> = spec.split(',').map(|x| x.parse().unwrap()).collect();
             cases.push(Case {
                 name: format!(
-                    "{} conns x {} MiB, {} KiB ring, mtu {}, batch {} KiB",
+                    "{} conn x {} MiB, {} KiB rings, MTU {}, batch {} KiB",
                     v[0],
                     v[3] >> 20,
                     v[1] >> 10,
@@ -238,7 +250,7 @@ fn main() {
                 rx_ring: v[2],
                 per_conn: v[3] as u64,
                 mtu: v[4],
-                remap_batch: v[5],
+                remap_batch: (v[5] > 0).then_some(v[5]),
             });
         }
     }
@@ -251,15 +263,32 @@ fn main() {
             .map(|(_, c)| c)
             .collect();
     }
-    // A sparse file (its pages come from the page cache like any file's),
-    // or ZC_BENCH_FILE (e.g. random data on tmpfs).
+    // 1 GiB of random bytes on tmpfs (/dev/shm), or a sparse file in the
+    // temp directory where there is no /dev/shm, or ZC_BENCH_FILE. Either
+    // way the pages come from the page cache, like any served file's.
     let given = std::env::var_os("ZC_BENCH_FILE").map(PathBuf::from);
+    let shm = Path::new("/dev/shm");
     let path: PathBuf = given.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("zc-bench-sendfile-{}", std::process::id()))
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        dir.join(format!("zc-bench-sendfile-{}", std::process::id()))
     });
+    let _remove = (given.is_none()).then(|| Remove(path.clone()));
     if given.is_none() {
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(gib).unwrap();
+        let mut f = std::fs::File::create(&path).unwrap();
+        if path.starts_with(shm) {
+            let mut rng = fastrand::Rng::with_seed(5);
+            let mut buf = vec![0u8; 1 << 20];
+            for _ in 0..(gib >> 20) {
+                rng.fill(&mut buf);
+                f.write_all(&buf).unwrap();
+            }
+        } else {
+            f.set_len(gib).unwrap();
+        }
     }
     // Warm the page cache so no mode pays for reading the file in.
     {
@@ -314,7 +343,13 @@ fn main() {
         }
     }
     drop(file);
-    if given.is_none() {
-        let _ = std::fs::remove_file(&path);
+}
+
+/// Deletes the benchmark's file, also when a run panics.
+struct Remove(PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
