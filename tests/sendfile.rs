@@ -405,6 +405,10 @@ fn thousand_connections_remap_within_map_count() {
         "(nearly) all rings held file pages at once ({peak_rings})"
     );
     assert!(peak < max_maps / 4, "peak {peak} mappings");
+    assert!(
+        peak <= before + 3 * N,
+        "at most a few VMAs per ring in all: peak {peak}, before {before}"
+    );
     // Whole pages only, in batches: a ring maps the file in at most two
     // pieces (this lap and the last), plus the MappedFile's own mapping.
     assert!(
