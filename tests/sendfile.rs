@@ -6,277 +6,16 @@
 //! The tests take one lock: they count the process's mappings and copies,
 //! and the machine has few cores.
 
-use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+#[path = "sendfile/bed.rs"]
+mod bed;
+
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use zcstack::{Clock, MappedFile, SendMode, Stack, TcpConn, TcpState};
-use zcstack_driver::wire::{self, WireConfig, WireEnd};
-use zcstack_driver::{Pool, PoolConfig};
+use bed::{BedCfg, Send, TempFile, bed, connect_pair, hex, serial, sha_of};
+use sha2::Digest;
+use zcstack::{MappedFile, SendMode, TcpState};
 use zcstack_tests::random_bytes;
-
-const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
-const B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A file in the temp directory, deleted on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, data: &[u8]) -> TempFile {
-        let p = std::env::temp_dir().join(format!("zc-sendfile-{}-{name}", std::process::id()));
-        let mut f = std::fs::File::create(&p).unwrap();
-        f.write_all(data).unwrap();
-        TempFile(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-struct Bed {
-    a: Stack<WireEnd>,
-    b: Stack<WireEnd>,
-    pa: Pool,
-    pb: Pool,
-    sim: Option<Arc<AtomicI64>>,
-    /// Bytes each receiving connection reads per round (throttles the sender).
-    read_cap: usize,
-}
-
-struct BedCfg {
-    mode: SendMode,
-    tx_ring: usize,
-    rx_ring: usize,
-    frames: u32,
-    simulated: bool,
-}
-
-impl Default for BedCfg {
-    fn default() -> Self {
-        BedCfg {
-            mode: SendMode::Copy,
-            tx_ring: 256 * 1024,
-            rx_ring: 256 * 1024,
-            frames: 4096,
-            simulated: false,
-        }
-    }
-}
-
-fn bed(cfg: BedCfg) -> Bed {
-    let pa = PoolConfig::new().frames(cfg.frames).build().unwrap();
-    let pb = PoolConfig::new().frames(cfg.frames).build().unwrap();
-    let (ea, eb) = wire::pair(pa.clone(), pb.clone(), WireConfig::default());
-    let sim = cfg.simulated.then(|| Arc::new(AtomicI64::new(0)));
-    let clock = sim.clone().map(Clock::Manual).unwrap_or_default();
-    let a = Stack::builder(ea)
-        .ip(A, 24)
-        .seed(1)
-        .clock(clock.clone())
-        .tcp_buffers(cfg.rx_ring, cfg.tx_ring)
-        .send_mode(cfg.mode)
-        .build()
-        .unwrap();
-    let b = Stack::builder(eb)
-        .ip(B, 24)
-        .seed(2)
-        .clock(clock)
-        .tcp_buffers(cfg.rx_ring, cfg.tx_ring)
-        .build()
-        .unwrap();
-    Bed {
-        a,
-        b,
-        pa,
-        pb,
-        sim,
-        read_cap: usize::MAX,
-    }
-}
-
-/// What one receiving connection got.
-#[derive(Default)]
-struct Got {
-    bytes: u64,
-    sha: Sha256,
-    /// Saw end of stream (FIN) or a reset.
-    ended: bool,
-    reset: bool,
-}
-
-/// One sending connection's script: optional header, then file ranges, then close.
-struct Send {
-    header: Vec<u8>,
-    ranges: Vec<(Arc<MappedFile>, u64, u64)>,
-}
-
-impl Bed {
-    fn step(&mut self, progress: bool) {
-        let busy = self.a.poll() | self.b.poll() | progress;
-        if let Some(us) = &self.sim {
-            let step = if busy {
-                Duration::from_micros(20)
-            } else {
-                [self.a.poll_delay(), self.b.poll_delay()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(Duration::from_millis(1))
-                    .max(Duration::from_micros(20))
-            };
-            us.fetch_add(step.as_micros() as i64, Ordering::Relaxed);
-        }
-    }
-
-    /// Runs every script on its own connection a → b; `each_round` runs once
-    /// per round (truncators, map counting). Returns what b received per
-    /// connection, in script order.
-    fn run(
-        &mut self,
-        sends: &[Send],
-        limit: Duration,
-        mut each_round: impl FnMut(&mut Bed, u64),
-    ) -> Vec<Got> {
-        let listener = self.b.tcp_listen(5001, sends.len().min(256)).unwrap();
-        let mut clients: Vec<(TcpConn, usize, bool)> = Vec::new(); // conn, header written, queued
-        let mut by_port = std::collections::HashMap::new();
-        let mut assigned = 0;
-        let mut servers: Vec<Option<TcpConn>> = vec![None; sends.len()];
-        let mut got: Vec<Got> = (0..sends.len()).map(|_| Got::default()).collect();
-        let mut accepted = Vec::new();
-        let deadline = Instant::now() + limit;
-        let mut round = 0u64;
-        let mut next = 0;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "transfer stalled: {} of {} connections ended",
-                got.iter().filter(|g| g.ended).count(),
-                sends.len()
-            );
-            // Open connections in waves the listener's backlog can take.
-            while next < sends.len() && clients.len() - assigned < 256 {
-                let c = self.a.tcp_connect(SocketAddrV4::new(B, 5001)).unwrap();
-                by_port.insert(self.a.tcp_local(c).unwrap().port(), clients.len());
-                clients.push((c, 0, false));
-                next += 1;
-            }
-            let mut progress = false;
-            while let Some(s) = self.b.tcp_accept(listener) {
-                accepted.push(s);
-                progress = true;
-            }
-            for (i, (c, hdr, queued)) in clients.iter_mut().enumerate() {
-                if *queued || self.a.tcp_state(*c) != TcpState::Established {
-                    continue;
-                }
-                let s = &sends[i];
-                if *hdr < s.header.len() {
-                    match self.a.tcp_write(*c, &s.header[*hdr..]) {
-                        Ok(n) => *hdr += n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                        Err(e) => panic!("header write: {e}"),
-                    }
-                    if *hdr < s.header.len() {
-                        continue;
-                    }
-                }
-                for (f, off, len) in &s.ranges {
-                    self.a.tcp_send_file(*c, f, *off, *len).unwrap();
-                }
-                self.a.tcp_close(*c).unwrap();
-                *queued = true;
-                progress = true;
-            }
-            // Server side: map accepted connections to scripts by the client's port.
-            for s in accepted.drain(..) {
-                let peer = self.b.tcp_peer(s).unwrap();
-                servers[by_port[&peer.port()]] = Some(s);
-                assigned += 1;
-            }
-            for (i, s) in servers.iter_mut().enumerate() {
-                let Some(conn) = *s else { continue };
-                let g = &mut got[i];
-                let mut budget = self.read_cap;
-                while budget > 0 {
-                    match self.b.tcp_read_with(conn, |d| {
-                        let d = &d[..d.len().min(budget)];
-                        g.sha.update(d);
-                        (d.len(), d.len())
-                    }) {
-                        Ok(Some(n)) => {
-                            g.bytes += n as u64;
-                            budget -= n;
-                            progress = true;
-                        }
-                        Ok(None) => {
-                            g.ended = true;
-                            break;
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == ErrorKind::NotConnected => break,
-                        Err(e) => panic!("read: {e}"),
-                    }
-                }
-                if !g.ended && self.b.tcp_state(conn) == TcpState::Closed {
-                    g.ended = true;
-                    g.reset = true;
-                }
-                if g.ended {
-                    self.b.tcp_close(conn).unwrap();
-                    *s = None;
-                }
-            }
-            each_round(self, round);
-            round += 1;
-            if next == sends.len() && got.iter().all(|g| g.ended) {
-                break;
-            }
-            self.step(progress);
-        }
-        self.b.tcp_unlisten(listener);
-        for _ in 0..5000 {
-            self.step(false);
-        }
-        got
-    }
-
-    fn assert_pools_full(self) {
-        let Bed { a, b, pa, pb, .. } = self;
-        drop((a, b));
-        assert_eq!(pa.stats().free, pa.capacity(), "pool a is full again");
-        assert_eq!(pb.stats().free, pb.capacity(), "pool b is full again");
-    }
-}
-
-fn sha_of(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    hex(&h.finalize())
-}
-
 fn sixty_four_mib(mode: SendMode) {
     let _g = serial();
     let data = random_bytes(64 << 20, 7);
@@ -325,7 +64,10 @@ fn sixty_four_mib(mode: SendMode) {
                 "the idle ring has anonymous memory again"
             );
         }
-        SendMode::Auto => {}
+        SendMode::Auto => {
+            // One connection's ring fits the cache: Auto copies.
+            assert_eq!(st.file_bytes_copied, data.len() as u64);
+        }
     }
     drop(file);
     bed.assert_pools_full();
@@ -357,17 +99,7 @@ fn header_and_ranges(mode: SendMode) {
         mode,
         ..BedCfg::default()
     });
-    let listener = bed.b.tcp_listen(80, 4).unwrap();
-    let c = bed.a.tcp_connect(SocketAddrV4::new(B, 80)).unwrap();
-    let mut s = None;
-    for _ in 0..1000 {
-        bed.step(false);
-        s = s.or_else(|| bed.b.tcp_accept(listener));
-        if s.is_some() && bed.a.tcp_state(c) == TcpState::Established {
-            break;
-        }
-    }
-    let s = s.expect("connection accepted");
+    let (c, s) = connect_pair(&mut bed, 80);
     let header = b"HTTP/1.1 200 OK\r\n";
     let pad = bed.a.tcp_send_file_pad(c, header.len(), 100);
     if mode == SendMode::Copy {
@@ -479,10 +211,14 @@ fn unleasable_file_goes_by_pread() {
 
 /// Lines of /proc/self/maps: the process's mappings (VMAs).
 fn vmas() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
+    vmas_of("\0").0
+}
+
+/// Lines of /proc/self/maps, and how many of them map the file `path`.
+fn vmas_of(path: &str) -> (usize, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let file = maps.lines().filter(|l| l.ends_with(path)).count();
+    (maps.lines().count(), file)
 }
 
 /// Another process truncates the file while it is being sent: this process
@@ -633,6 +369,7 @@ fn thousand_connections_remap_within_map_count() {
         simulated: true,
         ..BedCfg::default()
     });
+    bed.start_together = true;
     let sends: Vec<Send> = (0..N)
         .map(|_| Send {
             header: Vec::new(),
@@ -640,11 +377,13 @@ fn thousand_connections_remap_within_map_count() {
         })
         .collect();
     let before = vmas();
-    let mut peak = before;
-    let mut peak_rings = 0;
+    let name = tf.path().to_str().unwrap().to_owned();
+    let (mut peak, mut peak_rings, mut peak_file) = (before, 0, 0);
     let got = bed.run(&sends, Duration::from_secs(300), |bed, round| {
         if round % 64 == 0 {
-            peak = peak.max(vmas());
+            let (all, file_backed) = vmas_of(&name);
+            peak = peak.max(all);
+            peak_file = peak_file.max(file_backed);
             peak_rings = peak_rings.max(bed.a.stats().rings_with_file_pages);
         }
     });
@@ -656,18 +395,25 @@ fn thousand_connections_remap_within_map_count() {
     }
     let st = bed.a.stats();
     eprintln!(
-        "maps: before {before}, peak {peak}, after {after}, max_map_count {max_maps}; \
-         rings with file pages: peak {peak_rings}, now {}; ring resets {}; remap calls {}",
+        "maps: before {before}, peak {peak} ({peak_file} of the file), after {after}, \
+         max_map_count {max_maps}; rings with file pages: peak {peak_rings}, now {}; \
+         ring resets {}; remap calls {}",
         st.rings_with_file_pages, st.ring_resets, st.remap_calls
     );
     assert!(
-        peak_rings >= N / 4,
-        "many rings held file pages at once ({peak_rings})"
+        peak_rings >= N * 9 / 10,
+        "(nearly) all rings held file pages at once ({peak_rings})"
     );
     assert!(peak < max_maps / 4, "peak {peak} mappings");
     assert!(
-        peak <= before + 4 * N,
-        "at most a few VMAs per ring: peak {peak}, before {before}"
+        peak <= before + 3 * N,
+        "at most a few VMAs per ring in all: peak {peak}, before {before}"
+    );
+    // Whole pages only, in batches: a ring maps the file in at most two
+    // pieces (this lap and the last), plus the MappedFile's own mapping.
+    assert!(
+        peak_file <= 2 * peak_rings + 1,
+        "{peak_file} file-backed VMAs for {peak_rings} rings"
     );
     assert_eq!(st.rings_with_file_pages, 0);
     assert!(st.ring_resets >= N as u64);
@@ -681,6 +427,95 @@ fn thousand_connections_remap_within_map_count() {
         "{}",
         st.tx_copies_per_byte()
     );
+    drop(file);
+    bed.assert_pools_full();
+}
+
+/// Auto remaps once the rings of the connections sending files no longer fit
+/// the cache (160 × 256 KiB = 40 MiB ≥ 32 MiB).
+#[test]
+fn auto_remaps_with_many_connections() {
+    let _g = serial();
+    const N: usize = 160;
+    let data = random_bytes(2 << 20, 41);
+    let tf = TempFile::new("auto-many", &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    let mut bed = bed(BedCfg {
+        mode: SendMode::Auto,
+        frames: 16384,
+        simulated: true,
+        ..BedCfg::default()
+    });
+    let sends: Vec<Send> = (0..N)
+        .map(|_| Send {
+            header: Vec::new(),
+            ranges: vec![(file.clone(), 0, data.len() as u64)],
+        })
+        .collect();
+    let got = bed.run(&sends, Duration::from_secs(120), |_, _| {});
+    let want = sha_of(&[&data]);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(hex(&g.sha.clone().finalize()), want, "connection {i}");
+    }
+    let st = bed.a.stats();
+    assert_eq!(st.file_bytes(), (N * data.len()) as u64);
+    assert!(
+        st.file_bytes_remapped > st.file_bytes() / 2,
+        "remapped {} of {}",
+        st.file_bytes_remapped,
+        st.file_bytes()
+    );
+    assert!(
+        st.file_bytes_copied > 0,
+        "the last connections, fewer than the threshold, copy"
+    );
+    drop(file);
+    bed.assert_pools_full();
+}
+
+/// The receiver resets the connection mid-transfer: the sender drops the
+/// transfer and counts it, its ring goes back to anonymous memory, writes
+/// say why they fail, the pools fill up again.
+#[test]
+fn peer_reset_stops_the_transfer() {
+    let _g = serial();
+    let data = random_bytes(16 << 20, 51);
+    let tf = TempFile::new("reset", &data);
+    let file = MappedFile::open(tf.path()).unwrap();
+    let mut bed = bed(BedCfg {
+        mode: SendMode::Remap,
+        ..BedCfg::default()
+    });
+    let (c, s) = connect_pair(&mut bed, 80);
+    bed.a.tcp_send_file(c, &file, 0, data.len() as u64).unwrap();
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got < 1 << 20 {
+        assert!(Instant::now() < deadline, "stalled at {got}");
+        while let Ok(Some(n)) = bed.b.tcp_read_with(s, |d| (d.len(), d.len())) {
+            got += n;
+        }
+        bed.step(true);
+    }
+    assert!(bed.a.stats().rings_with_file_pages == 1);
+    bed.b.tcp_abort(s).unwrap();
+    for _ in 0..100 {
+        bed.step(false);
+    }
+    assert_eq!(bed.a.tcp_state(c), TcpState::Closed);
+    assert_eq!(bed.a.tcp_send_file_pending(c), 0);
+    let e = bed.a.tcp_write(c, b"x").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenPipe);
+    assert_eq!(e.to_string(), "connection cannot send in state CLOSED");
+    let e = bed.a.tcp_send_file(c, &file, 0, 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BrokenPipe);
+    let st = bed.a.stats();
+    assert_eq!(st.file_transfers_aborted, 1);
+    assert_eq!(
+        st.rings_with_file_pages, 0,
+        "the reset ring is anonymous again"
+    );
+    bed.a.tcp_close(c).unwrap();
     drop(file);
     bed.assert_pools_full();
 }

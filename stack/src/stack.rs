@@ -62,9 +62,18 @@ pub struct StackBuilder<D: Driver> {
     seed: Option<u64>,
     clock: Clock,
     send_mode: SendMode,
+    remap_batch: Option<usize>,
 }
 
 impl<D: Driver> StackBuilder<D> {
+    /// Remap mode: map file pages only when at least this many bytes of a
+    /// send ring are free, or the rest of the transfer fits (default: a
+    /// quarter of the send ring, 64 KiB to 1 MiB; always rounded to whole
+    /// pages, at most half the ring). Bigger batches mean fewer `mmap` calls.
+    pub fn remap_batch(mut self, bytes: usize) -> Self {
+        self.remap_batch = Some(bytes);
+        self
+    }
     /// How [`Stack::tcp_send_file`] gets file bytes into send rings (default
     /// [`SendMode::Auto`]).
     pub fn send_mode(mut self, m: SendMode) -> Self {
@@ -157,12 +166,19 @@ impl<D: Driver> StackBuilder<D> {
                 )));
             }
         }
-        let send_mode = self.send_mode.resolve(self.tcp_tx_buffer);
-        if send_mode == SendMode::Remap && !remap_supported() {
-            return Err(StackError::Config(
-                "send mode remap needs 4 KiB pages: use send mode copy".into(),
-            ));
+        let mut send_mode = self.send_mode;
+        if !remap_supported() {
+            if send_mode == SendMode::Remap {
+                return Err(StackError::Config(
+                    "send mode remap needs 4 KiB pages: use send mode copy".into(),
+                ));
+            }
+            send_mode = SendMode::Copy;
         }
+        let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
+        let batch = self
+            .remap_batch
+            .unwrap_or((tx_ring / 4).clamp(crate::file::REMAP_BATCH, crate::file::REMAP_BATCH_MAX));
         let seed = self.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -195,6 +211,7 @@ impl<D: Driver> StackBuilder<D> {
             tcp_rx_buffer: self.tcp_rx_buffer,
             tcp_tx_buffer: self.tcp_tx_buffer.next_multiple_of(PAGE),
             send_mode,
+            remap_batch: batch.next_multiple_of(PAGE).min(tx_ring / 2).max(PAGE),
             file_slots: Vec::new(),
             file_counters: FileCounters::default(),
             lease_seen: crate::file::lease_signals(),
@@ -232,8 +249,10 @@ pub struct Stack<D: Driver> {
     mac: EthernetAddress,
     pub(crate) tcp_rx_buffer: usize,
     pub(crate) tcp_tx_buffer: usize,
-    /// `Copy` or `Remap` (`Auto` resolved at build).
+    /// As built (`Auto` is decided per poll; `Copy` where remap cannot work).
     pub(crate) send_mode: SendMode,
+    /// Free ring bytes a remap waits for (whole pages).
+    pub(crate) remap_batch: usize,
     /// Slots with queued file transfers or file pages in their ring.
     pub(crate) file_slots: Vec<u32>,
     pub(crate) file_counters: FileCounters,
@@ -272,6 +291,7 @@ impl<D: Driver> Stack<D> {
             seed: None,
             clock: Clock::Real,
             send_mode: SendMode::Auto,
+            remap_batch: None,
         }
     }
 
@@ -466,7 +486,7 @@ impl<D: Driver> Stack<D> {
         }
     }
 
-    /// The mode file transfers use (`Auto` already resolved).
+    /// The send mode this stack was built with (`Auto` decides per poll).
     pub fn send_mode(&self) -> SendMode {
         self.send_mode
     }

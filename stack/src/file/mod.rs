@@ -44,9 +44,16 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 pub use remap::lease_signal;
 pub(crate) use remap::{PAGE, SocketStore};
 
-/// Remap only when at least this much ring space is free (or the rest of the
-/// transfer fits): fewer, bigger `mmap` calls and at most a few VMAs a ring.
+/// Smallest default remap batch: remap only when at least this much ring
+/// space is free (or the rest of the transfer fits). The default batch is a
+/// quarter of the send ring, from this up to [`REMAP_BATCH_MAX`].
 pub const REMAP_BATCH: usize = 64 * 1024;
+/// Largest default remap batch (bigger batches measured faster: fewer `mmap` calls).
+pub const REMAP_BATCH_MAX: usize = 1 << 20;
+/// [`SendMode::Auto`] remaps while the send rings of the connections that
+/// are sending files add up to at least this many bytes (the machine's
+/// last-level cache, 32 MiB on the measured EPYC), and copies below.
+pub const AUTO_REMAP_RINGS: usize = 32 << 20;
 
 /// How file bytes get into a TCP send ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -55,21 +62,14 @@ pub enum SendMode {
     Copy,
     /// Map file pages over the ring (no CPU copy for whole pages).
     Remap,
-    /// Copy: in the measurements (README, "copy vs remap") remap was not
-    /// faster on this class of machine for one connection nor for 256
-    /// connections with 4 MiB rings, so `Auto` resolves to `Copy`.
+    /// Decided at every poll from what was measured (README, "copy vs
+    /// remap"): remap while the send rings of the connections sending files
+    /// add up to at least [`AUTO_REMAP_RINGS`] (they no longer fit the cache,
+    /// and the copy into them costs more than the page-table work of a
+    /// remap), copy below that (a cache-resident ring makes the copy cheap;
+    /// one connection was a tie or a loss for remap).
     #[default]
     Auto,
-}
-
-impl SendMode {
-    /// The mode `Auto` stands for, given each connection's send ring size.
-    pub fn resolve(self, _tx_ring: usize) -> SendMode {
-        match self {
-            SendMode::Auto => SendMode::Copy,
-            m => m,
-        }
-    }
 }
 
 impl FromStr for SendMode {

@@ -8,7 +8,7 @@ use smoltcp::socket::tcp;
 use zcstack_driver::Driver;
 
 use super::remap::{self, PAGE, Region, SocketStore};
-use super::{FileUse, MappedFile, REMAP_BATCH, SendMode};
+use super::{FileUse, MappedFile, SendMode};
 use crate::stack::Stack;
 use crate::tcp::TcpConn;
 
@@ -145,9 +145,9 @@ fn fill_remap(
     ring: &Region,
     f: &mut SlotFiles,
     c: &mut FileCounters,
+    batch: usize,
 ) -> Fill {
     let cap = ring.len();
-    let batch = REMAP_BATCH.min(cap / 2).max(PAGE);
     let free_total = sock.send_capacity() - sock.send_queue();
     let t = &f.queue[0];
     let (file, pos, rem) = (t.file.file().clone(), t.pos, t.end - t.pos);
@@ -326,13 +326,13 @@ impl<D: Driver> Stack<D> {
     /// send ring and can be remapped. 0 in copy mode (or when not useful).
     /// The value is below 4096; add 4096 if the header needs a minimum pad.
     pub fn tcp_send_file_pad(&self, c: TcpConn, header_len: usize, offset: u64) -> usize {
-        if self.send_mode != SendMode::Remap {
-            return 0;
-        }
         let Ok(slot) = self.open_slot(c) else {
             return 0;
         };
         let s = &self.tcp[slot as usize];
+        if !self.remapping(usize::from(s.files.queue.is_empty())) {
+            return 0;
+        }
         let sock = self.sockets.get::<tcp::Socket>(s.handle);
         let cap = sock.send_capacity();
         let queued = sock.send_queue();
@@ -345,17 +345,41 @@ impl<D: Driver> Stack<D> {
         (PAGE + (offset % PAGE as u64) as usize - at % PAGE) % PAGE
     }
 
+    /// Whether file pages are remapped right now, with `more` connections
+    /// about to start sending files (see [`SendMode::Auto`]).
+    fn remapping(&self, more: usize) -> bool {
+        match self.send_mode {
+            SendMode::Copy => false,
+            SendMode::Remap => true,
+            SendMode::Auto => {
+                let sending = self
+                    .file_slots
+                    .iter()
+                    .filter(|&&s| !self.tcp[s as usize].files.queue.is_empty())
+                    .count();
+                (sending + more) * self.tcp_tx_buffer >= super::AUTO_REMAP_RINGS
+            }
+        }
+    }
+
     /// Moves queued file bytes into the send rings; gives idle rings
     /// anonymous memory back. Returns whether any bytes moved.
     pub(crate) fn pump_files(&mut self) -> bool {
         let mut moved = false;
-        let mode = self.send_mode;
+        let (remap, batch) = (self.remapping(0), self.remap_batch);
         let mut i = 0;
         while i < self.file_slots.len() {
             let slot = self.file_slots[i] as usize;
             let s = &mut self.tcp[slot];
             let (sock, ring) = self.sockets.tcp_and_ring(s.handle, s.files.ring);
-            moved |= pump_slot(sock, ring, &mut s.files, &mut self.file_counters, mode);
+            moved |= pump_slot(
+                sock,
+                ring,
+                &mut s.files,
+                &mut self.file_counters,
+                remap,
+                batch,
+            );
             let f = &mut s.files;
             if f.queue.is_empty() && f.in_ring.is_empty() {
                 f.listed = false;
@@ -410,7 +434,8 @@ fn pump_slot(
     ring: &Region,
     f: &mut SlotFiles,
     c: &mut FileCounters,
-    mode: SendMode,
+    remap: bool,
+    batch: usize,
 ) -> bool {
     let mut moved = false;
     while let Some(t) = f.queue.front() {
@@ -427,9 +452,8 @@ fn pump_slot(
         if sock.send_queue() == sock.send_capacity() {
             break;
         }
-        let remap = mode == SendMode::Remap && t.file.file().is_leased();
-        let r = if remap {
-            fill_remap(sock, ring, f, c)
+        let r = if remap && t.file.file().is_leased() {
+            fill_remap(sock, ring, f, c, batch)
         } else {
             fill_copy(sock, ring, f, c)
         };
@@ -450,7 +474,10 @@ fn pump_slot(
         f.close_after = false;
         sock.close();
     }
-    if f.queue.is_empty() && !f.in_ring.is_empty() && sock.send_queue() == 0 {
+    // A CLOSED socket (reset, or done) never reads its ring again, even if
+    // smoltcp left bytes counted in it.
+    let drained = sock.send_queue() == 0 || sock.state() == tcp::State::Closed;
+    if f.queue.is_empty() && !f.in_ring.is_empty() && drained {
         // Idle: give the ring anonymous memory back (one VMA, no file pages).
         if ring.detach(&[]).is_ok() {
             c.ring_resets += 1;
