@@ -53,7 +53,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_conns: usize,
     /// Connections that may be in setup or waiting to be accepted at once.
-    #[arg(long, value_name = "N", default_value_t = 512)]
+    /// Each is a listening socket that smoltcp visits on every poll, so a
+    /// larger backlog costs throughput.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     backlog: usize,
     /// Close a connection after this many seconds without progress.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
