@@ -349,6 +349,48 @@ mod tests {
         );
     }
 
+    /// A truncator is held back while a transfer or ring still uses the
+    /// file's pages, and let go the moment the last one is gone.
+    #[test]
+    fn lease_is_released_when_the_last_user_goes() {
+        let path = std::env::temp_dir().join(format!("zcstack-lease-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 3 * PAGE]).unwrap();
+        let f = MappedFile::open(&path).unwrap();
+        assert!(f.is_leased());
+        let user = FileUse::new(&f);
+        let seen = lease_signals();
+        let mut truncator = std::process::Command::new("sh")
+            .args(["-c", ": > \"$0\""])
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while lease_signals() == seen {
+            assert!(t.elapsed().as_secs() < 5, "no lease-break signal");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(check_lease_breaks() >= 1);
+        assert!(!f.is_leased());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(truncator.try_wait().unwrap().is_none(), "held while in use");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * PAGE as u64);
+        drop(user);
+        let st = truncator.wait().unwrap();
+        assert!(st.success());
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "released at once, not after lease-break-time"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            f.copy_to(&mut buf, 0).unwrap(),
+            (0, false),
+            "pread sees the new end"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn open_names_the_path_on_error() {
         let e = MappedFile::open(Path::new("/nonexistent/zc-file")).unwrap_err();
