@@ -20,7 +20,7 @@
 //!   adaptive idle back-off; socket bookkeeping.
 //! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
 //! - [`udp`]: bind, send_to, recv_from.
-//! - [`file`]: [`Stack::tcp_send_file`] of a [`MappedFile`] range, by copy or
+//! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by copy or
 //!   by remapping file pages into the send ring ([`SendMode`]); read leases
 //!   make truncation by another process safe. Its `remap` submodule is the
 //!   only `unsafe` code in this crate.

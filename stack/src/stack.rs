@@ -502,3 +502,14 @@ impl<D: Driver> Stack<D> {
 pub(crate) fn stale() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection handle is closed")
 }
+
+#[cfg(test)]
+mod tests {
+    /// A stack can be built on one thread and moved to the one that polls it.
+    #[test]
+    fn stack_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Stack<zcstack_driver::wire::WireEnd>>();
+        send::<std::sync::Arc<crate::MappedFile>>();
+    }
+}

@@ -9,12 +9,17 @@
 //! - [`SendMode::Remap`]: whole file pages are mapped over the ring's free
 //!   space with `mmap(MAP_FIXED|MAP_PRIVATE)` — no CPU copy; the only copy of
 //!   those bytes is smoltcp's emit into the frame. Only whole pages, only when
-//!   at least [`REMAP_BATCH`] bytes are free (or the rest of the transfer
-//!   fits), so a ring holds at most a few VMAs; a ring whose transfers are done
-//!   and whose bytes are all acknowledged gets anonymous memory back (one VMA,
-//!   no file reference). A page that is not page-congruent with the ring
-//!   position (use [`tcp_send_file_pad`](crate::Stack::tcp_send_file_pad)) or
-//!   a partial page in the middle of a transfer is copied or waits.
+//!   a batch of ring space is free (a quarter of the ring, [`REMAP_BATCH`] to
+//!   [`REMAP_BATCH_MAX`]; or the rest of the transfer fits), so a ring maps a
+//!   file in at most two pieces; a ring whose transfers are done and whose
+//!   bytes are all acknowledged gets anonymous memory back (one VMA, no file
+//!   reference), so 1000 connections stay far below `vm.max_map_count`. A
+//!   page that is not page-congruent with the ring position (use
+//!   [`tcp_send_file_pad`](crate::Stack::tcp_send_file_pad)) is copied, or
+//!   waits for the ring to drain; a partial page is copied only as the
+//!   transfer's last one, into a page holding no unacknowledged bytes.
+//!   Remapped bytes count as no copy in
+//!   [`tx_copies_per_byte`](crate::StackStats::tx_copies_per_byte).
 //! - [`SendMode::Auto`]: see [`SendMode::Auto`] for the rule and the figures.
 //!
 //! Truncation safety: [`MappedFile::open`] takes a read lease. When another
@@ -27,8 +32,10 @@
 //! transfers `pread` into the ring, which cannot fault; a transfer that finds
 //! the file shorter than promised resets its connection.
 //!
+//! The poll loop does the work (`transfer`): no syscall per packet; one
+//! `mmap` per batch of pages, one `pread` per ring fill on the fallback path.
 //! The `unsafe` code (mappings, fcntl, the signal handler) is all in the
-//! `remap` submodule.
+//! `remap` submodule, with the invariants that make it sound.
 
 mod remap;
 pub(crate) mod transfer;
@@ -347,6 +354,48 @@ mod tests {
             "zero".parse::<SendMode>().unwrap_err(),
             "send mode 'zero' is not one of copy, remap, auto"
         );
+    }
+
+    /// A truncator is held back while a transfer or ring still uses the
+    /// file's pages, and let go the moment the last one is gone.
+    #[test]
+    fn lease_is_released_when_the_last_user_goes() {
+        let path = std::env::temp_dir().join(format!("zcstack-lease-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 3 * PAGE]).unwrap();
+        let f = MappedFile::open(&path).unwrap();
+        assert!(f.is_leased());
+        let user = FileUse::new(&f);
+        let seen = lease_signals();
+        let mut truncator = std::process::Command::new("sh")
+            .args(["-c", ": > \"$0\""])
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while lease_signals() == seen {
+            assert!(t.elapsed().as_secs() < 5, "no lease-break signal");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(check_lease_breaks() >= 1);
+        assert!(!f.is_leased());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(truncator.try_wait().unwrap().is_none(), "held while in use");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * PAGE as u64);
+        drop(user);
+        let st = truncator.wait().unwrap();
+        assert!(st.success());
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "released at once, not after lease-break-time"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            f.copy_to(&mut buf, 0).unwrap(),
+            (0, false),
+            "pread sees the new end"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
