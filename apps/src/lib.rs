@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser};
-use zcstack::{SendMode, Stack, StackBuilder, StackStats};
+use zcstack::{SendMode, Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::Tap;
 use zcstack_driver::{Driver, PoolConfig};
@@ -51,6 +51,9 @@ pub struct DeviceArgs {
     /// over the ring, no CPU copy), or auto (the stack picks).
     #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
     pub send_mode: SendMode,
+    /// Not a flag: an app's own TCP (receive, send) ring sizes, if it sets them.
+    #[arg(skip)]
+    pub tcp_buffers: Option<(usize, usize)>,
 }
 
 /// Parses `10.200.0.2/24`.
@@ -133,15 +136,6 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 impl DeviceArgs {
     /// Opens the device and builds the stack.
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
-        self.build_stack_with(|b| b)
-    }
-
-    /// Opens the device and builds the stack, letting the app adjust the
-    /// builder (e.g. TCP buffer sizes) before it is built.
-    pub fn build_stack_with(
-        &self,
-        app: impl FnOnce(StackBuilder<AppDriver>) -> StackBuilder<AppDriver>,
-    ) -> anyhow::Result<Stack<AppDriver>> {
         let pool = PoolConfig::new()
             .frames(self.pool_frames)
             .build()
@@ -151,12 +145,16 @@ impl DeviceArgs {
             Some(path) => Box::new(Pcap::create(tap, path)?),
             None => Box::new(tap),
         };
-        let builder = Stack::builder(driver)
+        let stack = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
             .mac(self.mac)
             .send_mode(self.send_mode);
-        let stack = app(builder).build()?;
+        let stack = match self.tcp_buffers {
+            Some((rx, tx)) => stack.tcp_buffers(rx, tx),
+            None => stack,
+        }
+        .build()?;
         Ok(stack)
     }
 }

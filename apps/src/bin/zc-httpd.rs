@@ -484,7 +484,9 @@ fn main() -> ExitCode {
         let stop = stop_flag()?;
         let rx = cli.recv_buffer_kib as usize * 1024;
         let tx = cli.send_buffer_kib as usize * 1024;
-        let mut stack = cli.dev.build_stack_with(|b| b.tcp_buffers(rx, tx))?;
+        let mut dev = cli.dev.clone();
+        dev.tcp_buffers = Some((rx, tx));
+        let mut stack = dev.build_stack()?;
         let listener = stack.tcp_listen(cli.port, cli.backlog)?;
         let (ip, _) = stack.ip();
         println!(
