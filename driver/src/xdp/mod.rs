@@ -38,6 +38,8 @@
 #[allow(unsafe_code)]
 mod bpf;
 #[allow(unsafe_code)]
+mod netlink;
+#[allow(unsafe_code)]
 mod ring;
 #[allow(unsafe_code)]
 mod socket;
@@ -392,70 +394,10 @@ impl Xdp {
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
-        // The program, attached.
-        let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
-            .map_err(|e| perm("loading the XDP program (bpf)", e))?;
-        let tries: &[AttachMode] = match cfg.mode {
-            AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
-            AttachMode::Native => &[AttachMode::Native],
-            AttachMode::Generic => &[AttachMode::Generic],
-        };
-        let mut attached = None;
-        let mut last_err = None;
-        for &mode in tries {
-            let flags = match mode {
-                AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
-                _ => bpf::XDP_FLAGS_DRV_MODE,
-            };
-            match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
-                Ok(link) => {
-                    attached = Some((link, mode));
-                    break;
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                    return Err(perm("attaching the XDP program", e));
-                }
-                Err(e) => last_err = Some((mode, e)),
-            }
-        }
-        let (link, attach) = match attached {
-            Some(a) => a,
-            None => {
-                let (mode, source) = last_err.expect("at least one attach attempt");
-                let hint = match source.raw_os_error() {
-                    Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
-                        " (another XDP program is attached to {iface}: remove it with \
-                         `ip link set dev {iface} xdp off` if it is not in use)"
-                    ),
-                    Some(libc::EOPNOTSUPP) => {
-                        " (the driver has no native XDP: use --xdp-mode generic)".to_string()
-                    }
-                    _ if mtu > 1500 => {
-                        return Err(XdpError::MtuTooLarge {
-                            iface,
-                            mtu,
-                            why: format!(
-                                "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
-                                 or lower the MTU (`ip link set dev {} mtu 1500`)",
-                                if mode == AttachMode::Generic {
-                                    "native"
-                                } else {
-                                    "generic"
-                                },
-                                cfg.iface
-                            ),
-                        });
-                    }
-                    _ => String::new(),
-                };
-                return Err(XdpError::Attach {
-                    iface,
-                    mode,
-                    hint,
-                    source,
-                });
-            }
-        };
+        // The program: ours, or the one another zcstack process attached to
+        // this interface (one program per interface; each process puts its
+        // socket at its own queue's index of the shared XSKMAP).
+        let (prog, link, attach) = attach_program(cfg, ifindex, mtu, multi_buffer)?;
 
         // Bind: zero-copy where the device can, else copy mode.
         let mut flags = libc::XDP_USE_NEED_WAKEUP;
@@ -605,6 +547,150 @@ impl Xdp {
     pub fn frames_in_kernel(&self) -> usize {
         self.inflight.iter().filter(|f| f.is_some()).count()
     }
+}
+
+/// Loads and attaches the redirect program, or joins the one another
+/// zcstack process attached to `ifindex`.
+fn attach_program(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    // Two processes starting at once may both find no program: the loser's
+    // attach fails with EBUSY and it joins on the second round.
+    for round in 0..2 {
+        match netlink::attached_program(ifindex)
+            .map_err(|e| perm("asking which XDP program is attached (rtnetlink)", e))?
+        {
+            Some((id, mode)) => {
+                let joined =
+                    bpf::join(id).map_err(|e| perm("joining the attached XDP program", e))?;
+                let Some(j) = joined else {
+                    return Err(XdpError::Attach {
+                        iface: iface.clone(),
+                        mode: cfg.mode,
+                        hint: format!(
+                            " (another XDP program, id {id}, is attached to {iface}: remove it \
+                             with `ip link set dev {iface} xdp off` if it is not in use)"
+                        ),
+                        source: io::Error::from_raw_os_error(libc::EBUSY),
+                    });
+                };
+                let mode = match mode {
+                    netlink::XDP_ATTACHED_DRV => AttachMode::Native,
+                    netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
+                    _ => cfg.mode,
+                };
+                return Ok((j.program, j.link, mode));
+            }
+            None => match load_and_attach(cfg, ifindex, mtu, multi_buffer) {
+                Err(XdpError::Attach { source, .. })
+                    if round == 0 && source.raw_os_error() == Some(libc::EBUSY) => {}
+                r => return r,
+            },
+        }
+    }
+    unreachable!("the second round returns")
+}
+
+/// Loads the redirect program and attaches it (native first, then generic).
+fn load_and_attach(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
+        .map_err(|e| perm("loading the XDP program (bpf)", e))?;
+    let tries: &[AttachMode] = match cfg.mode {
+        AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+        AttachMode::Native => &[AttachMode::Native],
+        AttachMode::Generic => &[AttachMode::Generic],
+    };
+    let mut attached = None;
+    let mut last_err = None;
+    for &mode in tries {
+        let flags = match mode {
+            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+            _ => bpf::XDP_FLAGS_DRV_MODE,
+        };
+        match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
+            Ok(link) => {
+                attached = Some((link, mode));
+                break;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+                return Err(perm("attaching the XDP program", e));
+            }
+            Err(e) => last_err = Some((mode, e)),
+        }
+    }
+    let (link, attach) = match attached {
+        Some(a) => a,
+        None => {
+            let (mode, source) = last_err.expect("at least one attach attempt");
+            let hint = match source.raw_os_error() {
+                Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
+                    " (another XDP program is attached to {iface}: remove it with \
+                     `ip link set dev {iface} xdp off` if it is not in use)"
+                ),
+                Some(libc::EOPNOTSUPP) => {
+                    " (the driver has no native XDP: use --xdp-mode generic)".to_string()
+                }
+                _ if mtu > 1500 => {
+                    return Err(XdpError::MtuTooLarge {
+                        iface,
+                        mtu,
+                        why: format!(
+                            "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
+                             or lower the MTU (`ip link set dev {} mtu 1500`)",
+                            if mode == AttachMode::Generic {
+                                "native"
+                            } else {
+                                "generic"
+                            },
+                            cfg.iface
+                        ),
+                    });
+                }
+                _ => String::new(),
+            };
+            return Err(XdpError::Attach {
+                iface,
+                mode,
+                hint,
+                source,
+            });
+        }
+    };
+    Ok((prog, link, attach))
 }
 
 fn memlock_kib() -> String {
