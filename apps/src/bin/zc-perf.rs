@@ -147,7 +147,10 @@ fn parse() -> Cli {
     use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let with_dev = |c: clap::Command| {
+        // augment_args would put DeviceArgs' doc in place of the subcommand's.
+        let about = c.get_about().cloned().unwrap_or_default();
         DeviceArgs::augment_args(c)
+            .about(about)
             .mut_arg("tap", |a| {
                 a.required(false)
                     .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
