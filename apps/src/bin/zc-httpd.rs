@@ -555,7 +555,8 @@ fn main() -> ExitCode {
             }
             ticker.tick(APP, &stack);
         }
-        let s = stack.stats();
+        // Counted after the driver let go of every frame (AF_XDP lends some to the kernel).
+        let s = zcstack_apps::shutdown(stack);
         println!("{APP}: stopped; {}", summary(&srv.n, &s, conns.len()));
         if let Some(path) = &cli.stats_json {
             let mut f = std::fs::File::create(path)
