@@ -432,7 +432,7 @@ fn thousand_connections_remap_within_map_count() {
 }
 
 /// Auto remaps once the rings of the connections sending files no longer fit
-/// the cache (160 × 256 KiB = 40 MiB ≥ 32 MiB).
+/// the cache (160 × 256 KiB = 40 MiB ≥ `AUTO_REMAP_RINGS`, 16 MiB).
 #[test]
 fn auto_remaps_with_many_connections() {
     let _g = serial();
