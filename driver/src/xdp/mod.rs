@@ -370,27 +370,7 @@ impl Xdp {
         // Socket and UMEM.
         let fd = socket::socket().map_err(|e| perm("creating the AF_XDP socket", e))?;
         let region = pool.region();
-        socket::register_umem(fd.as_fd(), region.start, region.len(), chunk as u32).map_err(
-            |source| {
-                let why = match source.raw_os_error() {
-                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
-                        "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
-                         (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
-                        memlock_kib()
-                    ),
-                    Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
-                         memfd, tmpfs or hugetlbfs memory"
-                        .to_string(),
-                    _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
-                };
-                XdpError::Umem {
-                    iface: iface.clone(),
-                    bytes: region.len(),
-                    why,
-                    source,
-                }
-            },
-        )?;
+        register_umem(fd.as_fd(), &iface, region, chunk)?;
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
@@ -693,6 +673,34 @@ fn load_and_attach(
     Ok((prog, link, attach))
 }
 
+/// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
+fn register_umem(
+    fd: std::os::fd::BorrowedFd<'_>,
+    iface: &str,
+    region: std::ops::Range<usize>,
+    chunk: usize,
+) -> Result<(), XdpError> {
+    socket::register_umem(fd, region.start, region.len(), chunk as u32).map_err(|source| {
+        let why = match source.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
+                "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
+                 (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
+                memlock_kib()
+            ),
+            Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
+                 memfd, tmpfs or hugetlbfs memory"
+                .to_string(),
+            _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
+        };
+        XdpError::Umem {
+            iface: iface.to_string(),
+            bytes: region.len(),
+            why,
+            source,
+        }
+    })
+}
+
 fn memlock_kib() -> String {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -913,5 +921,46 @@ impl Drop for Xdp {
         self.pool.kernel_lent(-parked);
         // Fields drop next, in order: socket, link, program, then the
         // in-flight frames back to the pool.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `MAP_SHARED` mapping of a file on a disk filesystem cannot be a
+    /// UMEM (the kernel cannot pin its pages): the error says so.
+    #[test]
+    fn file_backed_umem_is_refused_with_the_reason() {
+        let fd = match socket::socket() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skipped: no AF_XDP socket ({e}); needs root, CI runs it as root");
+                return;
+            }
+        };
+        let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let path = dir.join(format!("zc-umem-file-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("temp file");
+        file.set_len(1 << 20).expect("set_len");
+        // SAFETY: the file is ours, nobody truncates it while mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
+        let start = map.as_ptr() as usize;
+        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096);
+        drop(map);
+        let _ = std::fs::remove_file(&path);
+        let msg = err
+            .expect_err("a file-backed UMEM was accepted")
+            .to_string();
+        assert!(msg.contains("the memory is file-backed"), "{msg}");
     }
 }
