@@ -1,13 +1,16 @@
 //! zc-httpd on a TAP device inside its own namespace, with curl and kernel
 //! TCP clients on the other side (root only; CI runs these). Each test has
-//! its own namespace and /24 (10.200.21–29) and its own document root.
+//! its own namespace and /24 (10.200.21–29) and its own document root. The
+//! big-file fetches also run over AF_XDP on a veth pair (10.200.61–63).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use zcstack_tests::netns::{App, TapBed};
+use std::process::Command;
+
+use zcstack_tests::netns::{App, Namespace, TapBed, VETH_SERVER, VethBed, VethOpts};
 use zcstack_tests::{random_bytes, require_root, sha256_hex};
 
 /// The bytes a file outside the root holds; no response may contain them.
@@ -34,14 +37,49 @@ impl Drop for TempDir {
     }
 }
 
+/// Where zc-httpd runs and where its clients run.
+trait HttpBed: Namespace {
+    /// The device flags for the server (`--tap NAME` or `--xdp IFACE`).
+    fn device(&self) -> [&str; 2];
+    /// The server's address.
+    fn stack_ip(&self) -> String;
+    /// A command in the clients' namespace.
+    fn client(&self, program: &str) -> Command;
+}
+
+impl HttpBed for TapBed {
+    fn device(&self) -> [&str; 2] {
+        ["--tap", &self.tap]
+    }
+    fn stack_ip(&self) -> String {
+        TapBed::stack_ip(self)
+    }
+    fn client(&self, program: &str) -> Command {
+        self.command(program)
+    }
+}
+
+impl HttpBed for VethBed {
+    fn device(&self) -> [&str; 2] {
+        ["--xdp", VETH_SERVER]
+    }
+    fn stack_ip(&self) -> String {
+        VethBed::stack_ip(self)
+    }
+    fn client(&self, program: &str) -> Command {
+        self.client_command(program)
+    }
+}
+
 /// Starts zc-httpd in `bed` serving `dir`'s root on port 80, with extra flags.
-fn start(bed: &TapBed, dir: &TempDir, extra: &[&str]) -> App {
+fn start(bed: &impl HttpBed, dir: &TempDir, extra: &[&str]) -> App {
     let ip = format!("{}/24", bed.stack_ip());
     let root = dir.root();
     let json = dir.0.join("stats.json");
+    let [dev, name] = bed.device();
     let mut args = vec![
-        "--tap",
-        &bed.tap,
+        dev,
+        name,
         "--ip",
         &ip,
         "--root",
@@ -148,25 +186,33 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Resp {
     read_resp(&mut BufReader::new(s), head).expect("a response")
 }
 
-fn addr(bed: &TapBed) -> SocketAddr {
+fn addr(bed: &impl HttpBed) -> SocketAddr {
     format!("{}:80", bed.stack_ip()).parse().unwrap()
 }
 
-/// Fetches a 256 MiB random file with curl in send mode `mode`; returns the
-/// server's counters.
-fn big_fetch(tag: &str, net: u8, mode: &str) -> String {
+/// Fetches a 256 MiB random file with curl in send mode `mode`, over TAP or
+/// (`xdp`) AF_XDP on a veth pair; returns the server's counters.
+fn big_fetch(tag: &str, net: u8, mode: &str, xdp: bool) -> String {
+    if xdp {
+        let bed = VethBed::new(tag, net, VethOpts::default());
+        big_fetch_on(&bed, tag, mode)
+    } else {
+        big_fetch_on(&TapBed::new(tag, net), tag, mode)
+    }
+}
+
+fn big_fetch_on(bed: &impl HttpBed, tag: &str, mode: &str) -> String {
     let dir = TempDir::new(tag);
-    let data = random_bytes(256 << 20, u64::from(net));
+    let data = random_bytes(256 << 20, tag.len() as u64);
     let want = sha256_hex(&data);
     std::fs::write(dir.root().join("big.bin"), &data).unwrap();
     drop(data);
-    let bed = TapBed::new(tag, net);
-    let app = start(&bed, &dir, &["--send-mode", mode]);
+    let app = start(bed, &dir, &["--send-mode", mode]);
     let out = dir.0.join("got.bin");
     let url = format!("http://{}/big.bin", bed.stack_ip());
     let t = Instant::now();
     let res = bed
-        .command("curl")
+        .client("curl")
         .args(["-sS", "--max-time", "60", "-o", out.to_str().unwrap()])
         .args(["-w", "%{http_code} %{size_download}", &url])
         .output()
@@ -193,32 +239,57 @@ fn big_fetch(tag: &str, net: u8, mode: &str) -> String {
     json
 }
 
-#[test]
-fn big_file_copy_mode() {
-    require_root!();
-    let json = big_fetch("hcopy", 21, "copy");
-    let cpb = json_num(&json, "tx_copies_per_byte");
+fn copy_mode_copies_twice(json: &str) {
+    let cpb = json_num(json, "tx_copies_per_byte");
     assert!(
         (1.95..=2.05).contains(&cpb),
         "copy mode copies twice: {json}"
     );
-    assert_eq!(json_num(&json, "file_bytes_remapped"), 0.0, "{json}");
+    assert_eq!(json_num(json, "file_bytes_remapped"), 0.0, "{json}");
+}
+
+fn remap_mode_copies_once(json: &str) {
+    let cpb = json_num(json, "tx_copies_per_byte");
+    assert!(cpb <= 1.05, "remap mode: {cpb} copies per byte: {json}");
+    let remapped = json_num(json, "file_bytes_remapped");
+    assert!(remapped >= 0.95 * (256u64 << 20) as f64, "{json}");
+}
+
+#[test]
+fn big_file_copy_mode() {
+    require_root!();
+    copy_mode_copies_twice(&big_fetch("hcopy", 21, "copy", false));
 }
 
 #[test]
 fn big_file_remap_mode_copies_once() {
     require_root!();
-    let json = big_fetch("hremap", 22, "remap");
-    let cpb = json_num(&json, "tx_copies_per_byte");
-    assert!(cpb <= 1.05, "remap mode: {cpb} copies per byte: {json}");
-    let remapped = json_num(&json, "file_bytes_remapped");
-    assert!(remapped >= 0.95 * (256u64 << 20) as f64, "{json}");
+    remap_mode_copies_once(&big_fetch("hremap", 22, "remap", false));
 }
 
 #[test]
 fn big_file_auto_mode() {
     require_root!();
-    let json = big_fetch("hauto", 23, "auto");
+    let json = big_fetch("hauto", 23, "auto", false);
+    assert_eq!(json_num(&json, "status_2xx"), 1.0, "{json}");
+}
+
+#[test]
+fn big_file_copy_mode_af_xdp() {
+    require_root!();
+    copy_mode_copies_twice(&big_fetch("hxcopy", 61, "copy", true));
+}
+
+#[test]
+fn big_file_remap_mode_copies_once_af_xdp() {
+    require_root!();
+    remap_mode_copies_once(&big_fetch("hxremap", 62, "remap", true));
+}
+
+#[test]
+fn big_file_auto_mode_af_xdp() {
+    require_root!();
+    let json = big_fetch("hxauto", 63, "auto", true);
     assert_eq!(json_num(&json, "status_2xx"), 1.0, "{json}");
 }
 
