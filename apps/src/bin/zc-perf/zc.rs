@@ -73,13 +73,11 @@ fn drain(stack: &mut Zc, ticker: &mut StatsTicker, c: TcpConn) {
 pub fn tcp_server(
     stack: &mut Zc,
     ticker: &mut StatsTicker,
-    port: u16,
-    once: bool,
-    json: bool,
-    stock: bool,
+    a: &ServerArgs,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let listener = stack.tcp_listen(port, 16)?;
+    let (once, json, stock) = (a.once, a.common.json, a.common.smoltcp_defaults);
+    let listener = stack.tcp_listen(a.common.port, a.backlog.into())?;
     while !stop.load(Ordering::Relaxed) {
         tick(stack, ticker, false);
         let Some(c) = stack.tcp_accept(listener) else {
