@@ -31,9 +31,11 @@
 #   tcp/1500-off/xdp-rx-stock    xdp-rx with --smoltcp-defaults (stock smoltcp baseline)
 #   tcp/tap/tap-rx, tap-tx, tap-rx-stock   zc-perf server on TAP (MTU 1500)
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
-#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
+#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd,zc-httpd-bl16}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
-#       (16 keep-alive connections, one thread), MTU 1500 and 65535
+#       (16 keep-alive connections, one thread), MTU 1500 and 65535;
+#       zc-httpd-bl16 is zc-httpd --backlog 16 (its default keeps 128
+#       listening sockets, which smoltcp visits once per segment sent)
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
@@ -447,12 +449,14 @@ http_bed() {
     local pfx=http/$name www=$WORK/www
     local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
     local sec="HTTP, MTU $mtu, offloads on"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd zc-httpd-bl16; do
         local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
         [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
-        row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
-        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
-        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
+        local what=$srv
+        [[ $srv == zc-httpd-bl16 ]] && what="zc-httpd --backlog 16"
+        row "$pfx/$srv-1g" "$sec" "$what: $BIG_MIB MiB file, curl" "$peer1"
+        row "$pfx/$srv-64k" "$sec" "$what: 64 KiB files, wrk" "$peer64"
+        [[ $srv == zc-httpd* ]] && ((!HAVE_HTTPD)) && continue
         ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
     done
     ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
@@ -464,7 +468,7 @@ http_bed() {
     zc_bed_trap "$cns"
     log "bed http $name: MTU $mtu, offloads on (${#todo[@]} rows x $RUNS runs)"
     zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd zc-httpd-bl16; do
         local want=0
         for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
         ((want)) || continue
@@ -478,11 +482,13 @@ http_bed() {
             wait_tcp "$sns" "$kaddr" 80
         else
             addr=${zcidr%/*}
+            local extra=()
+            [[ $srv == zc-httpd-bl16 ]] && extra=(--backlog 16)
             ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
                 --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
-                --stats-json "$stats" >"$WORK/httpd.out" 2>&1 &
+                --stats-json "$stats" "${extra[@]}" >"$WORK/$name-$srv.out" 2>&1 &
             spid=$!
-            wait_line "$WORK/httpd.out" "serving|listening" 10
+            wait_line "$WORK/$name-$srv.out" "serving|listening" 10
         fi
         local run
         for ((run = 1; run <= RUNS; run++)); do
