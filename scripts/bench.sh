@@ -30,6 +30,8 @@
 #   tcp/<bed>/xdp-tx             the same with --reverse: zcstack sends
 #   tcp/1500-off/xdp-rx-stock    xdp-rx with --smoltcp-defaults (stock smoltcp baseline)
 #   tcp/tap/tap-rx, tap-tx, tap-rx-stock   zc-perf server on TAP (MTU 1500)
+#   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
+#       segments through IFF_VNET_HDR), when zc-perf has that flag
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
 #   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd,zc-httpd-bl16}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
@@ -395,6 +397,13 @@ tap_bed() {
     row "$pfx/tap-tx" "TCP, $label" "zcstack TAP sends (kernel receiver)" "tcp/1500-on/kernel-iperf3"
     row "$pfx/tap-rx-stock" "TCP, $label" "stock smoltcp settings, TAP receives" "tcp/1500-on/kernel-iperf3"
     ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock")
+    row "$pfx/tap-tso-rx" "TCP, $label" "zcstack TAP --tap-offload (TSO) receives" "tcp/1500-on/kernel-iperf3"
+    row "$pfx/tap-tso-tx" "TCP, $label" "zcstack TAP --tap-offload (TSO) sends" "tcp/1500-on/kernel-iperf3"
+    if "$BIN/zc-perf" server --help 2>/dev/null | grep -q -- --tap-offload; then
+        ids+=("$pfx/tap-tso-rx" "$pfx/tap-tso-tx")
+    else
+        log "zc-perf has no --tap-offload on this branch: the TAP TSO rows are skipped"
+    fi
     for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
     ((${#todo[@]})) || return 0
     local ns=zcbt$TAG$net tap=zcbt$TAG
@@ -409,6 +418,8 @@ tap_bed() {
                 tap-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" ;;
                 tap-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --reverse ;;
                 tap-rx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults ;;
+                tap-tso-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" ;;
+                tap-tso-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" --reverse ;;
             esac
         done
         log "bed tap: run $run of $RUNS done"

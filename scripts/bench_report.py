@@ -221,8 +221,10 @@ def main():
          "AF_XDP, MTU 65535, receiving vs kernel TCP, MTU 1500 offloads on"),
         ("tcp/65535/xdp-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
          "AF_XDP, MTU 65535, sending vs kernel TCP, MTU 1500 offloads on"),
-        ("tcp/tap/tap-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
-         "TAP (no TSO yet), sending vs kernel TCP, MTU 1500 offloads on"),
+        ("tcp/tap/tap-tso-rx", ["tcp/1500-on/kernel-iperf3"], 1.0,
+         "TAP with TSO, receiving vs kernel TCP, MTU 1500 offloads on"),
+        ("tcp/tap/tap-tso-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
+         "TAP with TSO, sending vs kernel TCP, MTU 1500 offloads on"),
     ] + [
         t
         for bed, mtu in (("1500-on", 1500), ("65535", 65535))
