@@ -137,6 +137,14 @@ PY=/usr/bin/python3
 
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 if ((BUILD)); then
+    # sudo may drop rustup's directory from PATH.
+    if ! command -v cargo >/dev/null; then
+        for env in "$HOME/.cargo/env" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)/.cargo/env"; do
+            # shellcheck source=/dev/null
+            [[ -f $env ]] && source "$env" && break
+        done
+    fi
+    command -v cargo >/dev/null || { echo "bench.sh: cargo not found: install Rust (rustup) or pass --no-build" >&2; exit 1; }
     log "building release binaries"
     (cd "$ROOT" && cargo build --release -q -p zcstack-apps)
 fi
