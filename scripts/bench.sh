@@ -33,11 +33,9 @@
 #   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
 #       segments through IFF_VNET_HDR), when zc-perf has that flag
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
-#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd,zc-httpd-bl16}-{1g,64k}
+#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
-#       (16 keep-alive connections, one thread), MTU 1500 and 65535;
-#       zc-httpd-bl16 is zc-httpd --backlog 16 (its default keeps 128
-#       listening sockets, which smoltcp visits once per segment sent)
+#       (16 keep-alive connections, one thread), MTU 1500 and 65535
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
@@ -468,14 +466,12 @@ http_bed() {
     local pfx=http/$name www=$WORK/www
     local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
     local sec="HTTP, MTU $mtu, offloads on"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd zc-httpd-bl16; do
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
         local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
         [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
-        local what=$srv
-        [[ $srv == zc-httpd-bl16 ]] && what="zc-httpd --backlog 16"
-        row "$pfx/$srv-1g" "$sec" "$what: $BIG_MIB MiB file, curl" "$peer1"
-        row "$pfx/$srv-64k" "$sec" "$what: 64 KiB files, wrk" "$peer64"
-        [[ $srv == zc-httpd* ]] && ((!HAVE_HTTPD)) && continue
+        row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
+        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
+        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
         ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
     done
     ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
@@ -487,7 +483,7 @@ http_bed() {
     zc_bed_trap "$cns"
     log "bed http $name: MTU $mtu, offloads on (${#todo[@]} rows x $RUNS runs)"
     zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd zc-httpd-bl16; do
+    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
         local want=0
         for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
         ((want)) || continue
@@ -501,11 +497,9 @@ http_bed() {
             wait_tcp "$sns" "$kaddr" 80
         else
             addr=${zcidr%/*}
-            local extra=()
-            [[ $srv == zc-httpd-bl16 ]] && extra=(--backlog 16)
             ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
                 --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
-                --stats-json "$stats" "${extra[@]}" >"$WORK/$name-$srv.out" 2>&1 &
+                --stats-json "$stats" >"$WORK/$name-$srv.out" 2>&1 &
             spid=$!
             wait_line "$WORK/$name-$srv.out" "serving|listening" 10
         fi

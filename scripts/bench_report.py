@@ -234,11 +234,6 @@ def main():
             (f"http/{bed}/zc-httpd-64k",
              [f"http/{bed}/nginx-sendfile-on-64k", f"http/{bed}/nginx-sendfile-off-64k"], 1.0,
              f"zc-httpd vs nginx's best, 64 KiB files, MTU {mtu}"),
-            (f"http/{bed}/zc-httpd-bl16-1g", [f"http/{bed}/nginx-sendfile-on-1g"], 0.7,
-             f"zc-httpd --backlog 16 vs nginx sendfile on, big file, MTU {mtu}"),
-            (f"http/{bed}/zc-httpd-bl16-64k",
-             [f"http/{bed}/nginx-sendfile-on-64k", f"http/{bed}/nginx-sendfile-off-64k"], 1.0,
-             f"zc-httpd --backlog 16 vs nginx's best, 64 KiB files, MTU {mtu}"),
         )
     ]:
         got, peer = ratio(a_id, b_ids)

@@ -92,9 +92,8 @@ struct ServerArgs {
     #[arg(long)]
     once: bool,
     /// zcstack TCP: connections that may wait while a test runs. Each is a
-    /// listening socket that smoltcp visits on every poll and for every
-    /// segment it sends, so more cost throughput (16: 13% more instructions
-    /// per byte sent than 2).
+    /// listening socket in smoltcp's socket set, which every poll walks
+    /// (16 cost 4% more instructions per byte sent than 2).
     #[arg(long, value_name = "N", default_value_t = 2,
         value_parser = clap::value_parser!(u16).range(1..=1024))]
     backlog: u16,
