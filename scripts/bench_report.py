@@ -363,6 +363,8 @@ def chart(doc, rows, order, path):
         ax.grid(axis="x", alpha=0.3)
         for yy, m in zip(y, meds):
             ax.text(m, yy, f" {m:.2f}", va="center", fontsize=6)
+        top = max(m + h for m, h in zip(meds, hi)) if meds else 1.0
+        ax.set_xlim(0, top * 1.12)
     fig.suptitle(f"zcstack (red) vs kernel / nginx (blue) — {doc['date']}, {doc['machine']}"
                  f"\nmedian of {doc['runs_per_row']} run(s), bars: min–max", fontsize=9)
     fig.tight_layout()
