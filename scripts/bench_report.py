@@ -301,6 +301,10 @@ def markdown(doc, rows, order):
             label += f" (earlier run, {r['measured']})"
         if r["failed"]:
             label += f" ({len(r['failed'])} run(s) failed: {r['failed'][0]['error'][:60]})"
+        if r["id"].startswith("udp/"):
+            loss = med([m.get("loss") for m in r["runs"]])
+            if loss is not None:
+                label += f" [lost {loss:.1%}]"
         if r["id"].endswith("-64k") and r.get("gbit_per_s_median"):
             label += f" [{fmt(r['gbit_per_s_median'])} Gbit/s]"
         peer = rows.get(r["peer"]) if r["peer"] else None
