@@ -28,8 +28,8 @@
 #   tcp/<bed>/kernel-zcperf      zc-perf --kernel at both ends (checks every byte)
 #   tcp/<bed>/xdp-rx             kernel zc-perf client -> zc-perf server on AF_XDP
 #   tcp/<bed>/xdp-tx             the same with --reverse: zcstack sends
-#   tcp/1500-off/xdp-rx-stock    xdp-rx with --smoltcp-defaults (stock smoltcp baseline)
-#   tcp/tap/tap-rx, tap-tx, tap-rx-stock   zc-perf server on TAP (MTU 1500)
+#   tcp/1500-off/xdp-{rx,tx}-stock  xdp-rx/tx with --smoltcp-defaults (stock smoltcp baseline)
+#   tcp/tap/tap-{rx,tx}, tap-{rx,tx}-stock   zc-perf server on TAP (MTU 1500)
 #   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
 #       segments through IFF_VNET_HDR), when zc-perf has that flag
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
@@ -353,7 +353,8 @@ tcp_bed() {
     ids=("$pfx/kernel-iperf3" "$pfx/kernel-iperf3-Z" "$pfx/kernel-zcperf" "$pfx/xdp-rx" "$pfx/xdp-tx")
     if [[ $name == 1500-off ]]; then
         row "$pfx/xdp-rx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP receives" "$pfx/kernel-iperf3"
-        ids+=("$pfx/xdp-rx-stock")
+        row "$pfx/xdp-tx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP sends" "$pfx/kernel-iperf3"
+        ids+=("$pfx/xdp-rx-stock" "$pfx/xdp-tx-stock")
         row "udp/$name/kernel" "UDP 64 B, $label" "kernel receives (zc-perf --kernel --udp)" ""
         row "udp/$name/kernel-tx" "UDP 64 B, $label" "kernel sends (same runs)" ""
         row "udp/$name/xdp-rx" "UDP 64 B, $label" "zcstack AF_XDP receives (kernel sender)" "udp/$name/kernel"
@@ -386,6 +387,7 @@ tcp_bed() {
                         run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --reverse
                     fi ;;
                 xdp-rx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults ;;
+                xdp-tx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults --reverse ;;
                 kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
             esac
         done
@@ -402,7 +404,8 @@ tap_bed() {
     row "$pfx/tap-rx" "TCP, $label" "zcstack TAP receives (kernel client)" "tcp/1500-on/kernel-iperf3"
     row "$pfx/tap-tx" "TCP, $label" "zcstack TAP sends (kernel receiver)" "tcp/1500-on/kernel-iperf3"
     row "$pfx/tap-rx-stock" "TCP, $label" "stock smoltcp settings, TAP receives" "tcp/1500-on/kernel-iperf3"
-    ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock")
+    row "$pfx/tap-tx-stock" "TCP, $label" "stock smoltcp settings, TAP sends" "tcp/1500-on/kernel-iperf3"
+    ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock" "$pfx/tap-tx-stock")
     row "$pfx/tap-tso-rx" "TCP, $label" "zcstack TAP --tap-offload (TSO) receives" "tcp/1500-on/kernel-iperf3"
     row "$pfx/tap-tso-tx" "TCP, $label" "zcstack TAP --tap-offload (TSO) sends" "tcp/1500-on/kernel-iperf3"
     if "$BIN/zc-perf" server --help 2>/dev/null | grep -q -- --tap-offload; then
@@ -424,6 +427,7 @@ tap_bed() {
                 tap-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" ;;
                 tap-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --reverse ;;
                 tap-rx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults ;;
+                tap-tx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults --reverse ;;
                 tap-tso-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" ;;
                 tap-tso-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" --reverse ;;
             esac
