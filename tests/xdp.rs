@@ -330,3 +330,65 @@ fn two_processes_on_two_queues_both_serve() {
         "program left attached after both exited"
     );
 }
+
+/// The bench bed (`netns.sh --server-cidr`): the server end has a kernel
+/// address (.3) and the stack attaches AF_XDP to the same end at .2. While
+/// zc-perf runs there, a transfer to the stack checks out; after it exits
+/// (the program detached) the kernel's address answers again.
+#[test]
+fn kernel_address_and_af_xdp_share_the_server_end() {
+    require_root!();
+    let bed = VethBed::new(
+        "xb",
+        48,
+        VethOpts {
+            offloads: false,
+            server_kernel_addr: true,
+            ..VethOpts::default()
+        },
+    );
+    let out = bed.server_ip(&["-4", "-br", "addr", "show", VETH_SERVER]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.200.48.3/24"),
+        "{out:?}"
+    );
+    assert!(
+        bed.ping("10.200.48.3", 2),
+        "kernel address before the stack"
+    );
+    let ip = format!("{}/24", bed.stack_ip());
+    let app = App::start(
+        &bed,
+        "zc-perf",
+        &[
+            "server",
+            "--xdp",
+            VETH_SERVER,
+            "--ip",
+            &ip,
+            "--once",
+            "--json",
+        ],
+    );
+    assert!(app.banner.contains("af_xdp"), "banner: {}", app.banner);
+    let out = bed
+        .client_command(bin("zc-perf").to_str().expect("utf-8 path"))
+        .args(["client", "--kernel", "--server", &bed.stack_ip()])
+        .args(["--bytes", "16M", "--json"])
+        .output()
+        .expect("zc-perf client");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("\"bytes\":16777216") && report.contains("\"pattern_ok\":true"),
+        "{report}"
+    );
+    let (code, log) = app.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!xdp_attached(&bed), "program still attached after exit");
+    assert!(bed.ping("10.200.48.3", 2), "kernel address after the stack");
+}

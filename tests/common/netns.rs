@@ -166,6 +166,9 @@ pub struct VethOpts {
     pub offloads: bool,
     /// RX/TX queues per end.
     pub queues: u32,
+    /// Give the server end a kernel address too, 10.200.N.3/24 (`--server-cidr`):
+    /// kernel servers and an AF_XDP stack (at .2) share the bed, as in bench.sh.
+    pub server_kernel_addr: bool,
 }
 
 impl Default for VethOpts {
@@ -174,6 +177,7 @@ impl Default for VethOpts {
             mtu: 1500,
             offloads: true,
             queues: 1,
+            server_kernel_addr: false,
         }
     }
 }
@@ -216,20 +220,27 @@ impl VethBed {
                 .status();
         }
         let script = netns_script();
-        sh(&[
+        let (mtu, queues) = (opts.mtu.to_string(), opts.queues.to_string());
+        let client_cidr = format!("10.200.{net}.1/24");
+        let server_cidr = format!("10.200.{net}.3/24");
+        let mut cmd = vec![
             "bash",
             script.to_str().expect("utf-8 path"),
             "up",
             &bed.server,
             &bed.client,
-            &format!("10.200.{net}.1/24"),
+            &client_cidr,
             "--mtu",
-            &opts.mtu.to_string(),
+            &mtu,
             "--offloads",
             if opts.offloads { "on" } else { "off" },
             "--queues",
-            &opts.queues.to_string(),
-        ]);
+            &queues,
+        ];
+        if opts.server_kernel_addr {
+            cmd.extend(["--server-cidr", &server_cidr]);
+        }
+        sh(&cmd);
         bed
     }
 
