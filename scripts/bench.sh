@@ -249,6 +249,10 @@ stop_job() {
     wait "$pid" 2>/dev/null || true
 }
 
+# failed ID RUN: a run that failed is logged and left to the table (its
+# outputs do not parse, so the row lists it as failed); the script goes on.
+failed() { log "$1: run $2 failed (see the table)"; }
+
 # ---- the rows ----
 
 # iperf3 SNS CNS ADDR ID RUN [-Z]
@@ -389,7 +393,7 @@ tcp_bed() {
                 xdp-rx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults ;;
                 xdp-tx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults --reverse ;;
                 kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
-            esac
+            esac || failed "$id" "$run"
         done
         log "bed $name: run $run of $RUNS done"
     done
@@ -430,7 +434,7 @@ tap_bed() {
                 tap-tx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults --reverse ;;
                 tap-tso-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" ;;
                 tap-tso-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" --reverse ;;
-            esac
+            esac || failed "$id" "$run"
         done
         log "bed tap: run $run of $RUNS done"
     done
@@ -505,7 +509,7 @@ http_bed() {
                 --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
                 --stats-json "$stats" >"$WORK/$name-$srv.out" 2>&1 &
             spid=$!
-            wait_line "$WORK/$name-$srv.out" "serving|listening" 10
+            wait_line "$WORK/$name-$srv.out" "serving|listening" 10 || failed "$srv" start
         fi
         local run
         for ((run = 1; run <= RUNS; run++)); do
@@ -514,12 +518,13 @@ http_bed() {
                 local f=$RAW/${id//\//_}.$run c0 c1
                 c0=$(ns_cpu "$sns")
                 if [[ $id == *-1g ]]; then
+                    # A failed fetch is recorded (the table lists it), not fatal.
                     ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
                         -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
-                        "http://$addr/big.bin" >"$f.cli"
+                        "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
                 else
                     ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
-                        -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk"
+                        -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
                     tail -n 1 "$f.wrk" >"$f.cli"
                 fi
                 c1=$(ns_cpu "$sns")
