@@ -118,11 +118,15 @@ install_packages() {
     local policy=/usr/sbin/policy-rc.d made=0
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     local rc=0
     DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || rc=$?
-    if ((made)); then rm -f "$policy"; fi
+    if ((made)); then
+        rm -f "$policy"
+        trap - EXIT
+    fi
     ((rc == 0)) || { echo "bench.sh: apt-get install ${need[*]} failed" >&2; exit 1; }
 }
 
@@ -157,6 +161,8 @@ mkdir -p "$RAW" "$OUT"
 : >"$WORK/rows.tsv"
 : >"$WORK/runs.tsv"
 remove_work() { rm -rf "$WORK"; }
+# Until the first bed installs its trap (which runs this hook too).
+trap remove_work EXIT
 zc_bed_on_exit remove_work
 
 # ---- helpers ----
