@@ -82,7 +82,7 @@ step build cargo build --release --workspace --bins
 if [[ " ${FAILED[*]} " == *" build "* ]]; then
     skip test "build failed"
 else
-    step test cargo test --release --workspace
+    step test cargo test --release --workspace --no-fail-fast
 fi
 # The vendored smoltcp is outside the workspace: run its own unit tests,
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).

@@ -76,7 +76,7 @@ fn zc_perf_wants_device_flags_only_without_kernel() {
     assert_eq!(code, Some(2), "{err}");
     assert_one_line(&err);
     assert!(
-        err.contains("needs --tap NAME and --ip ADDR/PREFIX (or --kernel"),
+        err.contains("needs --tap NAME or --xdp IFACE, and --ip ADDR/PREFIX (or --kernel"),
         "{err}"
     );
     let (code, err) = run_bin(

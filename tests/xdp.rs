@@ -210,3 +210,123 @@ fn mtu_too_large_for_the_pool_frames_says_what_to_change() {
         "{msg}"
     );
 }
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+/// Two zc-echo processes on queues 0 and 1 of one veth: the first attaches
+/// the program, the second joins it (its socket goes into the same XSKMAP).
+///
+/// Steering: a veth delivers a packet on the RX queue numbered like the TX
+/// queue the sender picked, and the client's kernel picks TX queues by CPU
+/// (XPS: CPU 0 → queue 0, CPU 1 → queue 1). So each server process and its
+/// client are pinned to the same CPU: the client's data and the ACKs its
+/// softirq sends (on the CPU where the server's replies arrive) all use
+/// that CPU's queue. Static neighbour entries keep ARP out of the picture.
+#[test]
+fn two_processes_on_two_queues_both_serve() {
+    require_root!();
+    let bed = VethBed::new(
+        "xq",
+        47,
+        VethOpts {
+            queues: 2,
+            ..VethOpts::default()
+        },
+    );
+    let out = bed.server_ip(&["-br", "link", "show", VETH_SERVER]);
+    let mac = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .expect("MAC in `ip -br link`")
+        .to_string();
+    let ips = ["10.200.47.2", "10.200.47.3"];
+    let client = |args: &str| {
+        let st = bed
+            .client_command("sh")
+            .args(["-c", args])
+            .status()
+            .expect("sh");
+        assert!(st.success(), "{args}");
+    };
+    client(
+        "echo 1 > /sys/class/net/zccv0/queues/tx-0/xps_cpus && \
+         echo 2 > /sys/class/net/zccv0/queues/tx-1/xps_cpus",
+    );
+    for ip in ips {
+        client(&format!(
+            "ip neigh replace {ip} lladdr {mac} dev zccv0 nud permanent"
+        ));
+    }
+    let start = |q: usize| {
+        let ip = format!("{}/24", ips[q]);
+        let queue = q.to_string();
+        App::start_pinned(
+            &bed,
+            q,
+            "zc-echo",
+            &[
+                "--xdp",
+                VETH_SERVER,
+                "--queue",
+                &queue,
+                "--ip",
+                &ip,
+                "--port",
+                "7",
+            ],
+        )
+    };
+    let a = start(0);
+    let b = start(1);
+    assert!(a.banner.contains("queue 0"), "{}", a.banner);
+    assert!(b.banner.contains("queue 1"), "{}", b.banner);
+
+    let echo_on = |q: usize, len: usize| {
+        let addr: SocketAddr = format!("{}:7", ips[q]).parse().unwrap();
+        let data = random_bytes(len, 470 + q as u64);
+        let want = sha256_hex(&data);
+        let t = std::thread::spawn({
+            let client = bed.client.clone();
+            move || {
+                let path = format!("/run/netns/{client}");
+                let fd = std::fs::File::open(&path).expect("netns");
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                pin_to(q);
+                sha256_hex(&echo_through(addr, data))
+            }
+        });
+        (want, t)
+    };
+    let runs = [echo_on(0, 8 << 20), echo_on(1, 8 << 20)];
+    for (q, (want, t)) in runs.into_iter().enumerate() {
+        assert_eq!(t.join().expect("client"), want, "queue {q} echo");
+    }
+
+    // The first process dies: the program stays (the second holds its
+    // link) and the second still serves; when it stops, nothing is left.
+    a.kill();
+    assert!(xdp_attached(&bed), "program went with the first process");
+    let (want, t) = echo_on(1, 1 << 20);
+    assert_eq!(
+        t.join().expect("client"),
+        want,
+        "queue 1 after queue 0 died"
+    );
+    let out = stop_clean(b);
+    let rx: u64 = out
+        .split("rx ")
+        .nth(1)
+        .and_then(|r| r.split(" pkts").next())
+        .and_then(|n| n.parse().ok())
+        .expect("rx packets in the final line");
+    assert!(rx > 5000, "queue 1 saw only {rx} packets: {out}");
+    assert!(
+        !xdp_attached(&bed),
+        "program left attached after both exited"
+    );
+}

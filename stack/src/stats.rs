@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use zcstack_driver::{DriverStats, PoolStats};
+use zcstack_driver::{DriverStats, KernelStats, PoolStats};
 
 /// A snapshot of a stack's counters. Byte counts are cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -96,6 +96,18 @@ impl fmt::Display for StackStats {
             self.tx_drops(),
             self.tcp_open,
             self.pool
-        )
+        )?;
+        let k = &d.kernel;
+        if *k != KernelStats::default() {
+            write!(
+                f,
+                ", kernel: rx ring full {}, fill ring empty {}, dropped {}, invalid descs {}",
+                k.rx_ring_full,
+                k.fill_ring_empty,
+                k.rx_dropped,
+                k.rx_invalid_descs + k.tx_invalid_descs
+            )?;
+        }
+        Ok(())
     }
 }

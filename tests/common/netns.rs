@@ -322,8 +322,23 @@ pub struct App {
 impl App {
     /// Starts `name ARGS` inside `bed`'s namespace and waits (≤ 10 s) for its first line.
     pub fn start(bed: &impl Namespace, name: &str, args: &[&str]) -> App {
-        let mut child = bed
-            .command(bin(name).to_str().expect("utf-8 path"))
+        Self::spawn(
+            bed.command(bin(name).to_str().expect("utf-8 path")),
+            name,
+            args,
+        )
+    }
+
+    /// Like [`App::start`], pinned to CPU `cpu` (`taskset -c`).
+    pub fn start_pinned(bed: &impl Namespace, cpu: usize, name: &str, args: &[&str]) -> App {
+        let mut cmd = bed.command("taskset");
+        cmd.args(["-c", &cpu.to_string()])
+            .arg(bin(name).to_str().expect("utf-8 path"));
+        Self::spawn(cmd, name, args)
+    }
+
+    fn spawn(mut cmd: Command, name: &str, args: &[&str]) -> App {
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -147,7 +147,10 @@ fn parse() -> Cli {
     use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let with_dev = |c: clap::Command| {
+        // augment_args would put DeviceArgs' doc in place of the subcommand's.
+        let about = c.get_about().cloned().unwrap_or_default();
         DeviceArgs::augment_args(c)
+            .about(about)
             .mut_arg("tap", |a| {
                 a.required(false)
                     .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
@@ -265,10 +268,10 @@ fn banner(json: bool, what: String) {
     }
 }
 
-fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let c = &a.common;
     let proto = if c.udp { "UDP" } else { "TCP" };
-    match &mut net {
+    match net {
         Net::Kernel => {
             banner(
                 c.json,
@@ -281,7 +284,7 @@ fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()>
             }
         }
         Net::Zc(zc) => {
-            let (stack, ticker) = &mut **zc;
+            let (mut stack, mut ticker) = *zc;
             let (ip, _) = stack.ip();
             let via = stack.driver().describe();
             banner(
@@ -289,9 +292,9 @@ fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()>
                 format!("{ip}:{} ({proto}, zcstack via {via})", c.port),
             );
             let r = if c.udp {
-                zc::udp_server(stack, ticker, c.port, a.once, c.json, stop)
+                zc::udp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
             } else {
-                zc::tcp_server(stack, ticker, c.port, a.once, c.json, stop)
+                zc::tcp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
             };
             final_stats(stack, c.json, true);
             r
@@ -299,7 +302,7 @@ fn server(mut net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()>
     }
 }
 
-fn client(mut net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let c = &a.common;
     let limit = a.limit()?;
     let peer = SocketAddrV4::new(a.server, c.port);
@@ -309,15 +312,15 @@ fn client(mut net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()>
         millis: limit.as_millis() as u32,
         seed: a.seed,
     };
-    let report = match &mut net {
+    let report = match net {
         Net::Kernel if c.udp => kernel::udp_client(peer, a, limit, stop)?,
         Net::Kernel => kernel::tcp_client(peer, &header, stop)?,
         Net::Zc(zc) => {
-            let (stack, ticker) = &mut **zc;
+            let (mut stack, mut ticker) = *zc;
             let r = if c.udp {
-                zc::udp_client(stack, ticker, peer, a, limit, stop)
+                zc::udp_client(&mut stack, &mut ticker, peer, a, limit, stop)
             } else {
-                zc::tcp_client(stack, ticker, peer, &header, stop)
+                zc::tcp_client(&mut stack, &mut ticker, peer, &header, stop)
             };
             final_stats(stack, c.json, false);
             r?
@@ -333,8 +336,9 @@ fn client(mut net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()>
 /// zc-echo's closing line, with the pool's state. With --json the server
 /// prints it as a JSON object and the client to stderr (its stdout holds
 /// exactly one JSON object, the report).
-fn final_stats(stack: &Stack<AppDriver>, json: bool, server: bool) {
-    let s = stack.stats();
+fn final_stats(stack: Stack<AppDriver>, json: bool, server: bool) {
+    // Counted after the driver closed, so frames it lent the kernel are back.
+    let s = zcstack_apps::shutdown(stack);
     let line = format!("{APP}: stopped; {s}");
     match (json, server) {
         (false, _) => println!("{line}"),

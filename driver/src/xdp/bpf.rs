@@ -17,13 +17,21 @@
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+const BPF_LINK_TYPE_XDP: u32 = 6;
+/// The name our program is loaded under, so another process can recognise it.
+pub const PROG_NAME: &str = "zc_redirect";
 
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -186,7 +194,7 @@ pub fn load(entries: u32, frags: bool) -> io::Result<Program> {
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
-    p.prog_name[..11].copy_from_slice(b"zc_redirect");
+    p.prog_name[..PROG_NAME.len()].copy_from_slice(PROG_NAME.as_bytes());
     match sys_bpf(BPF_PROG_LOAD, &mut p) {
         Ok(fd) => Ok(Program { prog: fd.fd(), map }),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(e),
@@ -230,6 +238,131 @@ pub fn map_insert(map: BorrowedFd<'_>, queue: u32, xsk_fd: i32) -> io::Result<()
         ..Default::default()
     };
     sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+}
+
+/// `union bpf_attr` for the `*_GET_FD_BY_ID` and `*_GET_NEXT_ID` commands.
+#[repr(C)]
+#[derive(Default)]
+struct ById {
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoByFd {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_prog_info`, up to its name (the kernel fills
+/// only as much as we ask for).
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfo {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+const _: () = assert!(size_of::<ProgInfo>() == 80);
+
+/// The head of `struct bpf_link_info` with its `xdp` member.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    _rest: [u32; 7],
+}
+const _: () = assert!(size_of::<LinkInfo>() == 48);
+
+fn info<T>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
+    let mut a = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<T>() as u32,
+        info: info as *mut T as u64,
+    };
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map(drop)
+}
+
+/// Another process's program, joined: our socket goes into its XSKMAP, and
+/// our descriptor of its link keeps it attached for as long as we live.
+pub struct Joined {
+    pub program: Program,
+    pub link: OwnedFd,
+}
+
+/// Joins program `prog_id` (attached to an interface by another process)
+/// if it is zcstack's redirect program; `Ok(None)` if it is someone else's.
+pub fn join(prog_id: u32) -> io::Result<Option<Joined>> {
+    let mut a = ById {
+        id: prog_id,
+        ..Default::default()
+    };
+    let prog = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?.fd();
+    let mut map_id = 0u32;
+    let mut p = ProgInfo {
+        nr_map_ids: 1,
+        map_ids: &mut map_id as *mut u32 as u64,
+        ..Default::default()
+    };
+    info(prog.as_fd(), &mut p)?;
+    let end = p.name.iter().position(|&b| b == 0).unwrap_or(16);
+    if &p.name[..end] != PROG_NAME.as_bytes() || p.nr_map_ids != 1 {
+        return Ok(None);
+    }
+    let mut a = ById {
+        id: map_id,
+        ..Default::default()
+    };
+    let map = sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut a)?.fd();
+    // The link that attaches it: walk the links (a program has one link).
+    let mut next = ById::default();
+    loop {
+        match sys_bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the XDP program is attached without a bpf_link",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        let mut a = ById {
+            id: next.next_id,
+            ..Default::default()
+        };
+        next.id = next.next_id;
+        let Ok(link) = sys_bpf(BPF_LINK_GET_FD_BY_ID, &mut a).map(OwnedFdOrZero::fd) else {
+            continue; // gone meanwhile
+        };
+        let mut l = LinkInfo::default();
+        if info(link.as_fd(), &mut l).is_ok()
+            && l.link_type == BPF_LINK_TYPE_XDP
+            && l.prog_id == prog_id
+        {
+            return Ok(Some(Joined {
+                program: Program { prog, map },
+                link,
+            }));
+        }
+    }
 }
 
 /// Removes index `queue` from the XSKMAP (packets there go to the kernel again).

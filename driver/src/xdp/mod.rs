@@ -38,6 +38,8 @@
 #[allow(unsafe_code)]
 mod bpf;
 #[allow(unsafe_code)]
+mod netlink;
+#[allow(unsafe_code)]
 mod ring;
 #[allow(unsafe_code)]
 mod socket;
@@ -368,94 +370,14 @@ impl Xdp {
         // Socket and UMEM.
         let fd = socket::socket().map_err(|e| perm("creating the AF_XDP socket", e))?;
         let region = pool.region();
-        socket::register_umem(fd.as_fd(), region.start, region.len(), chunk as u32).map_err(
-            |source| {
-                let why = match source.raw_os_error() {
-                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
-                        "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
-                         (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
-                        memlock_kib()
-                    ),
-                    Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
-                         memfd, tmpfs or hugetlbfs memory"
-                        .to_string(),
-                    _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
-                };
-                XdpError::Umem {
-                    iface: iface.clone(),
-                    bytes: region.len(),
-                    why,
-                    source,
-                }
-            },
-        )?;
+        register_umem(fd.as_fd(), &iface, region, chunk)?;
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
-        // The program, attached.
-        let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
-            .map_err(|e| perm("loading the XDP program (bpf)", e))?;
-        let tries: &[AttachMode] = match cfg.mode {
-            AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
-            AttachMode::Native => &[AttachMode::Native],
-            AttachMode::Generic => &[AttachMode::Generic],
-        };
-        let mut attached = None;
-        let mut last_err = None;
-        for &mode in tries {
-            let flags = match mode {
-                AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
-                _ => bpf::XDP_FLAGS_DRV_MODE,
-            };
-            match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
-                Ok(link) => {
-                    attached = Some((link, mode));
-                    break;
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                    return Err(perm("attaching the XDP program", e));
-                }
-                Err(e) => last_err = Some((mode, e)),
-            }
-        }
-        let (link, attach) = match attached {
-            Some(a) => a,
-            None => {
-                let (mode, source) = last_err.expect("at least one attach attempt");
-                let hint = match source.raw_os_error() {
-                    Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
-                        " (another XDP program is attached to {iface}: remove it with \
-                         `ip link set dev {iface} xdp off` if it is not in use)"
-                    ),
-                    Some(libc::EOPNOTSUPP) => {
-                        " (the driver has no native XDP: use --xdp-mode generic)".to_string()
-                    }
-                    _ if mtu > 1500 => {
-                        return Err(XdpError::MtuTooLarge {
-                            iface,
-                            mtu,
-                            why: format!(
-                                "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
-                                 or lower the MTU (`ip link set dev {} mtu 1500`)",
-                                if mode == AttachMode::Generic {
-                                    "native"
-                                } else {
-                                    "generic"
-                                },
-                                cfg.iface
-                            ),
-                        });
-                    }
-                    _ => String::new(),
-                };
-                return Err(XdpError::Attach {
-                    iface,
-                    mode,
-                    hint,
-                    source,
-                });
-            }
-        };
+        // The program: ours, or the one another zcstack process attached to
+        // this interface (one program per interface; each process puts its
+        // socket at its own queue's index of the shared XSKMAP).
+        let (prog, link, attach) = attach_program(cfg, ifindex, mtu, multi_buffer)?;
 
         // Bind: zero-copy where the device can, else copy mode.
         let mut flags = libc::XDP_USE_NEED_WAKEUP;
@@ -605,6 +527,178 @@ impl Xdp {
     pub fn frames_in_kernel(&self) -> usize {
         self.inflight.iter().filter(|f| f.is_some()).count()
     }
+}
+
+/// Loads and attaches the redirect program, or joins the one another
+/// zcstack process attached to `ifindex`.
+fn attach_program(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    // Two processes starting at once may both find no program: the loser's
+    // attach fails with EBUSY and it joins on the second round.
+    for round in 0..2 {
+        match netlink::attached_program(ifindex)
+            .map_err(|e| perm("asking which XDP program is attached (rtnetlink)", e))?
+        {
+            Some((id, mode)) => {
+                let joined =
+                    bpf::join(id).map_err(|e| perm("joining the attached XDP program", e))?;
+                let Some(j) = joined else {
+                    return Err(XdpError::Attach {
+                        iface: iface.clone(),
+                        mode: cfg.mode,
+                        hint: format!(
+                            " (another XDP program, id {id}, is attached to {iface}: remove it \
+                             with `ip link set dev {iface} xdp off` if it is not in use)"
+                        ),
+                        source: io::Error::from_raw_os_error(libc::EBUSY),
+                    });
+                };
+                let mode = match mode {
+                    netlink::XDP_ATTACHED_DRV => AttachMode::Native,
+                    netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
+                    _ => cfg.mode,
+                };
+                return Ok((j.program, j.link, mode));
+            }
+            None => match load_and_attach(cfg, ifindex, mtu, multi_buffer) {
+                Err(XdpError::Attach { source, .. })
+                    if round == 0 && source.raw_os_error() == Some(libc::EBUSY) => {}
+                r => return r,
+            },
+        }
+    }
+    unreachable!("the second round returns")
+}
+
+/// Loads the redirect program and attaches it (native first, then generic).
+fn load_and_attach(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
+        .map_err(|e| perm("loading the XDP program (bpf)", e))?;
+    let tries: &[AttachMode] = match cfg.mode {
+        AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+        AttachMode::Native => &[AttachMode::Native],
+        AttachMode::Generic => &[AttachMode::Generic],
+    };
+    let mut attached = None;
+    let mut last_err = None;
+    for &mode in tries {
+        let flags = match mode {
+            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+            _ => bpf::XDP_FLAGS_DRV_MODE,
+        };
+        match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
+            Ok(link) => {
+                attached = Some((link, mode));
+                break;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+                return Err(perm("attaching the XDP program", e));
+            }
+            Err(e) => last_err = Some((mode, e)),
+        }
+    }
+    let (link, attach) = match attached {
+        Some(a) => a,
+        None => {
+            let (mode, source) = last_err.expect("at least one attach attempt");
+            let hint = match source.raw_os_error() {
+                Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
+                    " (another XDP program is attached to {iface}: remove it with \
+                     `ip link set dev {iface} xdp off` if it is not in use)"
+                ),
+                Some(libc::EOPNOTSUPP) => {
+                    " (the driver has no native XDP: use --xdp-mode generic)".to_string()
+                }
+                _ if mtu > 1500 => {
+                    return Err(XdpError::MtuTooLarge {
+                        iface,
+                        mtu,
+                        why: format!(
+                            "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
+                             or lower the MTU (`ip link set dev {} mtu 1500`)",
+                            if mode == AttachMode::Generic {
+                                "native"
+                            } else {
+                                "generic"
+                            },
+                            cfg.iface
+                        ),
+                    });
+                }
+                _ => String::new(),
+            };
+            return Err(XdpError::Attach {
+                iface,
+                mode,
+                hint,
+                source,
+            });
+        }
+    };
+    Ok((prog, link, attach))
+}
+
+/// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
+fn register_umem(
+    fd: std::os::fd::BorrowedFd<'_>,
+    iface: &str,
+    region: std::ops::Range<usize>,
+    chunk: usize,
+) -> Result<(), XdpError> {
+    socket::register_umem(fd, region.start, region.len(), chunk as u32).map_err(|source| {
+        let why = match source.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
+                "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
+                 (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
+                memlock_kib()
+            ),
+            Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
+                 memfd, tmpfs or hugetlbfs memory"
+                .to_string(),
+            _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
+        };
+        XdpError::Umem {
+            iface: iface.to_string(),
+            bytes: region.len(),
+            why,
+            source,
+        }
+    })
 }
 
 fn memlock_kib() -> String {
@@ -827,5 +921,46 @@ impl Drop for Xdp {
         self.pool.kernel_lent(-parked);
         // Fields drop next, in order: socket, link, program, then the
         // in-flight frames back to the pool.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `MAP_SHARED` mapping of a file on a disk filesystem cannot be a
+    /// UMEM (the kernel cannot pin its pages): the error says so.
+    #[test]
+    fn file_backed_umem_is_refused_with_the_reason() {
+        let fd = match socket::socket() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skipped: no AF_XDP socket ({e}); needs root, CI runs it as root");
+                return;
+            }
+        };
+        let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let path = dir.join(format!("zc-umem-file-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("temp file");
+        file.set_len(1 << 20).expect("set_len");
+        // SAFETY: the file is ours, nobody truncates it while mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
+        let start = map.as_ptr() as usize;
+        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096);
+        drop(map);
+        let _ = std::fs::remove_file(&path);
+        let msg = err
+            .expect_err("a file-backed UMEM was accepted")
+            .to_string();
+        assert!(msg.contains("the memory is file-backed"), "{msg}");
     }
 }
