@@ -278,3 +278,47 @@ fn offload_zc_perf_64_mib_each_way() {
         .unwrap_or_else(|| panic!("no closing report: {out}"));
     assert_eq!(stopped["pool_in_use"], 0, "pool full again: {stopped}");
 }
+
+/// `IFF_MULTI_QUEUE`: two queues of one TAP open side by side (each a `Tap`
+/// of its own, both with offloads); a single-queue open of that device, and
+/// a multi-queue open of a single-queue device, fail with the "busy" message.
+#[test]
+fn multi_queue_tap_opens_one_tap_per_queue() {
+    use zcstack_driver::tap::{Tap, TapOptions};
+    use zcstack_driver::{Driver, PoolConfig};
+    require_root!();
+    let bed = TapBed::new("tsomq", 56);
+    let single = bed.tap.clone();
+    bed.within(move || {
+        let pool = PoolConfig::new()
+            .frames(64)
+            .frame_size(64 << 10)
+            .build()
+            .unwrap();
+        let mq = TapOptions {
+            multi_queue: true,
+            ..TapOptions::offloads()
+        };
+        let q0 = Tap::open_with("zcmq0", pool.clone(), mq).expect("queue 0");
+        let q1 = Tap::open_with("zcmq0", pool.clone(), mq).expect("queue 1");
+        assert!(q0.options().vnet_hdr && q1.options().offloads);
+        assert_eq!(q0.offloads().tcp_segmentation, Some(pool.frame_capacity()));
+        let err = Tap::open_with("zcmq0", pool.clone(), TapOptions::offloads())
+            .err()
+            .expect("a single-queue open of a multi-queue TAP fails")
+            .to_string();
+        assert!(err.starts_with("cannot attach to zcmq0"), "{err}");
+        let err = Tap::open_with(&single, pool.clone(), mq)
+            .err()
+            .expect("a multi-queue open of a single-queue TAP fails")
+            .to_string();
+        assert!(err.contains("is it a TAP device not in use"), "{err}");
+        // Offloads need room for the virtio header in front of each frame.
+        let bare = PoolConfig::new().frames(8).headroom(0).build().unwrap();
+        let err = Tap::open_with("zcmq1", bare, TapOptions::offloads())
+            .err()
+            .expect("no headroom")
+            .to_string();
+        assert!(err.contains("needs 10 bytes of pool headroom"), "{err}");
+    });
+}
