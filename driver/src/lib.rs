@@ -60,7 +60,8 @@ pub struct DriverStats {
     /// Received bytes the driver copied in user space (AF_XDP reassembling a
     /// multi-buffer packet); 0 for drivers that never copy.
     pub rx_copied_bytes: u64,
-    /// Received frames the driver dropped as malformed or too large.
+    /// Received frames the driver dropped as malformed or too large (or, for
+    /// a TAP with a virtio header, with a bad checksum).
     pub rx_errors: u64,
     /// TX wake-up syscalls (AF_XDP `sendto` kicks): one per burst, not per packet.
     pub tx_kicks: u64,
@@ -127,7 +128,9 @@ pub trait Driver {
     /// Whether every received frame was built by this machine's own kernel
     /// (a veth peer), which may leave TCP/UDP checksums partial when its
     /// checksum offload is on. The stack then skips verifying checksums on
-    /// receive, as the kernel itself does for such frames. Default false.
+    /// receive, as the kernel itself does for such frames. A driver that
+    /// checks the checksums the kernel did not vouch for itself (TAP with
+    /// `IFF_VNET_HDR`) says true as well. Default false.
     fn rx_checksums_trusted(&self) -> bool {
         false
     }
