@@ -292,7 +292,8 @@ impl Tap {
         let r = sys::write(&self.fd, frame.data());
         frame.set_offset(off);
         frame.set_len(len);
-        r
+        // Count frame bytes, as on receive.
+        r.map(|n| n.map(|n| n.saturating_sub(VNET_HDR_LEN)))
     }
 
     /// The device's name.
@@ -304,7 +305,11 @@ impl Tap {
 impl Driver for Tap {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         let mut got = 0;
-        while got < max {
+        // Refused frames count as reads too, so a flood of them cannot keep
+        // this call reading for longer than a burst's worth.
+        let mut reads = 0;
+        while got < max && reads < 2 * max {
+            reads += 1;
             let Some(mut frame) = self.pool.alloc() else {
                 // Pool empty: drain one packet so the device keeps moving, and count it.
                 let mut scratch = [0u8; 64];
