@@ -189,8 +189,13 @@ impl Tap {
             }
         })?;
         if opts.offloads {
-            sys::tun_set_offload(&fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4)
-                .map_err(|e| io_err("TUNSETOFFLOAD", e))?;
+            sys::tun_set_offload(&fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4).map_err(|e| {
+                io_err(
+                    "the kernel refused TSO and checksum offloads (TUNSETOFFLOAD); \
+                         open the TAP without offloads",
+                    e,
+                )
+            })?;
         }
         let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
         let mut req = IfReq::new(name).map_err(|e| io_err("bad name", e))?;
