@@ -360,4 +360,78 @@ mod tests {
         f[14 + 9] = 17;
         assert_eq!(tcp_payload_len(&f), 0);
     }
+
+    /// A wire end that claims TSO and TCP checksum offload, as a
+    /// vnet-header TAP does.
+    struct Tso(wire::WireEnd);
+
+    impl Driver for Tso {
+        fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> std::io::Result<usize> {
+            self.0.rx_burst(out, max)
+        }
+        fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+            self.0.tx_burst(frames)
+        }
+        fn pool(&self) -> &Pool {
+            self.0.pool()
+        }
+        fn mtu(&self) -> usize {
+            1500
+        }
+        fn stats(&self) -> zcstack_driver::DriverStats {
+            self.0.stats()
+        }
+        fn describe(&self) -> String {
+            "tso".into()
+        }
+        fn rx_checksums_trusted(&self) -> bool {
+            true
+        }
+        fn offloads(&self) -> Offloads {
+            Offloads {
+                tx_tcp_checksum: true,
+                tcp_segmentation: Some(65000),
+            }
+        }
+    }
+
+    /// The device's offloads reach smoltcp's capabilities, and the segment
+    /// size smoltcp asks for reaches the frame the driver gets.
+    #[test]
+    fn offloads_become_capabilities_and_gso_size_reaches_the_frame() {
+        let (a, _b, pool) = ports();
+        assert!(a.capabilities().segmentation.tcpv4.is_none());
+        assert!(
+            a.capabilities().checksum.tcp.tx(),
+            "plain devices: smoltcp checksums"
+        );
+        let big = PoolConfig::new()
+            .frames(8)
+            .frame_size(64 << 10)
+            .build()
+            .unwrap();
+        let (wa, _wb) = wire::pair(big.clone(), big.clone(), WireConfig::default());
+        let mut t = Port::new(Tso(wa), 32);
+        let caps = t.capabilities();
+        assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(65000));
+        assert!(!caps.checksum.tcp.tx() && !caps.checksum.tcp.rx());
+        assert_eq!(
+            caps.max_transmission_unit, 1514,
+            "the MSS still comes from the MTU"
+        );
+        let mut tok = t.transmit(Instant::ZERO).unwrap();
+        let mut meta = PacketMeta::default();
+        meta.segmentation_offload_size = std::num::NonZeroU16::new(1448);
+        tok.set_meta(meta);
+        tok.consume(30000, |buf| buf.fill(0));
+        assert_eq!(t.tx.len(), 1);
+        assert_eq!(t.tx[0].gso_size(), 1448);
+        assert_eq!(t.tx[0].len(), 30000);
+        // A token without meta asks for no segmentation.
+        t.transmit(Instant::ZERO).unwrap().consume(60, |_| ());
+        assert_eq!(t.tx[1].gso_size(), 0);
+        drop(t);
+        assert_eq!(big.stats().free, 8);
+        assert_eq!(pool.stats().free, 64);
+    }
 }
