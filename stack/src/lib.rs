@@ -20,6 +20,10 @@
 //!   adaptive idle back-off; socket bookkeeping.
 //! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
 //! - [`udp`]: bind, send_to, recv_from.
+//! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by copy or
+//!   by remapping file pages into the send ring ([`SendMode`]); read leases
+//!   make truncation by another process safe. Its `remap` submodule is the
+//!   only `unsafe` code in this crate.
 //! - [`stats`]: [`StackStats`], including copies per payload byte.
 //!
 //! ICMP echo requests to the stack's address are answered by smoltcp.
@@ -45,11 +49,13 @@
 #![warn(missing_docs)]
 
 mod device;
+pub mod file;
 pub mod stack;
 pub mod stats;
 pub mod tcp;
 pub mod udp;
 
+pub use file::{MappedFile, SendMode};
 pub use stack::{Clock, Stack, StackBuilder, StackError};
 pub use stats::StackStats;
 pub use tcp::{TcpConn, TcpListener, TcpState};

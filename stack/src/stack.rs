@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 use zcstack_driver::Driver;
 
 use crate::device::Port;
+use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
+use crate::file::{PAGE, SendMode, SocketStore};
 use crate::stats::StackStats;
 use crate::tcp::{Listener, TcpSlot};
 use crate::udp::UdpSlot;
@@ -59,9 +61,25 @@ pub struct StackBuilder<D: Driver> {
     burst: usize,
     seed: Option<u64>,
     clock: Clock,
+    send_mode: SendMode,
+    remap_batch: Option<usize>,
 }
 
 impl<D: Driver> StackBuilder<D> {
+    /// Remap mode: map file pages only when at least this many bytes of a
+    /// send ring are free, or the rest of the transfer fits (default: a
+    /// quarter of the send ring, 64 KiB to 1 MiB; always rounded to whole
+    /// pages, at most half the ring). Bigger batches mean fewer `mmap` calls.
+    pub fn remap_batch(mut self, bytes: usize) -> Self {
+        self.remap_batch = Some(bytes);
+        self
+    }
+    /// How [`Stack::tcp_send_file`] gets file bytes into send rings (default
+    /// [`SendMode::Auto`]).
+    pub fn send_mode(mut self, m: SendMode) -> Self {
+        self.send_mode = m;
+        self
+    }
     /// The stack's IPv4 address and prefix length (required).
     pub fn ip(mut self, addr: Ipv4Addr, prefix: u8) -> Self {
         self.ip = Some((addr, prefix));
@@ -77,7 +95,8 @@ impl<D: Driver> StackBuilder<D> {
         self.mac = mac;
         self
     }
-    /// Receive and send ring sizes of each TCP socket (default 256 KiB each).
+    /// Receive and send ring sizes of each TCP socket (default 256 KiB each;
+    /// the send ring is rounded up to whole 4 KiB pages).
     pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
         self.tcp_rx_buffer = rx;
         self.tcp_tx_buffer = tx;
@@ -151,6 +170,19 @@ impl<D: Driver> StackBuilder<D> {
                 )));
             }
         }
+        let mut send_mode = self.send_mode;
+        if !remap_supported() {
+            if send_mode == SendMode::Remap {
+                return Err(StackError::Config(
+                    "send mode remap needs 4 KiB pages: use send mode copy".into(),
+                ));
+            }
+            send_mode = SendMode::Copy;
+        }
+        let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
+        let batch = self
+            .remap_batch
+            .unwrap_or((tx_ring / 4).clamp(crate::file::REMAP_BATCH, crate::file::REMAP_BATCH_MAX));
         let seed = self.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -174,14 +206,19 @@ impl<D: Driver> StackBuilder<D> {
         }
         Ok(Stack {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: SocketStore::new(),
             port,
             epoch,
             clock: self.clock,
             cidr,
             mac,
             tcp_rx_buffer: self.tcp_rx_buffer,
-            tcp_tx_buffer: self.tcp_tx_buffer,
+            tcp_tx_buffer: self.tcp_tx_buffer.next_multiple_of(PAGE),
+            send_mode,
+            remap_batch: batch.next_multiple_of(PAGE).min(tx_ring / 2).max(PAGE),
+            file_slots: Vec::new(),
+            file_counters: FileCounters::default(),
+            lease_seen: crate::file::lease_signals(),
             rx_budget: self.burst * 8,
             tcp: Vec::new(),
             tcp_free: Vec::new(),
@@ -206,7 +243,9 @@ impl<D: Driver> StackBuilder<D> {
 /// application's work between polls.
 pub struct Stack<D: Driver> {
     pub(crate) iface: Interface,
-    pub(crate) sockets: SocketSet<'static>,
+    /// The sockets and the send rings they borrow (see `file::remap` for
+    /// why they live and die together).
+    pub(crate) sockets: SocketStore,
     pub(crate) port: Port<D>,
     epoch: StdInstant,
     clock: Clock,
@@ -214,6 +253,15 @@ pub struct Stack<D: Driver> {
     mac: EthernetAddress,
     pub(crate) tcp_rx_buffer: usize,
     pub(crate) tcp_tx_buffer: usize,
+    /// As built (`Auto` is decided per poll; `Copy` where remap cannot work).
+    pub(crate) send_mode: SendMode,
+    /// Free ring bytes a remap waits for (whole pages).
+    pub(crate) remap_batch: usize,
+    /// Slots with queued file transfers or file pages in their ring.
+    pub(crate) file_slots: Vec<u32>,
+    pub(crate) file_counters: FileCounters,
+    /// Lease-break signal count last handled.
+    lease_seen: u64,
     rx_budget: usize,
     /// Every TCP socket the stack created, by slot number.
     pub(crate) tcp: Vec<TcpSlot>,
@@ -246,6 +294,8 @@ impl<D: Driver> Stack<D> {
             burst: 32,
             seed: None,
             clock: Clock::Real,
+            send_mode: SendMode::Auto,
+            remap_batch: None,
         }
     }
 
@@ -285,6 +335,12 @@ impl<D: Driver> Stack<D> {
     /// let smoltcp process them and emit what the sockets have to send, then
     /// hand the frames to the driver. Returns whether anything happened.
     pub fn poll(&mut self) -> bool {
+        let signals = crate::file::lease_signals();
+        if signals != self.lease_seen {
+            self.lease_seen = signals;
+            self.handle_lease_breaks();
+        }
+        let filled = !self.file_slots.is_empty() && self.pump_files();
         self.port.rx_budget = self.rx_budget;
         let now = self.now();
         let res = self.iface.poll(now, &mut self.port, &mut self.sockets);
@@ -296,7 +352,7 @@ impl<D: Driver> Stack<D> {
             self.dirty = false;
             self.maintain();
         }
-        received > 0 || sent > 0 || changed || self.port.tx_pending()
+        received > 0 || sent > 0 || changed || filled || self.port.tx_pending()
     }
 
     /// [`poll`](Self::poll), then back off if the stack has been idle: spin a
@@ -363,6 +419,7 @@ impl<D: Driver> Stack<D> {
         self.closing.retain(|&slot| {
             let s = &mut tcp[slot as usize];
             if sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Closed {
+                s.files.drop_queue();
                 s.release();
                 free.push(slot);
                 false
@@ -381,21 +438,21 @@ impl<D: Driver> Stack<D> {
         }
     }
 
-    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers.
-    pub(crate) fn take_socket(&mut self) -> u32 {
+    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers
+    /// (its send ring a page-aligned mapping of its own).
+    pub(crate) fn take_socket(&mut self) -> io::Result<u32> {
         if let Some(slot) = self.tcp_free.pop() {
-            return slot;
+            return Ok(slot);
         }
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.tcp_rx_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.tcp_tx_buffer]),
-        );
+        let (handle, ring) = self
+            .sockets
+            .add_tcp(self.tcp_rx_buffer, self.tcp_tx_buffer)?;
+        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
         sock.set_congestion_control(tcp::CongestionControl::Cubic);
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
-        let handle = self.sockets.add(sock);
-        self.tcp.push(TcpSlot::new(handle));
-        (self.tcp.len() - 1) as u32
+        self.tcp.push(TcpSlot::new(handle, SlotFiles::new(ring)));
+        Ok((self.tcp.len() - 1) as u32)
     }
 
     pub(crate) fn handle(&self, slot: u32) -> SocketHandle {
@@ -421,7 +478,21 @@ impl<D: Driver> Stack<D> {
             idle_sleeps: self.idle_sleeps,
             tcp_sockets: self.tcp.len(),
             tcp_open: self.tcp.iter().filter(|s| s.is_open()).count(),
+            file_bytes_remapped: self.file_counters.remapped,
+            file_bytes_copied: self.file_counters.copied,
+            file_bytes_pread: self.file_counters.pread,
+            lease_breaks: self.file_counters.lease_breaks,
+            file_transfers_aborted: self.file_counters.aborted,
+            remap_calls: self.file_counters.remap_calls,
+            remap_failures: self.file_counters.remap_failures,
+            ring_resets: self.file_counters.ring_resets,
+            rings_with_file_pages: self.rings_with_file_pages(),
         }
+    }
+
+    /// The send mode this stack was built with (`Auto` decides per poll).
+    pub fn send_mode(&self) -> SendMode {
+        self.send_mode
     }
 
     /// Drops every socket (without sending FIN or RST) and returns the
@@ -434,4 +505,15 @@ impl<D: Driver> Stack<D> {
 /// Maps a closed-handle error to what the user sees.
 pub(crate) fn stale() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection handle is closed")
+}
+
+#[cfg(test)]
+mod tests {
+    /// A stack can be built on one thread and moved to the one that polls it.
+    #[test]
+    fn stack_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Stack<zcstack_driver::wire::WireEnd>>();
+        send::<std::sync::Arc<crate::MappedFile>>();
+    }
 }

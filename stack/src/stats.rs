@@ -39,6 +39,26 @@ pub struct StackStats {
     pub tcp_sockets: usize,
     /// TCP connections the application holds.
     pub tcp_open: usize,
+    /// File bytes put into send rings by mapping file pages (no CPU copy).
+    pub file_bytes_remapped: u64,
+    /// File bytes copied from the file mapping into send rings (one copy).
+    pub file_bytes_copied: u64,
+    /// File bytes read into send rings with `pread` (one copy, in the
+    /// kernel; files without a read lease).
+    pub file_bytes_pread: u64,
+    /// Read leases this stack found broken (a file truncated or opened for
+    /// writing by someone else while served).
+    pub lease_breaks: u64,
+    /// File transfers stopped before their end (lease break, short file, reset).
+    pub file_transfers_aborted: u64,
+    /// `mmap` calls that remapped file pages into a ring.
+    pub remap_calls: u64,
+    /// Remaps that failed (those bytes were copied instead).
+    pub remap_failures: u64,
+    /// Idle rings given anonymous memory back.
+    pub ring_resets: u64,
+    /// Send rings holding file pages right now.
+    pub rings_with_file_pages: usize,
 }
 
 impl StackStats {
@@ -59,15 +79,23 @@ impl StackStats {
         self.tx_dropped_no_frame + self.tx_dropped_too_big + self.tx_errors + self.driver.tx_errors
     }
 
-    /// CPU copies per TCP payload byte on the send path: the application's
-    /// copy into the ring plus smoltcp's ring → frame copy (retransmissions
+    /// File bytes moved into send rings, by any path.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes_remapped + self.file_bytes_copied + self.file_bytes_pread
+    }
+
+    /// CPU copies per TCP payload byte on the send path: the copy into the
+    /// ring (application writes, file copies and `pread`s; remapped file
+    /// bytes are no copy) plus smoltcp's ring → frame copy (retransmissions
     /// included), per byte the application handed over. The driver ⇄ smoltcp
     /// hand-off copies nothing (frames move by handle).
     pub fn tx_copies_per_byte(&self) -> f64 {
-        if self.app_write_bytes == 0 {
+        let handed = self.app_write_bytes + self.file_bytes();
+        if handed == 0 {
             return 0.0;
         }
-        (self.app_write_bytes + self.tcp_tx_payload) as f64 / self.app_write_bytes as f64
+        let into_ring = self.app_write_bytes + self.file_bytes_copied + self.file_bytes_pread;
+        (into_ring + self.tcp_tx_payload) as f64 / handed as f64
     }
 
     /// CPU copies per TCP payload byte on the receive path: smoltcp's frame →

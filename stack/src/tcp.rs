@@ -20,6 +20,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use zcstack_driver::Driver;
 
+use crate::file::transfer::SlotFiles;
 use crate::stack::{Stack, stale};
 
 pub use smoltcp::socket::tcp::State as TcpState;
@@ -45,14 +46,17 @@ pub(crate) struct TcpSlot {
     /// Bumped every time the slot changes hands, so stale [`TcpConn`]s fail.
     generation: u32,
     role: Role,
+    /// Queued file transfers and the files mapped in the send ring.
+    pub files: SlotFiles,
 }
 
 impl TcpSlot {
-    pub fn new(handle: SocketHandle) -> TcpSlot {
+    pub fn new(handle: SocketHandle, files: SlotFiles) -> TcpSlot {
         TcpSlot {
             handle,
             generation: 0,
             role: Role::Free,
+            files,
         }
     }
     pub fn release(&mut self) {
@@ -209,7 +213,10 @@ impl<D: Driver> Stack<D> {
                 if need == 0 {
                     break;
                 }
-                let slot = self.take_socket();
+                let Ok(slot) = self.take_socket() else {
+                    // No memory for another ring: listen with fewer sockets.
+                    break;
+                };
                 let handle = self.handle(slot);
                 let sock = self.sockets.get_mut::<tcp::Socket>(handle);
                 if sock.listen(port).is_err() {
@@ -278,7 +285,7 @@ impl<D: Driver> Stack<D> {
                 format!("cannot connect to {remote}"),
             ));
         }
-        let slot = self.take_socket();
+        let slot = self.take_socket()?;
         let local = self.next_ephemeral;
         self.next_ephemeral = ephemeral_range(self.next_ephemeral.wrapping_add(1));
         let handle = self.handle(slot);
@@ -298,6 +305,30 @@ impl<D: Driver> Stack<D> {
             slot,
             generation: s.generation,
         })
+    }
+
+    /// The slot of an open connection handle.
+    pub(crate) fn open_slot(&self, c: TcpConn) -> io::Result<u32> {
+        match self.tcp.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => Ok(c.slot),
+            _ => Err(stale()),
+        }
+    }
+
+    /// Refuses app writes while file bytes are queued (they go first).
+    fn files_first(&self, c: TcpConn) -> io::Result<()> {
+        let slot = self.open_slot(c)?;
+        let f = &self.tcp[slot as usize].files;
+        if f.close_after {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection is shut down for sending",
+            ));
+        }
+        if f.pending() > 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
     }
 
     fn sock(&self, c: TcpConn) -> io::Result<&tcp::Socket<'static>> {
@@ -365,13 +396,21 @@ impl<D: Driver> Stack<D> {
     /// Copies as much of `data` as fits into the send ring (copy counted).
     /// `WouldBlock` when the ring is full; `BrokenPipe` after a shutdown or reset.
     pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
-        let sock = self.sock_mut(c)?;
+        self.files_first(c)?;
+        let s = &mut self.tcp[c.slot as usize];
+        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
             return Err(cannot_send(sock));
         }
         let n = sock.send_slice(data).map_err(|_| stale())?;
         if n == 0 && !data.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // Where the ring's bytes end now (a zero-byte enqueue shows the write position).
+        let base = self.sockets.ring(s.files.ring).base();
+        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
+        if let Ok(at) = sock.send(|free| (0, free.as_ptr() as usize - base)) {
+            s.files.tx_end = at;
         }
         self.app_write_bytes += n as u64;
         Ok(n)
@@ -385,18 +424,25 @@ impl<D: Driver> Stack<D> {
         c: TcpConn,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> io::Result<R> {
-        let sock = self.sock_mut(c)?;
+        self.files_first(c)?;
+        let s = &mut self.tcp[c.slot as usize];
+        let base = self.sockets.ring(s.files.ring).base();
+        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
             return Err(cannot_send(sock));
         }
         let mut wrote = 0;
+        let mut end = s.files.tx_end;
         let r = sock
             .send(|free| {
+                let at = free.as_ptr() as usize - base;
                 let (n, r) = f(free);
                 wrote = n.min(free.len());
+                end = at + wrote;
                 (wrote, r)
             })
             .map_err(|_| stale())?;
+        s.files.tx_end = end;
         self.app_write_bytes += wrote as u64;
         Ok(r)
     }
@@ -418,23 +464,33 @@ impl<D: Driver> Stack<D> {
         self.sock(c).map(|s| s.recv_queue()).unwrap_or(0)
     }
 
-    /// Sends FIN after the queued data; the connection can still read.
+    /// Sends FIN after the queued data (file transfers included); the
+    /// connection can still read.
     pub fn tcp_shutdown(&mut self, c: TcpConn) -> io::Result<()> {
-        self.sock_mut(c)?.close();
+        let slot = self.open_slot(c)?;
+        let s = &mut self.tcp[slot as usize];
+        if s.files.pending() > 0 {
+            s.files.close_after = true;
+        } else {
+            self.sockets.get_mut::<tcp::Socket>(s.handle).close();
+        }
         Ok(())
     }
 
-    /// Closes the connection: queued data is still sent, then FIN; the
-    /// handle is invalid afterwards and the socket is recycled once CLOSED.
+    /// Closes the connection: queued data (file transfers included) is
+    /// still sent, then FIN; the handle is invalid afterwards and the socket
+    /// is recycled once CLOSED.
     pub fn tcp_close(&mut self, c: TcpConn) -> io::Result<()> {
-        self.sock_mut(c)?.close();
+        self.tcp_shutdown(c)?;
         self.retire(c);
         Ok(())
     }
 
-    /// Resets the connection (RST) and invalidates the handle.
+    /// Resets the connection (RST), drops queued file transfers and
+    /// invalidates the handle.
     pub fn tcp_abort(&mut self, c: TcpConn) -> io::Result<()> {
         self.sock_mut(c)?.abort();
+        self.tcp[c.slot as usize].files.drop_queue();
         self.retire(c);
         Ok(())
     }
