@@ -76,10 +76,11 @@ fn closing(out: &str) -> Closing {
     }
 }
 
-/// Stops the app: clean exit, pool full again; returns the closing counters.
+/// Stops the app (zc-echo or zc-httpd): clean exit, pool full again;
+/// returns the closing counters.
 fn stop_clean(app: App) -> Closing {
     let (code, out) = app.stop();
-    assert_eq!(code, Some(0), "zc-echo exit code; output: {out}");
+    assert_eq!(code, Some(0), "exit code; output: {out}");
     assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
     closing(&out)
 }
@@ -321,4 +322,62 @@ fn multi_queue_tap_opens_one_tap_per_queue() {
             .to_string();
         assert!(err.contains("needs 10 bytes of pool headroom"), "{err}");
     });
+}
+
+/// zc-httpd on an offload TAP sends file pages remapped into the TCP ring as
+/// 64 KiB segments: curl gets the same 64 MiB, the pool is full at exit.
+#[test]
+fn offload_httpd_serves_64_mib_remapped() {
+    require_root!();
+    let bed = TapBed::new("tsoh", 57);
+    let dir = std::env::temp_dir().join(format!("zc-tso-httpd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let data = random_bytes(64 << 20, 57);
+    let want = sha256_hex(&data);
+    std::fs::write(dir.join("root/big.bin"), &data).unwrap();
+    drop(data);
+    let ip = format!("{}/24", bed.stack_ip());
+    let root = dir.join("root");
+    let args = [
+        "--tap",
+        &bed.tap,
+        "--tap-offload",
+        "--ip",
+        &ip,
+        "--root",
+        root.to_str().unwrap(),
+        "--send-mode",
+        "remap",
+    ];
+    let app = App::start(&bed, "zc-httpd", &args);
+    assert!(app.banner.contains("serving"), "banner: {}", app.banner);
+    let out = dir.join("got.bin");
+    let res = bed
+        .command("curl")
+        .args(["-sS", "--max-time", "60", "-o", out.to_str().unwrap()])
+        .args(["-w", "%{http_code}"])
+        .arg(format!("http://{}/big.bin", bed.stack_ip()))
+        .output()
+        .expect("curl");
+    assert!(
+        res.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&res.stdout), "200");
+    assert_eq!(sha256_hex(&std::fs::read(&out).unwrap()), want);
+    let c = stop_clean(app);
+    assert!(
+        c.tx_bytes / c.tx_pkts > 4000,
+        "tx frames average {} bytes: no TSO",
+        c.tx_bytes / c.tx_pkts
+    );
 }
