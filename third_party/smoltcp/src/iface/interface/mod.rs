@@ -155,6 +155,9 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// ZCSTACK PATCH 3: the connected TCP socket that took the last segment.
+    #[cfg(feature = "socket-tcp")]
+    tcp_last_hit: Option<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -214,7 +217,7 @@ impl Interface {
 
         #[cfg(feature = "segmentation-offload")]
         // Segmentation offload requires checksum offload.
-        // ZCSTACK PATCH 2: name each field only when its protocol is built
+        // ZCSTACK PATCH 4: name each field only when its protocol is built
         // (upstream names `tcpv6` unconditionally and fails to compile
         // without `proto-ipv6`).
         if [
@@ -284,6 +287,8 @@ impl Interface {
                 ip_addrs: Vec::new(),
                 any_ip: false,
                 routes: Routes::new(),
+                #[cfg(feature = "socket-tcp")]
+                tcp_last_hit: None,
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -731,6 +736,12 @@ impl Interface {
 
         let mut result = PollResult::None;
         for item in sockets.items_mut() {
+            // ZCSTACK PATCH 2: a TCP socket whose `poll_at` said, when it was
+            // last dispatched, that it has nothing to send before a segment,
+            // the application or a timer wakes it is not visited.
+            if item.meta.idle.skip(self.inner.now) {
+                continue;
+            }
             if !item
                 .meta
                 .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
@@ -828,6 +839,13 @@ impl Interface {
                     );
                 }
                 Ok(()) => {}
+            }
+            // ZCSTACK PATCH 2: remember when this socket next has work.
+            #[cfg(feature = "socket-tcp")]
+            if let Socket::Tcp(socket) = &item.socket {
+                item.meta.idle = super::socket_meta::EgressIdle::from_poll_at(
+                    socket.poll_at(&mut self.inner),
+                );
             }
         }
         result
