@@ -82,8 +82,12 @@ step build cargo build --release --workspace --bins
 if [[ " ${FAILED[*]} " == *" build "* ]]; then
     skip test "build failed"
 else
-    step test cargo test --release --workspace
+    step test cargo test --release --workspace --no-fail-fast
 fi
+# The vendored smoltcp is outside the workspace: run its own unit tests,
+# which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
+step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
 
 echo
 echo "=== leftovers: zc* namespaces, links and processes"

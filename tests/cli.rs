@@ -6,7 +6,11 @@ use zcstack_tests::netns::{TapBed, bin};
 use zcstack_tests::require_root;
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin("zc-echo"))
+    run_bin("zc-echo", args)
+}
+
+fn run_bin(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin(name))
         .args(args)
         .output()
         .expect("run zc-echo");
@@ -64,4 +68,45 @@ fn missing_capability_is_named() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_one_line(&err);
     assert!(err.contains("needs CAP_NET_ADMIN"), "{err}");
+}
+
+#[test]
+fn zc_perf_wants_device_flags_only_without_kernel() {
+    let (code, err) = run_bin("zc-perf", &["client", "--server", "10.200.0.1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("needs --tap NAME or --xdp IFACE, and --ip ADDR/PREFIX (or --kernel"),
+        "{err}"
+    );
+    let (code, err) = run_bin(
+        "zc-perf",
+        &[
+            "server",
+            "--kernel",
+            "--tap",
+            "zcx",
+            "--ip",
+            "10.200.0.2/24",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("--kernel uses the kernel's stack: drop --tap"),
+        "{err}"
+    );
+    let (code, err) = run_bin(
+        "zc-perf",
+        &[
+            "client",
+            "--kernel",
+            "--server",
+            "10.200.0.1",
+            "--bytes",
+            "lots",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a byte count like"), "{err}");
 }

@@ -1,29 +1,11 @@
 //! zc-echo on a TAP device inside its own namespace, with kernel TCP clients
 //! on the other side (root only; CI runs these).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zcstack_tests::netns::{App, TapBed};
-use zcstack_tests::{random_bytes, require_root, sha256_hex};
-
-/// Sends `data` to `addr` and reads the echo back (both directions at once).
-fn echo_through(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let len = data.len();
-    let writer = std::thread::spawn(move || {
-        w.write_all(&data).expect("write");
-        w.shutdown(Shutdown::Write).expect("shutdown");
-    });
-    let mut got = Vec::with_capacity(len);
-    s.read_to_end(&mut got).expect("read echo");
-    writer.join().unwrap();
-    got
-}
+use zcstack_tests::{echo_through, echo_through_slowly, random_bytes, require_root, sha256_hex};
 
 /// Echoes `len` seeded random bytes through the stack in `bed` from a kernel
 /// client and asserts they come back identical.
@@ -39,12 +21,14 @@ fn assert_echo(bed: &TapBed, len: usize, seed: u64) {
 }
 
 fn start_echo(bed: &TapBed) -> App {
+    start_echo_with(bed, &[])
+}
+
+fn start_echo_with(bed: &TapBed, extra: &[&str]) -> App {
     let ip = format!("{}/24", bed.stack_ip());
-    let app = App::start(
-        bed,
-        "zc-echo",
-        &["--tap", &bed.tap, "--ip", &ip, "--port", "7"],
-    );
+    let mut args = vec!["--tap", &bed.tap, "--ip", &ip, "--port", "7"];
+    args.extend_from_slice(extra);
+    let app = App::start(bed, "zc-echo", &args);
     assert!(
         app.banner.contains("listening on"),
         "banner: {}",
@@ -127,5 +111,42 @@ fn garbage_frames_do_not_crash_the_stack() {
     // Still answering: ping, and a clean echo.
     assert!(bed.ping(&bed.stack_ip(), 2), "stack stopped answering ping");
     assert_echo(&bed, 1 << 20, 13);
+    stop_clean(app);
+}
+
+/// Kernel clients that stop reading for a while against a server that reads
+/// only what it can echo at once (no read-ahead): both receive windows close
+/// and the kernel probes the stack's zero window. smoltcp 0.14 dropped the
+/// kernel's later ACKs whole when their sequence number lay beyond its zero
+/// (or, through window-scale rounding, shrunk) window, so neither side saw
+/// its data acknowledged and the transfer never finished. Fixed in
+/// third_party/smoltcp (ZCSTACK-PATCHES.md, RFC 9293 3.10.7.4).
+#[test]
+fn zero_window_with_slow_readers_completes() {
+    require_root!();
+    let bed = TapBed::new("zwin", 15);
+    let app = start_echo_with(&bed, &["--read-ahead", "1"]);
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let t = Instant::now();
+    let results = bed.within(move || {
+        let clients: Vec<_> = (0..8u64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let data = random_bytes(2 << 20, 200 + i);
+                    let want = sha256_hex(&data);
+                    let delay = Duration::from_millis(300 + 100 * i);
+                    (want, sha256_hex(&echo_through_slowly(addr, data, delay)))
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client panicked (stalled?)"))
+            .collect::<Vec<_>>()
+    });
+    eprintln!("8 slow readers echoed 2 MiB each in {:?}", t.elapsed());
+    for (i, (want, got)) in results.iter().enumerate() {
+        assert_eq!(want, got, "client {i} got different bytes back");
+    }
     stop_clean(app);
 }

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use smoltcp::wire::{TcpControl, TcpSeqNumber};
 use zcstack::{Clock, Stack, TcpState};
 use zcstack_driver::wire::{self, WireConfig, WireEnd};
 use zcstack_driver::{Pool, PoolConfig};
+use zcstack_tests::rawtcp::{RawPeer, Segment};
 use zcstack_tests::{random_bytes, sha256_hex};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -261,4 +263,230 @@ fn simultaneous_connects_are_all_accepted() {
     }
     assert_eq!(bed.b.stats().tcp_open, 0);
     bed.assert_pools_full();
+}
+
+/// A slow reader closes its receive window while both directions are busy:
+/// client a sends 4 MiB to an echo server on b that reads only what it can
+/// write back at once (no read-ahead), and a reads nothing back for the first
+/// 5 simulated seconds. Both windows close, both stacks probe, and the echo
+/// must finish once a drains. (smoltcp's own probes don't move its SND.NXT,
+/// so this passes with or without the zero-window patch;
+/// `ack_beyond_a_zero_window_is_taken` below is the case that needs it.)
+#[test]
+fn zero_window_with_a_slow_reader_recovers() {
+    let mut bed = bed(WireConfig::default(), true);
+    let sim = bed.sim.clone().expect("manual clock");
+    let data = random_bytes(4 << 20, 44);
+    let listener = bed.b.tcp_listen(7, 4).unwrap();
+    let client = bed.a.tcp_connect(SocketAddrV4::new(B, 7)).unwrap();
+    let mut server = None;
+    let (mut sent, mut echoed) = (0, 0);
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0u8; 65536];
+    let (mut shut, mut server_eof) = (false, false);
+    // Reading starts after 5 simulated seconds: long enough for both windows
+    // to close and for both sides to send zero-window probes.
+    let read_from_us = 5_000_000;
+    let limit_us = 120_000_000;
+    let wall = Instant::now() + Duration::from_secs(60);
+    while got.len() < data.len() {
+        let now_us = sim.load(Ordering::Relaxed);
+        assert!(
+            now_us < limit_us && Instant::now() < wall,
+            "stalled at {} simulated s: a sent {sent}, b echoed {echoed}, a got {} of {}",
+            now_us / 1_000_000,
+            got.len(),
+            data.len()
+        );
+        let mut progress = false;
+        if server.is_none() {
+            server = bed.b.tcp_accept(listener);
+        }
+        if bed.a.tcp_state(client) == TcpState::Established {
+            if sent < data.len() {
+                if let Ok(n) = bed.a.tcp_write(client, &data[sent..]) {
+                    sent += n;
+                    progress = true;
+                }
+            } else if !shut {
+                bed.a.tcp_shutdown(client).unwrap();
+                shut = true;
+            }
+        }
+        if let Some(s) = server {
+            // Echo without read-ahead: read only what fits in the send ring.
+            let room = bed.b.tcp_send_room(s).min(buf.len());
+            if room > 0 && !server_eof {
+                match bed.b.tcp_read(s, &mut buf[..room]) {
+                    Ok(0) => {
+                        server_eof = true;
+                        bed.b.tcp_shutdown(s).unwrap();
+                    }
+                    Ok(n) => {
+                        assert_eq!(bed.b.tcp_write(s, &buf[..n]).unwrap(), n);
+                        echoed += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("server read: {e}"),
+                }
+            }
+        }
+        if now_us >= read_from_us {
+            match bed.a.tcp_read(client, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    progress = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+        bed.step(progress);
+    }
+    eprintln!(
+        "echoed {} bytes in {:.1} simulated s",
+        got.len(),
+        sim.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    assert_eq!(got.len(), data.len());
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+    bed.a.tcp_close(client).unwrap();
+    if let Some(s) = server {
+        bed.b.tcp_close(s).unwrap();
+    }
+    for _ in 0..5000 {
+        bed.step(false);
+    }
+    bed.assert_pools_full();
+}
+
+/// Polls the stack for `ms` simulated milliseconds, 1 ms a step; returns the
+/// segments the scripted peer received meanwhile.
+fn run_peer(
+    stack: &mut Stack<WireEnd>,
+    peer: &mut RawPeer,
+    sim: &AtomicI64,
+    ms: u32,
+) -> Vec<Segment> {
+    let mut segs = Vec::new();
+    for _ in 0..ms {
+        stack.poll();
+        segs.extend(peer.receive());
+        sim.fetch_add(1000, Ordering::Relaxed);
+    }
+    segs
+}
+
+/// The case two stacks don't produce by themselves: a peer whose window probe
+/// carries one new byte and counts it as sent (SND.NXT moves past the stack's
+/// zero window), then acknowledges the stack's data with a pure ACK whose
+/// SEG.SEQ is that SND.NXT. A Linux peer lands in the same place when the
+/// stack's window-scaled right edge moves left after Linux sent up to it.
+/// RFC 9293 3.10.7.4: with a zero window, valid ACKs are still accepted.
+/// Unpatched smoltcp 0.14 dropped the segment whole ("zero-length segment not
+/// inside zero-length window") and retransmitted acknowledged data forever.
+#[test]
+fn ack_beyond_a_zero_window_is_taken() {
+    let pa = PoolConfig::new().frames(256).build().unwrap();
+    let pb = PoolConfig::new().frames(256).build().unwrap();
+    let (ea, eb) = wire::pair(pa.clone(), pb.clone(), WireConfig::default());
+    let sim = Arc::new(AtomicI64::new(0));
+    let mut stack = Stack::builder(eb)
+        .ip(B, 24)
+        .seed(2)
+        .clock(Clock::Manual(sim.clone()))
+        .tcp_buffers(4096, 4096)
+        .build()
+        .unwrap();
+    let mut peer = RawPeer::new(ea, A, B, stack.mac(), (40000, 7));
+    let listener = stack.tcp_listen(7, 1).unwrap();
+
+    // Handshake (no window scaling: every window below is in bytes).
+    let mut snd_nxt = TcpSeqNumber(1000);
+    peer.send(TcpControl::Syn, snd_nxt, None, 65535, &[]);
+    let segs = run_peer(&mut stack, &mut peer, &sim, 10);
+    let synack = segs
+        .iter()
+        .find(|s| s.control == TcpControl::Syn)
+        .expect("SYN-ACK");
+    snd_nxt += 1;
+    let mut rcv_nxt = synack.seq + 1;
+    peer.send(TcpControl::None, snd_nxt, Some(rcv_nxt), 65535, &[]);
+    run_peer(&mut stack, &mut peer, &sim, 10);
+    let conn = stack.tcp_accept(listener).expect("accepted");
+
+    // The peer fills the 4096-byte window; the stack's app reads nothing.
+    let data = random_bytes(4097, 45);
+    for chunk in data[..4096].chunks(1460) {
+        peer.send(TcpControl::Psh, snd_nxt, Some(rcv_nxt), 65535, chunk);
+        snd_nxt += chunk.len();
+    }
+    let segs = run_peer(&mut stack, &mut peer, &sim, 50);
+    let last = segs.last().expect("an ACK");
+    assert_eq!((last.ack, last.window), (Some(snd_nxt), 0), "window closed");
+
+    // Window probe with one new byte, which the peer counts as sent.
+    peer.send(
+        TcpControl::Psh,
+        snd_nxt,
+        Some(rcv_nxt),
+        65535,
+        &data[4096..],
+    );
+    snd_nxt += 1;
+    let segs = run_peer(&mut stack, &mut peer, &sim, 50);
+    assert!(
+        segs.iter()
+            .any(|s| s.ack == Some(snd_nxt - 1) && s.window == 0),
+        "probe refused with an ACK: {segs:?}"
+    );
+
+    // The stack sends 1000 bytes; the peer acknowledges them from SEG.SEQ =
+    // its SND.NXT, one past the stack's zero window.
+    let reply = random_bytes(1000, 46);
+    assert_eq!(stack.tcp_write(conn, &reply).unwrap(), 1000);
+    let segs = run_peer(&mut stack, &mut peer, &sim, 50);
+    let sent: Vec<u8> = segs.iter().flat_map(|s| s.payload.clone()).collect();
+    assert_eq!(sent, reply);
+    rcv_nxt += 1000;
+    peer.send(TcpControl::None, snd_nxt, Some(rcv_nxt), 65535, &[]);
+    // 3 simulated seconds: well past smoltcp's 1 s minimum RTO.
+    let segs = run_peer(&mut stack, &mut peer, &sim, 3000);
+    let resent = segs.iter().filter(|s| !s.payload.is_empty()).count();
+    assert_eq!(
+        stack.tcp_unacked(conn),
+        0,
+        "the stack took the ACK beyond its zero window ({resent} retransmissions)"
+    );
+    assert_eq!(resent, 0, "acknowledged data was retransmitted");
+
+    // The slow reader drains: the window opens, and the probe byte, sent
+    // again, is taken.
+    let mut got = vec![0u8; 4096];
+    assert_eq!(stack.tcp_read(conn, &mut got).unwrap(), 4096);
+    let segs = run_peer(&mut stack, &mut peer, &sim, 50);
+    assert!(
+        segs.iter().any(|s| s.window > 0),
+        "window update after the read: {segs:?}"
+    );
+    peer.send(
+        TcpControl::Psh,
+        snd_nxt - 1,
+        Some(rcv_nxt),
+        65535,
+        &data[4096..],
+    );
+    run_peer(&mut stack, &mut peer, &sim, 50);
+    let mut last_byte = [0u8; 8];
+    assert_eq!(stack.tcp_read(conn, &mut last_byte).unwrap(), 1);
+    got.push(last_byte[0]);
+    assert_eq!(sha256_hex(&got), sha256_hex(&data));
+
+    stack.tcp_abort(conn).unwrap();
+    run_peer(&mut stack, &mut peer, &sim, 10);
+    drop((stack, peer));
+    assert_eq!(pa.stats().free, pa.capacity(), "peer's pool is full again");
+    assert_eq!(pb.stats().free, pb.capacity(), "stack's pool is full again");
 }

@@ -1,7 +1,10 @@
-//! Shared pieces of the zcstack apps (`zc-echo`, and the ones to come): the
-//! device flags every app accepts, opening the driver and building the
-//! stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! Shared pieces of the zcstack apps (`zc-echo`, `zc-perf`, and the ones to
+//! come): the device flags every app accepts, opening the driver and building
+//! the stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
+//! [`perf`] holds zc-perf's wire protocol and report.
 #![deny(unsafe_code)]
+
+pub mod perf;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use clap::{Args, Parser};
 use zcstack::{Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::Tap;
+use zcstack_driver::xdp::{self, AttachMode, Xdp, XdpConfig};
 use zcstack_driver::{Driver, PoolConfig};
 
 /// The driver type the apps run on (TAP, optionally wrapped for pcap capture).
@@ -24,8 +28,23 @@ pub type AppDriver = Box<dyn Driver>;
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
     /// Create, or attach to, the TAP device NAME in the current network namespace.
-    #[arg(long, value_name = "NAME")]
-    pub tap: String,
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present = "xdp",
+        conflicts_with = "xdp"
+    )]
+    pub tap: Option<String>,
+    /// Run on interface IFACE with AF_XDP (the kernel keeps no address on it).
+    #[arg(long, value_name = "IFACE")]
+    pub xdp: Option<String>,
+    /// With --xdp: the device queue to bind to (default 0).
+    #[arg(long, value_name = "N", requires = "xdp")]
+    pub queue: Option<u32>,
+    /// With --xdp: where the XDP program runs: native, generic, or auto
+    /// (native, then generic) (default auto).
+    #[arg(long, value_name = "MODE", requires = "xdp")]
+    pub xdp_mode: Option<AttachMode>,
     /// The stack's IPv4 address and prefix length.
     #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
     pub ip: (Ipv4Addr, u8),
@@ -41,7 +60,8 @@ pub struct DeviceArgs {
     /// Write every frame the stack sends and receives to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Frames in the buffer pool (2 KiB each).
+    /// Frames in the buffer pool (2 KiB each; with AF_XDP at a jumbo MTU the
+    /// frames are larger and fewer, for the same memory).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub pool_frames: u32,
 }
@@ -83,21 +103,28 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 
 /// Parses the command line; on a usage error prints one line and exits with 2.
 pub fn parse_args<T: Parser>(app: &str) -> T {
-    match T::try_parse() {
-        Ok(t) => t,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                std::process::exit(0);
-            }
-            let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            eprintln!("{app}: {line} (try --help)");
-            std::process::exit(2);
-        }
+    T::try_parse().unwrap_or_else(|e| usage_exit(app, e))
+}
+
+/// Prints a clap error as one line and exits with 2 (help and version: print, exit 0).
+pub fn usage_exit(app: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        std::process::exit(0);
     }
+    let text = e.render().to_string();
+    // The first line, plus the indented list clap puts under it (e.g. which
+    // required arguments are missing), joined into one line.
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    for more in lines.take_while(|l| l.starts_with("  ")) {
+        line.push(' ');
+        line.push_str(more.trim());
+    }
+    eprintln!("{app}: {line} (try --help)");
+    std::process::exit(2);
 }
 
 /// Runs `main`, printing an error as one line (`app: what: why`) with exit code 1.
@@ -114,14 +141,23 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 impl DeviceArgs {
     /// Opens the device and builds the stack.
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
-        let pool = PoolConfig::new()
-            .frames(self.pool_frames)
-            .build()
-            .context("creating the buffer pool")?;
-        let tap = Tap::open(&self.tap, pool)?;
+        if self.tap.is_some() && (self.queue.is_some() || self.xdp_mode.is_some()) {
+            anyhow::bail!("--queue and --xdp-mode apply to --xdp, not to --tap");
+        }
+        let device: AppDriver = match (&self.tap, &self.xdp) {
+            (Some(name), _) => {
+                let pool = PoolConfig::new()
+                    .frames(self.pool_frames)
+                    .build()
+                    .context("creating the buffer pool")?;
+                Box::new(Tap::open(name, pool)?)
+            }
+            (None, Some(iface)) => Box::new(self.open_xdp(iface)?),
+            (None, None) => anyhow::bail!("give a device: --tap NAME or --xdp IFACE"),
+        };
         let driver: AppDriver = match &self.pcap {
-            Some(path) => Box::new(Pcap::create(tap, path)?),
-            None => Box::new(tap),
+            Some(path) => Box::new(Pcap::create(device, path)?),
+            None => device,
         };
         let stack = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
@@ -130,6 +166,41 @@ impl DeviceArgs {
             .build()?;
         Ok(stack)
     }
+}
+
+impl DeviceArgs {
+    /// AF_XDP on `iface`: pool frames sized for its MTU, rings sized for the pool.
+    fn open_xdp(&self, iface: &str) -> anyhow::Result<Xdp> {
+        let mtu = xdp::interface_mtu(iface)?;
+        let frame_size = xdp::frame_size_for_mtu(mtu);
+        let bytes = self.pool_frames as u64 * 2048;
+        let frames = (bytes / frame_size as u64).max(1024) as u32;
+        // The fill ring may park a quarter of the pool in the kernel: the
+        // largest power of two up to that, from 64 to 2048 entries.
+        let quarter = (frames / 4).clamp(64, 2048);
+        let ring = 1 << (31 - quarter.leading_zeros());
+        let pool = PoolConfig::new()
+            .frames(frames)
+            .frame_size(frame_size)
+            .build()
+            .context("creating the buffer pool")?;
+        let cfg = XdpConfig::new(iface)
+            .queue(self.queue.unwrap_or(0))
+            .mode(self.xdp_mode.unwrap_or_default())
+            .ring_size(ring);
+        Ok(Xdp::open(&cfg, pool)?)
+    }
+}
+
+/// Stops the stack and returns its final counters, with the pool counted
+/// after the driver let go of every frame (frames an AF_XDP driver lent the
+/// kernel come back when it closes), so `pool.in_use` is what really leaked.
+pub fn shutdown<D: Driver>(stack: Stack<D>) -> StackStats {
+    let mut s = stack.stats();
+    let pool = stack.driver().pool().clone();
+    drop(stack);
+    s.pool = pool.stats();
+    s
 }
 
 /// Set when the user pressed Ctrl-C (or sent SIGTERM).

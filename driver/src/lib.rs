@@ -3,9 +3,9 @@
 //! A received packet's path through this crate:
 //!
 //! ```text
-//!  TAP fd / in-memory wire ──rx_burst──► Frame (owned handle into the Pool)
+//!  AF_XDP RX ring / TAP fd / wire ──rx_burst──► Frame (owned handle into the Pool)
 //!                                          │  (handed to the stack by value)
-//!  TAP fd / in-memory wire ◄─tx_burst──  Frame filled by the stack
+//!  AF_XDP TX ring / TAP fd / wire ◄─tx_burst──  Frame filled by the stack
 //! ```
 //!
 //! Modules:
@@ -16,8 +16,13 @@
 //! - [`tap`]: a Linux TAP device, read and written straight from pool frames.
 //! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
 //!   the unprivileged device used by deterministic tests.
+//! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
+//!   frames; a six-instruction redirect program loaded with raw `bpf(2)`.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
-//! - `sys`: the few raw syscalls; with `pool`, the only modules with `unsafe`.
+//! - `sys`: the few raw syscalls; with `pool` and `xdp`'s ring, socket and
+//!   bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
+//!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
+//!   beside zcstack (`zc-perf --kernel`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -26,8 +31,10 @@ pub mod pool;
 mod sys;
 pub mod tap;
 pub mod wire;
+pub mod xdp;
 
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
+pub use sys::{TcpInfo, tcp_info};
 
 use std::io;
 use std::time::Duration;
@@ -47,6 +54,33 @@ pub struct DriverStats {
     pub rx_dropped_no_frame: u64,
     /// Frames the device refused or lost on transmit.
     pub tx_errors: u64,
+    /// Received bytes the driver copied in user space (AF_XDP reassembling a
+    /// multi-buffer packet); 0 for drivers that never copy.
+    pub rx_copied_bytes: u64,
+    /// Received frames the driver dropped as malformed or too large.
+    pub rx_errors: u64,
+    /// TX wake-up syscalls (AF_XDP `sendto` kicks): one per burst, not per packet.
+    pub tx_kicks: u64,
+    /// The kernel's own counters for the device, where it keeps them.
+    pub kernel: KernelStats,
+}
+
+/// The kernel's counters for an AF_XDP socket (`XDP_STATISTICS`); all zero
+/// for devices that have none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets the kernel dropped for reasons other than a full ring.
+    pub rx_dropped: u64,
+    /// Packets dropped because the RX ring was full (the app was too slow).
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty (no buffer to receive into).
+    pub fill_ring_empty: u64,
+    /// Invalid RX descriptors.
+    pub rx_invalid_descs: u64,
+    /// Invalid TX descriptors.
+    pub tx_invalid_descs: u64,
+    /// Times the kernel found the TX ring empty when woken.
+    pub tx_ring_empty: u64,
 }
 
 /// A poll-mode device that moves bursts of pool frames.
@@ -69,6 +103,18 @@ pub trait Driver {
     fn stats(&self) -> DriverStats;
     /// A short description for logs, e.g. `tap zctap0`.
     fn describe(&self) -> String;
+    /// The device's own MAC address, if it has one the stack should use
+    /// (a real interface filters on it); `None` lets the stack pick.
+    fn mac(&self) -> Option<[u8; 6]> {
+        None
+    }
+    /// Whether every received frame was built by this machine's own kernel
+    /// (a veth peer), which may leave TCP/UDP checksums partial when its
+    /// checksum offload is on. The stack then skips verifying checksums on
+    /// receive, as the kernel itself does for such frames. Default false.
+    fn rx_checksums_trusted(&self) -> bool {
+        false
+    }
     /// Blocks until the device may have input or `timeout` passes; the
     /// stack calls it when idle. The default sleeps.
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -95,6 +141,12 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     }
     fn describe(&self) -> String {
         (**self).describe()
+    }
+    fn mac(&self) -> Option<[u8; 6]> {
+        (**self).mac()
+    }
+    fn rx_checksums_trusted(&self) -> bool {
+        (**self).rx_checksums_trusted()
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         (**self).wait(timeout)

@@ -86,6 +86,12 @@ impl<D: Driver> Driver for Pcap<D> {
     fn describe(&self) -> String {
         format!("{} (recording pcap)", self.inner.describe())
     }
+    fn mac(&self) -> Option<[u8; 6]> {
+        self.inner.mac()
+    }
+    fn rx_checksums_trusted(&self) -> bool {
+        self.inner.rx_checksums_trusted()
+    }
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
         self.inner.wait(timeout)
     }

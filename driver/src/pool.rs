@@ -94,7 +94,8 @@ impl PoolConfig {
         self.frames = n;
         self
     }
-    /// Size of each frame in bytes: a power of two from 2048 to 65536.
+    /// Size of each frame in bytes: a power of two from 2048 to 131072 (a
+    /// frame holds one whole Ethernet frame, so MTU 65535 needs 128 KiB).
     pub fn frame_size(mut self, bytes: u32) -> Self {
         self.frame_size = bytes;
         self
@@ -111,9 +112,9 @@ impl PoolConfig {
     }
 
     fn validate(&self) -> Result<(), PoolError> {
-        if !self.frame_size.is_power_of_two() || !(2048..=65536).contains(&self.frame_size) {
+        if !self.frame_size.is_power_of_two() || !(2048..=131072).contains(&self.frame_size) {
             return Err(PoolError::Config(format!(
-                "frame size {} must be a power of two from 2048 to 65536",
+                "frame size {} must be a power of two from 2048 to 131072",
                 self.frame_size
             )));
         }
@@ -367,6 +368,19 @@ impl Pool {
     /// The memfd backing the pool (to register it as a UMEM or share it).
     pub fn memfd(&self) -> &std::fs::File {
         &self.shared.file
+    }
+    /// Records that `delta` frames were lent to (positive) or returned by
+    /// (negative) the kernel, for [`PoolStats::in_kernel`].
+    pub(crate) fn kernel_lent(&self, delta: isize) {
+        if delta >= 0 {
+            self.shared
+                .in_kernel
+                .fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            self.shared
+                .in_kernel
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
     /// Whether `frame` belongs to this pool.
     pub fn owns(&self, frame: &Frame) -> bool {

@@ -71,6 +71,7 @@ pub union IfReqData {
     pub flags: libc::c_short,
     pub int: libc::c_int,
     pub hwaddr: libc::sockaddr,
+    pub data: *mut libc::c_void,
     _pad: [u8; 24],
 }
 
@@ -105,6 +106,53 @@ pub enum IfReqIoctl {
     GetFlags,
     SetFlags,
     GetMtu,
+    GetHwAddr,
+}
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h), for `ETHTOOL_GDRVINFO`.
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+const _: () = assert!(std::mem::size_of::<EthtoolDrvinfo>() == 196);
+const ETHTOOL_GDRVINFO: u32 = 3;
+
+/// The kernel driver behind interface `name` (`ethtool -i`), e.g. `veth`.
+pub fn ethtool_driver(name: &str) -> io::Result<String> {
+    let sock = ioctl_socket()?;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut req = IfReq::new(name)?;
+    req.data.data = (&mut info as *mut EthtoolDrvinfo).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO reads the ifreq and writes one
+    // `ethtool_drvinfo` through `ifr_data`, which points at `info`, alive and
+    // exclusively borrowed for the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as libc::Ioctl, &mut req) })?;
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
 impl IfReqIoctl {
@@ -114,6 +162,7 @@ impl IfReqIoctl {
             IfReqIoctl::GetFlags => libc::SIOCGIFFLAGS as libc::Ioctl,
             IfReqIoctl::SetFlags => libc::SIOCSIFFLAGS as libc::Ioctl,
             IfReqIoctl::GetMtu => libc::SIOCGIFMTU as libc::Ioctl,
+            IfReqIoctl::GetHwAddr => libc::SIOCGIFHWADDR as libc::Ioctl,
         }
     }
 }
@@ -161,6 +210,28 @@ pub fn ifreq_int(req: &IfReq) -> libc::c_int {
     unsafe { req.data.int }
 }
 
+/// The hardware address an interface's `ifreq` carries after `SIOCGIFHWADDR`.
+pub fn ifreq_hwaddr(req: &IfReq) -> [u8; 6] {
+    // SAFETY: the union is fully initialised and every bit pattern is a valid sockaddr.
+    let sa = unsafe { req.data.hwaddr };
+    std::array::from_fn(|i| sa.sa_data[i] as u8)
+}
+
+/// `if_nametoindex(3)`: the interface's index in the current network
+/// namespace, `None` if there is no such interface.
+pub fn if_nametoindex(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// `getrlimit(RLIMIT_MEMLOCK)`.
+pub fn getrlimit_memlock(lim: &mut libc::rlimit) -> io::Result<()> {
+    // SAFETY: `lim` is a valid, exclusively borrowed rlimit for the call.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, lim) }).map(drop)
+}
+
 /// `poll(2)` for readability of `fd`, at most `timeout` (rounded up to 1 ms).
 pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
     let mut pfd = libc::pollfd {
@@ -174,4 +245,53 @@ pub fn wait_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
         _ => Ok(()),
     }
+}
+
+/// The start of Linux's `struct tcp_info` (`linux/tcp.h`), through
+/// `tcpi_bytes_retrans` (Linux 4.19+; an older kernel fills less and the
+/// rest stays zero). Only the counters tools report are public.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpInfo {
+    head: [u8; 8],
+    times_and_metrics: [u32; 23],
+    /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
+    pub total_retrans: u32,
+    rates: [u64; 2],
+    /// Bytes the peer acknowledged (`tcpi_bytes_acked`).
+    pub bytes_acked: u64,
+    /// Bytes received in order (`tcpi_bytes_received`).
+    pub bytes_received: u64,
+    /// Segments sent, retransmissions and pure ACKs included (`tcpi_segs_out`).
+    pub segs_out: u32,
+    /// Segments received (`tcpi_segs_in`).
+    pub segs_in: u32,
+    more: [u32; 4],
+    delivery: [u64; 4],
+    delivered: [u32; 2],
+    /// Payload bytes sent, retransmissions included (`tcpi_bytes_sent`).
+    pub bytes_sent: u64,
+    /// Payload bytes retransmitted (`tcpi_bytes_retrans`).
+    pub bytes_retrans: u64,
+}
+const _: () = assert!(std::mem::size_of::<TcpInfo>() == 216);
+const _: () = assert!(std::mem::offset_of!(TcpInfo, total_retrans) == 100);
+const _: () = assert!(std::mem::offset_of!(TcpInfo, segs_out) == 136);
+
+/// `getsockopt(fd, IPPROTO_TCP, TCP_INFO)` (tcp(7)) of a kernel TCP socket.
+pub fn tcp_info(fd: &impl AsRawFd) -> io::Result<TcpInfo> {
+    let mut info = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: `info` is a plain-data struct valid for writes of `len` bytes,
+    // and `len` is a valid socklen_t the kernel may lower; both outlive the call.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info)
 }

@@ -15,7 +15,7 @@
 //! lengths of each frame), because those are the bytes smoltcp copies between
 //! its socket rings and frames: copy #1 in each direction of DESIGN.md's budget.
 
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use zcstack_driver::{Driver, Frame, Pool};
 
@@ -60,12 +60,15 @@ pub(crate) struct Port<D: Driver> {
     pub rx_budget: usize,
     pub counters: PortCounters,
     mtu: usize,
+    /// The driver's [`Driver::rx_checksums_trusted`], read once.
+    trusted_checksums: bool,
 }
 
 impl<D: Driver> Port<D> {
     pub fn new(driver: D, burst: usize) -> Port<D> {
         let pool = driver.pool().clone();
         let mtu = driver.mtu() + ETH_HLEN;
+        let trusted_checksums = driver.rx_checksums_trusted();
         Port {
             driver,
             pool,
@@ -76,6 +79,7 @@ impl<D: Driver> Port<D> {
             rx_budget: 0,
             counters: PortCounters::default(),
             mtu,
+            trusted_checksums,
         }
     }
 
@@ -187,6 +191,14 @@ impl<D: Driver> Device for Port<D> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu;
         caps.max_burst_size = None;
+        if self.trusted_checksums {
+            // Frames from this machine's kernel (veth) may carry partial
+            // checksums (offloaded); verify none on receive, compute all on send.
+            caps.checksum.ipv4 = Checksum::Tx;
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+            caps.checksum.icmpv4 = Checksum::Tx;
+        }
         caps
     }
 }

@@ -143,7 +143,11 @@ impl<D: Driver> StackBuilder<D> {
             )));
         }
         let o = addr.octets();
-        let mac = self.mac.unwrap_or([0x02, 0x5a, o[0], o[1], o[2], o[3]]);
+        // The device's own MAC if it has one (a real NIC filters on it).
+        let mac = self
+            .mac
+            .or_else(|| self.driver.mac())
+            .unwrap_or([0x02, 0x5a, o[0], o[1], o[2], o[3]]);
         let mac = EthernetAddress(mac);
         if !mac.is_unicast() {
             return Err(StackError::Config(format!(

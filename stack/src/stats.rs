@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use zcstack_driver::{DriverStats, PoolStats};
+use zcstack_driver::{DriverStats, KernelStats, PoolStats};
 
 /// A snapshot of a stack's counters. Byte counts are cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -62,9 +62,16 @@ pub struct StackStats {
 }
 
 impl StackStats {
-    /// Received frames lost: pool empty in the driver, or driver errors.
+    /// Received frames lost: pool empty in the driver, frames the driver
+    /// rejected, frames the kernel dropped before the driver saw them (AF_XDP:
+    /// RX ring full, other kernel drops), or stack errors.
     pub fn rx_drops(&self) -> u64 {
-        self.driver.rx_dropped_no_frame + self.rx_errors
+        let k = &self.driver.kernel;
+        self.driver.rx_dropped_no_frame
+            + self.driver.rx_errors
+            + k.rx_dropped
+            + k.rx_ring_full
+            + self.rx_errors
     }
 
     /// Frames the stack produced that never reached the device.
@@ -92,12 +99,14 @@ impl StackStats {
     }
 
     /// CPU copies per TCP payload byte on the receive path: smoltcp's frame →
-    /// ring copy plus the application's copy out, per byte received.
+    /// ring copy plus the application's copy out, plus any bytes the driver
+    /// copied (AF_XDP multi-buffer reassembly), per byte received.
     pub fn rx_copies_per_byte(&self) -> f64 {
         if self.tcp_rx_payload == 0 {
             return 0.0;
         }
-        (self.tcp_rx_payload + self.app_read_bytes) as f64 / self.tcp_rx_payload as f64
+        (self.tcp_rx_payload + self.app_read_bytes + self.driver.rx_copied_bytes) as f64
+            / self.tcp_rx_payload as f64
     }
 }
 
@@ -115,6 +124,18 @@ impl fmt::Display for StackStats {
             self.tx_drops(),
             self.tcp_open,
             self.pool
-        )
+        )?;
+        let k = &d.kernel;
+        if *k != KernelStats::default() {
+            write!(
+                f,
+                ", kernel: rx ring full {}, fill ring empty {}, dropped {}, invalid descs {}",
+                k.rx_ring_full,
+                k.fill_ring_empty,
+                k.rx_dropped,
+                k.rx_invalid_descs + k.tx_invalid_descs
+            )?;
+        }
+        Ok(())
     }
 }

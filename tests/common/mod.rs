@@ -4,8 +4,15 @@
 //! - [`netns`]: creates and always deletes network namespaces, veth pairs and
 //!   TAP devices (names start with `zc`, addresses in 10.200.0.0/16), and runs
 //!   closures inside a namespace on their own thread.
+//! - [`rawtcp`]: a scripted TCP peer on the in-memory wire, for behaviour of
+//!   other TCPs that two zcstack stacks do not show each other.
 
 pub mod netns;
+pub mod rawtcp;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -21,4 +28,54 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; n];
     rng.fill(&mut v);
     v
+}
+
+/// Sends `data` to `addr` and reads the echo back (both directions at once).
+pub fn echo_through(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    echo_through_slowly(addr, data, Duration::ZERO)
+}
+
+/// Like [`echo_through`], but the client reads nothing for `read_delay`
+/// while it keeps sending, so its own and then the server's window close.
+pub fn echo_through_slowly(addr: SocketAddr, data: Vec<u8>, read_delay: Duration) -> Vec<u8> {
+    let mut s = if read_delay.is_zero() {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect")
+    } else {
+        small_buffer_connect(addr)
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let len = data.len();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).expect("write");
+        w.shutdown(Shutdown::Write).expect("shutdown");
+    });
+    std::thread::sleep(read_delay);
+    let mut got = Vec::with_capacity(len);
+    s.read_to_end(&mut got).expect("read echo");
+    writer.join().unwrap();
+    got
+}
+
+/// Connects with 16 KiB socket buffers (set before the handshake, so the
+/// window scale matches), so the client's receive window closes quickly.
+fn small_buffer_connect(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    setsockopt(&fd, sockopt::RcvBuf, &16384).expect("SO_RCVBUF");
+    setsockopt(&fd, sockopt::SndBuf, &16384).expect("SO_SNDBUF");
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).expect("connect");
+    TcpStream::from(fd)
 }

@@ -1,8 +1,11 @@
-//! Network namespaces, TAP devices and app processes for privileged tests.
+//! Network namespaces, TAP devices, veth pairs and app processes for
+//! privileged tests.
 //!
 //! Every name starts with `zc` and every address is in 10.200.0.0/16. A
 //! [`TapBed`] deletes its namespace (and with it the TAP device) when dropped,
-//! also when the test panics; an [`App`] is interrupted, then killed, when dropped.
+//! also when the test panics; so does a [`VethBed`] (built by
+//! `scripts/netns.sh`) with its two namespaces; an [`App`] is interrupted,
+//! then killed, when dropped.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -44,6 +47,39 @@ pub fn sh(cmd: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Where an app runs: something that can start a program inside a namespace.
+pub trait Namespace {
+    /// A command that runs `program` inside the namespace.
+    fn command(&self, program: &str) -> Command;
+}
+
+/// Runs `f` on a thread that has joined namespace `ns` (sockets it opens
+/// live there); returns its result.
+fn within_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn ns_command(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+fn ping_from(ns: &str, addr: &str, count: u32) -> bool {
+    let out = ns_command(ns, "ping")
+        .args(["-c", &count.to_string(), "-W", "2", "-i", "0.2", addr])
+        .output()
+        .expect("ping");
+    out.status.success()
 }
 
 /// A namespace holding a persistent TAP device whose kernel side has an address.
@@ -100,32 +136,148 @@ impl TapBed {
 
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, program]);
-        c
+        ns_command(&self.ns, program)
     }
 
     /// Runs `f` on a thread that has joined this namespace (sockets it opens
     /// live there); returns its result.
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::spawn(move || {
-            let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        within_ns(&self.ns, f)
     }
 
     /// `ping -c N` of `addr` from the kernel side; whether all were answered.
     pub fn ping(&self, addr: &str, count: u32) -> bool {
-        let out = self
-            .command("ping")
-            .args(["-c", &count.to_string(), "-W", "2", "-i", "0.2", addr])
-            .output()
-            .expect("ping");
-        out.status.success()
+        ping_from(&self.ns, addr, count)
+    }
+}
+
+impl Namespace for TapBed {
+    fn command(&self, program: &str) -> Command {
+        ns_command(&self.ns, program)
+    }
+}
+
+/// Options of a [`VethBed`] (`scripts/netns.sh up … --mtu --offloads --queues`).
+#[derive(Clone, Copy, Debug)]
+pub struct VethOpts {
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Kernel offloads (TSO, GSO, GRO, checksums) on both ends.
+    pub offloads: bool,
+    /// RX/TX queues per end.
+    pub queues: u32,
+}
+
+impl Default for VethOpts {
+    fn default() -> Self {
+        VethOpts {
+            mtu: 1500,
+            offloads: true,
+            queues: 1,
+        }
+    }
+}
+
+/// A server namespace and a client namespace joined by a veth pair, made by
+/// `scripts/netns.sh`. The server end `zcsv0` has no kernel address (the
+/// stack owns it, over AF_XDP); the client end `zccv0` is 10.200.N.1/24.
+pub struct VethBed {
+    /// Server namespace (the stack's).
+    pub server: String,
+    /// Client namespace (kernel peers).
+    pub client: String,
+    /// Third octet of the subnet.
+    pub net: u8,
+}
+
+/// The server end of every [`VethBed`].
+pub const VETH_SERVER: &str = "zcsv0";
+/// The client end of every [`VethBed`].
+pub const VETH_CLIENT: &str = "zccv0";
+
+fn netns_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/netns.sh")
+}
+
+impl VethBed {
+    /// Creates `zc<tag>s<pid>` and `zc<tag>c<pid>` joined by a veth pair on 10.200.`net`.0/24.
+    pub fn new(tag: &str, net: u8, opts: VethOpts) -> VethBed {
+        let pid = std::process::id();
+        let bed = VethBed {
+            server: format!("zc{tag}s{pid}"),
+            client: format!("zc{tag}c{pid}"),
+            net,
+        };
+        // Leftovers of a crashed run of this same process id: remove them.
+        for ns in [&bed.server, &bed.client] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let script = netns_script();
+        sh(&[
+            "bash",
+            script.to_str().expect("utf-8 path"),
+            "up",
+            &bed.server,
+            &bed.client,
+            &format!("10.200.{net}.1/24"),
+            "--mtu",
+            &opts.mtu.to_string(),
+            "--offloads",
+            if opts.offloads { "on" } else { "off" },
+            "--queues",
+            &opts.queues.to_string(),
+        ]);
+        bed
+    }
+
+    /// The stack's address in this bed (`.2`; a second stack uses `.3`).
+    pub fn stack_ip(&self) -> String {
+        format!("10.200.{}.2", self.net)
+    }
+
+    /// A command that runs `program` in the client namespace.
+    pub fn client_command(&self, program: &str) -> Command {
+        ns_command(&self.client, program)
+    }
+
+    /// Runs `f` on a thread in the client namespace.
+    pub fn within_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        within_ns(&self.client, f)
+    }
+
+    /// Runs `f` on a thread in the server namespace.
+    pub fn within_server<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        within_ns(&self.server, f)
+    }
+
+    /// `ping -c N` of `addr` from the client namespace; whether all were answered.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        ping_from(&self.client, addr, count)
+    }
+
+    /// `ip ARGS` in the server namespace.
+    pub fn server_ip(&self, args: &[&str]) -> Output {
+        let mut cmd = vec!["ip", "netns", "exec", &self.server, "ip"];
+        cmd.extend_from_slice(args);
+        sh(&cmd)
+    }
+}
+
+impl Namespace for VethBed {
+    /// Apps run in the server namespace.
+    fn command(&self, program: &str) -> Command {
+        ns_command(&self.server, program)
+    }
+}
+
+impl Drop for VethBed {
+    fn drop(&mut self) {
+        for ns in [&self.client, &self.server] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }
 
@@ -169,9 +321,24 @@ pub struct App {
 
 impl App {
     /// Starts `name ARGS` inside `bed`'s namespace and waits (≤ 10 s) for its first line.
-    pub fn start(bed: &TapBed, name: &str, args: &[&str]) -> App {
-        let mut child = bed
-            .command(bin(name).to_str().expect("utf-8 path"))
+    pub fn start(bed: &impl Namespace, name: &str, args: &[&str]) -> App {
+        Self::spawn(
+            bed.command(bin(name).to_str().expect("utf-8 path")),
+            name,
+            args,
+        )
+    }
+
+    /// Like [`App::start`], pinned to CPU `cpu` (`taskset -c`).
+    pub fn start_pinned(bed: &impl Namespace, cpu: usize, name: &str, args: &[&str]) -> App {
+        let mut cmd = bed.command("taskset");
+        cmd.args(["-c", &cpu.to_string()])
+            .arg(bin(name).to_str().expect("utf-8 path"));
+        Self::spawn(cmd, name, args)
+    }
+
+    fn spawn(mut cmd: Command, name: &str, args: &[&str]) -> App {
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -223,6 +390,14 @@ impl App {
             out.push(l);
         }
         (code, out.join("\n"))
+    }
+}
+
+impl App {
+    /// Kills the app with SIGKILL (no clean-up runs in it) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

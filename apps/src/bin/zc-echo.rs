@@ -1,7 +1,7 @@
 //! zc-echo: a TCP echo server on zcstack.
 //!
 //! ```text
-//! zc-echo --tap zctap0 --ip 10.200.1.2/24 --port 7 [--stats] [--pcap FILE]
+//! zc-echo --tap zctap0 --ip 10.200.1.2/24 --port 7 [--read-ahead BYTES] [--stats] [--pcap FILE]
 //! ```
 //! Every byte a client sends comes back on the same connection; when the
 //! client finishes sending (FIN), the rest is echoed and the connection closed.
@@ -32,14 +32,17 @@ struct Cli {
     /// Connections that may be in setup or waiting to be accepted at once.
     #[arg(long, default_value_t = 128)]
     backlog: usize,
+    /// Bytes held per connection between reading and echoing (the server
+    /// reads on while its send ring is full, up to this much; 1 makes a
+    /// client that stops reading close the server's receive window at once).
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 64 * 1024,
+        value_parser = clap::value_parser!(u32).range(1..=1 << 30)
+    )]
+    read_ahead: u32,
 }
-
-/// Bytes buffered per connection between reading and echoing. The server
-/// keeps reading while its send ring is full, up to this much, so that its
-/// receive window rarely closes: smoltcp 0.14 ignores the ACK field of
-/// segments beyond a zero receive window (after a peer's window probe moves
-/// its sequence number on), which can stall both directions for good.
-const BUF: usize = 1 << 20;
 
 struct Conn {
     conn: TcpConn,
@@ -56,6 +59,7 @@ enum Step {
 
 /// Moves what it can for one connection; `Keep(true)` if bytes moved.
 fn serve(stack: &mut Stack<AppDriver>, c: &mut Conn) -> Step {
+    let cap = c.buf.len();
     let mut moved = false;
     loop {
         let mut blocked = false;
@@ -78,12 +82,12 @@ fn serve(stack: &mut Stack<AppDriver>, c: &mut Conn) -> Step {
             if c.eof {
                 return Step::Done;
             }
-        } else if c.start > BUF / 2 {
+        } else if c.start > cap / 2 {
             c.buf.copy_within(c.start..c.end, 0);
             c.end -= c.start;
             c.start = 0;
         }
-        if c.eof || c.end == BUF {
+        if c.eof || c.end == cap {
             return Step::Keep(moved);
         }
         match stack.tcp_read(c.conn, &mut c.buf[c.end..]) {
@@ -121,7 +125,7 @@ fn main() -> ExitCode {
             while let Some(conn) = stack.tcp_accept(listener) {
                 conns.push(Conn {
                     conn,
-                    buf: vec![0; BUF].into(),
+                    buf: vec![0; cli.read_ahead as usize].into(),
                     start: 0,
                     end: 0,
                     eof: false,
@@ -147,7 +151,7 @@ fn main() -> ExitCode {
             }
             ticker.tick(APP, &stack);
         }
-        let s = stack.stats();
+        let s = zcstack_apps::shutdown(stack);
         println!(
             "{APP}: stopped; {s}; copies per byte rx {:.2} tx {:.2}",
             s.rx_copies_per_byte(),

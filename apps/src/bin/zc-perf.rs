@@ -1,0 +1,581 @@
+//! zc-perf: TCP bulk transfer and UDP packet-rate tests, on zcstack or (with
+//! `--kernel`) on the kernel's stack, so either end can be either.
+//!
+//! ```text
+//! zc-perf server --tap zctap0 --ip 10.200.1.2/24 [--port 5201] [--once] [--json]
+//! zc-perf client --server 10.200.1.1 --kernel [--bytes 64M | --seconds 5] [--reverse]
+//! zc-perf client --server 10.200.1.1 --tap zctap0 --ip 10.200.1.2/24 --udp [--size 64]
+//! ```
+//! The protocol (a 24-byte header from the client, a seeded data pattern the
+//! receiver checks byte for byte, a 16-byte report back) is in
+//! `zcstack_apps::perf`. Each side prints one report per test: payload
+//! Gbit/s, packets/s, retransmissions and CPU seconds per GB.
+#![deny(unsafe_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use zcstack::{Stack, StackStats, TcpConn, TcpState};
+use zcstack_apps::perf::{
+    DEFAULT_PORT, HEADER_LEN, Header, MAX_CHUNK, Pattern, Report, TRAILER_LEN, Trailer,
+    UDP_HEAD_LEN, UdpHead, UdpKind, cpu_time, parse_bytes,
+};
+use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, run, stop_flag, usage_exit};
+
+const APP: &str = "zc-perf";
+/// A server never sends for longer than this, whatever the client asks.
+const SERVER_SEND_CAP: Duration = Duration::from_secs(300);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zc-perf",
+    version,
+    about = "TCP/UDP throughput tests on zcstack or the kernel stack",
+    after_help = "Retransmissions: with --kernel, TCP_INFO's tcpi_total_retrans (segments) and \
+tcpi_bytes_retrans; on zcstack, which does not count them, the TCP payload bytes smoltcp \
+emitted minus the bytes the application wrote during the test (so: payload sent more than once)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Wait for clients and run the tests they ask for.
+    #[command(override_usage = "zc-perf server (--kernel | --tap NAME --ip ADDR/PREFIX) [OPTIONS]")]
+    Server(ServerArgs),
+    /// Run one test against a server.
+    #[command(
+        override_usage = "zc-perf client --server ADDR (--kernel | --tap NAME --ip ADDR/PREFIX) [OPTIONS]"
+    )]
+    Client(ClientArgs),
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Use the kernel's TCP/IP stack (std::net sockets) instead of zcstack;
+    /// then no device flags (--tap, --ip, …).
+    #[arg(long)]
+    kernel: bool,
+    /// The device flags (added to the command in `parse`: required only without --kernel).
+    #[arg(skip)]
+    dev: Option<DeviceArgs>,
+    /// TCP or UDP port of the server.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// UDP packet-rate test instead of TCP bulk transfer.
+    #[arg(long)]
+    udp: bool,
+    /// Print each report as one JSON object (one per line) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Exit after the first test.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The server's IPv4 address.
+    #[arg(long, value_name = "ADDR")]
+    server: Ipv4Addr,
+    /// Stop after this many payload bytes (K, M, G suffixes: powers of 1024).
+    #[arg(long, value_name = "N", value_parser = parse_bytes)]
+    bytes: Option<u64>,
+    /// Stop after this many seconds (default 10, or 60 as a cap with --bytes or --count).
+    #[arg(long, value_name = "S")]
+    seconds: Option<f64>,
+    /// TCP: the server sends and the client receives.
+    #[arg(long)]
+    reverse: bool,
+    /// UDP datagram size in bytes (payload, 16 to 1472).
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(UDP_HEAD_LEN as i64..=1472))]
+    size: u16,
+    /// UDP: stop after this many datagrams.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Seed of the data pattern.
+    #[arg(long, default_value_t = 1)]
+    seed: u32,
+}
+
+impl ClientArgs {
+    fn limit(&self) -> anyhow::Result<Duration> {
+        let bounded = self.bytes.is_some() || self.count.is_some();
+        let secs = self.seconds.unwrap_or(if bounded { 60.0 } else { 10.0 });
+        if !(secs > 0.0 && secs <= 3600.0) {
+            bail!("--seconds must be more than 0 and at most 3600");
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+/// Which stack a side runs on, ready to use.
+enum Net {
+    Kernel,
+    Zc(Box<(Stack<AppDriver>, StatsTicker)>),
+}
+
+fn open(common: &Common) -> anyhow::Result<Net> {
+    match &common.dev {
+        None => Ok(Net::Kernel),
+        Some(dev) => Ok(Net::Zc(Box::new((
+            dev.build_stack()?,
+            StatsTicker::new(dev.stats),
+        )))),
+    }
+}
+
+/// Parses the command line: [`DeviceArgs`] join both subcommands, required
+/// only without `--kernel` and refused with it.
+fn parse() -> Cli {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let with_dev = |c: clap::Command| {
+        // augment_args would put DeviceArgs' doc in place of the subcommand's.
+        let about = c.get_about().cloned().unwrap_or_default();
+        DeviceArgs::augment_args(c)
+            .about(about)
+            .mut_arg("tap", |a| {
+                a.required(false)
+                    .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
+            })
+            .mut_arg("ip", |a| a.required(false))
+    };
+    let m = Cli::command()
+        .mut_subcommand("server", with_dev)
+        .mut_subcommand("client", with_dev)
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_exit(APP, e));
+    let mut cli = Cli::from_arg_matches(&m).unwrap_or_else(|e| usage_exit(APP, e));
+    let Some((_, sm)) = m.subcommand() else {
+        usage_exit(
+            APP,
+            clap::Error::new(clap::error::ErrorKind::MissingSubcommand),
+        )
+    };
+    if let Mode::Client(a) = &cli.mode
+        && a.common.udp
+        && a.reverse
+    {
+        eprintln!(
+            "{APP}: --reverse is for TCP: a UDP test always sends from the client (try --help)"
+        );
+        std::process::exit(2);
+    }
+    let common = match &mut cli.mode {
+        Mode::Server(a) => &mut a.common,
+        Mode::Client(a) => &mut a.common,
+    };
+    let given = |id: &str| sm.value_source(id) == Some(ValueSource::CommandLine);
+    let usage = |msg: &str| -> ! {
+        eprintln!("{APP}: {msg} (try --help)");
+        std::process::exit(2)
+    };
+    if common.kernel {
+        let dev = DeviceArgs::augment_args(clap::Command::new("dev"));
+        if let Some(a) = dev.get_arguments().find(|a| given(a.get_id().as_str())) {
+            usage(&format!(
+                "--kernel uses the kernel's stack: drop --{}",
+                a.get_long().unwrap_or("the device flags")
+            ));
+        }
+    } else if !(given("tap") || given("xdp")) || !given("ip") {
+        usage(
+            "the zcstack side needs --tap NAME or --xdp IFACE, and --ip ADDR/PREFIX \
+             (or --kernel for the kernel's stack)",
+        );
+    } else {
+        common.dev = Some(DeviceArgs::from_arg_matches(sm).unwrap_or_else(|e| usage_exit(APP, e)));
+    }
+    cli
+}
+
+fn main() -> ExitCode {
+    let cli = parse();
+    run(APP, || {
+        let stop = stop_flag()?;
+        match cli.mode {
+            Mode::Server(a) => {
+                let net = open(&a.common)?;
+                server(net, &a, &stop)
+            }
+            Mode::Client(a) => {
+                let net = open(&a.common)?;
+                client(net, &a, &stop)
+            }
+        }
+    })
+}
+
+/// The figures every test measures, captured at its start.
+struct Meter {
+    start: Instant,
+    cpu: Duration,
+    zc: Option<StackStats>,
+}
+
+impl Meter {
+    fn start(stack: Option<&Stack<AppDriver>>) -> Meter {
+        Meter {
+            start: Instant::now(),
+            cpu: cpu_time(),
+            zc: stack.map(|s| s.stats()),
+        }
+    }
+
+    /// Fills time, CPU and (zcstack) packets and retransmitted bytes.
+    fn finish(&self, r: &mut Report, stack: Option<&Stack<AppDriver>>) {
+        r.seconds = self.start.elapsed().as_secs_f64();
+        r.cpu_seconds = (cpu_time().saturating_sub(self.cpu)).as_secs_f64();
+        if let (Some(a), Some(s)) = (&self.zc, stack) {
+            let b = s.stats();
+            r.stack = "zcstack";
+            r.packets = (b.driver.rx_packets - a.driver.rx_packets)
+                + (b.driver.tx_packets - a.driver.tx_packets);
+            if r.proto == "tcp" {
+                let emitted = b.tcp_tx_payload - a.tcp_tx_payload;
+                let written = b.app_write_bytes - a.app_write_bytes;
+                r.retrans_bytes = Some(emitted.saturating_sub(written));
+            }
+        } else {
+            r.stack = "kernel";
+        }
+        r.finish();
+    }
+}
+
+fn banner(json: bool, what: String) {
+    if json {
+        println!("{}", serde_json::json!({ "listening": what }));
+    } else {
+        println!("{APP}: listening on {what}");
+    }
+}
+
+fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let c = &a.common;
+    let proto = if c.udp { "UDP" } else { "TCP" };
+    match net {
+        Net::Kernel => {
+            banner(
+                c.json,
+                format!("0.0.0.0:{} ({proto}, kernel stack)", c.port),
+            );
+            if c.udp {
+                kernel::udp_server(c.port, a.once, c.json, stop)
+            } else {
+                kernel::tcp_server(c.port, a.once, c.json, stop)
+            }
+        }
+        Net::Zc(zc) => {
+            let (mut stack, mut ticker) = *zc;
+            let (ip, _) = stack.ip();
+            let via = stack.driver().describe();
+            banner(
+                c.json,
+                format!("{ip}:{} ({proto}, zcstack via {via})", c.port),
+            );
+            let r = if c.udp {
+                zc::udp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
+            } else {
+                zc::tcp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
+            };
+            final_stats(stack, c.json, true);
+            r
+        }
+    }
+}
+
+fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let c = &a.common;
+    let limit = a.limit()?;
+    let peer = SocketAddrV4::new(a.server, c.port);
+    let header = Header {
+        reverse: a.reverse,
+        bytes: a.bytes.unwrap_or(u64::MAX),
+        millis: limit.as_millis() as u32,
+        seed: a.seed,
+    };
+    let report = match net {
+        Net::Kernel if c.udp => kernel::udp_client(peer, a, limit, stop)?,
+        Net::Kernel => kernel::tcp_client(peer, &header, stop)?,
+        Net::Zc(zc) => {
+            let (mut stack, mut ticker) = *zc;
+            let r = if c.udp {
+                zc::udp_client(&mut stack, &mut ticker, peer, a, limit, stop)
+            } else {
+                zc::tcp_client(&mut stack, &mut ticker, peer, &header, stop)
+            };
+            final_stats(stack, c.json, false);
+            r?
+        }
+    };
+    report.print(APP, c.json);
+    if report.pattern_ok == Some(false) {
+        bail!("the received data did not match the pattern");
+    }
+    Ok(())
+}
+
+/// zc-echo's closing line, with the pool's state. With --json the server
+/// prints it as a JSON object and the client to stderr (its stdout holds
+/// exactly one JSON object, the report).
+fn final_stats(stack: Stack<AppDriver>, json: bool, server: bool) {
+    // Counted after the driver closed, so frames it lent the kernel are back.
+    let s = zcstack_apps::shutdown(stack);
+    let line = format!("{APP}: stopped; {s}");
+    match (json, server) {
+        (false, _) => println!("{line}"),
+        (true, true) => println!(
+            "{}",
+            serde_json::json!({
+                "stopped": line,
+                "pool_in_use": s.pool.in_use,
+                "pool_capacity": s.pool.capacity,
+            })
+        ),
+        (true, false) => eprintln!("{line}"),
+    }
+}
+
+/// Sends `pattern` bytes until `h.bytes` are sent, `limit` passes or `stop`;
+/// `write` returns bytes taken (0 = would block: `wait` is called).
+fn send_loop(
+    h: &Header,
+    limit: Duration,
+    stop: &AtomicBool,
+    mut write: impl FnMut(&[u8]) -> anyhow::Result<usize>,
+    mut wait: impl FnMut(),
+) -> anyhow::Result<(u64, &'static str)> {
+    let pattern = Pattern::new(h.seed);
+    let deadline = Instant::now() + limit.min(Duration::from_millis(h.millis.into()));
+    let mut sent = 0u64;
+    loop {
+        if sent == h.bytes {
+            return Ok((sent, "bytes"));
+        }
+        if Instant::now() >= deadline {
+            return Ok((sent, "time"));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok((sent, "interrupt"));
+        }
+        let n = (h.bytes - sent).min(MAX_CHUNK as u64) as usize;
+        match write(pattern.at(sent, n))? {
+            0 => wait(),
+            n => sent += n as u64,
+        }
+    }
+}
+
+#[path = "zc-perf/kernel.rs"]
+mod kernel;
+
+/// The UDP receiver's bookkeeping for the current run (server side).
+#[derive(Default)]
+struct UdpRx {
+    run: Option<(SocketAddr, u32)>,
+    got: u64,
+    bytes: u64,
+    ok: bool,
+    meter: Option<Meter>,
+    reported: Option<Instant>,
+    /// The run's pattern, made once per run (not per datagram).
+    pattern: Option<Pattern>,
+}
+
+impl UdpRx {
+    /// Handles one datagram; returns the reply to send, if any.
+    fn on_datagram(
+        &mut self,
+        d: &[u8],
+        from: SocketAddr,
+        stack: &'static str,
+        json: bool,
+    ) -> Option<[u8; UDP_HEAD_LEN]> {
+        let head = UdpHead::read(d)?;
+        let this = Some((from, head.run));
+        match head.kind {
+            UdpKind::Data => {
+                if self.run != this {
+                    *self = UdpRx {
+                        run: this,
+                        ok: true,
+                        meter: Some(Meter::start(None)),
+                        pattern: Some(Pattern::new(head.run)),
+                        ..UdpRx::default()
+                    };
+                }
+                if self.reported.is_none() {
+                    self.got += 1;
+                    self.bytes += d.len() as u64;
+                    self.ok &= self
+                        .pattern
+                        .as_ref()
+                        .is_some_and(|p| p.matches(0, &d[UDP_HEAD_LEN..]));
+                }
+                None
+            }
+            UdpKind::End if self.run == this => {
+                if self.reported.is_none() {
+                    self.reported = Some(Instant::now());
+                    let mut r = Report {
+                        side: "server",
+                        role: "receiver",
+                        proto: "udp",
+                        peer: from.to_string(),
+                        bytes: self.bytes,
+                        datagrams: Some(self.got),
+                        peer_count: Some(head.number),
+                        pattern_ok: Some(self.ok),
+                        packets: self.got,
+                        ended_by: "peer",
+                        ..Report::default()
+                    };
+                    if let Some(m) = &self.meter {
+                        m.finish(&mut r, None);
+                    }
+                    r.stack = stack;
+                    r.print(APP, json);
+                }
+                let mut reply = [0u8; UDP_HEAD_LEN];
+                UdpHead {
+                    kind: UdpKind::Result,
+                    run: head.run,
+                    number: self.got,
+                }
+                .write(&mut reply);
+                Some(reply)
+            }
+            // An End for a run that sent nothing we saw.
+            UdpKind::End => {
+                let mut reply = [0u8; UDP_HEAD_LEN];
+                UdpHead {
+                    kind: UdpKind::Result,
+                    run: head.run,
+                    number: 0,
+                }
+                .write(&mut reply);
+                Some(reply)
+            }
+            UdpKind::Result => None,
+        }
+    }
+
+    /// A run was reported at least `linger` ago (its client has had time to
+    /// get the answer).
+    fn done_for(&self, linger: Duration) -> bool {
+        self.reported.is_some_and(|t| t.elapsed() >= linger)
+    }
+}
+
+/// The UDP sender's datagrams and counts (client side).
+struct UdpTx {
+    run: u32,
+    buf: Vec<u8>,
+    count: u64,
+    deadline: Instant,
+    sent: u64,
+    meter: Meter,
+    ended_by: &'static str,
+}
+
+impl UdpTx {
+    fn new(a: &ClientArgs, limit: Duration) -> UdpTx {
+        // The run id doubles as the pattern seed.
+        let run = a.seed ^ std::process::id().rotate_left(16);
+        let mut buf = vec![0u8; a.size as usize];
+        buf[UDP_HEAD_LEN..]
+            .copy_from_slice(Pattern::new(run).at(0, a.size as usize - UDP_HEAD_LEN));
+        UdpTx {
+            run,
+            buf,
+            count: a.count.unwrap_or(u64::MAX),
+            deadline: Instant::now() + limit,
+            sent: 0,
+            meter: Meter::start(None),
+            ended_by: "count",
+        }
+    }
+
+    /// The next datagram to send (`sent` is counted by the caller), or `None` when done.
+    fn next(&mut self, stop: &AtomicBool) -> Option<&[u8]> {
+        if self.sent == self.count {
+            return None;
+        }
+        // The clock and the stop flag every 64 datagrams.
+        if self.sent.is_multiple_of(64) {
+            if Instant::now() >= self.deadline {
+                self.ended_by = "time";
+                return None;
+            }
+            if stop.load(Ordering::Relaxed) {
+                self.ended_by = "interrupt";
+                return None;
+            }
+        }
+        UdpHead {
+            kind: UdpKind::Data,
+            run: self.run,
+            number: self.sent,
+        }
+        .write(&mut self.buf);
+        Some(&self.buf)
+    }
+
+    fn end(&self) -> [u8; UDP_HEAD_LEN] {
+        let mut b = [0u8; UDP_HEAD_LEN];
+        UdpHead {
+            kind: UdpKind::End,
+            run: self.run,
+            number: self.sent,
+        }
+        .write(&mut b);
+        b
+    }
+
+    /// The server's count, if `d` is its answer for this run.
+    fn result(&self, d: &[u8]) -> Option<u64> {
+        let h = UdpHead::read(d)?;
+        (h.kind == UdpKind::Result && h.run == self.run).then_some(h.number)
+    }
+
+    fn report(&self, peer: SocketAddrV4, got: u64, stack: Option<&Stack<AppDriver>>) -> Report {
+        let mut r = Report {
+            side: "client",
+            role: "sender",
+            proto: "udp",
+            peer: peer.to_string(),
+            bytes: self.sent * self.buf.len() as u64,
+            datagrams: Some(self.sent),
+            peer_count: Some(got),
+            packets: self.sent,
+            ended_by: self.ended_by,
+            ..Report::default()
+        };
+        self.meter.finish(&mut r, stack);
+        // Packets/s of a UDP test are the datagrams sent, not every frame.
+        r.packets = self.sent;
+        r.finish();
+        r
+    }
+}
+
+#[path = "zc-perf/zc.rs"]
+mod zc;

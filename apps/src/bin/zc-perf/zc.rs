@@ -1,0 +1,352 @@
+//! zc-perf's tests on zcstack: one test at a time, each a loop that moves
+//! what it can and otherwise polls the stack (the server's other clients wait
+//! in the listen backlog meanwhile).
+
+use super::*;
+
+type Zc = Stack<AppDriver>;
+
+/// Polls once; with `moved`, tells the back-off the app did work.
+fn tick(stack: &mut Zc, ticker: &mut StatsTicker, moved: bool) {
+    if moved {
+        stack.note_activity();
+    }
+    stack.poll_wait();
+    ticker.tick(APP, stack);
+}
+
+/// Reads exactly `buf.len()` bytes, polling as needed.
+fn read_exact(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    c: TcpConn,
+    buf: &mut [u8],
+    limit: Duration,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut got = 0;
+    while got < buf.len() {
+        match stack.tcp_read(c, &mut buf[got..]) {
+            Ok(0) => bail!("the peer closed the connection early"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() > deadline || stop.load(Ordering::Relaxed) {
+                    bail!("timed out after {limit:?}");
+                }
+                tick(stack, ticker, false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data`, polling as needed.
+fn write_all(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    c: TcpConn,
+    mut data: &[u8],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.is_empty() {
+        match stack.tcp_write(c, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                tick(stack, ticker, false)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Polls until everything written on `c` is acknowledged (≤ 5 s).
+fn drain(stack: &mut Zc, ticker: &mut StatsTicker, c: TcpConn) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stack.tcp_unacked(c) > 0 && Instant::now() < deadline {
+        tick(stack, ticker, false);
+    }
+}
+
+pub fn tcp_server(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    port: u16,
+    once: bool,
+    json: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let listener = stack.tcp_listen(port, 16)?;
+    while !stop.load(Ordering::Relaxed) {
+        tick(stack, ticker, false);
+        let Some(c) = stack.tcp_accept(listener) else {
+            continue;
+        };
+        let peer = stack.tcp_peer(c).map_or("?".into(), |p| p.to_string());
+        match serve(stack, ticker, c, stop) {
+            Ok(mut r) => {
+                r.peer = peer;
+                r.print(APP, json);
+            }
+            Err(e) => eprintln!("{APP}: test from {peer} failed: {e:#}"),
+        }
+        // Already reset by the peer: nothing left to close.
+        let _ = stack.tcp_close(c);
+        if once {
+            // Let the close go out before the process ends.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while stack.stats().tcp_open > 0 && Instant::now() < deadline {
+                tick(stack, ticker, false);
+            }
+            for _ in 0..100 {
+                tick(stack, ticker, false);
+            }
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn serve(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    c: TcpConn,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let mut hb = [0u8; HEADER_LEN];
+    read_exact(stack, ticker, c, &mut hb, Duration::from_secs(10), stop)
+        .context("reading the test header")?;
+    let h = Header::decode(&hb).map_err(|e| anyhow!(e))?;
+    let mut r = if h.reverse {
+        send(stack, ticker, c, &h, SERVER_SEND_CAP, stop)?
+    } else {
+        receive(stack, ticker, c, &h, stop)?
+    };
+    r.side = "server";
+    Ok(r)
+}
+
+pub fn tcp_client(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    peer: SocketAddrV4,
+    h: &Header,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let c = stack.tcp_connect(peer)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match stack.tcp_state(c) {
+            TcpState::Established => break,
+            TcpState::Closed => {
+                bail!("connecting to {peer}: refused: is a zc-perf server running there?")
+            }
+            _ if Instant::now() > deadline => {
+                bail!(
+                    "connecting to {peer}: no answer within 5 s: is the address right and the server up?"
+                )
+            }
+            _ => tick(stack, ticker, false),
+        }
+    }
+    write_all(stack, ticker, c, &h.encode())?;
+    let mut r = if h.reverse {
+        receive(stack, ticker, c, h, stop)?
+    } else {
+        send(stack, ticker, c, h, Duration::MAX, stop)?
+    };
+    r.side = "client";
+    r.peer = peer.to_string();
+    // Both FINs are sent by now or soon: let the exchange finish (≤ 2 s) so
+    // the peer is not left retransmitting its FIN to a process that is gone.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !matches!(stack.tcp_state(c), TcpState::TimeWait | TcpState::Closed)
+        && Instant::now() < deadline
+    {
+        tick(stack, ticker, false);
+    }
+    stack.tcp_close(c)?;
+    Ok(r)
+}
+
+fn send(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    c: TcpConn,
+    h: &Header,
+    cap: Duration,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let meter = Meter::start(Some(stack));
+    // `send_loop` needs the stack in two closures; a cell-free way: one
+    // closure does both (0 from write means "I polled").
+    let (sent, ended_by) = {
+        let st = std::cell::RefCell::new((&mut *stack, &mut *ticker));
+        send_loop(
+            h,
+            cap,
+            stop,
+            |d| {
+                let mut g = st.borrow_mut();
+                match g.0.tcp_write(c, d) {
+                    Ok(n) => Ok(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
+                    Err(e) => Err(e.into()),
+                }
+            },
+            || {
+                let mut g = st.borrow_mut();
+                let (s, t) = &mut *g;
+                tick(s, t, true);
+            },
+        )?
+    };
+    stack.tcp_shutdown(c)?;
+    let mut tb = [0u8; TRAILER_LEN];
+    read_exact(stack, ticker, c, &mut tb, Duration::from_secs(30), stop)
+        .context("reading the receiver's report")?;
+    let t = Trailer::decode(&tb).map_err(|e| anyhow!(e))?;
+    let mut r = Report {
+        role: "sender",
+        proto: "tcp",
+        bytes: sent,
+        peer_count: Some(t.bytes),
+        pattern_ok: Some(t.pattern_ok),
+        ended_by,
+        ..Report::default()
+    };
+    meter.finish(&mut r, Some(stack));
+    Ok(r)
+}
+
+fn receive(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    c: TcpConn,
+    h: &Header,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    let meter = Meter::start(Some(stack));
+    let pattern = Pattern::new(h.seed);
+    let deadline = Instant::now() + h.receive_limit();
+    let (mut got, mut ok) = (0u64, true);
+    loop {
+        // In place: the ring's bytes are checked where they lie (no copy).
+        match stack.tcp_read_with(c, |data| {
+            ok &= pattern.matches(got, data);
+            (data.len(), data.len())
+        }) {
+            Ok(Some(n)) => {
+                got += n as u64;
+                tick(stack, ticker, true);
+            }
+            Ok(None) => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if Instant::now() > deadline || stop.load(Ordering::Relaxed) {
+                    bail!("the sender went silent (received {got} bytes)");
+                }
+                tick(stack, ticker, false);
+            }
+            Err(e) => return Err(e).context("receiving"),
+        }
+    }
+    write_all(
+        stack,
+        ticker,
+        c,
+        &Trailer {
+            bytes: got,
+            pattern_ok: ok,
+        }
+        .encode(),
+    )?;
+    stack.tcp_shutdown(c)?;
+    drain(stack, ticker, c);
+    let mut r = Report {
+        role: "receiver",
+        proto: "tcp",
+        bytes: got,
+        pattern_ok: Some(ok),
+        ended_by: "peer",
+        ..Report::default()
+    };
+    meter.finish(&mut r, Some(stack));
+    Ok(r)
+}
+
+pub fn udp_server(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    port: u16,
+    once: bool,
+    json: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let s = stack.udp_bind(port)?;
+    let mut rx = UdpRx::default();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let mut moved = false;
+        while let Ok((n, from)) = stack.udp_recv_from(s, &mut buf) {
+            moved = true;
+            if let Some(reply) = rx.on_datagram(&buf[..n], from.into(), "zcstack", json) {
+                // A full send ring loses this answer; the client asks again.
+                let _ = stack.udp_send_to(s, &reply, from);
+            }
+        }
+        if once && rx.done_for(Duration::from_millis(300)) {
+            break;
+        }
+        tick(stack, ticker, moved);
+    }
+    Ok(())
+}
+
+pub fn udp_client(
+    stack: &mut Zc,
+    ticker: &mut StatsTicker,
+    peer: SocketAddrV4,
+    a: &ClientArgs,
+    limit: Duration,
+    stop: &AtomicBool,
+) -> anyhow::Result<Report> {
+    // An ephemeral-range port derived from the process id.
+    let local = 49152 + (std::process::id() % 16000) as u16;
+    let s = stack.udp_bind(local)?;
+    let mut tx = UdpTx::new(a, limit);
+    let mut meter_set = false;
+    while let Some(d) = tx.next(stop) {
+        match stack.udp_send_to(s, d, peer) {
+            Ok(()) => tx.sent += 1,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tick(stack, ticker, true);
+            }
+            Err(e) => return Err(e).context("sending"),
+        }
+        if !meter_set {
+            // Measure from the first datagram queued (ARP comes before it).
+            tx.meter = Meter::start(Some(stack));
+            meter_set = true;
+        }
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..20 {
+        // Best effort: a full ring just means this End waits for the next round.
+        let _ = stack.udp_send_to(s, &tx.end(), peer);
+        let until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < until {
+            tick(stack, ticker, false);
+            while let Ok((n, _)) = stack.udp_recv_from(s, &mut buf) {
+                if let Some(got) = tx.result(&buf[..n]) {
+                    stack.udp_close(s);
+                    return Ok(tx.report(peer, got, Some(stack)));
+                }
+            }
+        }
+    }
+    bail!(
+        "no answer from the server at {peer} after the test: is a zc-perf --udp server running there?"
+    )
+}

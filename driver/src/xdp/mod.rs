@@ -1,0 +1,966 @@
+//! AF_XDP as a poll-mode driver, with the buffer pool as the UMEM.
+//!
+//! The pool's whole memfd mapping is registered as the socket's UMEM, so a
+//! ring descriptor *is* a pool frame: its address is the frame's offset in
+//! the pool. Frames given to the kernel (on the fill ring for receiving, on
+//! the TX ring for sending) move into an in-flight table, keyed by frame
+//! index, until the RX or completion ring hands them back; on drop, the
+//! socket is closed first and then every parked frame returns to the pool.
+//!
+//! ```text
+//!  pool ──alloc──► fill ring ──kernel writes a packet──► RX ring ──► Frame ──► stack
+//!  stack ──Frame──► TX ring ──kernel sends it──► completion ring ──► pool
+//! ```
+//!
+//! Set-up, in order (kernel doc `Documentation/networking/af_xdp.rst`):
+//! socket, `XDP_UMEM_REG`, ring sizes and mmap, load the redirect program
+//! (`bpf`), attach it with a bpf_link (native mode first, generic as the
+//! fallback), bind to the queue (zero-copy first, copy mode where the device
+//! can't), put the socket in the XSKMAP, fill the fill ring.
+//!
+//! **Chunks and jumbo frames.** This kernel refuses UMEM chunks larger than
+//! a page (`XDP_UMEM_REG` → EINVAL for 8 KiB..128 KiB chunks, hugepages or
+//! not), so the UMEM chunk is `min(frame size, 4096)`. A packet larger than
+//! a chunk travels as several descriptors (`XDP_USE_SG`, with a program
+//! loaded `BPF_F_XDP_HAS_FRAGS`). Sending, a large pool frame is cut into
+//! descriptors at chunk boundaries, so the stack's one contiguous frame goes
+//! out without a copy. Receiving, only the first chunk of each pool frame is
+//! put on the fill ring; a multi-buffer packet's later fragments land in
+//! other frames and are copied behind the first one, so smoltcp sees one
+//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`].
+//!
+//! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
+//! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
+//! sends up to 32 descriptors per call and says `EAGAIN` when more remain).
+
+#![deny(unsafe_code)]
+
+#[allow(unsafe_code)]
+mod bpf;
+#[allow(unsafe_code)]
+mod netlink;
+#[allow(unsafe_code)]
+mod ring;
+#[allow(unsafe_code)]
+mod socket;
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use crate::sys::{self, IfReq, IfReqIoctl};
+use crate::{Driver, DriverStats, Frame, KernelStats, Pool};
+use socket::XskSocket;
+
+/// Where the kernel runs the redirect program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native first, generic if the driver refuses.
+    #[default]
+    Auto,
+    /// Native (`XDP_FLAGS_DRV_MODE`): in the device driver, before an skb exists.
+    Native,
+    /// Generic (`XDP_FLAGS_SKB_MODE`): after the kernel built an skb; works everywhere.
+    Generic,
+}
+
+impl std::str::FromStr for AttachMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(AttachMode::Auto),
+            "native" => Ok(AttachMode::Native),
+            "generic" => Ok(AttachMode::Generic),
+            _ => Err(format!(
+                "{s:?} is not an XDP mode: use native, generic or auto"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        })
+    }
+}
+
+/// AF_XDP driver settings; [`XdpConfig::new`] gives sound defaults.
+#[derive(Clone, Debug)]
+pub struct XdpConfig {
+    iface: String,
+    queue: u32,
+    mode: AttachMode,
+    ring_size: u32,
+    zero_copy: bool,
+}
+
+impl XdpConfig {
+    /// Queue 0 of `iface`, attach mode auto, 2048-entry rings, zero-copy
+    /// tried first.
+    pub fn new(iface: &str) -> XdpConfig {
+        XdpConfig {
+            iface: iface.to_string(),
+            queue: 0,
+            mode: AttachMode::Auto,
+            ring_size: 2048,
+            zero_copy: true,
+        }
+    }
+    /// The device queue to bind to.
+    pub fn queue(mut self, q: u32) -> Self {
+        self.queue = q;
+        self
+    }
+    /// Where to attach the program.
+    pub fn mode(mut self, m: AttachMode) -> Self {
+        self.mode = m;
+        self
+    }
+    /// Entries in each of the four rings (a power of two, 64..=16384).
+    pub fn ring_size(mut self, n: u32) -> Self {
+        self.ring_size = n;
+        self
+    }
+    /// Whether to try zero-copy before copy mode (default true).
+    pub fn zero_copy(mut self, on: bool) -> Self {
+        self.zero_copy = on;
+        self
+    }
+}
+
+/// Why an AF_XDP driver could not be opened. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// No such interface in this network namespace.
+    #[error("interface {0} does not exist in this network namespace (check `ip link`)")]
+    NoInterface(String),
+    /// Missing privileges.
+    #[error(
+        "AF_XDP on {iface}: {step} was refused: AF_XDP needs CAP_NET_ADMIN, CAP_BPF and \
+         CAP_NET_RAW: run as root"
+    )]
+    Permission {
+        /// Interface.
+        iface: String,
+        /// The step that failed.
+        step: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel would not pin the pool as a UMEM.
+    #[error("AF_XDP on {iface}: registering the {bytes}-byte pool as UMEM was refused: {why}")]
+    Umem {
+        /// Interface.
+        iface: String,
+        /// Pool size.
+        bytes: usize,
+        /// What it means and what to do.
+        why: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The MTU is too large for the pool's frames or for the attach mode.
+    #[error("AF_XDP on {iface}: MTU {mtu} is too large {why}")]
+    MtuTooLarge {
+        /// Interface.
+        iface: String,
+        /// Its MTU.
+        mtu: usize,
+        /// For what, and what to change.
+        why: String,
+    },
+    /// The program could not be attached.
+    #[error("AF_XDP on {iface}: attaching the XDP program in {mode} mode failed{hint}")]
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Mode tried last.
+        mode: AttachMode,
+        /// What to do.
+        hint: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket could not be bound to the queue.
+    #[error("AF_XDP on {iface}: binding to queue {queue} failed{hint}")]
+    Bind {
+        /// Interface.
+        iface: String,
+        /// Queue.
+        queue: u32,
+        /// What to do.
+        hint: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Bad settings.
+    #[error("AF_XDP on {iface}: {what}")]
+    Config {
+        /// Interface.
+        iface: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// Any other failure, with the step that failed.
+    #[error("AF_XDP on {iface}: {step}")]
+    Io {
+        /// Interface.
+        iface: String,
+        /// The step that failed.
+        step: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Ethernet header bytes on top of the IP MTU.
+const ETH_HLEN: usize = 14;
+/// Bytes the kernel keeps in front of received data in each chunk
+/// (`XDP_PACKET_HEADROOM`).
+const XDP_HEADROOM: usize = 256;
+/// Largest UMEM chunk this kernel accepts: one page.
+const MAX_CHUNK: usize = 4096;
+/// Most descriptors one packet may use (`MAX_SKB_FRAGS` + 1).
+const MAX_DESCS: usize = 18;
+/// Refill the fill ring when at least this many slots are free.
+const FILL_BATCH: u32 = 32;
+
+/// The pool frame size an interface with IP MTU `mtu` needs: the smallest
+/// power of two that holds the Ethernet frame behind the kernel's headroom.
+pub fn frame_size_for_mtu(mtu: usize) -> u32 {
+    ((mtu + ETH_HLEN + XDP_HEADROOM).next_power_of_two() as u32).max(2048)
+}
+
+/// The IP MTU of interface `iface` in this network namespace.
+pub fn interface_mtu(iface: &str) -> Result<usize, XdpError> {
+    let io_err = |step, source| XdpError::Io {
+        iface: iface.to_string(),
+        step,
+        source,
+    };
+    if sys::if_nametoindex(iface).is_none() {
+        return Err(XdpError::NoInterface(iface.to_string()));
+    }
+    let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
+    let mut req = IfReq::new(iface).map_err(|e| io_err("interface name", e))?;
+    sys::ifreq_ioctl(&sock, IfReqIoctl::GetMtu, &mut req).map_err(|e| io_err("SIOCGIFMTU", e))?;
+    Ok(sys::ifreq_int(&req) as usize)
+}
+
+/// How the running socket was set up, for the one line apps print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpSetup {
+    /// Where the program runs.
+    pub attach: AttachMode,
+    /// Whether the socket is bound in zero-copy mode (else copy mode).
+    pub zero_copy: bool,
+    /// Whether packets may span several descriptors (`XDP_USE_SG`).
+    pub multi_buffer: bool,
+}
+
+/// An AF_XDP socket on one queue of one interface.
+///
+/// Field order is drop order and matters: the socket (and its rings) goes
+/// first, so the kernel lets go of the UMEM before the in-flight frames
+/// return to the pool; the link goes next, detaching the program.
+pub struct Xdp {
+    sock: XskSocket,
+    _link: OwnedFd,
+    prog: bpf::Program,
+    /// Frames lent to the kernel, by frame index.
+    inflight: Vec<Option<Frame>>,
+    /// TX descriptors outstanding per in-flight frame (a jumbo frame uses several).
+    tx_descs: Vec<u8>,
+    /// A multi-buffer packet being reassembled.
+    partial: Option<Frame>,
+    partial_bad: bool,
+    scratch: Vec<Frame>,
+    pool: Pool,
+    iface: String,
+    queue: u32,
+    mac: [u8; 6],
+    mtu: usize,
+    setup: XdpSetup,
+    frame_shift: u32,
+    chunk: usize,
+    need_wakeup: bool,
+    /// The interface is a veth: every frame comes from this machine's kernel.
+    veth: bool,
+    stats: DriverStats,
+}
+
+impl Xdp {
+    /// Opens an AF_XDP socket on `cfg`'s interface and queue with `pool` as
+    /// its UMEM. The pool's frames must hold the interface's MTU (see
+    /// [`frame_size_for_mtu`]).
+    pub fn open(cfg: &XdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
+        let iface = cfg.iface.clone();
+        let io_err = |step, source| XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        };
+        let perm = |step, source: io::Error| match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+                iface: iface.clone(),
+                step,
+                source,
+            },
+            _ => io_err(step, source),
+        };
+        if !cfg.ring_size.is_power_of_two() || !(64..=16384).contains(&cfg.ring_size) {
+            return Err(XdpError::Config {
+                iface,
+                what: format!(
+                    "ring size {} must be a power of two from 64 to 16384",
+                    cfg.ring_size
+                ),
+            });
+        }
+        let ifindex =
+            sys::if_nametoindex(&iface).ok_or_else(|| XdpError::NoInterface(iface.clone()))?;
+
+        // The interface: MTU, MAC, up.
+        let ctl = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
+        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
+        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetMtu, &mut req)
+            .map_err(|e| io_err("SIOCGIFMTU", e))?;
+        let mtu = sys::ifreq_int(&req) as usize;
+        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
+        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetHwAddr, &mut req)
+            .map_err(|e| io_err("SIOCGIFHWADDR", e))?;
+        let mac = sys::ifreq_hwaddr(&req);
+        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
+        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetFlags, &mut req)
+            .map_err(|e| io_err("SIOCGIFFLAGS", e))?;
+        let flags = sys::ifreq_flags(&req);
+        if flags & libc::IFF_UP as libc::c_short == 0 {
+            req.data.flags = flags | libc::IFF_UP as libc::c_short;
+            sys::ifreq_ioctl(&ctl, IfReqIoctl::SetFlags, &mut req)
+                .map_err(|e| perm("bringing the link up", e))?;
+        }
+
+        // Frames, chunks and whether packets need several descriptors.
+        let frame_size = pool.frame_size();
+        let chunk = frame_size.min(MAX_CHUNK);
+        let wire = mtu + ETH_HLEN;
+        if wire + XDP_HEADROOM > frame_size || wire + pool.headroom() > frame_size {
+            return Err(XdpError::MtuTooLarge {
+                iface,
+                mtu,
+                why: format!(
+                    "for the pool's {frame_size}-byte frames: use a frame size of {} \
+                     (apps pick it from the MTU), or lower the MTU",
+                    frame_size_for_mtu(mtu)
+                ),
+            });
+        }
+        let multi_buffer = wire + XDP_HEADROOM > chunk || wire + pool.headroom() > chunk;
+
+        // Socket and UMEM.
+        let fd = socket::socket().map_err(|e| perm("creating the AF_XDP socket", e))?;
+        let region = pool.region();
+        register_umem(fd.as_fd(), &iface, region, chunk)?;
+        let sock =
+            XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
+
+        // The program: ours, or the one another zcstack process attached to
+        // this interface (one program per interface; each process puts its
+        // socket at its own queue's index of the shared XSKMAP).
+        let (prog, link, attach) = attach_program(cfg, ifindex, mtu, multi_buffer)?;
+
+        // Bind: zero-copy where the device can, else copy mode.
+        let mut flags = libc::XDP_USE_NEED_WAKEUP;
+        if multi_buffer {
+            flags |= libc::XDP_USE_SG;
+        }
+        let bind_err = |source: io::Error| {
+            let hint = match source.raw_os_error() {
+                Some(libc::EINVAL) => format!(
+                    " (does {iface} have a queue {}? `ethtool -l {iface}` lists them)",
+                    cfg.queue
+                ),
+                Some(libc::EBUSY) => " (another AF_XDP socket is bound to that queue)".to_string(),
+                Some(libc::EOPNOTSUPP) if multi_buffer => format!(
+                    " (the device cannot do multi-buffer AF_XDP: lower the MTU of {iface} to {})",
+                    chunk - XDP_HEADROOM - ETH_HLEN
+                ),
+                _ => String::new(),
+            };
+            XdpError::Bind {
+                iface: iface.clone(),
+                queue: cfg.queue,
+                hint,
+                source,
+            }
+        };
+        // A socket of a process that just exited is released a moment
+        // later (the kernel defers it): EBUSY for up to a second is that.
+        let bind = |flags: u16| {
+            let mut tries = 0;
+            loop {
+                match sock.bind(ifindex, cfg.queue, flags) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(25));
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let zero_copy = if cfg.zero_copy {
+            match bind(flags | libc::XDP_ZEROCOPY) {
+                Ok(()) => true,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                    ) =>
+                {
+                    bind(flags | libc::XDP_COPY).map_err(bind_err)?;
+                    false
+                }
+                Err(e) => return Err(bind_err(e)),
+            }
+        } else {
+            bind(flags | libc::XDP_COPY).map_err(bind_err)?;
+            false
+        };
+        let zero_copy = zero_copy && sock.zero_copy().unwrap_or(false);
+        bpf::map_insert(prog.map.as_fd(), cfg.queue, sock.raw_fd())
+            .map_err(|e| io_err("adding the socket to the XSKMAP", e))?;
+
+        let frames = pool.capacity();
+        let mut xdp = Xdp {
+            sock,
+            _link: link,
+            prog,
+            inflight: (0..frames).map(|_| None).collect(),
+            tx_descs: vec![0; frames],
+            partial: None,
+            partial_bad: false,
+            scratch: Vec::with_capacity(cfg.ring_size as usize),
+            frame_shift: frame_size.trailing_zeros(),
+            chunk,
+            pool,
+            iface,
+            queue: cfg.queue,
+            mac,
+            mtu,
+            setup: XdpSetup {
+                attach,
+                zero_copy,
+                multi_buffer,
+            },
+            need_wakeup: true,
+            veth: sys::ethtool_driver(&cfg.iface).is_ok_and(|d| d == "veth"),
+            stats: DriverStats::default(),
+        };
+        xdp.refill();
+        Ok(xdp)
+    }
+
+    /// How the socket runs: attach mode, zero-copy or copy, multi-buffer.
+    pub fn setup(&self) -> XdpSetup {
+        self.setup
+    }
+
+    /// The interface's name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Lends free pool frames to the kernel on the fill ring.
+    fn refill(&mut self) {
+        let free = self.sock.fill.free();
+        if free < FILL_BATCH {
+            return;
+        }
+        let got = self.pool.alloc_burst(free as usize, &mut self.scratch);
+        if got == 0 {
+            self.stats.rx_dropped_no_frame += 1;
+            return;
+        }
+        for frame in self.scratch.drain(..) {
+            let idx = frame.index() as usize;
+            self.sock.fill.write((idx << self.frame_shift) as u64);
+            self.inflight[idx] = Some(frame);
+        }
+        self.sock.fill.submit();
+        self.pool.kernel_lent(got as isize);
+    }
+
+    /// Takes back the frame that holds UMEM address `addr`.
+    fn reclaim(inflight: &mut [Option<Frame>], shift: u32, addr: u64) -> Option<Frame> {
+        inflight.get_mut((addr >> shift) as usize)?.take()
+    }
+
+    /// Returns sent frames whose completions arrived to the pool.
+    fn complete(&mut self) {
+        let (inflight, descs, shift) = (&mut self.inflight, &mut self.tx_descs, self.frame_shift);
+        let mut back = 0isize;
+        self.sock.comp.consume(u32::MAX, |addr| {
+            let idx = (addr >> shift) as usize;
+            if let Some(d) = descs.get_mut(idx) {
+                *d = d.saturating_sub(1);
+                if *d == 0 && Self::reclaim(inflight, shift, addr).is_some() {
+                    back += 1;
+                }
+            }
+        });
+        if back > 0 {
+            self.pool.kernel_lent(-back);
+        }
+    }
+
+    /// Every frame the kernel still holds (fill, RX, TX and completion rings).
+    pub fn frames_in_kernel(&self) -> usize {
+        self.inflight.iter().filter(|f| f.is_some()).count()
+    }
+}
+
+/// Loads and attaches the redirect program, or joins the one another
+/// zcstack process attached to `ifindex`.
+fn attach_program(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    // Two processes starting at once may both find no program: the loser's
+    // attach fails with EBUSY and it joins on the second round.
+    for round in 0..2 {
+        match netlink::attached_program(ifindex)
+            .map_err(|e| perm("asking which XDP program is attached (rtnetlink)", e))?
+        {
+            Some((id, mode)) => {
+                let joined =
+                    bpf::join(id).map_err(|e| perm("joining the attached XDP program", e))?;
+                let Some(j) = joined else {
+                    return Err(XdpError::Attach {
+                        iface: iface.clone(),
+                        mode: cfg.mode,
+                        hint: format!(
+                            " (another XDP program, id {id}, is attached to {iface}: remove it \
+                             with `ip link set dev {iface} xdp off` if it is not in use)"
+                        ),
+                        source: io::Error::from_raw_os_error(libc::EBUSY),
+                    });
+                };
+                let mode = match mode {
+                    netlink::XDP_ATTACHED_DRV => AttachMode::Native,
+                    netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
+                    _ => cfg.mode,
+                };
+                return Ok((j.program, j.link, mode));
+            }
+            None => match load_and_attach(cfg, ifindex, mtu, multi_buffer) {
+                Err(XdpError::Attach { source, .. })
+                    if round == 0 && source.raw_os_error() == Some(libc::EBUSY) => {}
+                r => return r,
+            },
+        }
+    }
+    unreachable!("the second round returns")
+}
+
+/// Loads the redirect program and attaches it (native first, then generic).
+fn load_and_attach(
+    cfg: &XdpConfig,
+    ifindex: u32,
+    mtu: usize,
+    multi_buffer: bool,
+) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
+    let iface = cfg.iface.clone();
+    let perm = |step, source: io::Error| match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface: iface.clone(),
+            step,
+            source,
+        },
+    };
+    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
+        .map_err(|e| perm("loading the XDP program (bpf)", e))?;
+    let tries: &[AttachMode] = match cfg.mode {
+        AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
+        AttachMode::Native => &[AttachMode::Native],
+        AttachMode::Generic => &[AttachMode::Generic],
+    };
+    let mut attached = None;
+    let mut last_err = None;
+    for &mode in tries {
+        let flags = match mode {
+            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
+            _ => bpf::XDP_FLAGS_DRV_MODE,
+        };
+        match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
+            Ok(link) => {
+                attached = Some((link, mode));
+                break;
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
+                return Err(perm("attaching the XDP program", e));
+            }
+            Err(e) => last_err = Some((mode, e)),
+        }
+    }
+    let (link, attach) = match attached {
+        Some(a) => a,
+        None => {
+            let (mode, source) = last_err.expect("at least one attach attempt");
+            let hint = match source.raw_os_error() {
+                Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
+                    " (another XDP program is attached to {iface}: remove it with \
+                     `ip link set dev {iface} xdp off` if it is not in use)"
+                ),
+                Some(libc::EOPNOTSUPP) => {
+                    " (the driver has no native XDP: use --xdp-mode generic)".to_string()
+                }
+                _ if mtu > 1500 => {
+                    return Err(XdpError::MtuTooLarge {
+                        iface,
+                        mtu,
+                        why: format!(
+                            "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
+                             or lower the MTU (`ip link set dev {} mtu 1500`)",
+                            if mode == AttachMode::Generic {
+                                "native"
+                            } else {
+                                "generic"
+                            },
+                            cfg.iface
+                        ),
+                    });
+                }
+                _ => String::new(),
+            };
+            return Err(XdpError::Attach {
+                iface,
+                mode,
+                hint,
+                source,
+            });
+        }
+    };
+    Ok((prog, link, attach))
+}
+
+/// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
+fn register_umem(
+    fd: std::os::fd::BorrowedFd<'_>,
+    iface: &str,
+    region: std::ops::Range<usize>,
+    chunk: usize,
+) -> Result<(), XdpError> {
+    socket::register_umem(fd, region.start, region.len(), chunk as u32).map_err(|source| {
+        let why = match source.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
+                "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
+                 (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
+                memlock_kib()
+            ),
+            Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
+                 memfd, tmpfs or hugetlbfs memory"
+                .to_string(),
+            _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
+        };
+        XdpError::Umem {
+            iface: iface.to_string(),
+            bytes: region.len(),
+            why,
+            source,
+        }
+    })
+}
+
+fn memlock_kib() -> String {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    match sys::getrlimit_memlock(&mut lim) {
+        Ok(()) if lim.rlim_cur == libc::RLIM_INFINITY => "unlimited".to_string(),
+        Ok(()) => (lim.rlim_cur / 1024).to_string(),
+        Err(_) => "unknown".to_string(),
+    }
+}
+
+impl Driver for Xdp {
+    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+        self.refill();
+        let start = out.len();
+        let Xdp {
+            sock,
+            inflight,
+            partial,
+            partial_bad,
+            stats,
+            frame_shift,
+            pool,
+            ..
+        } = self;
+        let shift = *frame_shift;
+        let mask = (1u64 << shift) - 1;
+        let mut taken = 0isize;
+        sock.rx.consume(max as u32, |desc| {
+            let Some(mut frame) = Self::reclaim(inflight, shift, desc.addr) else {
+                stats.rx_errors += 1;
+                return;
+            };
+            taken += 1;
+            let more = desc.options & libc::XDP_PKT_CONTD != 0;
+            let len = desc.len as usize;
+            match partial {
+                None => {
+                    frame.set_offset((desc.addr & mask) as usize);
+                    if len > frame.capacity() {
+                        stats.rx_errors += 1;
+                        *partial_bad = more;
+                        return;
+                    }
+                    frame.set_len(len);
+                    if more {
+                        *partial = Some(frame);
+                        *partial_bad = false;
+                    } else {
+                        stats.rx_packets += 1;
+                        stats.rx_bytes += len as u64;
+                        out.push(frame);
+                    }
+                }
+                Some(head) => {
+                    // A later fragment: copy it behind the head (counted).
+                    let at = head.len();
+                    let fits = at + len <= head.capacity();
+                    if fits && !*partial_bad {
+                        let off = (desc.addr & mask) as usize;
+                        frame.set_offset(off);
+                        frame.set_len(len);
+                        head.room_mut()[at..at + len].copy_from_slice(frame.data());
+                        head.set_len(at + len);
+                        stats.rx_copied_bytes += len as u64;
+                    } else {
+                        *partial_bad = true;
+                    }
+                    if !more {
+                        let head = partial.take().expect("partial present");
+                        if *partial_bad {
+                            stats.rx_errors += 1;
+                        } else {
+                            stats.rx_packets += 1;
+                            stats.rx_bytes += head.len() as u64;
+                            out.push(head);
+                        }
+                        *partial_bad = false;
+                    }
+                }
+            }
+        });
+        if taken > 0 {
+            pool.kernel_lent(-taken);
+        }
+        if self.need_wakeup && self.sock.fill.needs_wakeup() {
+            self.sock.kick_rx()?;
+        }
+        Ok(out.len() - start)
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        self.complete();
+        let mut free = self.sock.tx.free() as usize;
+        let mut sent = 0;
+        let mut lent = 0isize;
+        let chunk = self.chunk as u64;
+        for frame in frames.iter() {
+            let base = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
+            let end = base + frame.len() as u64;
+            let descs = (end - 1) / chunk - base / chunk + 1;
+            if descs as usize > free {
+                break;
+            }
+            if descs as usize > MAX_DESCS || frame.is_empty() {
+                // Cannot happen for frames the stack built within the MTU; count it.
+                self.stats.tx_errors += 1;
+                sent += 1;
+                continue;
+            }
+            let mut at = base;
+            while at < end {
+                let stop = ((at / chunk + 1) * chunk).min(end);
+                self.sock.tx.write(libc::xdp_desc {
+                    addr: at,
+                    len: (stop - at) as u32,
+                    options: if stop < end { libc::XDP_PKT_CONTD } else { 0 },
+                });
+                at = stop;
+            }
+            free -= descs as usize;
+            self.tx_descs[frame.index() as usize] = descs as u8;
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += frame.len() as u64;
+            sent += 1;
+        }
+        if sent == 0 {
+            return Ok(0);
+        }
+        for frame in frames.drain(..sent) {
+            let idx = frame.index() as usize;
+            if self.tx_descs[idx] > 0 {
+                self.inflight[idx] = Some(frame);
+                lent += 1;
+            }
+        }
+        self.pool.kernel_lent(lent);
+        self.sock.tx.submit();
+        if !self.need_wakeup || self.sock.tx.needs_wakeup() {
+            // Copy mode sends at most 32 descriptors per call; bounded retries.
+            for _ in 0..(sent / 16 + 2) {
+                self.stats.tx_kicks += 1;
+                if !self.sock.kick_tx()? {
+                    break;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn stats(&self) -> DriverStats {
+        let mut s = self.stats;
+        if let Ok(k) = self.sock.statistics() {
+            s.kernel = KernelStats {
+                rx_dropped: k.rx_dropped,
+                rx_ring_full: k.rx_ring_full,
+                fill_ring_empty: k.rx_fill_ring_empty_descs,
+                rx_invalid_descs: k.rx_invalid_descs,
+                tx_invalid_descs: k.tx_invalid_descs,
+                tx_ring_empty: k.tx_ring_empty_descs,
+            };
+        }
+        s
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "af_xdp {} queue {} ({} mode, {}{})",
+            self.iface,
+            self.queue,
+            self.setup.attach,
+            if self.setup.zero_copy {
+                "zero-copy"
+            } else {
+                "copy mode"
+            },
+            if self.setup.multi_buffer {
+                ", multi-buffer"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn mac(&self) -> Option<[u8; 6]> {
+        Some(self.mac)
+    }
+
+    fn rx_checksums_trusted(&self) -> bool {
+        self.veth
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.sock.rx.has_entries() {
+            return Ok(());
+        }
+        // Completions also free TX room the stack may be waiting for.
+        self.complete();
+        self.sock.wait_rx(timeout)
+    }
+}
+
+impl Drop for Xdp {
+    fn drop(&mut self) {
+        // Let other processes' traffic on this queue go back to the kernel
+        // at once; the map goes away with the program anyway.
+        let _ = bpf::map_remove(self.prog.map.as_fd(), self.queue);
+        let parked = self.frames_in_kernel() as isize;
+        self.pool.kernel_lent(-parked);
+        // Fields drop next, in order: socket, link, program, then the
+        // in-flight frames back to the pool.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `MAP_SHARED` mapping of a file on a disk filesystem cannot be a
+    /// UMEM (the kernel cannot pin its pages): the error says so.
+    #[test]
+    fn file_backed_umem_is_refused_with_the_reason() {
+        let fd = match socket::socket() {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("skipped: no AF_XDP socket ({e}); needs root, CI runs it as root");
+                return;
+            }
+        };
+        let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let path = dir.join(format!("zc-umem-file-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("temp file");
+        file.set_len(1 << 20).expect("set_len");
+        // SAFETY: the file is ours, nobody truncates it while mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
+        let start = map.as_ptr() as usize;
+        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096);
+        drop(map);
+        let _ = std::fs::remove_file(&path);
+        let msg = err
+            .expect_err("a file-backed UMEM was accepted")
+            .to_string();
+        assert!(msg.contains("the memory is file-backed"), "{msg}");
+    }
+}

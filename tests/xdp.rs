@@ -1,0 +1,332 @@
+//! zc-echo on AF_XDP on the server end of a veth pair, kernel TCP clients in
+//! the client namespace (root only; CI runs these). Nets 41–49.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use zcstack_driver::PoolConfig;
+use zcstack_driver::xdp::{Xdp, XdpConfig, XdpError};
+use zcstack_tests::netns::{App, VETH_SERVER, VethBed, VethOpts, bin};
+use zcstack_tests::{echo_through, random_bytes, require_root, sha256_hex};
+
+fn start_echo(bed: &VethBed, extra: &[&str]) -> App {
+    let ip = format!("{}/24", bed.stack_ip());
+    let mut args = vec!["--xdp", VETH_SERVER, "--ip", &ip, "--port", "7"];
+    args.extend_from_slice(extra);
+    let app = App::start(bed, "zc-echo", &args);
+    assert!(
+        app.banner.contains("listening on") && app.banner.contains("af_xdp"),
+        "banner: {}",
+        app.banner
+    );
+    app
+}
+
+/// Echoes `len` seeded random bytes through the stack from the client
+/// namespace and asserts they come back identical.
+fn assert_echo(bed: &VethBed, len: usize, seed: u64) {
+    let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
+    let data = random_bytes(len, seed);
+    let want = sha256_hex(&data);
+    let t = Instant::now();
+    let got = bed.within_client(move || echo_through(addr, data));
+    eprintln!("{len} bytes echoed in {:?}", t.elapsed());
+    assert_eq!(got.len(), len);
+    assert_eq!(sha256_hex(&got), want);
+}
+
+/// Stops the app: exit 0, every frame back in the pool (including the ones
+/// the kernel held in the fill, RX, TX and completion rings).
+fn stop_clean(app: App) -> String {
+    let (code, out) = app.stop();
+    assert_eq!(code, Some(0), "zc-echo exit code; output: {out}");
+    assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
+    assert!(
+        out.contains("in kernel 0"),
+        "frames left in the kernel: {out}"
+    );
+    out
+}
+
+fn xdp_attached(bed: &VethBed) -> bool {
+    let out = bed.server_ip(&["-d", "link", "show", VETH_SERVER]);
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn echo_at_mtu(tag: &str, net: u8, mtu: u32) {
+    let bed = VethBed::new(
+        tag,
+        net,
+        VethOpts {
+            mtu,
+            ..VethOpts::default()
+        },
+    );
+    let app = start_echo(&bed, &[]);
+    assert!(
+        app.banner.contains(&format!("(MTU {mtu})")),
+        "banner: {}",
+        app.banner
+    );
+    assert!(bed.ping(&bed.stack_ip(), 3), "ping went unanswered");
+    assert_echo(&bed, 64 << 20, u64::from(mtu));
+    let out = stop_clean(app);
+    eprintln!("{out}");
+    assert!(!xdp_attached(&bed), "program still attached after exit");
+}
+
+#[test]
+fn echo_64_mib_at_mtu_1500() {
+    require_root!();
+    echo_at_mtu("x15", 41, 1500);
+}
+
+#[test]
+fn echo_64_mib_at_mtu_9000() {
+    require_root!();
+    echo_at_mtu("x90", 42, 9000);
+}
+
+#[test]
+fn echo_64_mib_at_mtu_65535() {
+    require_root!();
+    echo_at_mtu("x65", 43, 65535);
+}
+
+#[test]
+fn kill_9_leaves_no_program_and_a_restart_serves_at_once() {
+    require_root!();
+    let bed = VethBed::new("xk", 44, VethOpts::default());
+    let app = start_echo(&bed, &[]);
+    assert!(xdp_attached(&bed), "no program attached while running");
+    assert_echo(&bed, 1 << 20, 44);
+    app.kill();
+    assert!(
+        !xdp_attached(&bed),
+        "the XDP program outlived the killed process"
+    );
+    let t = Instant::now();
+    let app = start_echo(&bed, &[]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "restart took {:?}",
+        t.elapsed()
+    );
+    assert_echo(&bed, 1 << 20, 45);
+    stop_clean(app);
+}
+
+/// Runs zc-echo with `prefix` (a wrapper such as setpriv) in the server
+/// namespace; returns the exit code and stderr, asserting it is one line.
+fn run_echo(bed: &VethBed, prefix: &[&str], args: &[&str]) -> (Option<i32>, String) {
+    let echo = bin("zc-echo");
+    let mut cmd: Command = zcstack_tests::netns::Namespace::command(bed, "env");
+    cmd.args(prefix).arg(&echo).args(args);
+    let out = cmd.output().expect("run zc-echo");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one line, got: {err:?}"
+    );
+    (out.status.code(), err)
+}
+
+#[test]
+fn setup_errors_are_one_line_and_say_what_to_do() {
+    require_root!();
+    let bed = VethBed::new("xe", 45, VethOpts::default());
+    let ip = format!("{}/24", bed.stack_ip());
+
+    let (code, err) = run_echo(&bed, &[], &["--xdp", "zcnope0", "--ip", &ip]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("interface zcnope0 does not exist"), "{err}");
+
+    let (code, err) = run_echo(
+        &bed,
+        &[],
+        &["--xdp", VETH_SERVER, "--queue", "5", "--ip", &ip],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("does zcsv0 have a queue 5"), "{err}");
+
+    // Root, but without the capabilities AF_XDP needs.
+    let drop_caps = [
+        "setpriv",
+        "--bounding-set",
+        "-net_admin,-net_raw,-bpf,-sys_admin",
+        "--inh-caps",
+        "-all",
+    ];
+    let (code, err) = run_echo(&bed, &drop_caps, &["--xdp", VETH_SERVER, "--ip", &ip]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("needs CAP_NET_ADMIN, CAP_BPF"), "{err}");
+
+    // Without CAP_IPC_LOCK the UMEM counts against RLIMIT_MEMLOCK.
+    let no_lock = [
+        "prlimit",
+        "--memlock=65536",
+        "setpriv",
+        "--bounding-set",
+        "-ipc_lock",
+    ];
+    let (code, err) = run_echo(&bed, &no_lock, &["--xdp", VETH_SERVER, "--ip", &ip]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("locked-memory limit (ulimit -l is 64 KiB)") && err.contains("RLIMIT_MEMLOCK"),
+        "{err}"
+    );
+
+    // Nothing was left attached by the failed attempts, and it still works.
+    assert!(!xdp_attached(&bed));
+    let app = start_echo(&bed, &[]);
+    assert_echo(&bed, 1 << 20, 46);
+    stop_clean(app);
+}
+
+#[test]
+fn mtu_too_large_for_the_pool_frames_says_what_to_change() {
+    require_root!();
+    let bed = VethBed::new(
+        "xm",
+        46,
+        VethOpts {
+            mtu: 9000,
+            ..VethOpts::default()
+        },
+    );
+    let err = bed.within_server(|| {
+        let pool = PoolConfig::new().frames(1024).build().expect("pool");
+        match Xdp::open(&XdpConfig::new(VETH_SERVER), pool) {
+            Ok(_) => panic!("a 2 KiB-frame pool was accepted at MTU 9000"),
+            Err(e) => e,
+        }
+    });
+    assert!(matches!(err, XdpError::MtuTooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("MTU 9000 is too large") && msg.contains("frame size of 16384"),
+        "{msg}"
+    );
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+/// Two zc-echo processes on queues 0 and 1 of one veth: the first attaches
+/// the program, the second joins it (its socket goes into the same XSKMAP).
+///
+/// Steering: a veth delivers a packet on the RX queue numbered like the TX
+/// queue the sender picked, and the client's kernel picks TX queues by CPU
+/// (XPS: CPU 0 → queue 0, CPU 1 → queue 1). So each server process and its
+/// client are pinned to the same CPU: the client's data and the ACKs its
+/// softirq sends (on the CPU where the server's replies arrive) all use
+/// that CPU's queue. Static neighbour entries keep ARP out of the picture.
+#[test]
+fn two_processes_on_two_queues_both_serve() {
+    require_root!();
+    let bed = VethBed::new(
+        "xq",
+        47,
+        VethOpts {
+            queues: 2,
+            ..VethOpts::default()
+        },
+    );
+    let out = bed.server_ip(&["-br", "link", "show", VETH_SERVER]);
+    let mac = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .expect("MAC in `ip -br link`")
+        .to_string();
+    let ips = ["10.200.47.2", "10.200.47.3"];
+    let client = |args: &str| {
+        let st = bed
+            .client_command("sh")
+            .args(["-c", args])
+            .status()
+            .expect("sh");
+        assert!(st.success(), "{args}");
+    };
+    client(
+        "echo 1 > /sys/class/net/zccv0/queues/tx-0/xps_cpus && \
+         echo 2 > /sys/class/net/zccv0/queues/tx-1/xps_cpus",
+    );
+    for ip in ips {
+        client(&format!(
+            "ip neigh replace {ip} lladdr {mac} dev zccv0 nud permanent"
+        ));
+    }
+    let start = |q: usize| {
+        let ip = format!("{}/24", ips[q]);
+        let queue = q.to_string();
+        App::start_pinned(
+            &bed,
+            q,
+            "zc-echo",
+            &[
+                "--xdp",
+                VETH_SERVER,
+                "--queue",
+                &queue,
+                "--ip",
+                &ip,
+                "--port",
+                "7",
+            ],
+        )
+    };
+    let a = start(0);
+    let b = start(1);
+    assert!(a.banner.contains("queue 0"), "{}", a.banner);
+    assert!(b.banner.contains("queue 1"), "{}", b.banner);
+
+    let echo_on = |q: usize, len: usize| {
+        let addr: SocketAddr = format!("{}:7", ips[q]).parse().unwrap();
+        let data = random_bytes(len, 470 + q as u64);
+        let want = sha256_hex(&data);
+        let t = std::thread::spawn({
+            let client = bed.client.clone();
+            move || {
+                let path = format!("/run/netns/{client}");
+                let fd = std::fs::File::open(&path).expect("netns");
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                pin_to(q);
+                sha256_hex(&echo_through(addr, data))
+            }
+        });
+        (want, t)
+    };
+    let runs = [echo_on(0, 8 << 20), echo_on(1, 8 << 20)];
+    for (q, (want, t)) in runs.into_iter().enumerate() {
+        assert_eq!(t.join().expect("client"), want, "queue {q} echo");
+    }
+
+    // The first process dies: the program stays (the second holds its
+    // link) and the second still serves; when it stops, nothing is left.
+    a.kill();
+    assert!(xdp_attached(&bed), "program went with the first process");
+    let (want, t) = echo_on(1, 1 << 20);
+    assert_eq!(
+        t.join().expect("client"),
+        want,
+        "queue 1 after queue 0 died"
+    );
+    let out = stop_clean(b);
+    let rx: u64 = out
+        .split("rx ")
+        .nth(1)
+        .and_then(|r| r.split(" pkts").next())
+        .and_then(|n| n.parse().ok())
+        .expect("rx packets in the final line");
+    assert!(rx > 5000, "queue 1 saw only {rx} packets: {out}");
+    assert!(
+        !xdp_attached(&bed),
+        "program left attached after both exited"
+    );
+}
