@@ -293,7 +293,12 @@ fn truncated_while_sent(mode: SendMode, leased: bool) {
         "the transfer was cut short ({} bytes)",
         g.bytes
     );
-    assert!(g.bytes >= 4 << 20);
+    // A reset discards what was still in flight or unread at the receiver,
+    // so only a clean close promises the 4 MiB sent before the truncation.
+    if !g.reset {
+        assert!(g.bytes >= 4 << 20, "{} bytes", g.bytes);
+    }
+    assert!(g.bytes > 0);
     assert_eq!(
         hex(&g.sha.clone().finalize()),
         sha_of(&[&data[..g.bytes as usize]]),

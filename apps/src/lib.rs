@@ -1,7 +1,8 @@
-//! Shared pieces of the zcstack apps (`zc-echo`, `zc-perf`, and the ones to
-//! come): the device flags every app accepts, opening the driver and building
-//! the stack from them, one-line errors, Ctrl-C, and the `--stats` ticker.
-//! [`perf`] holds zc-perf's wire protocol and report.
+//! Shared pieces of the zcstack apps (`zc-echo`, `zc-perf`, `zc-httpd`, and
+//! the ones to come): the device flags every app accepts, opening the driver
+//! and building the stack from them, one-line errors, Ctrl-C, and the
+//! `--stats` ticker. [`perf`] holds zc-perf's wire protocol and report;
+//! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested).
 #![deny(unsafe_code)]
 
 pub mod perf;
@@ -15,11 +16,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Parser};
-use zcstack::{Stack, StackStats};
+use zcstack::{SendMode, Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::Tap;
 use zcstack_driver::xdp::{self, AttachMode, Xdp, XdpConfig};
 use zcstack_driver::{Driver, PoolConfig};
+
+pub mod http;
 
 /// The driver type the apps run on (TAP, optionally wrapped for pcap capture).
 pub type AppDriver = Box<dyn Driver>;
@@ -64,6 +67,13 @@ pub struct DeviceArgs {
     /// frames are larger and fewer, for the same memory).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub pool_frames: u32,
+    /// How file bytes get into TCP send rings: copy, remap (map file pages
+    /// over the ring, no CPU copy), or auto (the stack picks).
+    #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
+    pub send_mode: SendMode,
+    /// Not a flag: an app's own TCP (receive, send) ring sizes, if it sets them.
+    #[arg(skip)]
+    pub tcp_buffers: Option<(usize, usize)>,
 }
 
 /// Parses `10.200.0.2/24`.
@@ -163,7 +173,12 @@ impl DeviceArgs {
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
             .mac(self.mac)
-            .build()?;
+            .send_mode(self.send_mode);
+        let stack = match self.tcp_buffers {
+            Some((rx, tx)) => stack.tcp_buffers(rx, tx),
+            None => stack,
+        }
+        .build()?;
         Ok(stack)
     }
 }

@@ -36,6 +36,46 @@ pub(crate) struct Meta {
     pub(crate) handle: SocketHandle,
     /// See [NeighborState](struct.NeighborState.html).
     neighbor_state: NeighborState,
+    /// ZCSTACK PATCH 2: until when egress may skip this socket (see
+    /// `third_party/smoltcp/ZCSTACK-PATCHES.md`).
+    pub(crate) idle: EgressIdle,
+}
+
+/// ZCSTACK PATCH 2: what a socket's last `poll_at` said, cached after it was
+/// dispatched, so `Interface::poll` need not visit sockets with nothing to
+/// send. Anything that can change a socket (the application through
+/// `SocketSet::get_mut`/`iter_mut`, or a segment it accepted) resets it to
+/// `Busy`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(crate) enum EgressIdle {
+    /// Visit on every egress pass.
+    #[default]
+    Busy,
+    /// Nothing to send until a segment arrives or the application acts.
+    UntilIngress,
+    /// Nothing to send before this time (a timer), unless touched.
+    Until(Instant),
+}
+
+impl EgressIdle {
+    /// Whether egress may skip the socket at `now`.
+    pub(crate) fn skip(self, now: Instant) -> bool {
+        match self {
+            EgressIdle::Busy => false,
+            EgressIdle::UntilIngress => true,
+            EgressIdle::Until(t) => now < t,
+        }
+    }
+
+    /// The state for a socket whose `poll_at` is `at`.
+    pub(crate) fn from_poll_at(at: PollAt) -> EgressIdle {
+        match at {
+            PollAt::Now => EgressIdle::Busy,
+            PollAt::Ingress => EgressIdle::UntilIngress,
+            PollAt::Time(t) => EgressIdle::Until(t),
+        }
+    }
 }
 
 impl Meta {
@@ -123,6 +163,7 @@ mod tests {
         Meta {
             handle: SocketHandle::default(),
             neighbor_state: NeighborState::Active,
+            idle: EgressIdle::Busy,
         }
     }
 
@@ -226,5 +267,21 @@ mod tests {
 
         let t_after = Instant::from_millis(2500);
         assert!(m.egress_permitted(t_after, |_| false));
+    }
+
+    // ZCSTACK PATCH 2 tests: when egress may skip a socket.
+    #[test]
+    fn zcstack_egress_idle_skips_until_woken() {
+        let t = Instant::from_millis(100);
+        assert!(!EgressIdle::Busy.skip(t));
+        assert!(EgressIdle::UntilIngress.skip(t));
+        assert!(EgressIdle::Until(Instant::from_millis(101)).skip(t));
+        assert!(!EgressIdle::Until(t).skip(t));
+        assert_eq!(EgressIdle::from_poll_at(PollAt::Now), EgressIdle::Busy);
+        assert_eq!(
+            EgressIdle::from_poll_at(PollAt::Ingress),
+            EgressIdle::UntilIngress
+        );
+        assert_eq!(EgressIdle::from_poll_at(PollAt::Time(t)), EgressIdle::Until(t));
     }
 }

@@ -723,6 +723,12 @@ impl Interface {
 
         let mut result = PollResult::None;
         for item in sockets.items_mut() {
+            // ZCSTACK PATCH 2: a TCP socket whose `poll_at` said, when it was
+            // last dispatched, that it has nothing to send before a segment,
+            // the application or a timer wakes it is not visited.
+            if item.meta.idle.skip(self.inner.now) {
+                continue;
+            }
             if !item
                 .meta
                 .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
@@ -820,6 +826,13 @@ impl Interface {
                     );
                 }
                 Ok(()) => {}
+            }
+            // ZCSTACK PATCH 2: remember when this socket next has work.
+            #[cfg(feature = "socket-tcp")]
+            if let Socket::Tcp(socket) = &item.socket {
+                item.meta.idle = super::socket_meta::EgressIdle::from_poll_at(
+                    socket.poll_at(&mut self.inner),
+                );
             }
         }
         result

@@ -1,0 +1,569 @@
+//! zc-httpd: an HTTP/1.1 static-file server on zcstack.
+//!
+//! ```text
+//! zc-httpd --tap zctap0 --ip 10.200.1.2/24 --root DIR [--port 80] [--send-mode copy|remap|auto]
+//! ```
+//! GET and HEAD of the files under `--root`: keep-alive and pipelining,
+//! single byte ranges, `ETag`/`Last-Modified` with 304, a directory's
+//! `index.html`. What to answer is decided in `zcstack_apps::http`; this file
+//! is the connection loop. Response heads are written with `tcp_write`;
+//! bodies are queued with `tcp_send_file`, which copies or remaps file pages
+//! into the send ring. In remap mode the head of a body of at least
+//! `REMAP_BATCH` (64 KiB) is padded (an `X-Pad` line) so the body starts
+//! page-aligned in the ring.
+#![deny(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write as _};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use clap::Parser;
+use zcstack::file::REMAP_BATCH;
+use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
+use zcstack_apps::http::request::{self, MAX_HEAD};
+use zcstack_apps::http::response::PAD_OVERHEAD;
+use zcstack_apps::http::serve::{self, Body, Reply};
+use zcstack_apps::http::{Head, Status};
+use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
+
+const APP: &str = "zc-httpd";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "zc-httpd",
+    version,
+    about = "HTTP/1.1 static-file server on the zcstack kernel-bypass stack"
+)]
+struct Cli {
+    #[command(flatten)]
+    dev: DeviceArgs,
+    /// Directory whose files are served.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_conns: usize,
+    /// Connections that may be in setup or waiting to be accepted at once.
+    /// Each is a listening socket that smoltcp visits on every poll, so a
+    /// larger backlog costs throughput.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    backlog: usize,
+    /// Close a connection after this many seconds without progress.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    idle_timeout: u64,
+    /// Answer 408 if a request head takes longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    header_timeout: u64,
+    /// Send ring of each TCP connection, in KiB (rounded up to whole 4 KiB pages).
+    #[arg(long, value_name = "KIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    send_buffer_kib: u32,
+    /// Receive ring of each TCP connection, in KiB (requests are small).
+    #[arg(long, value_name = "KIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    recv_buffer_kib: u32,
+    /// On exit, also write the final counters to this file as JSON.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+/// Files kept open (mapped) between requests, by canonical path.
+const FILE_CACHE: usize = 256;
+/// How often timeouts are checked.
+const SCAN_EVERY: Duration = Duration::from_millis(200);
+
+/// The response being written on a connection.
+enum Out {
+    /// A head to pad (in remap mode) for a body starting at this file offset.
+    ToPad(Head, Box<Body>, Arc<MappedFile>),
+    /// Bytes to write (a whole short response, or a finished head), then
+    /// perhaps a file range.
+    Write {
+        bytes: Vec<u8>,
+        done: usize,
+        body: Option<(Arc<MappedFile>, u64, u64)>,
+    },
+}
+
+struct Conn {
+    conn: TcpConn,
+    buf: Box<[u8]>,
+    filled: usize,
+    /// Bytes arrived since the last parse found the head incomplete.
+    unparsed: bool,
+    out: Option<Out>,
+    /// Close (FIN) once everything queued is in the ring.
+    closing: bool,
+    /// The peer sent FIN.
+    peer_done: bool,
+    /// Last time bytes moved either way.
+    progress: Instant,
+    /// (file bytes pending, bytes unacknowledged) at the last scan.
+    mark: (u64, usize),
+    /// When the first byte of the request head being received arrived.
+    head_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    by_class: [u64; 6],
+    body_bytes: u64,
+    accepted: u64,
+    peak_conns: usize,
+    timeouts: u64,
+}
+
+struct Server {
+    root: PathBuf,
+    files: HashMap<PathBuf, Arc<MappedFile>>,
+    n: Counters,
+    date: (u64, String),
+    /// Bodies are remapped: pad heads so bodies start page-aligned.
+    remap: bool,
+}
+
+enum Step {
+    Keep(bool),
+    Done,
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.ino() == b.ino()
+        && a.dev() == b.dev()
+        && a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+}
+
+impl Server {
+    /// The current HTTP-date, formatted once per second.
+    fn date(&mut self) -> &str {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if secs != self.date.0 {
+            self.date = (secs, httpdate::fmt_http_date(now));
+        }
+        &self.date.1
+    }
+
+    /// The mapped file for a body, from the cache if it is unchanged and
+    /// still leased (after a lease break the stack would `pread` it; a fresh
+    /// open takes a new lease if it can).
+    fn open(&mut self, body: &Body) -> std::io::Result<Arc<MappedFile>> {
+        if let Some(f) = self.files.get(&body.path)
+            && f.is_leased()
+            && same_file(f.metadata(), &body.meta)
+        {
+            return Ok(f.clone());
+        }
+        let f = MappedFile::open(&body.path)?;
+        if f.len() < body.start + body.len {
+            return Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                format!("{} shrank while being opened", body.path.display()),
+            ));
+        }
+        if self.files.len() >= FILE_CACHE {
+            self.files.clear();
+        }
+        self.files.insert(body.path.clone(), f.clone());
+        Ok(f)
+    }
+
+    /// Turns a decided reply into what the connection writes.
+    fn out(&mut self, reply: Reply) -> Out {
+        let (status, out) = match reply {
+            Reply::Bytes { status, bytes, .. } => (
+                status,
+                Out::Write {
+                    bytes,
+                    done: 0,
+                    body: None,
+                },
+            ),
+            Reply::File {
+                status, head, body, ..
+            } => match self.open(&body) {
+                // Padding costs up to a page on the wire: only worth it for
+                // bodies the stack remaps in batches.
+                Ok(file) if self.remap && body.len >= REMAP_BATCH as u64 => {
+                    (status, Out::ToPad(head, body, file))
+                }
+                Ok(file) => (
+                    status,
+                    Out::Write {
+                        bytes: head.finish(None),
+                        done: 0,
+                        body: Some((file, body.start, body.len)),
+                    },
+                ),
+                Err(e) => {
+                    eprintln!("{APP}: {e}");
+                    let date = self.date().to_string();
+                    let bytes = serve::status_only(Status::InternalError, &date).into_bytes();
+                    (
+                        Status::InternalError,
+                        Out::Write {
+                            bytes,
+                            done: 0,
+                            body: None,
+                        },
+                    )
+                }
+            },
+        };
+        self.n.requests += 1;
+        self.n.by_class[(status.code() / 100).min(5) as usize] += 1;
+        out
+    }
+
+    /// Writes the response in progress: its head, then queues its body.
+    /// `Ok(true)` when it is all written or queued (or there was none),
+    /// `Ok(false)` when the ring has no room yet, `Err` if the connection broke.
+    fn flush(
+        &mut self,
+        stack: &mut Stack<AppDriver>,
+        c: &mut Conn,
+        now: Instant,
+        moved: &mut bool,
+    ) -> Result<bool, ()> {
+        let Some(out) = c.out.take() else {
+            return Ok(true);
+        };
+        if stack.tcp_send_file_pending(c.conn) > 0 {
+            // The previous body is not in the ring yet: writes would block.
+            c.out = Some(out);
+            return Ok(false);
+        }
+        let (bytes, mut done, body) = match out {
+            Out::ToPad(head, body, file) => {
+                let plain = head.len();
+                let pad = if stack.tcp_send_file_pad(c.conn, plain, body.start) == 0 {
+                    None
+                } else {
+                    Some(stack.tcp_send_file_pad(c.conn, plain + PAD_OVERHEAD, body.start))
+                };
+                (head.finish(pad), 0, Some((file, body.start, body.len)))
+            }
+            Out::Write { bytes, done, body } => (bytes, done, body),
+        };
+        while done < bytes.len() {
+            match stack.tcp_write(c.conn, &bytes[done..]) {
+                Ok(n) => {
+                    done += n;
+                    *moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    c.out = Some(Out::Write { bytes, done, body });
+                    return Ok(false);
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        if let Some((file, off, len)) = body {
+            stack
+                .tcp_send_file(c.conn, &file, off, len)
+                .map_err(|_| ())?;
+            self.n.body_bytes += len;
+        }
+        c.progress = now;
+        Ok(true)
+    }
+
+    /// Moves what it can for one connection; `Keep(true)` if bytes moved.
+    /// Requests are answered one after the other; while a response waits
+    /// for ring space, request bytes are still read ahead into the head
+    /// buffer, so the receive window stays open.
+    fn serve(&mut self, stack: &mut Stack<AppDriver>, c: &mut Conn, now: Instant) -> Step {
+        let mut moved = false;
+        loop {
+            // 1. The response in progress.
+            let Ok(flushed) = self.flush(stack, c, now, &mut moved) else {
+                return Step::Done;
+            };
+            if flushed {
+                if c.closing {
+                    if stack.tcp_send_file_pending(c.conn) > 0 {
+                        return Step::Keep(moved);
+                    }
+                    let _ = stack.tcp_close(c.conn);
+                    return Step::Done;
+                }
+                // 2. The next request, if a whole head is here (parse again
+                // only after new bytes came).
+                let parsed = if c.unparsed {
+                    request::parse(&c.buf[..c.filled])
+                } else {
+                    Ok(None)
+                };
+                match parsed {
+                    Ok(Some((req, n))) => {
+                        c.buf.copy_within(n..c.filled, 0);
+                        c.filled -= n;
+                        c.head_since = (c.filled > 0).then_some(now);
+                        let date = self.date().to_string();
+                        let reply = serve::respond(&req, &self.root, &date);
+                        c.closing = !reply.keep_alive();
+                        c.out = Some(self.out(reply));
+                        continue;
+                    }
+                    Ok(None) => c.unparsed = false,
+                    Err(refusal) => {
+                        let date = self.date().to_string();
+                        c.out = Some(self.out(serve::refused(refusal, &date)));
+                        c.closing = true;
+                        c.filled = 0;
+                        continue;
+                    }
+                }
+                if c.peer_done {
+                    // FIN with no (complete) request left: nothing more to answer.
+                    c.closing = true;
+                    continue;
+                }
+            } else if c.closing || c.peer_done {
+                return Step::Keep(moved);
+            }
+            // 3. Read more request bytes (a full buffer is either refused with
+            // 431 above or waits; an empty read would look like end of stream).
+            if c.filled == c.buf.len() {
+                return Step::Keep(moved);
+            }
+            match stack.tcp_read(c.conn, &mut c.buf[c.filled..]) {
+                Ok(0) => c.peer_done = true,
+                Ok(n) => {
+                    if c.filled == 0 {
+                        c.head_since = Some(now);
+                    }
+                    c.filled += n;
+                    c.unparsed = true;
+                    c.progress = now;
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Keep(moved),
+                Err(_) => return Step::Done,
+            }
+            if !flushed {
+                return Step::Keep(moved);
+            }
+        }
+    }
+
+    /// Header-read and idle timeouts; returns whether to drop the connection.
+    fn check_timeouts(
+        &mut self,
+        stack: &mut Stack<AppDriver>,
+        c: &mut Conn,
+        now: Instant,
+        cli: &Cli,
+    ) -> bool {
+        let mark = (
+            stack.tcp_send_file_pending(c.conn),
+            stack.tcp_unacked(c.conn),
+        );
+        if mark != c.mark {
+            c.mark = mark;
+            c.progress = now;
+        }
+        if let Some(since) = c.head_since
+            && c.out.is_none()
+            && !c.closing
+            && now - since > Duration::from_secs(cli.header_timeout)
+        {
+            self.n.timeouts += 1;
+            let date = self.date().to_string();
+            c.out = Some(self.out(serve::status_only(Status::RequestTimeout, &date)));
+            c.closing = true;
+            c.filled = 0;
+            c.head_since = None;
+            c.progress = now;
+            return false;
+        }
+        if now - c.progress > Duration::from_secs(cli.idle_timeout) {
+            self.n.timeouts += 1;
+            if mark == (0, 0) && c.out.is_none() {
+                let _ = stack.tcp_close(c.conn);
+            } else {
+                // The peer stopped reading: give up on the rest.
+                let _ = stack.tcp_abort(c.conn);
+            }
+            return true;
+        }
+        false
+    }
+}
+
+fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
+    let c = &n.by_class;
+    format!(
+        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes remapped {} copied {} pread {})",
+        n.requests,
+        c[2],
+        c[3],
+        c[4],
+        c[5],
+        n.body_bytes,
+        n.accepted,
+        n.peak_conns,
+        conns,
+        n.timeouts,
+        s.tx_copies_per_byte(),
+        s.file_bytes_remapped,
+        s.file_bytes_copied,
+        s.file_bytes_pread,
+    )
+}
+
+fn stats_json(n: &Counters, s: &StackStats) -> String {
+    format!(
+        concat!(
+            "{{\"requests\":{},\"status_2xx\":{},\"status_3xx\":{},\"status_4xx\":{},\"status_5xx\":{},",
+            "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
+            "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"file_bytes_remapped\":{},",
+            "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
+            "\"lease_breaks\":{},\"file_transfers_aborted\":{},",
+            "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{}}}\n"
+        ),
+        n.requests,
+        n.by_class[2],
+        n.by_class[3],
+        n.by_class[4],
+        n.by_class[5],
+        n.body_bytes,
+        n.accepted,
+        n.peak_conns,
+        n.timeouts,
+        s.app_write_bytes,
+        s.tcp_tx_payload,
+        s.file_bytes_remapped,
+        s.file_bytes_copied,
+        s.file_bytes_pread,
+        s.tx_copies_per_byte(),
+        s.lease_breaks,
+        s.file_transfers_aborted,
+        s.pool.in_use,
+        s.pool.capacity,
+        s.rx_drops(),
+        s.tx_drops(),
+    )
+}
+
+fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
+    let canon = root.canonicalize().with_context(|| {
+        format!(
+            "document root {}: cannot open it (give an existing directory with --root)",
+            root.display()
+        )
+    })?;
+    if !canon.is_dir() {
+        anyhow::bail!(
+            "document root {} is not a directory (give a directory with --root)",
+            root.display()
+        );
+    }
+    Ok(canon)
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = parse_args(APP);
+    run(APP, || {
+        let root = check_root(&cli.root)?;
+        let stop = stop_flag()?;
+        let rx = cli.recv_buffer_kib as usize * 1024;
+        let tx = cli.send_buffer_kib as usize * 1024;
+        let mut dev = cli.dev.clone();
+        dev.tcp_buffers = Some((rx, tx));
+        let mut stack = dev.build_stack()?;
+        let listener = stack.tcp_listen(cli.port, cli.backlog)?;
+        let (ip, _) = stack.ip();
+        println!(
+            "{APP}: serving {} on http://{ip}:{}/ via {} (MTU {})",
+            root.display(),
+            cli.port,
+            stack.driver().describe(),
+            stack.driver().mtu()
+        );
+        let mut srv = Server {
+            root,
+            files: HashMap::new(),
+            n: Counters::default(),
+            date: (0, String::new()),
+            remap: stack.send_mode() == SendMode::Remap,
+        };
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut ticker = StatsTicker::new(cli.dev.stats);
+        let mut last_scan = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            stack.poll_wait();
+            let now = Instant::now();
+            while conns.len() < cli.max_conns
+                && let Some(conn) = stack.tcp_accept(listener)
+            {
+                srv.n.accepted += 1;
+                conns.push(Conn {
+                    conn,
+                    buf: vec![0; MAX_HEAD].into(),
+                    filled: 0,
+                    unparsed: false,
+                    out: None,
+                    closing: false,
+                    peer_done: false,
+                    progress: now,
+                    mark: (0, 0),
+                    head_since: None,
+                });
+            }
+            srv.n.peak_conns = srv.n.peak_conns.max(conns.len());
+            let scan = now - last_scan >= SCAN_EVERY;
+            if scan {
+                last_scan = now;
+            }
+            let mut busy = false;
+            let mut i = 0;
+            while i < conns.len() {
+                let c = &mut conns[i];
+                let drop = match srv.serve(&mut stack, c, now) {
+                    Step::Keep(moved) => {
+                        busy |= moved;
+                        scan && srv.check_timeouts(&mut stack, c, now, &cli)
+                    }
+                    Step::Done => true,
+                };
+                if drop {
+                    let c = conns.swap_remove(i);
+                    // Closed already, or reset by the peer: nothing left to do.
+                    let _ = stack.tcp_close(c.conn);
+                } else {
+                    i += 1;
+                }
+            }
+            if busy {
+                stack.note_activity();
+            }
+            ticker.tick(APP, &stack);
+        }
+        // Counted after the driver let go of every frame (AF_XDP lends some to the kernel).
+        let s = zcstack_apps::shutdown(stack);
+        println!("{APP}: stopped; {}", summary(&srv.n, &s, conns.len()));
+        if let Some(path) = &cli.stats_json {
+            let mut f = std::fs::File::create(path)
+                .with_context(|| format!("writing --stats-json {}", path.display()))?;
+            f.write_all(stats_json(&srv.n, &s).as_bytes())
+                .with_context(|| format!("writing --stats-json {}", path.display()))?;
+        }
+        Ok(())
+    })
+}

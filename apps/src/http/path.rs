@@ -1,0 +1,293 @@
+//! Request-target → file under the document root, refusing every way out.
+//!
+//! [`decode`] is pure: the target must be origin-form (`/…`); the query is
+//! dropped; percent-escapes are decoded, but an encoded `/` (`%2f`) or NUL
+//! (`%00`) is refused, and so is a `..` segment in any spelling (`%2e%2e`
+//! decodes to `..` first). [`resolve`] then joins the segments to the root,
+//! canonicalizes (following symlinks) and refuses a result outside the
+//! canonical root with 404, so a symlink leading out reveals nothing.
+//! A directory is served by its `index.html`; a directory URL without the
+//! trailing slash is redirected (301) to the slash form, so relative links
+//! inside the index work.
+
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::response::Status;
+
+/// The file served for a directory.
+pub const INDEX: &str = "index.html";
+
+/// A decoded, checked request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlPath {
+    /// Non-empty segments, percent-decoded, none of them `.` or `..`.
+    pub segments: Vec<Vec<u8>>,
+    /// The path ended with `/`.
+    pub trailing_slash: bool,
+    /// The query (after `?`), kept for redirects.
+    pub query: Option<String>,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes and checks a request-target (400 for anything refused).
+pub fn decode(target: &str) -> Result<UrlPath, Status> {
+    let target = target.split('#').next().unwrap_or("");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (target, None),
+    };
+    if !path.starts_with('/') {
+        // Absolute-form, authority-form and `*` are not for a file server.
+        return Err(Status::BadRequest);
+    }
+    let raw = path.as_bytes();
+    let mut segments = Vec::new();
+    for seg in raw.split(|&b| b == b'/') {
+        let mut out = Vec::with_capacity(seg.len());
+        let mut i = 0;
+        while i < seg.len() {
+            let b = seg[i];
+            if b == b'%' {
+                let hi = seg.get(i + 1).copied().and_then(hex);
+                let lo = seg.get(i + 2).copied().and_then(hex);
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(Status::BadRequest);
+                };
+                let d = hi << 4 | lo;
+                if d == b'/' || d == 0 {
+                    return Err(Status::BadRequest);
+                }
+                out.push(d);
+                i += 3;
+            } else {
+                if b == 0 {
+                    return Err(Status::BadRequest);
+                }
+                out.push(b);
+                i += 1;
+            }
+        }
+        match out.as_slice() {
+            b"" | b"." => {}
+            b".." => return Err(Status::BadRequest),
+            _ => segments.push(out),
+        }
+    }
+    Ok(UrlPath {
+        segments,
+        trailing_slash: path.ends_with('/'),
+        query,
+    })
+}
+
+/// Percent-encodes a segment for a `Location` header.
+fn encode_segment(seg: &[u8], out: &mut String) {
+    for &b in seg {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+impl UrlPath {
+    /// The slash form of this path (for a directory's redirect), re-encoded
+    /// from the checked segments, so it always starts with exactly one `/`.
+    pub fn with_slash(&self) -> String {
+        let mut s = String::from("/");
+        for seg in &self.segments {
+            encode_segment(seg, &mut s);
+            s.push('/');
+        }
+        if let Some(q) = &self.query {
+            s.push('?');
+            // The query came through httparse's request-line check (visible ASCII).
+            s.push_str(q);
+        }
+        s
+    }
+}
+
+/// What a path resolves to.
+#[derive(Debug)]
+pub enum Found {
+    /// A regular file inside the root (canonical path) and its metadata.
+    File(PathBuf, Metadata),
+    /// A directory asked for without its trailing slash: redirect here.
+    Redirect(String),
+}
+
+/// The canonical path of `p` if it exists and lies inside `root`.
+fn inside(root: &Path, p: &Path) -> Result<PathBuf, Status> {
+    let canon = p.canonicalize().map_err(|_| Status::NotFound)?;
+    if canon.starts_with(root) {
+        Ok(canon)
+    } else {
+        Err(Status::NotFound)
+    }
+}
+
+/// Resolves `url` under `root` (which must be canonical). 404 for anything
+/// missing, outside the root, or not a regular file.
+pub fn resolve(root: &Path, url: &UrlPath) -> Result<Found, Status> {
+    let mut p = root.to_path_buf();
+    for seg in &url.segments {
+        p.push(OsStr::from_bytes(seg));
+    }
+    let mut canon = inside(root, &p)?;
+    let mut meta = std::fs::metadata(&canon).map_err(|_| Status::NotFound)?;
+    if meta.is_dir() {
+        if !url.trailing_slash && !url.segments.is_empty() {
+            return Ok(Found::Redirect(url.with_slash()));
+        }
+        canon = inside(root, &canon.join(INDEX))?;
+        meta = std::fs::metadata(&canon).map_err(|_| Status::NotFound)?;
+    } else if url.trailing_slash {
+        return Err(Status::NotFound);
+    }
+    if !meta.is_file() {
+        return Err(Status::NotFound);
+    }
+    Ok(Found::File(canon, meta))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn segs(t: &str) -> Vec<String> {
+        decode(t)
+            .unwrap()
+            .segments
+            .into_iter()
+            .map(|s| String::from_utf8(s).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(segs("/"), Vec::<String>::new());
+        assert_eq!(segs("/a/b.txt"), ["a", "b.txt"]);
+        assert_eq!(segs("//a/./b//"), ["a", "b"]);
+        assert_eq!(segs("/a%20b/%41?x=1"), ["a b", "A"]);
+        assert_eq!(segs("/caf%C3%A9"), ["café"]);
+        assert_eq!(segs("/a..b/.hidden"), ["a..b", ".hidden"]);
+        let u = decode("/d?q=1").unwrap();
+        assert_eq!(u.query.as_deref(), Some("q=1"));
+        assert!(!u.trailing_slash);
+        assert!(decode("/d/").unwrap().trailing_slash);
+    }
+
+    #[test]
+    fn traversal_refused() {
+        for t in [
+            "/../secret",
+            "/a/../../secret",
+            "/..",
+            "/%2e%2e/secret",
+            "/%2E%2E/secret",
+            "/.%2e/secret",
+            "/a%2f..%2fsecret",
+            "/a%2F..",
+            "/%00",
+            "/a%0",
+            "/a%zz",
+            "http://host/a",
+            "*",
+            "secret",
+            "",
+        ] {
+            assert_eq!(decode(t), Err(Status::BadRequest), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn redirect_location() {
+        assert_eq!(decode("/a%20b").unwrap().with_slash(), "/a%20b/");
+        assert_eq!(
+            decode("//evil.example").unwrap().with_slash(),
+            "/evil.example/"
+        );
+        assert_eq!(decode("/d?x=1").unwrap().with_slash(), "/d/?x=1");
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub(crate) struct TempDir(pub PathBuf);
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "zc-httpd-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p.canonicalize().unwrap())
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `base/root` with a file, a directory with and without an index, a
+    /// symlink inside, and symlinks to `base/secret` outside.
+    pub(crate) fn tree() -> (TempDir, PathBuf) {
+        let t = TempDir::new("path");
+        let root = t.0.join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        std::fs::write(root.join("a.txt"), b"hello").unwrap();
+        std::fs::write(root.join("d/index.html"), b"<p>d</p>").unwrap();
+        std::fs::write(t.0.join("secret"), b"SECRET").unwrap();
+        std::os::unix::fs::symlink(t.0.join("secret"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("out2")).unwrap();
+        std::os::unix::fs::symlink(&t.0, root.join("up")).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("in")).unwrap();
+        (t, root)
+    }
+
+    fn res(root: &Path, target: &str) -> Result<Found, Status> {
+        resolve(root, &decode(target)?)
+    }
+
+    #[test]
+    fn resolving() {
+        let (_t, root) = tree();
+        let file = |t: &str| match res(&root, t) {
+            Ok(Found::File(p, m)) => (p.strip_prefix(&root).unwrap().to_path_buf(), m.len()),
+            other => panic!("{t}: {other:?}"),
+        };
+        assert_eq!(file("/a.txt"), (PathBuf::from("a.txt"), 5));
+        assert_eq!(file("/in"), (PathBuf::from("a.txt"), 5));
+        assert_eq!(file("/d/"), (PathBuf::from("d/index.html"), 8));
+        assert!(matches!(res(&root, "/d"), Ok(Found::Redirect(l)) if l == "/d/"));
+        for t in [
+            "/missing",
+            "/empty/",
+            "/a.txt/",
+            "/out",
+            "/out2",
+            "/up/secret",
+            "/",
+        ] {
+            assert!(matches!(res(&root, t), Err(Status::NotFound)), "{t}");
+        }
+        std::fs::write(root.join("index.html"), b"top").unwrap();
+        assert_eq!(file("/"), (PathBuf::from("index.html"), 3));
+    }
+}
