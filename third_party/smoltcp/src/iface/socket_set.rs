@@ -153,6 +153,11 @@ impl<'a> SocketSet<'a> {
     }
 
     /// Iterate every socket in this set.
+    /// ZCSTACK PATCH 3: the item behind `handle`, if the slot holds one.
+    pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
+        self.sockets.get_mut(handle.0)?.inner.as_mut()
+    }
+
     pub(crate) fn items_mut(&mut self) -> impl Iterator<Item = &mut Item<'a>> + '_ {
         self.sockets.iter_mut().filter_map(|x| x.inner.as_mut())
     }

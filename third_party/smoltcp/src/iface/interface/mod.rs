@@ -155,6 +155,9 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// ZCSTACK PATCH 3: the connected TCP socket that took the last segment.
+    #[cfg(feature = "socket-tcp")]
+    tcp_last_hit: Option<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -276,6 +279,8 @@ impl Interface {
                 ip_addrs: Vec::new(),
                 any_ip: false,
                 routes: Routes::new(),
+                #[cfg(feature = "socket-tcp")]
+                tcp_last_hit: None,
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]

@@ -29,6 +29,24 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
+        // ZCSTACK PATCH 3: try the connected socket that took the last
+        // segment before scanning every socket (a bulk transfer's segments
+        // come in runs). Only a non-listening socket is remembered: one that
+        // accepts a segment matches its 4-tuple exactly, so the scan would
+        // find no other connected socket for it.
+        if let Some(item) = self.tcp_last_hit.and_then(|h| sockets.item_mut(h)) {
+            if let Some(tcp_socket) = Socket::downcast_mut(&mut item.socket) {
+                if tcp_socket.state() != crate::socket::tcp::State::Listen
+                    && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
+                {
+                    item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                    return tcp_socket
+                        .process(self, &ip_repr, &tcp_repr)
+                        .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+                }
+            }
+        }
+
         for item in sockets.items_mut() {
             let Some(tcp_socket) = Socket::downcast_mut(&mut item.socket) else {
                 continue;
@@ -36,6 +54,9 @@ impl InterfaceInner {
             if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
                 // ZCSTACK PATCH 2: the segment may give the socket work.
                 item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                // ZCSTACK PATCH 3: remember a connected socket.
+                self.tcp_last_hit = (tcp_socket.state() != crate::socket::tcp::State::Listen)
+                    .then_some(item.meta.handle);
                 return tcp_socket
                     .process(self, &ip_repr, &tcp_repr)
                     .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
