@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::{Args, Parser};
 use zcstack::{SendMode, Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
-use zcstack_driver::tap::Tap;
+use zcstack_driver::tap::{Tap, TapOptions};
 use zcstack_driver::xdp::{self, AttachMode, Xdp, XdpConfig};
 use zcstack_driver::{Driver, PoolConfig};
 
@@ -38,6 +38,11 @@ pub struct DeviceArgs {
         conflicts_with = "xdp"
     )]
     pub tap: Option<String>,
+    /// With --tap: IFF_VNET_HDR offloads: 64 KiB TCP segments and partial
+    /// checksums both ways (the kernel segments and checksums; pool frames
+    /// become 64 KiB, as many as fit the same memory, at least 512).
+    #[arg(long, requires = "tap")]
+    pub tap_offload: bool,
     /// Run on interface IFACE with AF_XDP (the kernel keeps no address on it).
     #[arg(long, value_name = "IFACE")]
     pub xdp: Option<String>,
@@ -158,6 +163,16 @@ impl DeviceArgs {
             anyhow::bail!("--queue and --xdp-mode apply to --xdp, not to --tap");
         }
         let device: AppDriver = match (&self.tap, &self.xdp) {
+            (Some(name), _) if self.tap_offload => {
+                const FRAME: u32 = 64 << 10;
+                let frames = (u64::from(self.pool_frames) * 2048 / u64::from(FRAME)).max(512);
+                let pool = PoolConfig::new()
+                    .frames(frames as u32)
+                    .frame_size(FRAME)
+                    .build()
+                    .context("creating the buffer pool")?;
+                Box::new(Tap::open_with(name, pool, TapOptions::offloads())?)
+            }
             (Some(name), _) => {
                 let pool = PoolConfig::new()
                     .frames(self.pool_frames)

@@ -13,7 +13,9 @@
 //!   a lock-free free list with per-thread caches, [`Frame`] handles that go
 //!   back to the pool on `Drop`, and [`PoolStats`].
 //! - [`Driver`] (this file): the burst interface every device implements.
-//! - [`tap`]: a Linux TAP device, read and written straight from pool frames.
+//! - [`tap`]: a Linux TAP device, read and written straight from pool frames;
+//!   optionally with `IFF_VNET_HDR` offloads (64 KiB TCP segments, partial
+//!   checksums), whose header lives in [`vnet`].
 //! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
 //!   the unprivileged device used by deterministic tests.
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
@@ -30,6 +32,7 @@ pub mod pcap;
 pub mod pool;
 mod sys;
 pub mod tap;
+pub mod vnet;
 pub mod wire;
 pub mod xdp;
 
@@ -57,7 +60,8 @@ pub struct DriverStats {
     /// Received bytes the driver copied in user space (AF_XDP reassembling a
     /// multi-buffer packet); 0 for drivers that never copy.
     pub rx_copied_bytes: u64,
-    /// Received frames the driver dropped as malformed or too large.
+    /// Received frames the driver dropped as malformed or too large (or, for
+    /// a TAP with a virtio header, with a bad checksum).
     pub rx_errors: u64,
     /// TX wake-up syscalls (AF_XDP `sendto` kicks): one per burst, not per packet.
     pub tx_kicks: u64,
@@ -81,6 +85,19 @@ pub struct KernelStats {
     pub tx_invalid_descs: u64,
     /// Times the kernel found the TX ring empty when woken.
     pub tx_ring_empty: u64,
+}
+
+/// Work a device does for the stack on transmit ([`Driver::offloads`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// The device computes TCP checksums of sent frames: the stack leaves
+    /// them zero. A device that sets this must also vouch for received
+    /// checksums ([`Driver::rx_checksums_trusted`]).
+    pub tx_tcp_checksum: bool,
+    /// The device cuts TCP segments up to this many bytes of Ethernet frame
+    /// into segments of [`Frame::gso_size`] payload bytes (TSO); `None`: the
+    /// stack sends MTU-sized frames only.
+    pub tcp_segmentation: Option<usize>,
 }
 
 /// A poll-mode device that moves bursts of pool frames.
@@ -111,9 +128,15 @@ pub trait Driver {
     /// Whether every received frame was built by this machine's own kernel
     /// (a veth peer), which may leave TCP/UDP checksums partial when its
     /// checksum offload is on. The stack then skips verifying checksums on
-    /// receive, as the kernel itself does for such frames. Default false.
+    /// receive, as the kernel itself does for such frames. A driver that
+    /// checks the checksums the kernel did not vouch for itself (TAP with
+    /// `IFF_VNET_HDR`) says true as well. Default false.
     fn rx_checksums_trusted(&self) -> bool {
         false
+    }
+    /// What the device does for the stack on transmit; default nothing.
+    fn offloads(&self) -> Offloads {
+        Offloads::default()
     }
     /// Blocks until the device may have input or `timeout` passes; the
     /// stack calls it when idle. The default sleeps.
@@ -147,6 +170,9 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     }
     fn rx_checksums_trusted(&self) -> bool {
         (**self).rx_checksums_trusted()
+    }
+    fn offloads(&self) -> Offloads {
+        (**self).offloads()
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         (**self).wait(timeout)

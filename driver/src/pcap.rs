@@ -92,6 +92,9 @@ impl<D: Driver> Driver for Pcap<D> {
     fn rx_checksums_trusted(&self) -> bool {
         self.inner.rx_checksums_trusted()
     }
+    fn offloads(&self) -> crate::Offloads {
+        self.inner.offloads()
+    }
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
         self.inner.wait(timeout)
     }

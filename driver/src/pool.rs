@@ -399,6 +399,8 @@ pub struct Frame {
     idx: u32,
     off: u32,
     len: u32,
+    /// Segment payload size asked of a TSO device; 0: send as it is.
+    gso_size: u16,
 }
 
 impl Frame {
@@ -410,6 +412,7 @@ impl Frame {
             idx,
             off,
             len: 0,
+            gso_size: 0,
         }
     }
 
@@ -466,6 +469,17 @@ impl Frame {
     pub fn reset(&mut self) {
         self.off = self.shared.headroom;
         self.len = 0;
+        self.gso_size = 0;
+    }
+    /// Asks a device that segments TCP ([`crate::Offloads::tcp_segmentation`])
+    /// to cut this frame's segment into ones of `bytes` payload bytes (the
+    /// MSS); 0, the default, sends the frame as it is.
+    pub fn set_gso_size(&mut self, bytes: u16) {
+        self.gso_size = bytes;
+    }
+    /// The segment size asked by [`Frame::set_gso_size`]; 0 if none.
+    pub fn gso_size(&self) -> u16 {
+        self.gso_size
     }
     /// The data.
     #[inline]

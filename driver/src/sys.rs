@@ -175,6 +175,20 @@ pub fn ifreq_ioctl(fd: &impl AsRawFd, op: IfReqIoctl, req: &mut IfReq) -> io::Re
     Ok(())
 }
 
+/// `ioctl(TUNSETOFFLOAD)` on a TAP descriptor: which offloads (`TUN_F_*`)
+/// the reader accepts from the kernel (`Documentation/networking/tuntap.rst`).
+pub fn tun_set_offload(fd: &impl AsRawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value and reads no memory.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(flags),
+        )
+    })?;
+    Ok(())
+}
+
 /// A datagram socket used only as a handle for interface ioctls.
 pub fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket(2) takes no pointers.

@@ -11,13 +11,20 @@
 //! * Frames are pulled from the driver in bursts; pending tx frames are pushed
 //!   to it in bursts.
 //!
+//! * A device that segments TCP ([`Offloads`]: TAP with `IFF_VNET_HDR`) gets
+//!   smoltcp's `segmentation-offload`: a TCP socket then emits segments of up
+//!   to the device's limit (64 KiB) with a zero checksum, and the segment size
+//!   smoltcp asks for (its MSS) travels to the driver in [`Frame::gso_size`].
+//!
 //! The tokens also count TCP payload bytes (by reading the IPv4 and TCP header
 //! lengths of each frame), because those are the bytes smoltcp copies between
 //! its socket rings and frames: copy #1 in each direction of DESIGN.md's budget.
 
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use std::num::NonZeroUsize;
+
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
-use zcstack_driver::{Driver, Frame, Pool};
+use zcstack_driver::{Driver, Frame, Offloads, Pool};
 
 /// Ethernet header bytes (smoltcp's Ethernet MTU includes them).
 pub(crate) const ETH_HLEN: usize = 14;
@@ -62,6 +69,8 @@ pub(crate) struct Port<D: Driver> {
     mtu: usize,
     /// The driver's [`Driver::rx_checksums_trusted`], read once.
     trusted_checksums: bool,
+    /// The driver's [`Driver::offloads`], read once.
+    offloads: Offloads,
 }
 
 impl<D: Driver> Port<D> {
@@ -69,6 +78,7 @@ impl<D: Driver> Port<D> {
         let pool = driver.pool().clone();
         let mtu = driver.mtu() + ETH_HLEN;
         let trusted_checksums = driver.rx_checksums_trusted();
+        let offloads = driver.offloads();
         Port {
             driver,
             pool,
@@ -80,6 +90,7 @@ impl<D: Driver> Port<D> {
             counters: PortCounters::default(),
             mtu,
             trusted_checksums,
+            offloads,
         }
     }
 
@@ -166,6 +177,7 @@ impl<D: Driver> Device for Port<D> {
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
+            gso_size: 0,
         };
         Some((rx, tx))
     }
@@ -183,6 +195,7 @@ impl<D: Driver> Device for Port<D> {
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
+            gso_size: 0,
         })
     }
 
@@ -198,6 +211,12 @@ impl<D: Driver> Device for Port<D> {
             caps.checksum.tcp = Checksum::Tx;
             caps.checksum.udp = Checksum::Tx;
             caps.checksum.icmpv4 = Checksum::Tx;
+        }
+        if self.offloads.tx_tcp_checksum && self.trusted_checksums {
+            // The device finishes TCP checksums (smoltcp leaves them zero).
+            caps.checksum.tcp = Checksum::None;
+            // smoltcp asserts that segmentation comes with checksum offload.
+            caps.segmentation.tcpv4 = self.offloads.tcp_segmentation.and_then(NonZeroUsize::new);
         }
         caps
     }
@@ -224,13 +243,20 @@ pub(crate) struct FrameTx<'a> {
     tx: &'a mut Vec<Frame>,
     scratch: &'a mut Vec<u8>,
     counters: &'a mut TxCounters,
+    /// The segment size smoltcp asked the device to cut this packet into.
+    gso_size: u16,
 }
 
 impl phy::TxToken for FrameTx<'_> {
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.gso_size = meta.segmentation_offload_size.map_or(0, |s| s.get());
+    }
+
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self.pool.alloc() {
             Some(mut frame) if len <= frame.capacity() => {
                 frame.set_len(len);
+                frame.set_gso_size(self.gso_size);
                 let r = f(frame.data_mut());
                 self.counters.tcp_payload += tcp_payload_len(frame.data()) as u64;
                 self.tx.push(frame);
@@ -333,5 +359,79 @@ mod tests {
         }
         f[14 + 9] = 17;
         assert_eq!(tcp_payload_len(&f), 0);
+    }
+
+    /// A wire end that claims TSO and TCP checksum offload, as a
+    /// vnet-header TAP does.
+    struct Tso(wire::WireEnd);
+
+    impl Driver for Tso {
+        fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> std::io::Result<usize> {
+            self.0.rx_burst(out, max)
+        }
+        fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+            self.0.tx_burst(frames)
+        }
+        fn pool(&self) -> &Pool {
+            self.0.pool()
+        }
+        fn mtu(&self) -> usize {
+            1500
+        }
+        fn stats(&self) -> zcstack_driver::DriverStats {
+            self.0.stats()
+        }
+        fn describe(&self) -> String {
+            "tso".into()
+        }
+        fn rx_checksums_trusted(&self) -> bool {
+            true
+        }
+        fn offloads(&self) -> Offloads {
+            Offloads {
+                tx_tcp_checksum: true,
+                tcp_segmentation: Some(65000),
+            }
+        }
+    }
+
+    /// The device's offloads reach smoltcp's capabilities, and the segment
+    /// size smoltcp asks for reaches the frame the driver gets.
+    #[test]
+    fn offloads_become_capabilities_and_gso_size_reaches_the_frame() {
+        let (a, _b, pool) = ports();
+        assert!(a.capabilities().segmentation.tcpv4.is_none());
+        assert!(
+            a.capabilities().checksum.tcp.tx(),
+            "plain devices: smoltcp checksums"
+        );
+        let big = PoolConfig::new()
+            .frames(8)
+            .frame_size(64 << 10)
+            .build()
+            .unwrap();
+        let (wa, _wb) = wire::pair(big.clone(), big.clone(), WireConfig::default());
+        let mut t = Port::new(Tso(wa), 32);
+        let caps = t.capabilities();
+        assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(65000));
+        assert!(!caps.checksum.tcp.tx() && !caps.checksum.tcp.rx());
+        assert_eq!(
+            caps.max_transmission_unit, 1514,
+            "the MSS still comes from the MTU"
+        );
+        let mut tok = t.transmit(Instant::ZERO).unwrap();
+        let mut meta = PacketMeta::default();
+        meta.segmentation_offload_size = std::num::NonZeroU16::new(1448);
+        tok.set_meta(meta);
+        tok.consume(30000, |buf| buf.fill(0));
+        assert_eq!(t.tx.len(), 1);
+        assert_eq!(t.tx[0].gso_size(), 1448);
+        assert_eq!(t.tx[0].len(), 30000);
+        // A token without meta asks for no segmentation.
+        t.transmit(Instant::ZERO).unwrap().consume(60, |_| ());
+        assert_eq!(t.tx[1].gso_size(), 0);
+        drop(t);
+        assert_eq!(big.stats().free, 8);
+        assert_eq!(pool.stats().free, 64);
     }
 }

@@ -501,7 +501,9 @@ fn main() -> ExitCode {
             files: HashMap::new(),
             n: Counters::default(),
             date: (0, String::new()),
-            remap: stack.send_mode() == SendMode::Remap,
+            // Auto remaps once enough connections send files; tcp_send_file_pad
+            // says 0 whenever the stack would copy, so asking costs nothing.
+            remap: stack.send_mode() != SendMode::Copy,
         };
         let mut conns: Vec<Conn> = Vec::new();
         let mut ticker = StatsTicker::new(cli.dev.stats);

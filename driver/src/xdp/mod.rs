@@ -310,14 +310,7 @@ impl Xdp {
             step,
             source,
         };
-        let perm = |step, source: io::Error| match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
-                iface: iface.clone(),
-                step,
-                source,
-            },
-            _ => io_err(step, source),
-        };
+        let perm = |step, source| refused(&iface, step, source);
         if !cfg.ring_size.is_power_of_two() || !(64..=16384).contains(&cfg.ring_size) {
             return Err(XdpError::Config {
                 iface,
@@ -538,18 +531,7 @@ fn attach_program(
     multi_buffer: bool,
 ) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
     let iface = cfg.iface.clone();
-    let perm = |step, source: io::Error| match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
-            iface: iface.clone(),
-            step,
-            source,
-        },
-        _ => XdpError::Io {
-            iface: iface.clone(),
-            step,
-            source,
-        },
-    };
+    let perm = |step, source| refused(&iface, step, source);
     // Two processes starting at once may both find no program: the loser's
     // attach fails with EBUSY and it joins on the second round.
     for round in 0..2 {
@@ -595,18 +577,7 @@ fn load_and_attach(
     multi_buffer: bool,
 ) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
     let iface = cfg.iface.clone();
-    let perm = |step, source: io::Error| match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
-            iface: iface.clone(),
-            step,
-            source,
-        },
-        _ => XdpError::Io {
-            iface: iface.clone(),
-            step,
-            source,
-        },
-    };
+    let perm = |step, source| refused(&iface, step, source);
     let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
         .map_err(|e| perm("loading the XDP program (bpf)", e))?;
     let tries: &[AttachMode] = match cfg.mode {
@@ -671,6 +642,23 @@ fn load_and_attach(
         }
     };
     Ok((prog, link, attach))
+}
+
+/// A failed `step`: missing privileges if the kernel said EPERM or EACCES.
+fn refused(iface: &str, step: &'static str, source: io::Error) -> XdpError {
+    let iface = iface.to_string();
+    match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
+            iface,
+            step,
+            source,
+        },
+        _ => XdpError::Io {
+            iface,
+            step,
+            source,
+        },
+    }
 }
 
 /// Registers `region` as the socket's UMEM, saying why if the kernel refuses.

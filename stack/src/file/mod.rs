@@ -59,8 +59,11 @@ pub const REMAP_BATCH: usize = 64 * 1024;
 pub const REMAP_BATCH_MAX: usize = 1 << 20;
 /// [`SendMode::Auto`] remaps while the send rings of the connections that
 /// are sending files add up to at least this many bytes, and copies below.
-/// Measured crossover (2 vCPU EPYC, 32 MiB L3): remap lost with 4 MiB of
-/// rings (0.84x) and won with 16 MiB (1.03-1.11x, 3-13% less CPU per GB).
+/// Measured on a 2 vCPU EPYC (32 MiB L3), remap/copy throughput: one
+/// connection with a 1 MiB ring 0.90x (MTU 1500) and 0.79x (MTU 9000);
+/// 4-64 MiB of rings in flight even (0.99-1.03x); 1 GiB of rings 1.14x
+/// with 12% less CPU per GB, 256 MiB at MTU 9000 1.21x with 17% less. The
+/// threshold sits where the two are even.
 pub const AUTO_REMAP_RINGS: usize = 16 << 20;
 
 /// How file bytes get into a TCP send ring.
@@ -75,8 +78,8 @@ pub enum SendMode {
     /// add up to at least [`AUTO_REMAP_RINGS`] (16 MiB: they no longer fit
     /// the cache, and the copy into them costs more than the page-table work
     /// of a remap), copy below that (a cache-resident ring makes the copy
-    /// cheap: one connection was 0.95x at MTU 1500 and 0.73-0.78x at MTU 9000
-    /// for remap).
+    /// cheap: one connection was 0.90-0.95x at MTU 1500 and 0.73-0.79x at
+    /// MTU 9000 for remap).
     #[default]
     Auto,
 }

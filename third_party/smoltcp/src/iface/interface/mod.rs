@@ -217,9 +217,17 @@ impl Interface {
 
         #[cfg(feature = "segmentation-offload")]
         // Segmentation offload requires checksum offload.
-        if [caps.segmentation.tcpv4, caps.segmentation.tcpv6]
-            .iter()
-            .any(Option::is_some)
+        // ZCSTACK PATCH 4: name each field only when its protocol is built
+        // (upstream names `tcpv6` unconditionally and fails to compile
+        // without `proto-ipv6`).
+        if [
+            #[cfg(all(feature = "socket-tcp", feature = "proto-ipv4"))]
+            caps.segmentation.tcpv4,
+            #[cfg(all(feature = "socket-tcp", feature = "proto-ipv6"))]
+            caps.segmentation.tcpv6,
+        ]
+        .iter()
+        .any(Option::is_some)
         {
             assert!(
                 !caps.checksum.tcp.tx(),
