@@ -39,7 +39,7 @@
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-216.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-217.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -407,42 +407,48 @@ tcp_bed() {
     zc_bed_down "$sns"
 }
 
-# tap_bed: zcstack on a TAP device, kernel client in the same namespace.
+# tap_bed NAME: zcstack on a TAP device, kernel client in the same
+# namespace. NAME plain: the TAP as is; tso: zc-perf --tap-offload. Each has
+# its own namespace and TAP: an offload run leaves the persistent TAP with
+# its offloads on, and a plain reader then gets 64 KiB frames it drops.
 tap_bed() {
-    local net=$((NET++)) pfx=tcp/tap id ids=() todo=()
+    local kind=$1 net=$((NET++)) pfx=tcp/tap id ids=() todo=() dev
     local label="TAP, MTU 1500"
-    row "$pfx/tap-rx" "TCP, $label" "zcstack TAP receives (kernel client)" "tcp/1500-on/kernel-iperf3"
-    row "$pfx/tap-tx" "TCP, $label" "zcstack TAP sends (kernel receiver)" "tcp/1500-on/kernel-iperf3"
-    row "$pfx/tap-rx-stock" "TCP, $label" "stock smoltcp settings, TAP receives" "tcp/1500-on/kernel-iperf3"
-    row "$pfx/tap-tx-stock" "TCP, $label" "stock smoltcp settings, TAP sends" "tcp/1500-on/kernel-iperf3"
-    ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock" "$pfx/tap-tx-stock")
-    row "$pfx/tap-tso-rx" "TCP, $label" "zcstack TAP --tap-offload (TSO) receives" "tcp/1500-on/kernel-iperf3"
-    row "$pfx/tap-tso-tx" "TCP, $label" "zcstack TAP --tap-offload (TSO) sends" "tcp/1500-on/kernel-iperf3"
-    if "$BIN/zc-perf" server --help 2>/dev/null | grep -q -- --tap-offload; then
-        ids+=("$pfx/tap-tso-rx" "$pfx/tap-tso-tx")
+    if [[ $kind == plain ]]; then
+        row "$pfx/tap-rx" "TCP, $label" "zcstack TAP receives (kernel client)" "tcp/1500-on/kernel-iperf3"
+        row "$pfx/tap-tx" "TCP, $label" "zcstack TAP sends (kernel receiver)" "tcp/1500-on/kernel-iperf3"
+        row "$pfx/tap-rx-stock" "TCP, $label" "stock smoltcp settings, TAP receives" "tcp/1500-on/kernel-iperf3"
+        row "$pfx/tap-tx-stock" "TCP, $label" "stock smoltcp settings, TAP sends" "tcp/1500-on/kernel-iperf3"
+        ids=("$pfx/tap-rx" "$pfx/tap-tx" "$pfx/tap-rx-stock" "$pfx/tap-tx-stock")
     else
-        log "zc-perf has no --tap-offload on this branch: the TAP TSO rows are skipped"
+        row "$pfx/tap-tso-rx" "TCP, $label" "zcstack TAP --tap-offload (TSO) receives" "tcp/1500-on/kernel-iperf3"
+        row "$pfx/tap-tso-tx" "TCP, $label" "zcstack TAP --tap-offload (TSO) sends" "tcp/1500-on/kernel-iperf3"
+        if "$BIN/zc-perf" server --help 2>/dev/null | grep -q -- --tap-offload; then
+            ids=("$pfx/tap-tso-rx" "$pfx/tap-tso-tx")
+        else
+            log "zc-perf has no --tap-offload on this branch: the TAP TSO rows are skipped"
+        fi
     fi
     for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
     ((${#todo[@]})) || return 0
-    local ns=zcbt$TAG$net tap=zcbt$TAG
+    local ns=zcbt$TAG$net tap=zct$TAG$net
     tap=${tap:0:15}
+    dev="--tap $tap"
+    [[ $kind == tso ]] && dev+=" --tap-offload"
     zc_bed_trap "$ns"
-    log "bed tap: MTU 1500 (${#todo[@]} rows x $RUNS runs)"
+    log "bed tap $kind: MTU 1500 (${#todo[@]} rows x $RUNS runs)"
     zc_bed_up "$ns" "$tap" "10.200.$net.1/24"
     local run
     for ((run = 1; run <= RUNS; run++)); do
         for id in "${todo[@]}"; do
             case ${id##*/} in
-                tap-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" ;;
-                tap-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --reverse ;;
-                tap-rx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults ;;
-                tap-tx-stock) run_zcperf_zc "$ns" "$ns" "--tap $tap" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults --reverse ;;
-                tap-tso-rx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" ;;
-                tap-tso-tx) run_zcperf_zc "$ns" "$ns" "--tap $tap --tap-offload" "10.200.$net.2/24" "$id" "$run" --reverse ;;
+                tap-rx | tap-tso-rx) run_zcperf_zc "$ns" "$ns" "$dev" "10.200.$net.2/24" "$id" "$run" ;;
+                tap-tx | tap-tso-tx) run_zcperf_zc "$ns" "$ns" "$dev" "10.200.$net.2/24" "$id" "$run" --reverse ;;
+                tap-rx-stock) run_zcperf_zc "$ns" "$ns" "$dev" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults ;;
+                tap-tx-stock) run_zcperf_zc "$ns" "$ns" "$dev" "10.200.$net.2/24" "$id" "$run" --smoltcp-defaults --reverse ;;
             esac || failed "$id" "$run"
         done
-        log "bed tap: run $run of $RUNS done"
+        log "bed tap $kind: run $run of $RUNS done"
     done
     zc_bed_down "$ns"
 }
@@ -584,7 +590,8 @@ tcp_bed 1500-off 1500 off
 tcp_bed 1500-on 1500 on
 tcp_bed 9000 9000 on
 tcp_bed 65535 65535 on
-tap_bed
+tap_bed plain
+tap_bed tso
 http_bed 1500-on 1500
 http_bed 65535 65535
 ELAPSED=$(($(date +%s) - STARTED))
