@@ -381,3 +381,24 @@ fn offload_httpd_serves_64_mib_remapped() {
         c.tx_bytes / c.tx_pkts
     );
 }
+
+/// A persistent TAP keeps the offloads its last user set: a plain app after
+/// an offload app must turn them off again, or the kernel hands it 64 KiB
+/// TSO segments it cannot take and no connection completes.
+#[test]
+fn plain_after_offload_on_the_same_tap_still_works() {
+    require_root!();
+    let bed = TapBed::new("tsopl", 58);
+    let app = start_echo(&bed, &[]);
+    assert_echo(&bed, 4 << 20, 58);
+    stop_clean(app);
+    let ip = format!("{}/24", bed.stack_ip());
+    let app = App::start(
+        &bed,
+        "zc-echo",
+        &["--tap", &bed.tap, "--ip", &ip, "--port", "7"],
+    );
+    assert!(!app.banner.contains("TSO"), "banner: {}", app.banner);
+    assert_echo(&bed, 4 << 20, 59);
+    stop_clean(app);
+}

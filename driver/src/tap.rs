@@ -188,15 +188,20 @@ impl Tap {
                 _ => io_err("TUNSETIFF", source),
             }
         })?;
-        if opts.offloads {
-            sys::tun_set_offload(&fd, libc::TUN_F_CSUM | libc::TUN_F_TSO4).map_err(|e| {
-                io_err(
-                    "the kernel refused TSO and checksum offloads (TUNSETOFFLOAD); \
-                         open the TAP without offloads",
-                    e,
-                )
-            })?;
-        }
+        // Always set the offloads: a persistent TAP keeps the last user's,
+        // and a plain reader handed 64 KiB TSO segments would drop them all.
+        let offloads = if opts.offloads {
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4
+        } else {
+            0
+        };
+        sys::tun_set_offload(&fd, offloads).map_err(|e| {
+            io_err(
+                "the kernel refused TSO and checksum offloads (TUNSETOFFLOAD); \
+                     open the TAP without offloads",
+                e,
+            )
+        })?;
         let sock = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
         let mut req = IfReq::new(name).map_err(|e| io_err("bad name", e))?;
         sys::ifreq_ioctl(&sock, IfReqIoctl::GetFlags, &mut req)
