@@ -77,18 +77,31 @@ fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
 }
 
 /// `XDP_UMEM_REG`: registers `len` bytes at `addr` as the socket's UMEM,
-/// cut into `chunk`-byte chunks. The kernel pins those pages.
+/// cut into `chunk`-byte chunks, with `tx_metadata_len` bytes of TX
+/// metadata (`struct xsk_tx_metadata`) in front of each sent packet that
+/// asks for it. The kernel pins those pages.
 ///
 /// The memory must stay mapped for as long as the socket lives; the caller
 /// guarantees it (the driver keeps the pool alive longer than the socket).
-pub fn register_umem(fd: BorrowedFd<'_>, addr: usize, len: usize, chunk: u32) -> io::Result<()> {
+pub fn register_umem(
+    fd: BorrowedFd<'_>,
+    addr: usize,
+    len: usize,
+    chunk: u32,
+    tx_metadata_len: u32,
+) -> io::Result<()> {
     let reg = libc::xdp_umem_reg {
         addr: addr as u64,
         len: len as u64,
         chunk_size: chunk,
         headroom: 0,
-        flags: 0,
-        tx_metadata_len: 0,
+        // The kernel honours tx_metadata_len only with this flag (since 6.11).
+        flags: if tx_metadata_len > 0 {
+            libc::XDP_UMEM_TX_METADATA_LEN
+        } else {
+            0
+        },
+        tx_metadata_len,
     };
     setsockopt(fd, libc::XDP_UMEM_REG, &reg)
 }
