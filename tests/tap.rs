@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use zcstack_tests::netns::{App, TapBed};
-use zcstack_tests::{echo_through, echo_through_slowly, random_bytes, require_root, sha256_hex};
+use zcstack_tests::{
+    assert_concurrent_echoes, echo_through, random_bytes, require_root, sha256_hex,
+};
 
 /// Echoes `len` seeded random bytes through the stack in `bed` from a kernel
 /// client and asserts they come back identical.
@@ -64,25 +66,7 @@ fn fifty_concurrent_clients() {
     let bed = TapBed::new("conc", 12);
     let app = start_echo(&bed);
     let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
-    let results = bed.within(move || {
-        let clients: Vec<_> = (0..50u64)
-            .map(|i| {
-                std::thread::spawn(move || {
-                    let data = random_bytes(1 << 20, 100 + i);
-                    let want = sha256_hex(&data);
-                    (want, sha256_hex(&echo_through(addr, data)))
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client panicked"))
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(results.len(), 50);
-    for (i, (want, got)) in results.iter().enumerate() {
-        assert_eq!(want, got, "client {i} got different bytes back");
-    }
+    bed.within(move || assert_concurrent_echoes(addr, 50, 1 << 20, 100, |_| Duration::ZERO));
     stop_clean(app);
 }
 
@@ -128,25 +112,11 @@ fn zero_window_with_slow_readers_completes() {
     let app = start_echo_with(&bed, &["--read-ahead", "1"]);
     let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
     let t = Instant::now();
-    let results = bed.within(move || {
-        let clients: Vec<_> = (0..8u64)
-            .map(|i| {
-                std::thread::spawn(move || {
-                    let data = random_bytes(2 << 20, 200 + i);
-                    let want = sha256_hex(&data);
-                    let delay = Duration::from_millis(300 + 100 * i);
-                    (want, sha256_hex(&echo_through_slowly(addr, data, delay)))
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client panicked (stalled?)"))
-            .collect::<Vec<_>>()
+    bed.within(move || {
+        assert_concurrent_echoes(addr, 8, 2 << 20, 200, |i| {
+            Duration::from_millis(300 + 100 * i)
+        })
     });
     eprintln!("8 slow readers echoed 2 MiB each in {:?}", t.elapsed());
-    for (i, (want, got)) in results.iter().enumerate() {
-        assert_eq!(want, got, "client {i} got different bytes back");
-    }
     stop_clean(app);
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zcstack_tests::netns::{App, TapBed, bin};
-use zcstack_tests::{echo_through, echo_through_slowly, random_bytes, require_root, sha256_hex};
+use zcstack_tests::{
+    assert_concurrent_echoes, echo_through, random_bytes, require_root, sha256_hex,
+};
 
 fn start_echo(bed: &TapBed, extra: &[&str]) -> App {
     let ip = format!("{}/24", bed.stack_ip());
@@ -116,25 +118,7 @@ fn offload_fifty_concurrent_clients() {
     let bed = TapBed::new("tsoc", 52);
     let app = start_echo(&bed, &[]);
     let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
-    let results = bed.within(move || {
-        let clients: Vec<_> = (0..50u64)
-            .map(|i| {
-                std::thread::spawn(move || {
-                    let data = random_bytes(1 << 20, 500 + i);
-                    let want = sha256_hex(&data);
-                    (want, sha256_hex(&echo_through(addr, data)))
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client panicked"))
-            .collect::<Vec<_>>()
-    });
-    assert_eq!(results.len(), 50);
-    for (i, (want, got)) in results.iter().enumerate() {
-        assert_eq!(want, got, "client {i} got different bytes back");
-    }
+    bed.within(move || assert_concurrent_echoes(addr, 50, 1 << 20, 500, |_| Duration::ZERO));
     stop_clean(app);
 }
 
@@ -197,25 +181,11 @@ fn offload_zero_window_with_slow_readers_completes() {
     let bed = TapBed::new("tsoz", 54);
     let app = start_echo(&bed, &["--read-ahead", "1"]);
     let addr: SocketAddr = format!("{}:7", bed.stack_ip()).parse().unwrap();
-    let results = bed.within(move || {
-        let clients: Vec<_> = (0..8u64)
-            .map(|i| {
-                std::thread::spawn(move || {
-                    let data = random_bytes(2 << 20, 600 + i);
-                    let want = sha256_hex(&data);
-                    let delay = Duration::from_millis(300 + 100 * i);
-                    (want, sha256_hex(&echo_through_slowly(addr, data, delay)))
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client panicked (stalled?)"))
-            .collect::<Vec<_>>()
+    bed.within(move || {
+        assert_concurrent_echoes(addr, 8, 2 << 20, 600, |i| {
+            Duration::from_millis(300 + 100 * i)
+        })
     });
-    for (i, (want, got)) in results.iter().enumerate() {
-        assert_eq!(want, got, "client {i} got different bytes back");
-    }
     stop_clean(app);
 }
 

@@ -79,3 +79,32 @@ fn small_buffer_connect(addr: SocketAddr) -> TcpStream {
     connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).expect("connect");
     TcpStream::from(fd)
 }
+
+/// `clients` kernel clients at once each echo `len` seeded random bytes
+/// (seeds `seed`, `seed + 1`, …) through `addr`; client `i` reads nothing for
+/// `read_delay(i)` first. Asserts every client got its own bytes back. Call
+/// it from a thread inside the clients' namespace.
+pub fn assert_concurrent_echoes(
+    addr: SocketAddr,
+    clients: u64,
+    len: usize,
+    seed: u64,
+    read_delay: fn(u64) -> Duration,
+) {
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let data = random_bytes(len, seed + i);
+                let want = sha256_hex(&data);
+                (
+                    want,
+                    sha256_hex(&echo_through_slowly(addr, data, read_delay(i))),
+                )
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (want, got) = t.join().expect("client panicked (stalled?)");
+        assert_eq!(want, got, "client {i} got different bytes back");
+    }
+}
