@@ -36,10 +36,12 @@
 #   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
+#   http/tap/zc-httpd-tso-{1g,64k}   zc-httpd --tap-offload on a TAP (MTU 1500,
+#       clients in the same namespace); peers: the MTU 1500 nginx rows
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-217.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-218.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -232,10 +234,12 @@ wait_udp() {
     return 1
 }
 
-# ns_cpu NS: CPU ticks (user + system) of every process in NS.
+# ns_cpu NS [COMM]: CPU ticks (user + system) of every process in NS (only
+# those named COMM, when given: on a TAP bed the client shares the namespace).
 ns_cpu() {
     local pid t=0 f
     for pid in $(ip netns pids "$1" 2>/dev/null); do
+        [[ -z ${2:-} || $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] || continue
         # Fields 14, 15 of /proc/PID/stat (after the parenthesised name).
         f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
         read -r -a a <<<"$f"
@@ -479,6 +483,34 @@ end
 EOF
 }
 
+# http_runs ROWS SNS COMM CNS ADDR: RUNS runs of ROWS-1g (curl fetches the big
+# file) and ROWS-64k (wrk walks the 64 KiB files) against the server at ADDR,
+# clients in CNS; server CPU from SNS's processes (named COMM, if given).
+http_runs() {
+    local rows=$1 sns=$2 comm=$3 cns=$4 addr=$5 id
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        for id in "$rows-1g" "$rows-64k"; do
+            wanted "$id" || continue
+            local f=$RAW/${id//\//_}.$run c0 c1
+            c0=$(ns_cpu "$sns" "$comm")
+            if [[ $id == *-1g ]]; then
+                # A failed fetch is recorded (the table lists it), not fatal.
+                ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
+                    -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
+                    "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
+            else
+                ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
+                    -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
+                tail -n 1 "$f.wrk" >"$f.cli"
+            fi
+            c1=$(ns_cpu "$sns" "$comm")
+            echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
+            record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
+        done
+    done
+}
+
 # http_bed NAME MTU: nginx (sendfile on / off) and zc-httpd on a veth bed
 # with the kernel's offloads on (nginx's normal setting).
 http_bed() {
@@ -507,54 +539,65 @@ http_bed() {
         local want=0
         for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
         ((want)) || continue
-        local spid addr stats=$WORK/$name-$srv.stats.json
+        local spid
         if [[ $srv == nginx-* ]]; then
-            addr=$kaddr
             nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
             ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
                 -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
             spid=$!
             wait_tcp "$sns" "$kaddr" 80
+            http_runs "$pfx/$srv" "$sns" "" "$cns" "$kaddr"
+            kill -INT "$spid" 2>/dev/null || true
+            stop_job "$spid"
         else
-            addr=${zcidr%/*}
-            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
-                --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
-                --stats-json "$stats" >"$WORK/$name-$srv.out" 2>&1 &
-            spid=$!
-            wait_line "$WORK/$name-$srv.out" "serving|listening" 10 || failed "$srv" start
-        fi
-        local run
-        for ((run = 1; run <= RUNS; run++)); do
-            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
-                wanted "$id" || continue
-                local f=$RAW/${id//\//_}.$run c0 c1
-                c0=$(ns_cpu "$sns")
-                if [[ $id == *-1g ]]; then
-                    # A failed fetch is recorded (the table lists it), not fatal.
-                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
-                        -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
-                        "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
-                else
-                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
-                        -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
-                    tail -n 1 "$f.wrk" >"$f.cli"
-                fi
-                c1=$(ns_cpu "$sns")
-                echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
-                record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
-            done
-        done
-        kill -INT "$spid" 2>/dev/null || true
-        stop_job "$spid"
-        if [[ -s $stats ]]; then
-            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
-                wanted "$id" && record "$id" 0 httpd-stats "$stats"
-            done
+            httpd_rows "$pfx/$srv" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER"
         fi
         log "bed http $name: $srv done"
     done
     zc_bed_down "$cns"
     zc_bed_down "$sns"
+}
+
+# httpd_rows ROWS SNS CNS CIDR DEVICE_ARGS...: starts zc-httpd in SNS on the
+# given device at CIDR, runs http_runs against it (its own CPU only), stops
+# it and records its counters (copies per byte).
+httpd_rows() {
+    local rows=$1 sns=$2 cns=$3 cidr=$4 spid
+    shift 4
+    local out=$WORK/${rows//\//_}.out stats=$WORK/${rows//\//_}.stats.json
+    ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
+        "$@" --ip "$cidr" --root "$WORK/www" --port 80 --stats-json "$stats" >"$out" 2>&1 &
+    spid=$!
+    wait_line "$out" "serving|listening" 10 || failed "$rows" start
+    http_runs "$rows" "$sns" zc-httpd "$cns" "${cidr%/*}"
+    kill -INT "$spid" 2>/dev/null || true
+    stop_job "$spid"
+    if [[ -s $stats ]]; then
+        for id in "$rows-1g" "$rows-64k"; do
+            wanted "$id" && record "$id" 0 httpd-stats "$stats"
+        done
+    fi
+}
+
+# http_tap_bed: zc-httpd on a TAP device with --tap-offload (TSO: 64 KiB
+# segments, partial checksums), curl and wrk in the same namespace. Peers:
+# nginx on the MTU 1500 veth bed with the kernel's offloads.
+http_tap_bed() {
+    local net=$((NET++)) pfx=http/tap/zc-httpd-tso id todo=()
+    local sec="HTTP, TAP, MTU 1500, TSO"
+    row "$pfx-1g" "$sec" "zc-httpd --tap-offload: $BIG_MIB MiB file, curl" http/1500-on/nginx-sendfile-on-1g
+    row "$pfx-64k" "$sec" "zc-httpd --tap-offload: 64 KiB files, wrk" http/1500-on/nginx-sendfile-on-64k
+    ((HAVE_HTTPD)) || return 0
+    for id in "$pfx-1g" "$pfx-64k"; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    http_files
+    local ns=zcbh$TAG$net tap=zch$TAG$net
+    tap=${tap:0:15}
+    zc_bed_trap "$ns"
+    log "bed http tap: MTU 1500, --tap-offload (${#todo[@]} rows x $RUNS runs)"
+    zc_bed_up "$ns" "$tap" "10.200.$net.1/24"
+    httpd_rows "$pfx" "$ns" "$ns" "10.200.$net.2/24" --tap "$tap" --tap-offload
+    zc_bed_down "$ns"
 }
 
 # nginx_conf on|off ADDR ROOT: a config of our own (no system paths written).
@@ -594,6 +637,7 @@ tap_bed plain
 tap_bed tso
 http_bed 1500-on 1500
 http_bed 65535 65535
+http_tap_bed
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

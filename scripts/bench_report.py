@@ -235,6 +235,12 @@ def main():
              [f"http/{bed}/nginx-sendfile-on-64k", f"http/{bed}/nginx-sendfile-off-64k"], 1.0,
              f"zc-httpd vs nginx's best, 64 KiB files, MTU {mtu}"),
         )
+    ] + [
+        ("http/tap/zc-httpd-tso-1g", ["http/1500-on/nginx-sendfile-on-1g"], 0.7,
+         "zc-httpd on TAP with TSO vs nginx sendfile on, big file, MTU 1500"),
+        ("http/tap/zc-httpd-tso-64k",
+         ["http/1500-on/nginx-sendfile-on-64k", "http/1500-on/nginx-sendfile-off-64k"], 1.0,
+         "zc-httpd on TAP with TSO vs nginx's best, 64 KiB files, MTU 1500"),
     ]:
         got, peer = ratio(a_id, b_ids)
         targets.append({"what": what, "row": a_id, "peer": peer, "goal": goal, "ratio": got,
