@@ -201,6 +201,12 @@ impl Config {
     }
 }
 
+/// ZCSTACK PATCH 5: most segments one TCP socket emits per egress visit.
+/// Back-to-back segments of one connection let a receiver take them in one
+/// wake-up and acknowledge them with fewer ACKs than segments interleaved
+/// with every other busy connection's.
+const TCP_EGRESS_BURST: usize = 16;
+
 impl Interface {
     /// Create a network interface using the previously provided configuration.
     ///
@@ -750,8 +756,11 @@ impl Interface {
             }
 
             let mut neighbor_addr = None;
+            // ZCSTACK PATCH 5: segments this socket emitted in this visit.
+            let emitted = core::cell::Cell::new(0usize);
             let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
                 neighbor_addr = Some(response.ip_repr().dst_addr());
+                emitted.set(emitted.get() + 1);
                 let t = device.transmit(inner.now).ok_or_else(|| {
                     net_debug!("failed to transmit IP: device exhausted");
                     EgressError::Exhausted
@@ -802,9 +811,19 @@ impl Interface {
                 }
                 #[cfg(feature = "socket-tcp")]
                 Socket::Tcp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
-                    })
+                    // ZCSTACK PATCH 5: a TCP socket sends up to
+                    // TCP_EGRESS_BURST segments per visit, back to back,
+                    // instead of one per pass over every socket.
+                    loop {
+                        let before = emitted.get();
+                        let r = socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
+                            respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
+                        });
+                        let n = emitted.get();
+                        if r.is_err() || n == before || n >= TCP_EGRESS_BURST {
+                            break r;
+                        }
+                    }
                 }
                 #[cfg(feature = "socket-dhcpv4")]
                 Socket::Dhcpv4(socket) => {

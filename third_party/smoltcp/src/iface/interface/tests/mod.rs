@@ -4,6 +4,13 @@ mod ipv4;
 mod ipv6;
 #[cfg(feature = "proto-sixlowpan")]
 mod sixlowpan;
+#[cfg(all(
+    feature = "medium-ip",
+    feature = "proto-ipv4",
+    feature = "socket-tcp",
+    feature = "alloc"
+))]
+mod zcstack;
 
 #[allow(unused)]
 use std::vec::Vec;
