@@ -510,7 +510,7 @@ fn main() -> ExitCode {
         let mut last_scan = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             stack.poll_wait();
-            let now = Instant::now();
+            let now = stack.poll_time();
             while conns.len() < cli.max_conns
                 && let Some(conn) = stack.tcp_accept(listener)
             {
