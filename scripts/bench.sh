@@ -483,39 +483,83 @@ end
 EOF
 }
 
-# http_runs ROWS SNS COMM CNS ADDR: RUNS runs of ROWS-1g (curl fetches the big
-# file) and ROWS-64k (wrk walks the 64 KiB files) against the server at ADDR,
-# clients in CNS; server CPU from SNS's processes (named COMM, if given).
-http_runs() {
-    local rows=$1 sns=$2 comm=$3 cns=$4 addr=$5 id
-    local run
-    for ((run = 1; run <= RUNS; run++)); do
-        for id in "$rows-1g" "$rows-64k"; do
-            wanted "$id" || continue
-            local f=$RAW/${id//\//_}.$run c0 c1
-            c0=$(ns_cpu "$sns" "$comm")
-            if [[ $id == *-1g ]]; then
-                # A failed fetch is recorded (the table lists it), not fatal.
-                ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
-                    -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
-                    "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
-            else
-                ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
-                    -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
-                tail -n 1 "$f.wrk" >"$f.cli"
-            fi
-            c1=$(ns_cpu "$sns" "$comm")
-            echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
-            record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
-        done
+# http_run ROWS RUN SNS COMM CNS ADDR: one run of ROWS-1g (curl fetches the
+# big file) and ROWS-64k (wrk walks the 64 KiB files) against the server at
+# ADDR, clients in CNS; server CPU from SNS's processes (named COMM, if given).
+http_run() {
+    local rows=$1 run=$2 sns=$3 comm=$4 cns=$5 addr=$6 id
+    for id in "$rows-1g" "$rows-64k"; do
+        wanted "$id" || continue
+        local f=$RAW/${id//\//_}.$run c0 c1
+        c0=$(ns_cpu "$sns" "$comm")
+        if [[ $id == *-1g ]]; then
+            # A failed fetch is recorded (the table lists it), not fatal.
+            ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
+                -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
+                "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
+        else
+            ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
+                -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
+            tail -n 1 "$f.wrk" >"$f.cli"
+        fi
+        c1=$(ns_cpu "$sns" "$comm")
+        echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
+        record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
     done
 }
 
-# http_bed NAME MTU: nginx (sendfile on / off) and zc-httpd on a veth bed
-# with the kernel's offloads on (nginx's normal setting).
+# nginx_run ROWS RUN SNS CNS ADDR on|off: nginx with sendfile on or off in
+# SNS for one run of ROWS.
+nginx_run() {
+    local rows=$1 run=$2 sns=$3 cns=$4 addr=$5 spid
+    nginx_conf "$6" "$addr" "$WORK/www" >"$WORK/nginx.conf"
+    ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) nginx -c "$WORK/nginx.conf" \
+        -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
+    spid=$!
+    if wait_tcp "$sns" "$addr" 80; then
+        http_run "$rows" "$run" "$sns" "" "$cns" "$addr"
+    else
+        failed "$rows" "$run"
+    fi
+    kill -INT "$spid" 2>/dev/null || true
+    stop_job "$spid"
+}
+
+# httpd_run ROWS RUN SNS CNS CIDR DEVICE_ARGS...: zc-httpd in SNS on the
+# given device at CIDR for one run of ROWS (its own CPU only), then its
+# counters (copies per byte) for the table.
+httpd_run() {
+    local rows=$1 run=$2 sns=$3 cns=$4 cidr=$5 spid
+    shift 5
+    local out=$WORK/${rows//\//_}.out stats=$WORK/${rows//\//_}.$run.stats.json id
+    ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) "$BIN/zc-httpd" \
+        "$@" --ip "$cidr" --root "$WORK/www" --port 80 --stats-json "$stats" >"$out" 2>&1 &
+    spid=$!
+    if wait_line "$out" "serving|listening" 10; then
+        http_run "$rows" "$run" "$sns" zc-httpd "$cns" "${cidr%/*}"
+    else
+        failed "$rows" "$run"
+    fi
+    kill -INT "$spid" 2>/dev/null || true
+    stop_job "$spid"
+    if [[ -s $stats ]]; then
+        for id in "$rows-1g" "$rows-64k"; do
+            wanted "$id" && record "$id" "$run" httpd-stats "$stats"
+        done
+    fi
+}
+
+# http_bed NAME MTU [tap]: nginx (sendfile on / off) and zc-httpd on AF_XDP
+# on a veth bed with the kernel's offloads on (nginx's normal setting); with
+# `tap`, also zc-httpd --tap-offload (TSO: 64 KiB segments, partial
+# checksums) on a TAP bed of its own, clients in the TAP's namespace, with
+# the MTU 1500 nginx rows as its peers. Every server starts afresh for each
+# run and the runs go round all servers, so the VM's drift between its
+# speeds hits every row alike (an idle AF_XDP server would also take the
+# kernel's packets on the shared veth).
 http_bed() {
-    local name=$1 mtu=$2 net=$((NET++)) id ids=() todo=() srv
-    local pfx=http/$name www=$WORK/www
+    local name=$1 mtu=$2 with_tap=${3:-} net=$((NET++)) id todo=() srv servers=()
+    local pfx=http/$name
     local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
     local sec="HTTP, MTU $mtu, offloads on"
     for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
@@ -524,80 +568,53 @@ http_bed() {
         row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
         row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
         [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
-        ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
+        servers+=("$pfx/$srv")
     done
-    ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
-    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
-    ((${#todo[@]})) || return 0
-    http_files
-    local sns=zcbs$TAG$net cns=zcbc$TAG$net
-    zc_bed_trap "$sns"
-    zc_bed_trap "$cns"
-    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} rows x $RUNS runs)"
-    zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
-        local want=0
-        for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
-        ((want)) || continue
-        local spid
-        if [[ $srv == nginx-* ]]; then
-            nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
-            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
-                -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
-            spid=$!
-            wait_tcp "$sns" "$kaddr" 80
-            http_runs "$pfx/$srv" "$sns" "" "$cns" "$kaddr"
-            kill -INT "$spid" 2>/dev/null || true
-            stop_job "$spid"
-        else
-            httpd_rows "$pfx/$srv" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER"
-        fi
-        log "bed http $name: $srv done"
-    done
-    zc_bed_down "$cns"
-    zc_bed_down "$sns"
-}
-
-# httpd_rows ROWS SNS CNS CIDR DEVICE_ARGS...: starts zc-httpd in SNS on the
-# given device at CIDR, runs http_runs against it (its own CPU only), stops
-# it and records its counters (copies per byte).
-httpd_rows() {
-    local rows=$1 sns=$2 cns=$3 cidr=$4 spid
-    shift 4
-    local out=$WORK/${rows//\//_}.out stats=$WORK/${rows//\//_}.stats.json
-    ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
-        "$@" --ip "$cidr" --root "$WORK/www" --port 80 --stats-json "$stats" >"$out" 2>&1 &
-    spid=$!
-    wait_line "$out" "serving|listening" 10 || failed "$rows" start
-    http_runs "$rows" "$sns" zc-httpd "$cns" "${cidr%/*}"
-    kill -INT "$spid" 2>/dev/null || true
-    stop_job "$spid"
-    if [[ -s $stats ]]; then
-        for id in "$rows-1g" "$rows-64k"; do
-            wanted "$id" && record "$id" 0 httpd-stats "$stats"
-        done
+    local tnet tns ttap tpfx=http/tap/zc-httpd-tso
+    if [[ -n $with_tap ]]; then
+        tnet=$((NET++))
+        row "$tpfx-1g" "HTTP, TAP, MTU $mtu, TSO" "zc-httpd --tap-offload: $BIG_MIB MiB file, curl" "$pfx/nginx-sendfile-on-1g"
+        row "$tpfx-64k" "HTTP, TAP, MTU $mtu, TSO" "zc-httpd --tap-offload: 64 KiB files, wrk" "$pfx/nginx-sendfile-on-64k"
+        ((HAVE_HTTPD)) && servers+=("$tpfx")
     fi
-}
-
-# http_tap_bed: zc-httpd on a TAP device with --tap-offload (TSO: 64 KiB
-# segments, partial checksums), curl and wrk in the same namespace. Peers:
-# nginx on the MTU 1500 veth bed with the kernel's offloads.
-http_tap_bed() {
-    local net=$((NET++)) pfx=http/tap/zc-httpd-tso id todo=()
-    local sec="HTTP, TAP, MTU 1500, TSO"
-    row "$pfx-1g" "$sec" "zc-httpd --tap-offload: $BIG_MIB MiB file, curl" http/1500-on/nginx-sendfile-on-1g
-    row "$pfx-64k" "$sec" "zc-httpd --tap-offload: 64 KiB files, wrk" http/1500-on/nginx-sendfile-on-64k
-    ((HAVE_HTTPD)) || return 0
-    for id in "$pfx-1g" "$pfx-64k"; do wanted "$id" && todo+=("$id"); done
+    ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
+    for srv in "${servers[@]}"; do
+        for id in "$srv-1g" "$srv-64k"; do wanted "$id" && todo+=("$srv") && break; done
+    done
     ((${#todo[@]})) || return 0
     http_files
-    local ns=zcbh$TAG$net tap=zch$TAG$net
-    tap=${tap:0:15}
-    zc_bed_trap "$ns"
-    log "bed http tap: MTU 1500, --tap-offload (${#todo[@]} rows x $RUNS runs)"
-    zc_bed_up "$ns" "$tap" "10.200.$net.1/24"
-    httpd_rows "$pfx" "$ns" "$ns" "10.200.$net.2/24" --tap "$tap" --tap-offload
-    zc_bed_down "$ns"
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net veth=0
+    for srv in "${todo[@]}"; do [[ $srv == "$pfx/"* ]] && veth=1; done
+    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} servers x $RUNS runs)"
+    if ((veth)); then
+        zc_bed_trap "$sns"
+        zc_bed_trap "$cns"
+        zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
+    fi
+    if [[ " ${todo[*]} " == *" $tpfx "* ]]; then
+        tns=zcbh$TAG$tnet ttap=zch$TAG$tnet
+        ttap=${ttap:0:15}
+        zc_bed_trap "$tns"
+        zc_bed_up "$tns" "$ttap" "10.200.$tnet.1/24"
+    fi
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        for srv in "${todo[@]}"; do
+            case ${srv##*/} in
+                nginx-sendfile-on) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" on ;;
+                nginx-sendfile-off) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" off ;;
+                zc-httpd) httpd_run "$srv" "$run" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER" ;;
+                zc-httpd-tso) httpd_run "$srv" "$run" "$tns" "$tns" "10.200.$tnet.2/24" --tap "$ttap" --tap-offload ;;
+            esac
+        done
+        log "bed http $name: run $run of $RUNS done"
+    done
+    if ((veth)); then
+        zc_bed_down "$cns"
+        zc_bed_down "$sns"
+    fi
+    [[ -n ${tns:-} ]] && zc_bed_down "$tns"
+    return 0
 }
 
 # nginx_conf on|off ADDR ROOT: a config of our own (no system paths written).
@@ -635,9 +652,8 @@ tcp_bed 9000 9000 on
 tcp_bed 65535 65535 on
 tap_bed plain
 tap_bed tso
-http_bed 1500-on 1500
+http_bed 1500-on 1500 tap
 http_bed 65535 65535
-http_tap_bed
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

@@ -155,8 +155,8 @@ def main():
         files = files.split(",")
         if kind == "httpd-stats":
             st = json_lines(files[0])
-            if st:
-                rows[rid]["copies_per_byte"] = st[0].get("tx_copies_per_byte")
+            if st and st[0].get("tx_copies_per_byte") is not None:
+                rows[rid].setdefault("httpd_copies", []).append(st[0]["tx_copies_per_byte"])
             continue
         try:
             m = parse_run(kind, files)
@@ -184,7 +184,8 @@ def main():
             if v is not None:
                 r[k] = v
         if r["copies_per_byte"] is None:
-            r["copies_per_byte"] = med([m.get("copies_per_byte") for m in r["runs"]])
+            r["copies_per_byte"] = med(r.pop("httpd_copies", None)
+                                       or [m.get("copies_per_byte") for m in r["runs"]])
     if a.previous:
         prev = json.loads(Path(a.previous).read_text())
         for pr in prev.get("rows", []):
