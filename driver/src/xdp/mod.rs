@@ -27,7 +27,8 @@
 //! out without a copy. Receiving, only the first chunk of each pool frame is
 //! put on the fill ring; a multi-buffer packet's later fragments land in
 //! other frames and are copied behind the first one, so smoltcp sees one
-//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`].
+//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`];
+//! the fragment frames go straight back on the fill ring, not to the pool.
 //!
 //! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
 //! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
@@ -290,6 +291,10 @@ pub struct Xdp {
     partial: Option<Frame>,
     partial_bad: bool,
     scratch: Vec<Frame>,
+    /// Fragment frames whose bytes were copied behind a head: they go
+    /// straight back on the fill ring (`refill` takes them before the pool),
+    /// so a jumbo packet costs no pool round trip per 4 KiB fragment.
+    recycled: Vec<Frame>,
     pool: Pool,
     iface: String,
     queue: u32,
@@ -471,6 +476,7 @@ impl Xdp {
             partial: None,
             partial_bad: false,
             scratch: Vec::with_capacity(cfg.ring_size as usize),
+            recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
             frame_shift: frame_size.trailing_zeros(),
             chunk,
             pool,
@@ -502,24 +508,37 @@ impl Xdp {
         &self.iface
     }
 
-    /// Lends free pool frames to the kernel on the fill ring.
+    /// Lends frames to the kernel on the fill ring: recycled fragment frames
+    /// first, then free pool frames.
     fn refill(&mut self) {
-        let free = self.sock.fill.free();
-        if free < FILL_BATCH {
+        let free = self.sock.fill.free() as usize;
+        if free < FILL_BATCH as usize {
             return;
         }
-        let got = self.pool.alloc_burst(free as usize, &mut self.scratch);
-        if got == 0 {
-            self.stats.rx_dropped_no_frame += 1;
-            return;
-        }
-        for frame in self.scratch.drain(..) {
+        let reuse = self.recycled.len().min(free);
+        let from = self.recycled.len() - reuse;
+        let mut lent = 0;
+        for frame in self.recycled.drain(from..) {
             let idx = frame.index() as usize;
             self.sock.fill.write((idx << self.frame_shift) as u64);
             self.inflight[idx] = Some(frame);
+            lent += 1;
+        }
+        if free > reuse {
+            let got = self.pool.alloc_burst(free - reuse, &mut self.scratch);
+            if got == 0 && lent == 0 {
+                self.stats.rx_dropped_no_frame += 1;
+                return;
+            }
+            for frame in self.scratch.drain(..) {
+                let idx = frame.index() as usize;
+                self.sock.fill.write((idx << self.frame_shift) as u64);
+                self.inflight[idx] = Some(frame);
+            }
+            lent += got;
         }
         self.sock.fill.submit();
-        self.pool.kernel_lent(got as isize);
+        self.pool.kernel_lent(lent as isize);
     }
 
     /// Takes back the frame that holds UMEM address `addr`.
@@ -776,6 +795,7 @@ impl Driver for Xdp {
             stats,
             frame_shift,
             pool,
+            recycled,
             ..
         } = self;
         let shift = *frame_shift;
@@ -795,6 +815,7 @@ impl Driver for Xdp {
                     if len > frame.capacity() {
                         stats.rx_errors += 1;
                         *partial_bad = more;
+                        recycled.push(frame);
                         return;
                     }
                     frame.set_len(len);
@@ -821,6 +842,7 @@ impl Driver for Xdp {
                     } else {
                         *partial_bad = true;
                     }
+                    recycled.push(frame);
                     if !more {
                         let head = partial.take().expect("partial present");
                         if *partial_bad {
