@@ -30,6 +30,14 @@
 //! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`];
 //! the fragment frames go straight back on the fill ring, not to the pool.
 //!
+//! **TX checksum offload.** On a veth, TCP segments carry TX metadata
+//! (`XDP_TX_METADATA` on the first descriptor, `csum_start` counted from the
+//! Ethernet header). With multi-buffer packets the UMEM is registered with
+//! unaligned chunks: the kernel wants `tx_metadata_len` bytes in front of
+//! *every* TX descriptor inside its chunk, which a continuation descriptor
+//! on a chunk boundary cannot have; unaligned, descriptors are cut every
+//! `chunk - tx_metadata_len` bytes instead.
+//!
 //! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
 //! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
 //! sends up to 32 descriptors per call and says `EAGAIN` when more remain).
@@ -303,6 +311,11 @@ pub struct Xdp {
     setup: XdpSetup,
     frame_shift: u32,
     chunk: usize,
+    /// The UMEM is registered with unaligned chunks (see `open`): TX
+    /// descriptors are cut every `tx_desc_max` bytes instead of at chunk
+    /// boundaries.
+    unaligned: bool,
+    tx_desc_max: usize,
     need_wakeup: bool,
     /// The interface is a veth: every frame comes from this machine's kernel.
     veth: bool,
@@ -380,12 +393,24 @@ impl Xdp {
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
         let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        // Not with multi-buffer packets: jumbo segments sent with metadata on
-        // their first descriptor did not arrive intact here (6.18, copy mode;
-        // not investigated further), so smoltcp computes those checksums.
-        let mut tx_csum = veth && !multi_buffer && pool.headroom() >= TX_META_LEN;
+        let mut tx_csum = veth && pool.headroom() >= TX_META_LEN;
+        // Multi-buffer packets with TX metadata need unaligned chunks: with
+        // tx_metadata_len set, the kernel checks that *every* TX descriptor
+        // has that many bytes in front of it inside its own chunk
+        // (xp_aligned_validate_desc, net/xdp/xsk_queue.h), so in aligned mode
+        // a continuation descriptor starting on a chunk boundary is invalid
+        // and the packet is dropped. Unaligned descriptors may start anywhere
+        // and only need `len + tx_metadata_len <= chunk`.
+        let mut unaligned = tx_csum && multi_buffer;
         if tx_csum
-            && let Err(e) = register_umem(fd.as_fd(), &iface, region.clone(), chunk, TX_META_LEN)
+            && let Err(e) = register_umem(
+                fd.as_fd(),
+                &iface,
+                region.clone(),
+                chunk,
+                TX_META_LEN,
+                unaligned,
+            )
         {
             // An older kernel refuses the metadata: go without.
             if !matches!(&e, XdpError::Umem { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
@@ -393,10 +418,18 @@ impl Xdp {
                 return Err(e);
             }
             tx_csum = false;
+            unaligned = false;
         }
         if !tx_csum {
-            register_umem(fd.as_fd(), &iface, region, chunk, 0)?;
+            register_umem(fd.as_fd(), &iface, region, chunk, 0, false)?;
         }
+        // Largest TX descriptor: a chunk (cut at chunk boundaries), or with
+        // unaligned chunks a chunk less the metadata in front of it.
+        let tx_desc_max = if unaligned {
+            chunk - TX_META_LEN
+        } else {
+            chunk
+        };
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
@@ -479,6 +512,8 @@ impl Xdp {
             recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
             frame_shift: frame_size.trailing_zeros(),
             chunk,
+            unaligned,
+            tx_desc_max,
             pool,
             iface,
             queue: cfg.queue,
@@ -742,6 +777,7 @@ fn register_umem(
     region: std::ops::Range<usize>,
     chunk: usize,
     tx_metadata_len: usize,
+    unaligned: bool,
 ) -> Result<(), XdpError> {
     socket::register_umem(
         fd,
@@ -749,6 +785,7 @@ fn register_umem(
         region.len(),
         chunk as u32,
         tx_metadata_len as u32,
+        unaligned,
     )
     .map_err(|source| {
         let why = match source.raw_os_error() {
@@ -801,7 +838,11 @@ impl Driver for Xdp {
         let shift = *frame_shift;
         let mask = (1u64 << shift) - 1;
         let mut taken = 0isize;
-        sock.rx.consume(max as u32, |desc| {
+        sock.rx.consume(max as u32, |mut desc| {
+            // Unaligned chunks: the data offset is in the top 16 bits (zero
+            // when aligned, so this is the plain address then).
+            desc.addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
             let Some(mut frame) = Self::reclaim(inflight, shift, desc.addr) else {
                 stats.rx_errors += 1;
                 return;
@@ -871,12 +912,17 @@ impl Driver for Xdp {
         let mut free = self.sock.tx.free() as usize;
         let mut sent = 0;
         let mut lent = 0isize;
-        let chunk = self.chunk as u64;
+        let (chunk, cut) = (self.chunk as u64, self.tx_desc_max as u64);
+        let unaligned = self.unaligned;
         for frame in frames.iter_mut() {
             let meta = self.tx_csum && Self::request_checksum(frame);
             let base = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
             let end = base + frame.len() as u64;
-            let descs = (end - 1) / chunk - base / chunk + 1;
+            let descs = if unaligned {
+                (end - base).div_ceil(cut).max(1)
+            } else {
+                (end - 1) / chunk - base / chunk + 1
+            };
             if descs as usize > free {
                 break;
             }
@@ -888,7 +934,11 @@ impl Driver for Xdp {
             }
             let mut at = base;
             while at < end {
-                let stop = ((at / chunk + 1) * chunk).min(end);
+                let stop = if unaligned {
+                    (at + cut).min(end)
+                } else {
+                    ((at / chunk + 1) * chunk).min(end)
+                };
                 let mut options = if stop < end { libc::XDP_PKT_CONTD } else { 0 };
                 if meta && at == base {
                     options |= libc::XDP_TX_METADATA;
@@ -1045,7 +1095,14 @@ mod tests {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
         let start = map.as_ptr() as usize;
-        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096, 0);
+        let err = register_umem(
+            fd.as_fd(),
+            "zctest0",
+            start..start + map.len(),
+            4096,
+            0,
+            false,
+        );
         drop(map);
         let _ = std::fs::remove_file(&path);
         let msg = err
