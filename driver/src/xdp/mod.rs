@@ -29,6 +29,9 @@
 //! other frames and are copied behind the first one, so smoltcp sees one
 //! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`];
 //! the fragment frames go straight back on the fill ring, not to the pool.
+//! On a veth (unaligned chunks, see below) the driver instead posts several
+//! fill slots per pool frame, spaced so a packet lands contiguously, and
+//! copies only packets that straddle frames (`slots.rs`).
 //!
 //! **TX checksum offload.** On a veth, TCP segments carry TX metadata
 //! (`XDP_TX_METADATA` on the first descriptor, `csum_start` counted from the
@@ -50,6 +53,7 @@ mod bpf;
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
@@ -303,6 +307,8 @@ pub struct Xdp {
     /// straight back on the fill ring (`refill` takes them before the pool),
     /// so a jumbo packet costs no pool round trip per 4 KiB fragment.
     recycled: Vec<Frame>,
+    /// Multi-buffer receive in place (unaligned chunks), if on.
+    slot_rx: Option<slots::SlotRx>,
     pool: Pool,
     iface: String,
     queue: u32,
@@ -510,6 +516,11 @@ impl Xdp {
             partial_bad: false,
             scratch: Vec::with_capacity(cfg.ring_size as usize),
             recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
+            slot_rx: if unaligned {
+                slots::SlotRx::new(frames, frame_size, chunk, wire)
+            } else {
+                None
+            },
             frame_shift: frame_size.trailing_zeros(),
             chunk,
             unaligned,
@@ -548,6 +559,22 @@ impl Xdp {
     fn refill(&mut self) {
         let free = self.sock.fill.free() as usize;
         if free < FILL_BATCH as usize {
+            return;
+        }
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            let fill = &mut self.sock.fill;
+            let lent = sr.refill(free as u32, &mut cx, |addr| fill.write(addr));
+            if lent > 0 {
+                self.sock.fill.submit();
+                self.pool.kernel_lent(lent as isize);
+            }
             return;
         }
         let reuse = self.recycled.len().min(free);
@@ -824,6 +851,25 @@ impl Driver for Xdp {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         self.refill();
         let start = out.len();
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            self.sock.rx.consume(max as u32, |desc| {
+                let addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                    + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
+                let more = desc.options & libc::XDP_PKT_CONTD != 0;
+                sr.on_desc(addr, desc.len, more, &mut cx, out);
+            });
+            if self.need_wakeup && self.sock.fill.needs_wakeup() {
+                self.sock.kick_rx()?;
+            }
+            return Ok(out.len() - start);
+        }
         let Xdp {
             sock,
             inflight,
