@@ -36,10 +36,12 @@
 #   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
+#   http/tap/zc-httpd-tso-{1g,64k}   zc-httpd --tap-offload on a TAP (MTU 1500,
+#       clients in the same namespace); peers: the MTU 1500 nginx rows
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-217.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-218.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -232,10 +234,12 @@ wait_udp() {
     return 1
 }
 
-# ns_cpu NS: CPU ticks (user + system) of every process in NS.
+# ns_cpu NS [COMM]: CPU ticks (user + system) of every process in NS (only
+# those named COMM, when given: on a TAP bed the client shares the namespace).
 ns_cpu() {
     local pid t=0 f
     for pid in $(ip netns pids "$1" 2>/dev/null); do
+        [[ -z ${2:-} || $(cat "/proc/$pid/comm" 2>/dev/null) == "$2" ]] || continue
         # Fields 14, 15 of /proc/PID/stat (after the parenthesised name).
         f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
         read -r -a a <<<"$f"
@@ -479,11 +483,83 @@ end
 EOF
 }
 
-# http_bed NAME MTU: nginx (sendfile on / off) and zc-httpd on a veth bed
-# with the kernel's offloads on (nginx's normal setting).
+# http_run ROWS RUN SNS COMM CNS ADDR: one run of ROWS-1g (curl fetches the
+# big file) and ROWS-64k (wrk walks the 64 KiB files) against the server at
+# ADDR, clients in CNS; server CPU from SNS's processes (named COMM, if given).
+http_run() {
+    local rows=$1 run=$2 sns=$3 comm=$4 cns=$5 addr=$6 id
+    for id in "$rows-1g" "$rows-64k"; do
+        wanted "$id" || continue
+        local f=$RAW/${id//\//_}.$run c0 c1
+        c0=$(ns_cpu "$sns" "$comm")
+        if [[ $id == *-1g ]]; then
+            # A failed fetch is recorded (the table lists it), not fatal.
+            ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
+                -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
+                "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
+        else
+            ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
+                -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
+            tail -n 1 "$f.wrk" >"$f.cli"
+        fi
+        c1=$(ns_cpu "$sns" "$comm")
+        echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
+        record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
+    done
+}
+
+# nginx_run ROWS RUN SNS CNS ADDR on|off: nginx with sendfile on or off in
+# SNS for one run of ROWS.
+nginx_run() {
+    local rows=$1 run=$2 sns=$3 cns=$4 addr=$5 spid
+    nginx_conf "$6" "$addr" "$WORK/www" >"$WORK/nginx.conf"
+    ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) nginx -c "$WORK/nginx.conf" \
+        -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
+    spid=$!
+    if wait_tcp "$sns" "$addr" 80; then
+        http_run "$rows" "$run" "$sns" "" "$cns" "$addr"
+    else
+        failed "$rows" "$run"
+    fi
+    kill -INT "$spid" 2>/dev/null || true
+    stop_job "$spid"
+}
+
+# httpd_run ROWS RUN SNS CNS CIDR DEVICE_ARGS...: zc-httpd in SNS on the
+# given device at CIDR for one run of ROWS (its own CPU only), then its
+# counters (copies per byte) for the table.
+httpd_run() {
+    local rows=$1 run=$2 sns=$3 cns=$4 cidr=$5 spid
+    shift 5
+    local out=$WORK/${rows//\//_}.out stats=$WORK/${rows//\//_}.$run.stats.json id
+    ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) "$BIN/zc-httpd" \
+        "$@" --ip "$cidr" --root "$WORK/www" --port 80 --stats-json "$stats" >"$out" 2>&1 &
+    spid=$!
+    if wait_line "$out" "serving|listening" 10; then
+        http_run "$rows" "$run" "$sns" zc-httpd "$cns" "${cidr%/*}"
+    else
+        failed "$rows" "$run"
+    fi
+    kill -INT "$spid" 2>/dev/null || true
+    stop_job "$spid"
+    if [[ -s $stats ]]; then
+        for id in "$rows-1g" "$rows-64k"; do
+            wanted "$id" && record "$id" "$run" httpd-stats "$stats"
+        done
+    fi
+}
+
+# http_bed NAME MTU [tap]: nginx (sendfile on / off) and zc-httpd on AF_XDP
+# on a veth bed with the kernel's offloads on (nginx's normal setting); with
+# `tap`, also zc-httpd --tap-offload (TSO: 64 KiB segments, partial
+# checksums) on a TAP bed of its own, clients in the TAP's namespace, with
+# the MTU 1500 nginx rows as its peers. Every server starts afresh for each
+# run and the runs go round all servers, so the VM's drift between its
+# speeds hits every row alike (an idle AF_XDP server would also take the
+# kernel's packets on the shared veth).
 http_bed() {
-    local name=$1 mtu=$2 net=$((NET++)) id ids=() todo=() srv
-    local pfx=http/$name www=$WORK/www
+    local name=$1 mtu=$2 with_tap=${3:-} net=$((NET++)) id todo=() srv servers=()
+    local pfx=http/$name
     local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
     local sec="HTTP, MTU $mtu, offloads on"
     for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
@@ -492,69 +568,53 @@ http_bed() {
         row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
         row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
         [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
-        ids+=("$pfx/$srv-1g" "$pfx/$srv-64k")
+        servers+=("$pfx/$srv")
     done
+    local tnet tns ttap tpfx=http/tap/zc-httpd-tso
+    if [[ -n $with_tap ]]; then
+        tnet=$((NET++))
+        row "$tpfx-1g" "HTTP, TAP, MTU $mtu, TSO" "zc-httpd --tap-offload: $BIG_MIB MiB file, curl" "$pfx/nginx-sendfile-on-1g"
+        row "$tpfx-64k" "HTTP, TAP, MTU $mtu, TSO" "zc-httpd --tap-offload: 64 KiB files, wrk" "$pfx/nginx-sendfile-on-64k"
+        ((HAVE_HTTPD)) && servers+=("$tpfx")
+    fi
     ((HAVE_HTTPD)) || log "zc-httpd is not built on this branch: its rows are skipped"
-    for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
+    for srv in "${servers[@]}"; do
+        for id in "$srv-1g" "$srv-64k"; do wanted "$id" && todo+=("$srv") && break; done
+    done
     ((${#todo[@]})) || return 0
     http_files
-    local sns=zcbs$TAG$net cns=zcbc$TAG$net
-    zc_bed_trap "$sns"
-    zc_bed_trap "$cns"
-    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} rows x $RUNS runs)"
-    zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
-        local want=0
-        for id in "${todo[@]}"; do [[ $id == "$pfx/$srv-"* ]] && want=1; done
-        ((want)) || continue
-        local spid addr stats=$WORK/$name-$srv.stats.json
-        if [[ $srv == nginx-* ]]; then
-            addr=$kaddr
-            nginx_conf "${srv#nginx-sendfile-}" "$kaddr" "$www" >"$WORK/nginx.conf"
-            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) nginx -c "$WORK/nginx.conf" \
-                -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
-            spid=$!
-            wait_tcp "$sns" "$kaddr" 80
-        else
-            addr=${zcidr%/*}
-            ip netns exec "$sns" "${SRV[@]}" timeout $((RUNS * (S + 60) + 60)) "$BIN/zc-httpd" \
-                --xdp "$ZC_VETH_SERVER" --ip "$zcidr" --root "$www" --port 80 \
-                --stats-json "$stats" >"$WORK/$name-$srv.out" 2>&1 &
-            spid=$!
-            wait_line "$WORK/$name-$srv.out" "serving|listening" 10 || failed "$srv" start
-        fi
-        local run
-        for ((run = 1; run <= RUNS; run++)); do
-            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
-                wanted "$id" || continue
-                local f=$RAW/${id//\//_}.$run c0 c1
-                c0=$(ns_cpu "$sns")
-                if [[ $id == *-1g ]]; then
-                    # A failed fetch is recorded (the table lists it), not fatal.
-                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" curl -sS -o /dev/null --max-time $((S + 25)) \
-                        -w '{"bytes":%{size_download},"seconds":%{time_total},"http_code":%{http_code}}\n' \
-                        "http://$addr/big.bin" >"$f.cli" || failed "$id" "$run"
-                else
-                    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" wrk -t1 -c16 -d"${S}s" --timeout 5s \
-                        -s "$WORK/rot.lua" "http://$addr/" >"$f.wrk" || failed "$id" "$run"
-                    tail -n 1 "$f.wrk" >"$f.cli"
-                fi
-                c1=$(ns_cpu "$sns")
-                echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
-                record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
-            done
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net veth=0
+    for srv in "${todo[@]}"; do [[ $srv == "$pfx/"* ]] && veth=1; done
+    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} servers x $RUNS runs)"
+    if ((veth)); then
+        zc_bed_trap "$sns"
+        zc_bed_trap "$cns"
+        zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
+    fi
+    if [[ " ${todo[*]} " == *" $tpfx "* ]]; then
+        tns=zcbh$TAG$tnet ttap=zch$TAG$tnet
+        ttap=${ttap:0:15}
+        zc_bed_trap "$tns"
+        zc_bed_up "$tns" "$ttap" "10.200.$tnet.1/24"
+    fi
+    local run
+    for ((run = 1; run <= RUNS; run++)); do
+        for srv in "${todo[@]}"; do
+            case ${srv##*/} in
+                nginx-sendfile-on) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" on ;;
+                nginx-sendfile-off) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" off ;;
+                zc-httpd) httpd_run "$srv" "$run" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER" ;;
+                zc-httpd-tso) httpd_run "$srv" "$run" "$tns" "$tns" "10.200.$tnet.2/24" --tap "$ttap" --tap-offload ;;
+            esac
         done
-        kill -INT "$spid" 2>/dev/null || true
-        stop_job "$spid"
-        if [[ -s $stats ]]; then
-            for id in "$pfx/$srv-1g" "$pfx/$srv-64k"; do
-                wanted "$id" && record "$id" 0 httpd-stats "$stats"
-            done
-        fi
-        log "bed http $name: $srv done"
+        log "bed http $name: run $run of $RUNS done"
     done
-    zc_bed_down "$cns"
-    zc_bed_down "$sns"
+    if ((veth)); then
+        zc_bed_down "$cns"
+        zc_bed_down "$sns"
+    fi
+    [[ -n ${tns:-} ]] && zc_bed_down "$tns"
+    return 0
 }
 
 # nginx_conf on|off ADDR ROOT: a config of our own (no system paths written).
@@ -592,7 +652,7 @@ tcp_bed 9000 9000 on
 tcp_bed 65535 65535 on
 tap_bed plain
 tap_bed tso
-http_bed 1500-on 1500
+http_bed 1500-on 1500 tap
 http_bed 65535 65535
 ELAPSED=$(($(date +%s) - STARTED))
 

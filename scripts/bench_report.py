@@ -155,8 +155,8 @@ def main():
         files = files.split(",")
         if kind == "httpd-stats":
             st = json_lines(files[0])
-            if st:
-                rows[rid]["copies_per_byte"] = st[0].get("tx_copies_per_byte")
+            if st and st[0].get("tx_copies_per_byte") is not None:
+                rows[rid].setdefault("httpd_copies", []).append(st[0]["tx_copies_per_byte"])
             continue
         try:
             m = parse_run(kind, files)
@@ -184,7 +184,8 @@ def main():
             if v is not None:
                 r[k] = v
         if r["copies_per_byte"] is None:
-            r["copies_per_byte"] = med([m.get("copies_per_byte") for m in r["runs"]])
+            r["copies_per_byte"] = med(r.pop("httpd_copies", None)
+                                       or [m.get("copies_per_byte") for m in r["runs"]])
     if a.previous:
         prev = json.loads(Path(a.previous).read_text())
         for pr in prev.get("rows", []):
@@ -235,6 +236,12 @@ def main():
              [f"http/{bed}/nginx-sendfile-on-64k", f"http/{bed}/nginx-sendfile-off-64k"], 1.0,
              f"zc-httpd vs nginx's best, 64 KiB files, MTU {mtu}"),
         )
+    ] + [
+        ("http/tap/zc-httpd-tso-1g", ["http/1500-on/nginx-sendfile-on-1g"], 0.7,
+         "zc-httpd on TAP with TSO vs nginx sendfile on, big file, MTU 1500"),
+        ("http/tap/zc-httpd-tso-64k",
+         ["http/1500-on/nginx-sendfile-on-64k", "http/1500-on/nginx-sendfile-off-64k"], 1.0,
+         "zc-httpd on TAP with TSO vs nginx's best, 64 KiB files, MTU 1500"),
     ]:
         got, peer = ratio(a_id, b_ids)
         targets.append({"what": what, "row": a_id, "peer": peer, "goal": goal, "ratio": got,
