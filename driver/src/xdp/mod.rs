@@ -27,7 +27,19 @@
 //! out without a copy. Receiving, only the first chunk of each pool frame is
 //! put on the fill ring; a multi-buffer packet's later fragments land in
 //! other frames and are copied behind the first one, so smoltcp sees one
-//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`].
+//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`];
+//! the fragment frames go straight back on the fill ring, not to the pool.
+//! On a veth (unaligned chunks, see below) the driver instead posts several
+//! fill slots per pool frame, spaced so a packet lands contiguously, and
+//! copies only packets that straddle frames (`slots.rs`).
+//!
+//! **TX checksum offload.** On a veth, TCP segments carry TX metadata
+//! (`XDP_TX_METADATA` on the first descriptor, `csum_start` counted from the
+//! Ethernet header). With multi-buffer packets the UMEM is registered with
+//! unaligned chunks: the kernel wants `tx_metadata_len` bytes in front of
+//! *every* TX descriptor inside its chunk, which a continuation descriptor
+//! on a chunk boundary cannot have; unaligned, descriptors are cut every
+//! `chunk - tx_metadata_len` bytes instead.
 //!
 //! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
 //! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
@@ -41,6 +53,7 @@ mod bpf;
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
@@ -290,6 +303,12 @@ pub struct Xdp {
     partial: Option<Frame>,
     partial_bad: bool,
     scratch: Vec<Frame>,
+    /// Fragment frames whose bytes were copied behind a head: they go
+    /// straight back on the fill ring (`refill` takes them before the pool),
+    /// so a jumbo packet costs no pool round trip per 4 KiB fragment.
+    recycled: Vec<Frame>,
+    /// Multi-buffer receive in place (unaligned chunks), if on.
+    slot_rx: Option<slots::SlotRx>,
     pool: Pool,
     iface: String,
     queue: u32,
@@ -298,6 +317,11 @@ pub struct Xdp {
     setup: XdpSetup,
     frame_shift: u32,
     chunk: usize,
+    /// The UMEM is registered with unaligned chunks (see `open`): TX
+    /// descriptors are cut every `tx_desc_max` bytes instead of at chunk
+    /// boundaries.
+    unaligned: bool,
+    tx_desc_max: usize,
     need_wakeup: bool,
     /// The interface is a veth: every frame comes from this machine's kernel.
     veth: bool,
@@ -375,12 +399,24 @@ impl Xdp {
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
         let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        // Not with multi-buffer packets: jumbo segments sent with metadata on
-        // their first descriptor did not arrive intact here (6.18, copy mode;
-        // not investigated further), so smoltcp computes those checksums.
-        let mut tx_csum = veth && !multi_buffer && pool.headroom() >= TX_META_LEN;
+        let mut tx_csum = veth && pool.headroom() >= TX_META_LEN;
+        // Multi-buffer packets with TX metadata need unaligned chunks: with
+        // tx_metadata_len set, the kernel checks that *every* TX descriptor
+        // has that many bytes in front of it inside its own chunk
+        // (xp_aligned_validate_desc, net/xdp/xsk_queue.h), so in aligned mode
+        // a continuation descriptor starting on a chunk boundary is invalid
+        // and the packet is dropped. Unaligned descriptors may start anywhere
+        // and only need `len + tx_metadata_len <= chunk`.
+        let mut unaligned = tx_csum && multi_buffer;
         if tx_csum
-            && let Err(e) = register_umem(fd.as_fd(), &iface, region.clone(), chunk, TX_META_LEN)
+            && let Err(e) = register_umem(
+                fd.as_fd(),
+                &iface,
+                region.clone(),
+                chunk,
+                TX_META_LEN,
+                unaligned,
+            )
         {
             // An older kernel refuses the metadata: go without.
             if !matches!(&e, XdpError::Umem { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
@@ -388,10 +424,18 @@ impl Xdp {
                 return Err(e);
             }
             tx_csum = false;
+            unaligned = false;
         }
         if !tx_csum {
-            register_umem(fd.as_fd(), &iface, region, chunk, 0)?;
+            register_umem(fd.as_fd(), &iface, region, chunk, 0, false)?;
         }
+        // Largest TX descriptor: a chunk (cut at chunk boundaries), or with
+        // unaligned chunks a chunk less the metadata in front of it.
+        let tx_desc_max = if unaligned {
+            chunk - TX_META_LEN
+        } else {
+            chunk
+        };
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
@@ -471,8 +515,16 @@ impl Xdp {
             partial: None,
             partial_bad: false,
             scratch: Vec::with_capacity(cfg.ring_size as usize),
+            recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
+            slot_rx: if unaligned {
+                slots::SlotRx::new(frames, frame_size, chunk, wire)
+            } else {
+                None
+            },
             frame_shift: frame_size.trailing_zeros(),
             chunk,
+            unaligned,
+            tx_desc_max,
             pool,
             iface,
             queue: cfg.queue,
@@ -502,24 +554,53 @@ impl Xdp {
         &self.iface
     }
 
-    /// Lends free pool frames to the kernel on the fill ring.
+    /// Lends frames to the kernel on the fill ring: recycled fragment frames
+    /// first, then free pool frames.
     fn refill(&mut self) {
-        let free = self.sock.fill.free();
-        if free < FILL_BATCH {
+        let free = self.sock.fill.free() as usize;
+        if free < FILL_BATCH as usize {
             return;
         }
-        let got = self.pool.alloc_burst(free as usize, &mut self.scratch);
-        if got == 0 {
-            self.stats.rx_dropped_no_frame += 1;
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            let fill = &mut self.sock.fill;
+            let lent = sr.refill(free as u32, &mut cx, |addr| fill.write(addr));
+            if lent > 0 {
+                self.sock.fill.submit();
+                self.pool.kernel_lent(lent as isize);
+            }
             return;
         }
-        for frame in self.scratch.drain(..) {
+        let reuse = self.recycled.len().min(free);
+        let from = self.recycled.len() - reuse;
+        let mut lent = 0;
+        for frame in self.recycled.drain(from..) {
             let idx = frame.index() as usize;
             self.sock.fill.write((idx << self.frame_shift) as u64);
             self.inflight[idx] = Some(frame);
+            lent += 1;
+        }
+        if free > reuse {
+            let got = self.pool.alloc_burst(free - reuse, &mut self.scratch);
+            if got == 0 && lent == 0 {
+                self.stats.rx_dropped_no_frame += 1;
+                return;
+            }
+            for frame in self.scratch.drain(..) {
+                let idx = frame.index() as usize;
+                self.sock.fill.write((idx << self.frame_shift) as u64);
+                self.inflight[idx] = Some(frame);
+            }
+            lent += got;
         }
         self.sock.fill.submit();
-        self.pool.kernel_lent(got as isize);
+        self.pool.kernel_lent(lent as isize);
     }
 
     /// Takes back the frame that holds UMEM address `addr`.
@@ -723,6 +804,7 @@ fn register_umem(
     region: std::ops::Range<usize>,
     chunk: usize,
     tx_metadata_len: usize,
+    unaligned: bool,
 ) -> Result<(), XdpError> {
     socket::register_umem(
         fd,
@@ -730,6 +812,7 @@ fn register_umem(
         region.len(),
         chunk as u32,
         tx_metadata_len as u32,
+        unaligned,
     )
     .map_err(|source| {
         let why = match source.raw_os_error() {
@@ -768,6 +851,25 @@ impl Driver for Xdp {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         self.refill();
         let start = out.len();
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            self.sock.rx.consume(max as u32, |desc| {
+                let addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                    + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
+                let more = desc.options & libc::XDP_PKT_CONTD != 0;
+                sr.on_desc(addr, desc.len, more, &mut cx, out);
+            });
+            if self.need_wakeup && self.sock.fill.needs_wakeup() {
+                self.sock.kick_rx()?;
+            }
+            return Ok(out.len() - start);
+        }
         let Xdp {
             sock,
             inflight,
@@ -776,12 +878,17 @@ impl Driver for Xdp {
             stats,
             frame_shift,
             pool,
+            recycled,
             ..
         } = self;
         let shift = *frame_shift;
         let mask = (1u64 << shift) - 1;
         let mut taken = 0isize;
-        sock.rx.consume(max as u32, |desc| {
+        sock.rx.consume(max as u32, |mut desc| {
+            // Unaligned chunks: the data offset is in the top 16 bits (zero
+            // when aligned, so this is the plain address then).
+            desc.addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
             let Some(mut frame) = Self::reclaim(inflight, shift, desc.addr) else {
                 stats.rx_errors += 1;
                 return;
@@ -795,6 +902,7 @@ impl Driver for Xdp {
                     if len > frame.capacity() {
                         stats.rx_errors += 1;
                         *partial_bad = more;
+                        recycled.push(frame);
                         return;
                     }
                     frame.set_len(len);
@@ -821,6 +929,7 @@ impl Driver for Xdp {
                     } else {
                         *partial_bad = true;
                     }
+                    recycled.push(frame);
                     if !more {
                         let head = partial.take().expect("partial present");
                         if *partial_bad {
@@ -849,12 +958,17 @@ impl Driver for Xdp {
         let mut free = self.sock.tx.free() as usize;
         let mut sent = 0;
         let mut lent = 0isize;
-        let chunk = self.chunk as u64;
+        let (chunk, cut) = (self.chunk as u64, self.tx_desc_max as u64);
+        let unaligned = self.unaligned;
         for frame in frames.iter_mut() {
             let meta = self.tx_csum && Self::request_checksum(frame);
             let base = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
             let end = base + frame.len() as u64;
-            let descs = (end - 1) / chunk - base / chunk + 1;
+            let descs = if unaligned {
+                (end - base).div_ceil(cut).max(1)
+            } else {
+                (end - 1) / chunk - base / chunk + 1
+            };
             if descs as usize > free {
                 break;
             }
@@ -866,7 +980,11 @@ impl Driver for Xdp {
             }
             let mut at = base;
             while at < end {
-                let stop = ((at / chunk + 1) * chunk).min(end);
+                let stop = if unaligned {
+                    (at + cut).min(end)
+                } else {
+                    ((at / chunk + 1) * chunk).min(end)
+                };
                 let mut options = if stop < end { libc::XDP_PKT_CONTD } else { 0 };
                 if meta && at == base {
                     options |= libc::XDP_TX_METADATA;
@@ -1023,7 +1141,14 @@ mod tests {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
         let start = map.as_ptr() as usize;
-        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096, 0);
+        let err = register_umem(
+            fd.as_fd(),
+            "zctest0",
+            start..start + map.len(),
+            4096,
+            0,
+            false,
+        );
         drop(map);
         let _ = std::fs::remove_file(&path);
         let msg = err
