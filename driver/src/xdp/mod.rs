@@ -44,20 +44,30 @@
 //! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
 //! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
 //! sends up to 32 descriptors per call and says `EAGAIN` when more remain).
+//!
+//! **Files.** `mod.rs` the driver (open, bursts, in-flight table);
+//! `config.rs` what the app asks for and the errors it can get; `setup.rs`
+//! program attach and UMEM registration; `socket.rs` and `ring.rs` the
+//! socket and its four rings; `slots.rs` multi-buffer receive in place;
+//! `bpf.rs` the redirect program; `netlink.rs` which program is attached.
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod bpf;
+mod config;
 #[allow(unsafe_code)]
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+mod setup;
 mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
-use std::fmt;
+pub use config::{AttachMode, XdpConfig, XdpError};
+use setup::{attach_program, refused, register_umem};
+
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -65,176 +75,6 @@ use std::time::Duration;
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::{Driver, DriverStats, Frame, KernelStats, Offloads, Pool, vnet};
 use socket::XskSocket;
-
-/// Where the kernel runs the redirect program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Native first, generic if the driver refuses.
-    #[default]
-    Auto,
-    /// Native (`XDP_FLAGS_DRV_MODE`): in the device driver, before an skb exists.
-    Native,
-    /// Generic (`XDP_FLAGS_SKB_MODE`): after the kernel built an skb; works everywhere.
-    Generic,
-}
-
-impl std::str::FromStr for AttachMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(AttachMode::Auto),
-            "native" => Ok(AttachMode::Native),
-            "generic" => Ok(AttachMode::Generic),
-            _ => Err(format!(
-                "{s:?} is not an XDP mode: use native, generic or auto"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
-    }
-}
-
-/// AF_XDP driver settings; [`XdpConfig::new`] gives sound defaults.
-#[derive(Clone, Debug)]
-pub struct XdpConfig {
-    iface: String,
-    queue: u32,
-    mode: AttachMode,
-    ring_size: u32,
-    zero_copy: bool,
-}
-
-impl XdpConfig {
-    /// Queue 0 of `iface`, attach mode auto, 2048-entry rings, zero-copy
-    /// tried first.
-    pub fn new(iface: &str) -> XdpConfig {
-        XdpConfig {
-            iface: iface.to_string(),
-            queue: 0,
-            mode: AttachMode::Auto,
-            ring_size: 2048,
-            zero_copy: true,
-        }
-    }
-    /// The device queue to bind to.
-    pub fn queue(mut self, q: u32) -> Self {
-        self.queue = q;
-        self
-    }
-    /// Where to attach the program.
-    pub fn mode(mut self, m: AttachMode) -> Self {
-        self.mode = m;
-        self
-    }
-    /// Entries in each of the four rings (a power of two, 64..=16384).
-    pub fn ring_size(mut self, n: u32) -> Self {
-        self.ring_size = n;
-        self
-    }
-    /// Whether to try zero-copy before copy mode (default true).
-    pub fn zero_copy(mut self, on: bool) -> Self {
-        self.zero_copy = on;
-        self
-    }
-}
-
-/// Why an AF_XDP driver could not be opened. Each message says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum XdpError {
-    /// No such interface in this network namespace.
-    #[error("interface {0} does not exist in this network namespace (check `ip link`)")]
-    NoInterface(String),
-    /// Missing privileges.
-    #[error(
-        "AF_XDP on {iface}: {step} was refused: AF_XDP needs CAP_NET_ADMIN, CAP_BPF and \
-         CAP_NET_RAW: run as root"
-    )]
-    Permission {
-        /// Interface.
-        iface: String,
-        /// The step that failed.
-        step: &'static str,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel would not pin the pool as a UMEM.
-    #[error("AF_XDP on {iface}: registering the {bytes}-byte pool as UMEM was refused: {why}")]
-    Umem {
-        /// Interface.
-        iface: String,
-        /// Pool size.
-        bytes: usize,
-        /// What it means and what to do.
-        why: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The MTU is too large for the pool's frames or for the attach mode.
-    #[error("AF_XDP on {iface}: MTU {mtu} is too large {why}")]
-    MtuTooLarge {
-        /// Interface.
-        iface: String,
-        /// Its MTU.
-        mtu: usize,
-        /// For what, and what to change.
-        why: String,
-    },
-    /// The program could not be attached.
-    #[error("AF_XDP on {iface}: attaching the XDP program in {mode} mode failed{hint}")]
-    Attach {
-        /// Interface.
-        iface: String,
-        /// Mode tried last.
-        mode: AttachMode,
-        /// What to do.
-        hint: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The socket could not be bound to the queue.
-    #[error("AF_XDP on {iface}: binding to queue {queue} failed{hint}")]
-    Bind {
-        /// Interface.
-        iface: String,
-        /// Queue.
-        queue: u32,
-        /// What to do.
-        hint: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// Bad settings.
-    #[error("AF_XDP on {iface}: {what}")]
-    Config {
-        /// Interface.
-        iface: String,
-        /// What is wrong.
-        what: String,
-    },
-    /// Any other failure, with the step that failed.
-    #[error("AF_XDP on {iface}: {step}")]
-    Io {
-        /// Interface.
-        iface: String,
-        /// The step that failed.
-        step: &'static str,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Ethernet header bytes on top of the IP MTU.
 const ETH_HLEN: usize = 14;
@@ -655,195 +495,6 @@ impl Xdp {
     /// Every frame the kernel still holds (fill, RX, TX and completion rings).
     pub fn frames_in_kernel(&self) -> usize {
         self.inflight.iter().filter(|f| f.is_some()).count()
-    }
-}
-
-/// Loads and attaches the redirect program, or joins the one another
-/// zcstack process attached to `ifindex`.
-fn attach_program(
-    cfg: &XdpConfig,
-    ifindex: u32,
-    mtu: usize,
-    multi_buffer: bool,
-) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
-    let perm = |step, source| refused(&iface, step, source);
-    // Two processes starting at once may both find no program: the loser's
-    // attach fails with EBUSY and it joins on the second round.
-    for round in 0..2 {
-        match netlink::attached_program(ifindex)
-            .map_err(|e| perm("asking which XDP program is attached (rtnetlink)", e))?
-        {
-            Some((id, mode)) => {
-                let joined =
-                    bpf::join(id).map_err(|e| perm("joining the attached XDP program", e))?;
-                let Some(j) = joined else {
-                    return Err(XdpError::Attach {
-                        iface: iface.clone(),
-                        mode: cfg.mode,
-                        hint: format!(
-                            " (another XDP program, id {id}, is attached to {iface}: remove it \
-                             with `ip link set dev {iface} xdp off` if it is not in use)"
-                        ),
-                        source: io::Error::from_raw_os_error(libc::EBUSY),
-                    });
-                };
-                let mode = match mode {
-                    netlink::XDP_ATTACHED_DRV => AttachMode::Native,
-                    netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
-                    _ => cfg.mode,
-                };
-                return Ok((j.program, j.link, mode));
-            }
-            None => match load_and_attach(cfg, ifindex, mtu, multi_buffer) {
-                Err(XdpError::Attach { source, .. })
-                    if round == 0 && source.raw_os_error() == Some(libc::EBUSY) => {}
-                r => return r,
-            },
-        }
-    }
-    unreachable!("the second round returns")
-}
-
-/// Loads the redirect program and attaches it (native first, then generic).
-fn load_and_attach(
-    cfg: &XdpConfig,
-    ifindex: u32,
-    mtu: usize,
-    multi_buffer: bool,
-) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
-    let perm = |step, source| refused(&iface, step, source);
-    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
-        .map_err(|e| perm("loading the XDP program (bpf)", e))?;
-    let tries: &[AttachMode] = match cfg.mode {
-        AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
-        AttachMode::Native => &[AttachMode::Native],
-        AttachMode::Generic => &[AttachMode::Generic],
-    };
-    let mut attached = None;
-    let mut last_err = None;
-    for &mode in tries {
-        let flags = match mode {
-            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
-            _ => bpf::XDP_FLAGS_DRV_MODE,
-        };
-        match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
-            Ok(link) => {
-                attached = Some((link, mode));
-                break;
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                return Err(perm("attaching the XDP program", e));
-            }
-            Err(e) => last_err = Some((mode, e)),
-        }
-    }
-    let (link, attach) = match attached {
-        Some(a) => a,
-        None => {
-            let (mode, source) = last_err.expect("at least one attach attempt");
-            let hint = match source.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
-                    " (another XDP program is attached to {iface}: remove it with \
-                     `ip link set dev {iface} xdp off` if it is not in use)"
-                ),
-                Some(libc::EOPNOTSUPP) => {
-                    " (the driver has no native XDP: use --xdp-mode generic)".to_string()
-                }
-                _ if mtu > 1500 => {
-                    return Err(XdpError::MtuTooLarge {
-                        iface,
-                        mtu,
-                        why: format!(
-                            "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
-                             or lower the MTU (`ip link set dev {} mtu 1500`)",
-                            if mode == AttachMode::Generic {
-                                "native"
-                            } else {
-                                "generic"
-                            },
-                            cfg.iface
-                        ),
-                    });
-                }
-                _ => String::new(),
-            };
-            return Err(XdpError::Attach {
-                iface,
-                mode,
-                hint,
-                source,
-            });
-        }
-    };
-    Ok((prog, link, attach))
-}
-
-/// A failed `step`: missing privileges if the kernel said EPERM or EACCES.
-fn refused(iface: &str, step: &'static str, source: io::Error) -> XdpError {
-    let iface = iface.to_string();
-    match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
-            iface,
-            step,
-            source,
-        },
-        _ => XdpError::Io {
-            iface,
-            step,
-            source,
-        },
-    }
-}
-
-/// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
-fn register_umem(
-    fd: std::os::fd::BorrowedFd<'_>,
-    iface: &str,
-    region: std::ops::Range<usize>,
-    chunk: usize,
-    tx_metadata_len: usize,
-    unaligned: bool,
-) -> Result<(), XdpError> {
-    socket::register_umem(
-        fd,
-        region.start,
-        region.len(),
-        chunk as u32,
-        tx_metadata_len as u32,
-        unaligned,
-    )
-    .map_err(|source| {
-        let why = match source.raw_os_error() {
-            Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
-                "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
-                 (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
-                memlock_kib()
-            ),
-            Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
-                 memfd, tmpfs or hugetlbfs memory"
-                .to_string(),
-            _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
-        };
-        XdpError::Umem {
-            iface: iface.to_string(),
-            bytes: region.len(),
-            why,
-            source,
-        }
-    })
-}
-
-fn memlock_kib() -> String {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    match sys::getrlimit_memlock(&mut lim) {
-        Ok(()) if lim.rlim_cur == libc::RLIM_INFINITY => "unlimited".to_string(),
-        Ok(()) => (lim.rlim_cur / 1024).to_string(),
-        Err(_) => "unknown".to_string(),
     }
 }
 
