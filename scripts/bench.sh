@@ -506,6 +506,7 @@ http_run() {
         echo "{\"server_cpu_seconds\":$(((c1 - c0) * 1000 / HZ))e-3}" >"$f.cpu"
         record "$id" "$run" "${id##*-}" "$f.cli" "$f.cpu"
     done
+    return 0
 }
 
 # nginx_run ROWS RUN SNS CNS ADDR on|off: nginx with sendfile on or off in
@@ -547,6 +548,7 @@ httpd_run() {
             wanted "$id" && record "$id" "$run" httpd-stats "$stats"
         done
     fi
+    return 0
 }
 
 # http_bed NAME MTU [tap]: nginx (sendfile on / off) and zc-httpd on AF_XDP

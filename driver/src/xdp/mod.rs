@@ -27,24 +27,47 @@
 //! out without a copy. Receiving, only the first chunk of each pool frame is
 //! put on the fill ring; a multi-buffer packet's later fragments land in
 //! other frames and are copied behind the first one, so smoltcp sees one
-//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`].
+//! contiguous frame. That copy is counted in [`DriverStats::rx_copied_bytes`];
+//! the fragment frames go straight back on the fill ring, not to the pool.
+//! On a veth (unaligned chunks, see below) the driver instead posts several
+//! fill slots per pool frame, spaced so a packet lands contiguously, and
+//! copies only packets that straddle frames (`slots.rs`).
+//!
+//! **TX checksum offload.** On a veth, TCP segments carry TX metadata
+//! (`XDP_TX_METADATA` on the first descriptor, `csum_start` counted from the
+//! Ethernet header). With multi-buffer packets the UMEM is registered with
+//! unaligned chunks: the kernel wants `tx_metadata_len` bytes in front of
+//! *every* TX descriptor inside its chunk, which a continuation descriptor
+//! on a chunk boundary cannot have; unaligned, descriptors are cut every
+//! `chunk - tx_metadata_len` bytes instead.
 //!
 //! **Wake-ups.** With `XDP_USE_NEED_WAKEUP` the kernel says when it needs a
 //! syscall. In copy mode TX always does: one `sendto` per burst (the kernel
 //! sends up to 32 descriptors per call and says `EAGAIN` when more remain).
+//!
+//! **Files.** `mod.rs` the driver (open, bursts, in-flight table);
+//! `config.rs` what the app asks for and the errors it can get; `setup.rs`
+//! program attach and UMEM registration; `socket.rs` and `ring.rs` the
+//! socket and its four rings; `slots.rs` multi-buffer receive in place;
+//! `bpf.rs` the redirect program; `netlink.rs` which program is attached.
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod bpf;
+mod config;
 #[allow(unsafe_code)]
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+mod setup;
+mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
-use std::fmt;
+pub use config::{AttachMode, XdpConfig, XdpError};
+use setup::{attach_program, refused, register_umem};
+
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -52,176 +75,6 @@ use std::time::Duration;
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::{Driver, DriverStats, Frame, KernelStats, Offloads, Pool, vnet};
 use socket::XskSocket;
-
-/// Where the kernel runs the redirect program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AttachMode {
-    /// Native first, generic if the driver refuses.
-    #[default]
-    Auto,
-    /// Native (`XDP_FLAGS_DRV_MODE`): in the device driver, before an skb exists.
-    Native,
-    /// Generic (`XDP_FLAGS_SKB_MODE`): after the kernel built an skb; works everywhere.
-    Generic,
-}
-
-impl std::str::FromStr for AttachMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(AttachMode::Auto),
-            "native" => Ok(AttachMode::Native),
-            "generic" => Ok(AttachMode::Generic),
-            _ => Err(format!(
-                "{s:?} is not an XDP mode: use native, generic or auto"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AttachMode::Auto => "auto",
-            AttachMode::Native => "native",
-            AttachMode::Generic => "generic",
-        })
-    }
-}
-
-/// AF_XDP driver settings; [`XdpConfig::new`] gives sound defaults.
-#[derive(Clone, Debug)]
-pub struct XdpConfig {
-    iface: String,
-    queue: u32,
-    mode: AttachMode,
-    ring_size: u32,
-    zero_copy: bool,
-}
-
-impl XdpConfig {
-    /// Queue 0 of `iface`, attach mode auto, 2048-entry rings, zero-copy
-    /// tried first.
-    pub fn new(iface: &str) -> XdpConfig {
-        XdpConfig {
-            iface: iface.to_string(),
-            queue: 0,
-            mode: AttachMode::Auto,
-            ring_size: 2048,
-            zero_copy: true,
-        }
-    }
-    /// The device queue to bind to.
-    pub fn queue(mut self, q: u32) -> Self {
-        self.queue = q;
-        self
-    }
-    /// Where to attach the program.
-    pub fn mode(mut self, m: AttachMode) -> Self {
-        self.mode = m;
-        self
-    }
-    /// Entries in each of the four rings (a power of two, 64..=16384).
-    pub fn ring_size(mut self, n: u32) -> Self {
-        self.ring_size = n;
-        self
-    }
-    /// Whether to try zero-copy before copy mode (default true).
-    pub fn zero_copy(mut self, on: bool) -> Self {
-        self.zero_copy = on;
-        self
-    }
-}
-
-/// Why an AF_XDP driver could not be opened. Each message says what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum XdpError {
-    /// No such interface in this network namespace.
-    #[error("interface {0} does not exist in this network namespace (check `ip link`)")]
-    NoInterface(String),
-    /// Missing privileges.
-    #[error(
-        "AF_XDP on {iface}: {step} was refused: AF_XDP needs CAP_NET_ADMIN, CAP_BPF and \
-         CAP_NET_RAW: run as root"
-    )]
-    Permission {
-        /// Interface.
-        iface: String,
-        /// The step that failed.
-        step: &'static str,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel would not pin the pool as a UMEM.
-    #[error("AF_XDP on {iface}: registering the {bytes}-byte pool as UMEM was refused: {why}")]
-    Umem {
-        /// Interface.
-        iface: String,
-        /// Pool size.
-        bytes: usize,
-        /// What it means and what to do.
-        why: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The MTU is too large for the pool's frames or for the attach mode.
-    #[error("AF_XDP on {iface}: MTU {mtu} is too large {why}")]
-    MtuTooLarge {
-        /// Interface.
-        iface: String,
-        /// Its MTU.
-        mtu: usize,
-        /// For what, and what to change.
-        why: String,
-    },
-    /// The program could not be attached.
-    #[error("AF_XDP on {iface}: attaching the XDP program in {mode} mode failed{hint}")]
-    Attach {
-        /// Interface.
-        iface: String,
-        /// Mode tried last.
-        mode: AttachMode,
-        /// What to do.
-        hint: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// The socket could not be bound to the queue.
-    #[error("AF_XDP on {iface}: binding to queue {queue} failed{hint}")]
-    Bind {
-        /// Interface.
-        iface: String,
-        /// Queue.
-        queue: u32,
-        /// What to do.
-        hint: String,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-    /// Bad settings.
-    #[error("AF_XDP on {iface}: {what}")]
-    Config {
-        /// Interface.
-        iface: String,
-        /// What is wrong.
-        what: String,
-    },
-    /// Any other failure, with the step that failed.
-    #[error("AF_XDP on {iface}: {step}")]
-    Io {
-        /// Interface.
-        iface: String,
-        /// The step that failed.
-        step: &'static str,
-        /// The kernel's error.
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// Ethernet header bytes on top of the IP MTU.
 const ETH_HLEN: usize = 14;
@@ -290,6 +143,12 @@ pub struct Xdp {
     partial: Option<Frame>,
     partial_bad: bool,
     scratch: Vec<Frame>,
+    /// Fragment frames whose bytes were copied behind a head: they go
+    /// straight back on the fill ring (`refill` takes them before the pool),
+    /// so a jumbo packet costs no pool round trip per 4 KiB fragment.
+    recycled: Vec<Frame>,
+    /// Multi-buffer receive in place (unaligned chunks), if on.
+    slot_rx: Option<slots::SlotRx>,
     pool: Pool,
     iface: String,
     queue: u32,
@@ -298,6 +157,11 @@ pub struct Xdp {
     setup: XdpSetup,
     frame_shift: u32,
     chunk: usize,
+    /// The UMEM is registered with unaligned chunks (see `open`): TX
+    /// descriptors are cut every `tx_desc_max` bytes instead of at chunk
+    /// boundaries.
+    unaligned: bool,
+    tx_desc_max: usize,
     need_wakeup: bool,
     /// The interface is a veth: every frame comes from this machine's kernel.
     veth: bool,
@@ -375,12 +239,24 @@ impl Xdp {
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
         let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        // Not with multi-buffer packets: jumbo segments sent with metadata on
-        // their first descriptor did not arrive intact here (6.18, copy mode;
-        // not investigated further), so smoltcp computes those checksums.
-        let mut tx_csum = veth && !multi_buffer && pool.headroom() >= TX_META_LEN;
+        let mut tx_csum = veth && pool.headroom() >= TX_META_LEN;
+        // Multi-buffer packets with TX metadata need unaligned chunks: with
+        // tx_metadata_len set, the kernel checks that *every* TX descriptor
+        // has that many bytes in front of it inside its own chunk
+        // (xp_aligned_validate_desc, net/xdp/xsk_queue.h), so in aligned mode
+        // a continuation descriptor starting on a chunk boundary is invalid
+        // and the packet is dropped. Unaligned descriptors may start anywhere
+        // and only need `len + tx_metadata_len <= chunk`.
+        let mut unaligned = tx_csum && multi_buffer;
         if tx_csum
-            && let Err(e) = register_umem(fd.as_fd(), &iface, region.clone(), chunk, TX_META_LEN)
+            && let Err(e) = register_umem(
+                fd.as_fd(),
+                &iface,
+                region.clone(),
+                chunk,
+                TX_META_LEN,
+                unaligned,
+            )
         {
             // An older kernel refuses the metadata: go without.
             if !matches!(&e, XdpError::Umem { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
@@ -388,10 +264,18 @@ impl Xdp {
                 return Err(e);
             }
             tx_csum = false;
+            unaligned = false;
         }
         if !tx_csum {
-            register_umem(fd.as_fd(), &iface, region, chunk, 0)?;
+            register_umem(fd.as_fd(), &iface, region, chunk, 0, false)?;
         }
+        // Largest TX descriptor: a chunk (cut at chunk boundaries), or with
+        // unaligned chunks a chunk less the metadata in front of it.
+        let tx_desc_max = if unaligned {
+            chunk - TX_META_LEN
+        } else {
+            chunk
+        };
         let sock =
             XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
 
@@ -471,8 +355,16 @@ impl Xdp {
             partial: None,
             partial_bad: false,
             scratch: Vec::with_capacity(cfg.ring_size as usize),
+            recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
+            slot_rx: if unaligned {
+                slots::SlotRx::new(frames, frame_size, chunk, wire)
+            } else {
+                None
+            },
             frame_shift: frame_size.trailing_zeros(),
             chunk,
+            unaligned,
+            tx_desc_max,
             pool,
             iface,
             queue: cfg.queue,
@@ -502,24 +394,53 @@ impl Xdp {
         &self.iface
     }
 
-    /// Lends free pool frames to the kernel on the fill ring.
+    /// Lends frames to the kernel on the fill ring: recycled fragment frames
+    /// first, then free pool frames.
     fn refill(&mut self) {
-        let free = self.sock.fill.free();
-        if free < FILL_BATCH {
+        let free = self.sock.fill.free() as usize;
+        if free < FILL_BATCH as usize {
             return;
         }
-        let got = self.pool.alloc_burst(free as usize, &mut self.scratch);
-        if got == 0 {
-            self.stats.rx_dropped_no_frame += 1;
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            let fill = &mut self.sock.fill;
+            let lent = sr.refill(free as u32, &mut cx, |addr| fill.write(addr));
+            if lent > 0 {
+                self.sock.fill.submit();
+                self.pool.kernel_lent(lent as isize);
+            }
             return;
         }
-        for frame in self.scratch.drain(..) {
+        let reuse = self.recycled.len().min(free);
+        let from = self.recycled.len() - reuse;
+        let mut lent = 0;
+        for frame in self.recycled.drain(from..) {
             let idx = frame.index() as usize;
             self.sock.fill.write((idx << self.frame_shift) as u64);
             self.inflight[idx] = Some(frame);
+            lent += 1;
+        }
+        if free > reuse {
+            let got = self.pool.alloc_burst(free - reuse, &mut self.scratch);
+            if got == 0 && lent == 0 {
+                self.stats.rx_dropped_no_frame += 1;
+                return;
+            }
+            for frame in self.scratch.drain(..) {
+                let idx = frame.index() as usize;
+                self.sock.fill.write((idx << self.frame_shift) as u64);
+                self.inflight[idx] = Some(frame);
+            }
+            lent += got;
         }
         self.sock.fill.submit();
-        self.pool.kernel_lent(got as isize);
+        self.pool.kernel_lent(lent as isize);
     }
 
     /// Takes back the frame that holds UMEM address `addr`.
@@ -577,197 +498,29 @@ impl Xdp {
     }
 }
 
-/// Loads and attaches the redirect program, or joins the one another
-/// zcstack process attached to `ifindex`.
-fn attach_program(
-    cfg: &XdpConfig,
-    ifindex: u32,
-    mtu: usize,
-    multi_buffer: bool,
-) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
-    let perm = |step, source| refused(&iface, step, source);
-    // Two processes starting at once may both find no program: the loser's
-    // attach fails with EBUSY and it joins on the second round.
-    for round in 0..2 {
-        match netlink::attached_program(ifindex)
-            .map_err(|e| perm("asking which XDP program is attached (rtnetlink)", e))?
-        {
-            Some((id, mode)) => {
-                let joined =
-                    bpf::join(id).map_err(|e| perm("joining the attached XDP program", e))?;
-                let Some(j) = joined else {
-                    return Err(XdpError::Attach {
-                        iface: iface.clone(),
-                        mode: cfg.mode,
-                        hint: format!(
-                            " (another XDP program, id {id}, is attached to {iface}: remove it \
-                             with `ip link set dev {iface} xdp off` if it is not in use)"
-                        ),
-                        source: io::Error::from_raw_os_error(libc::EBUSY),
-                    });
-                };
-                let mode = match mode {
-                    netlink::XDP_ATTACHED_DRV => AttachMode::Native,
-                    netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
-                    _ => cfg.mode,
-                };
-                return Ok((j.program, j.link, mode));
-            }
-            None => match load_and_attach(cfg, ifindex, mtu, multi_buffer) {
-                Err(XdpError::Attach { source, .. })
-                    if round == 0 && source.raw_os_error() == Some(libc::EBUSY) => {}
-                r => return r,
-            },
-        }
-    }
-    unreachable!("the second round returns")
-}
-
-/// Loads the redirect program and attaches it (native first, then generic).
-fn load_and_attach(
-    cfg: &XdpConfig,
-    ifindex: u32,
-    mtu: usize,
-    multi_buffer: bool,
-) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
-    let perm = |step, source| refused(&iface, step, source);
-    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
-        .map_err(|e| perm("loading the XDP program (bpf)", e))?;
-    let tries: &[AttachMode] = match cfg.mode {
-        AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
-        AttachMode::Native => &[AttachMode::Native],
-        AttachMode::Generic => &[AttachMode::Generic],
-    };
-    let mut attached = None;
-    let mut last_err = None;
-    for &mode in tries {
-        let flags = match mode {
-            AttachMode::Generic => bpf::XDP_FLAGS_SKB_MODE,
-            _ => bpf::XDP_FLAGS_DRV_MODE,
-        };
-        match bpf::attach(prog.prog.as_fd(), ifindex, flags) {
-            Ok(link) => {
-                attached = Some((link, mode));
-                break;
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) => {
-                return Err(perm("attaching the XDP program", e));
-            }
-            Err(e) => last_err = Some((mode, e)),
-        }
-    }
-    let (link, attach) = match attached {
-        Some(a) => a,
-        None => {
-            let (mode, source) = last_err.expect("at least one attach attempt");
-            let hint = match source.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EEXIST) => format!(
-                    " (another XDP program is attached to {iface}: remove it with \
-                     `ip link set dev {iface} xdp off` if it is not in use)"
-                ),
-                Some(libc::EOPNOTSUPP) => {
-                    " (the driver has no native XDP: use --xdp-mode generic)".to_string()
-                }
-                _ if mtu > 1500 => {
-                    return Err(XdpError::MtuTooLarge {
-                        iface,
-                        mtu,
-                        why: format!(
-                            "for XDP in {mode} mode here ({source}): use --xdp-mode {} \
-                             or lower the MTU (`ip link set dev {} mtu 1500`)",
-                            if mode == AttachMode::Generic {
-                                "native"
-                            } else {
-                                "generic"
-                            },
-                            cfg.iface
-                        ),
-                    });
-                }
-                _ => String::new(),
-            };
-            return Err(XdpError::Attach {
-                iface,
-                mode,
-                hint,
-                source,
-            });
-        }
-    };
-    Ok((prog, link, attach))
-}
-
-/// A failed `step`: missing privileges if the kernel said EPERM or EACCES.
-fn refused(iface: &str, step: &'static str, source: io::Error) -> XdpError {
-    let iface = iface.to_string();
-    match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => XdpError::Permission {
-            iface,
-            step,
-            source,
-        },
-        _ => XdpError::Io {
-            iface,
-            step,
-            source,
-        },
-    }
-}
-
-/// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
-fn register_umem(
-    fd: std::os::fd::BorrowedFd<'_>,
-    iface: &str,
-    region: std::ops::Range<usize>,
-    chunk: usize,
-    tx_metadata_len: usize,
-) -> Result<(), XdpError> {
-    socket::register_umem(
-        fd,
-        region.start,
-        region.len(),
-        chunk as u32,
-        tx_metadata_len as u32,
-    )
-    .map_err(|source| {
-        let why = match source.raw_os_error() {
-            Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(
-                "it exceeds the locked-memory limit (ulimit -l is {} KiB): run as root \
-                 (CAP_IPC_LOCK) or raise RLIMIT_MEMLOCK",
-                memlock_kib()
-            ),
-            Some(libc::EFAULT) => "the memory is file-backed: a UMEM must be anonymous, \
-                 memfd, tmpfs or hugetlbfs memory"
-                .to_string(),
-            _ => format!("{chunk}-byte chunks over {} bytes", region.len()),
-        };
-        XdpError::Umem {
-            iface: iface.to_string(),
-            bytes: region.len(),
-            why,
-            source,
-        }
-    })
-}
-
-fn memlock_kib() -> String {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    match sys::getrlimit_memlock(&mut lim) {
-        Ok(()) if lim.rlim_cur == libc::RLIM_INFINITY => "unlimited".to_string(),
-        Ok(()) => (lim.rlim_cur / 1024).to_string(),
-        Err(_) => "unknown".to_string(),
-    }
-}
-
 impl Driver for Xdp {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         self.refill();
         let start = out.len();
+        if let Some(sr) = self.slot_rx.as_mut() {
+            let mut cx = slots::Ctx {
+                inflight: &mut self.inflight,
+                recycled: &mut self.recycled,
+                pool: &self.pool,
+                stats: &mut self.stats,
+                shift: self.frame_shift,
+            };
+            self.sock.rx.consume(max as u32, |desc| {
+                let addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                    + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
+                let more = desc.options & libc::XDP_PKT_CONTD != 0;
+                sr.on_desc(addr, desc.len, more, &mut cx, out);
+            });
+            if self.need_wakeup && self.sock.fill.needs_wakeup() {
+                self.sock.kick_rx()?;
+            }
+            return Ok(out.len() - start);
+        }
         let Xdp {
             sock,
             inflight,
@@ -776,12 +529,17 @@ impl Driver for Xdp {
             stats,
             frame_shift,
             pool,
+            recycled,
             ..
         } = self;
         let shift = *frame_shift;
         let mask = (1u64 << shift) - 1;
         let mut taken = 0isize;
-        sock.rx.consume(max as u32, |desc| {
+        sock.rx.consume(max as u32, |mut desc| {
+            // Unaligned chunks: the data offset is in the top 16 bits (zero
+            // when aligned, so this is the plain address then).
+            desc.addr = (desc.addr & libc::XSK_UNALIGNED_BUF_ADDR_MASK)
+                + (desc.addr >> libc::XSK_UNALIGNED_BUF_OFFSET_SHIFT);
             let Some(mut frame) = Self::reclaim(inflight, shift, desc.addr) else {
                 stats.rx_errors += 1;
                 return;
@@ -795,6 +553,7 @@ impl Driver for Xdp {
                     if len > frame.capacity() {
                         stats.rx_errors += 1;
                         *partial_bad = more;
+                        recycled.push(frame);
                         return;
                     }
                     frame.set_len(len);
@@ -821,6 +580,7 @@ impl Driver for Xdp {
                     } else {
                         *partial_bad = true;
                     }
+                    recycled.push(frame);
                     if !more {
                         let head = partial.take().expect("partial present");
                         if *partial_bad {
@@ -849,12 +609,17 @@ impl Driver for Xdp {
         let mut free = self.sock.tx.free() as usize;
         let mut sent = 0;
         let mut lent = 0isize;
-        let chunk = self.chunk as u64;
+        let (chunk, cut) = (self.chunk as u64, self.tx_desc_max as u64);
+        let unaligned = self.unaligned;
         for frame in frames.iter_mut() {
             let meta = self.tx_csum && Self::request_checksum(frame);
             let base = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
             let end = base + frame.len() as u64;
-            let descs = (end - 1) / chunk - base / chunk + 1;
+            let descs = if unaligned {
+                (end - base).div_ceil(cut).max(1)
+            } else {
+                (end - 1) / chunk - base / chunk + 1
+            };
             if descs as usize > free {
                 break;
             }
@@ -866,7 +631,11 @@ impl Driver for Xdp {
             }
             let mut at = base;
             while at < end {
-                let stop = ((at / chunk + 1) * chunk).min(end);
+                let stop = if unaligned {
+                    (at + cut).min(end)
+                } else {
+                    ((at / chunk + 1) * chunk).min(end)
+                };
                 let mut options = if stop < end { libc::XDP_PKT_CONTD } else { 0 };
                 if meta && at == base {
                     options |= libc::XDP_TX_METADATA;
@@ -1023,7 +792,14 @@ mod tests {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
         let start = map.as_ptr() as usize;
-        let err = register_umem(fd.as_fd(), "zctest0", start..start + map.len(), 4096, 0);
+        let err = register_umem(
+            fd.as_fd(),
+            "zctest0",
+            start..start + map.len(),
+            4096,
+            0,
+            false,
+        );
         drop(map);
         let _ = std::fs::remove_file(&path);
         let msg = err

@@ -79,7 +79,9 @@ fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
 /// `XDP_UMEM_REG`: registers `len` bytes at `addr` as the socket's UMEM,
 /// cut into `chunk`-byte chunks, with `tx_metadata_len` bytes of TX
 /// metadata (`struct xsk_tx_metadata`) in front of each sent packet that
-/// asks for it. The kernel pins those pages.
+/// asks for it. `unaligned` (`XDP_UMEM_UNALIGNED_CHUNK_FLAG`): descriptors
+/// may start anywhere, not only at chunk boundaries; RX descriptors then
+/// carry the data offset in their top 16 bits. The kernel pins those pages.
 ///
 /// The memory must stay mapped for as long as the socket lives; the caller
 /// guarantees it (the driver keeps the pool alive longer than the socket).
@@ -89,18 +91,22 @@ pub fn register_umem(
     len: usize,
     chunk: u32,
     tx_metadata_len: u32,
+    unaligned: bool,
 ) -> io::Result<()> {
+    // The kernel honours tx_metadata_len only with its flag (since 6.11).
+    let mut flags = 0;
+    if tx_metadata_len > 0 {
+        flags |= libc::XDP_UMEM_TX_METADATA_LEN;
+    }
+    if unaligned {
+        flags |= libc::XDP_UMEM_UNALIGNED_CHUNK_FLAG;
+    }
     let reg = libc::xdp_umem_reg {
         addr: addr as u64,
         len: len as u64,
         chunk_size: chunk,
         headroom: 0,
-        // The kernel honours tx_metadata_len only with this flag (since 6.11).
-        flags: if tx_metadata_len > 0 {
-            libc::XDP_UMEM_TX_METADATA_LEN
-        } else {
-            0
-        },
+        flags,
         tx_metadata_len,
     };
     setsockopt(fd, libc::XDP_UMEM_REG, &reg)
