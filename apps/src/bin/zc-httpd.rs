@@ -26,6 +26,7 @@ use anyhow::Context;
 use clap::Parser;
 use zcstack::file::REMAP_BATCH;
 use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
+use zcstack_apps::http::path::Root;
 use zcstack_apps::http::request::{self, MAX_HEAD};
 use zcstack_apps::http::response::PAD_OVERHEAD;
 use zcstack_apps::http::serve::{self, Body, Reply};
@@ -76,7 +77,7 @@ struct Cli {
     stats_json: Option<PathBuf>,
 }
 
-/// Files kept open (mapped) between requests, by canonical path.
+/// Files kept open (mapped) between requests, by device and inode.
 const FILE_CACHE: usize = 256;
 /// How often timeouts are checked.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
@@ -124,8 +125,8 @@ struct Counters {
 }
 
 struct Server {
-    root: PathBuf,
-    files: HashMap<PathBuf, Arc<MappedFile>>,
+    root: Root,
+    files: HashMap<(u64, u64), Arc<MappedFile>>,
     n: Counters,
     date: (u64, String),
     /// Bodies are remapped: pad heads so bodies start page-aligned.
@@ -162,14 +163,18 @@ impl Server {
     /// The mapped file for a body, from the cache if it is unchanged and
     /// still leased (after a lease break the stack would `pread` it; a fresh
     /// open takes a new lease if it can).
-    fn open(&mut self, body: &Body) -> std::io::Result<Arc<MappedFile>> {
-        if let Some(f) = self.files.get(&body.path)
+    fn open(&mut self, body: &mut Body) -> std::io::Result<Arc<MappedFile>> {
+        let key = (body.meta.dev(), body.meta.ino());
+        if let Some(f) = self.files.get(&key)
             && f.is_leased()
             && same_file(f.metadata(), &body.meta)
         {
             return Ok(f.clone());
         }
-        let f = MappedFile::open(&body.path)?;
+        let file = body.file.take().ok_or_else(|| {
+            std::io::Error::other(format!("{} was already taken", body.path.display()))
+        })?;
+        let f = MappedFile::from_file(file, &body.path)?;
         if f.len() < body.start + body.len {
             return Err(std::io::Error::new(
                 ErrorKind::UnexpectedEof,
@@ -179,7 +184,7 @@ impl Server {
         if self.files.len() >= FILE_CACHE {
             self.files.clear();
         }
-        self.files.insert(body.path.clone(), f.clone());
+        self.files.insert(key, f.clone());
         Ok(f)
     }
 
@@ -195,8 +200,11 @@ impl Server {
                 },
             ),
             Reply::File {
-                status, head, body, ..
-            } => match self.open(&body) {
+                status,
+                head,
+                mut body,
+                ..
+            } => match self.open(&mut body) {
                 // Padding costs up to a page on the wire: only worth it for
                 // bodies the stack remaps in batches.
                 Ok(file) if self.remap && body.len >= REMAP_BATCH as u64 => {
@@ -461,7 +469,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
     )
 }
 
-fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
+fn check_root(root: &Path) -> anyhow::Result<Root> {
     let canon = root.canonicalize().with_context(|| {
         format!(
             "document root {}: cannot open it (give an existing directory with --root)",
@@ -474,7 +482,12 @@ fn check_root(root: &Path) -> anyhow::Result<PathBuf> {
             root.display()
         );
     }
-    Ok(canon)
+    Root::open(&canon).with_context(|| {
+        format!(
+            "document root {}: cannot open it beneath itself (openat2 needs Linux 5.6 or later)",
+            root.display()
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -491,7 +504,7 @@ fn main() -> ExitCode {
         let (ip, _) = stack.ip();
         println!(
             "{APP}: serving {} on http://{ip}:{}/ via {} (MTU {})",
-            root.display(),
+            root.path().display(),
             cli.port,
             stack.driver().describe(),
             stack.driver().mtu()

@@ -3,17 +3,25 @@
 //! [`decode`] is pure: the target must be origin-form (`/…`); the query is
 //! dropped; percent-escapes are decoded, but an encoded `/` (`%2f`) or NUL
 //! (`%00`) is refused, and so is a `..` segment in any spelling (`%2e%2e`
-//! decodes to `..` first). [`resolve`] then joins the segments to the root,
-//! canonicalizes (following symlinks) and refuses a result outside the
-//! canonical root with 404, so a symlink leading out reveals nothing.
+//! decodes to `..` first). [`resolve`] then opens the segments beneath the
+//! document root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`:
+//! the kernel refuses every step out of the root (a `..`, an absolute
+//! symlink, a symlink leading out, a `/proc` magic link) while it resolves,
+//! so nothing can swap a path between a check and the open, and a symlink
+//! leading out reveals nothing (404). The file is opened `O_NONBLOCK`, so a
+//! FIFO in the tree cannot block the server (it is not a regular file: 404).
 //! A directory is served by its `index.html`; a directory URL without the
 //! trailing slash is redirected (301) to the slash form, so relative links
 //! inside the index work.
 
 use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::response::Status;
 
@@ -120,47 +128,94 @@ impl UrlPath {
     }
 }
 
+/// The document root, held open: every file is opened beneath it.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: OwnedFd,
+}
+
+impl Root {
+    /// Opens directory `path` (canonical, for messages and file names) as
+    /// the root. Fails with the reason if it is not a directory, or if the
+    /// kernel has no `openat2` (Linux before 5.6).
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let root = Root {
+            path: path.to_path_buf(),
+            dir,
+        };
+        root.open_beneath(Path::new("."))?;
+        Ok(root)
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` for reading beneath the root; the kernel refuses any
+    /// step out of it (`EXDEV`), and magic links (`ELOOP`).
+    fn open_beneath(&self, rel: &Path) -> io::Result<File> {
+        let fd = rustix::fs::openat2(
+            &self.dir,
+            rel,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        Ok(File::from(fd))
+    }
+}
+
 /// What a path resolves to.
 #[derive(Debug)]
 pub enum Found {
-    /// A regular file inside the root (canonical path) and its metadata.
-    File(PathBuf, Metadata),
+    /// A regular file inside the root: open, its path (under the root, as
+    /// asked for, for its name) and its metadata.
+    File(File, PathBuf, Metadata),
     /// A directory asked for without its trailing slash: redirect here.
     Redirect(String),
 }
 
-/// The canonical path of `p` if it exists and lies inside `root`.
-fn inside(root: &Path, p: &Path) -> Result<PathBuf, Status> {
-    let canon = p.canonicalize().map_err(|_| Status::NotFound)?;
-    if canon.starts_with(root) {
-        Ok(canon)
+/// Opens `rel` beneath `root` with its metadata; 404 for anything missing
+/// or outside.
+fn open_stat(root: &Root, rel: &Path) -> Result<(File, Metadata), Status> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        Err(Status::NotFound)
-    }
+        rel
+    };
+    let f = root.open_beneath(rel).map_err(|_| Status::NotFound)?;
+    let m = f.metadata().map_err(|_| Status::NotFound)?;
+    Ok((f, m))
 }
 
-/// Resolves `url` under `root` (which must be canonical). 404 for anything
-/// missing, outside the root, or not a regular file.
-pub fn resolve(root: &Path, url: &UrlPath) -> Result<Found, Status> {
-    let mut p = root.to_path_buf();
+/// Resolves `url` under `root`. 404 for anything missing, outside the root,
+/// or not a regular file.
+pub fn resolve(root: &Root, url: &UrlPath) -> Result<Found, Status> {
+    let mut rel = PathBuf::new();
     for seg in &url.segments {
-        p.push(OsStr::from_bytes(seg));
+        rel.push(OsStr::from_bytes(seg));
     }
-    let mut canon = inside(root, &p)?;
-    let mut meta = std::fs::metadata(&canon).map_err(|_| Status::NotFound)?;
+    let (mut file, mut meta) = open_stat(root, &rel)?;
     if meta.is_dir() {
         if !url.trailing_slash && !url.segments.is_empty() {
             return Ok(Found::Redirect(url.with_slash()));
         }
-        canon = inside(root, &canon.join(INDEX))?;
-        meta = std::fs::metadata(&canon).map_err(|_| Status::NotFound)?;
+        rel.push(INDEX);
+        (file, meta) = open_stat(root, &rel)?;
     } else if url.trailing_slash {
         return Err(Status::NotFound);
     }
     if !meta.is_file() {
         return Err(Status::NotFound);
     }
-    Ok(Found::File(canon, meta))
+    Ok(Found::File(file, root.path.join(rel), meta))
 }
 
 #[cfg(test)]
@@ -258,23 +313,34 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink("../secret", root.join("out2")).unwrap();
         std::os::unix::fs::symlink(&t.0, root.join("up")).unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("in")).unwrap();
+        // An absolute symlink, even to a file inside the root, is refused
+        // (RESOLVE_BENEATH), and so is a magic link.
+        std::os::unix::fs::symlink(root.join("a.txt"), root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root/etc/hostname", root.join("magic")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRUSR).unwrap();
         (t, root)
     }
 
     fn res(root: &Path, target: &str) -> Result<Found, Status> {
-        resolve(root, &decode(target)?)
+        resolve(&Root::open(root).unwrap(), &decode(target)?)
     }
 
     #[test]
     fn resolving() {
+        use std::io::Read;
         let (_t, root) = tree();
         let file = |t: &str| match res(&root, t) {
-            Ok(Found::File(p, m)) => (p.strip_prefix(&root).unwrap().to_path_buf(), m.len()),
+            Ok(Found::File(mut f, p, m)) => {
+                let mut body = String::new();
+                f.read_to_string(&mut body).unwrap();
+                (p.strip_prefix(&root).unwrap().to_path_buf(), m.len(), body)
+            }
             other => panic!("{t}: {other:?}"),
         };
-        assert_eq!(file("/a.txt"), (PathBuf::from("a.txt"), 5));
-        assert_eq!(file("/in"), (PathBuf::from("a.txt"), 5));
-        assert_eq!(file("/d/"), (PathBuf::from("d/index.html"), 8));
+        let f = |p: &str, len, body: &str| (PathBuf::from(p), len, body.to_string());
+        assert_eq!(file("/a.txt"), f("a.txt", 5, "hello"));
+        assert_eq!(file("/in"), f("in", 5, "hello"));
+        assert_eq!(file("/d/"), f("d/index.html", 8, "<p>d</p>"));
         assert!(matches!(res(&root, "/d"), Ok(Found::Redirect(l)) if l == "/d/"));
         for t in [
             "/missing",
@@ -283,11 +349,14 @@ pub(crate) mod tests {
             "/out",
             "/out2",
             "/up/secret",
+            "/abs",
+            "/magic",
+            "/fifo",
             "/",
         ] {
             assert!(matches!(res(&root, t), Err(Status::NotFound)), "{t}");
         }
         std::fs::write(root.join("index.html"), b"top").unwrap();
-        assert_eq!(file("/"), (PathBuf::from("index.html"), 3));
+        assert_eq!(file("/"), f("index.html", 3, "top"));
     }
 }

@@ -1,12 +1,12 @@
 //! A request and a document root give a [`Reply`]: the whole decision of
 //! what to answer, without sockets, so the connection loop only moves bytes.
 
-use std::fs::Metadata;
-use std::path::{Path, PathBuf};
+use std::fs::{File, Metadata};
+use std::path::PathBuf;
 
 use super::cond::Validators;
 use super::mime;
-use super::path::{self, Found};
+use super::path::{self, Found, Root};
 use super::range::{self, ByteRange};
 use super::request::{Method, Refusal, Request};
 use super::response::{Head, Status, simple};
@@ -14,7 +14,9 @@ use super::response::{Head, Status, simple};
 /// A file range to send after the head.
 #[derive(Debug)]
 pub struct Body {
-    /// Canonical path of the file.
+    /// The file, opened beneath the root (the sender takes it; `None` after).
+    pub file: Option<File>,
+    /// Its path under the root, as asked for.
     pub path: PathBuf,
     /// Its metadata when the reply was decided (the sender checks the file
     /// it opens against it).
@@ -93,9 +95,9 @@ pub fn status_only(status: Status, date: &str) -> Reply {
     short(Head::new(status, date), false, true)
 }
 
-/// Decides the reply to `req` for files under `root` (canonical). `date` is
-/// the current HTTP-date.
-pub fn respond(req: &Request, root: &Path, date: &str) -> Reply {
+/// Decides the reply to `req` for files under `root`. `date` is the current
+/// HTTP-date.
+pub fn respond(req: &Request, root: &Root, date: &str) -> Reply {
     let ka = req.keep_alive;
     let with_body = req.method != Method::Head;
     if req.method == Method::Other {
@@ -106,8 +108,8 @@ pub fn respond(req: &Request, root: &Path, date: &str) -> Reply {
         );
     }
     let found = path::decode(&req.target).and_then(|u| path::resolve(root, &u));
-    let (file, meta) = match found {
-        Ok(Found::File(p, m)) => (p, m),
+    let (opened, file, meta) = match found {
+        Ok(Found::File(f, p, m)) => (f, p, m),
         Ok(Found::Redirect(loc)) => {
             return short(
                 Head::new(Status::MovedPermanently, date).header("Location", loc),
@@ -163,6 +165,7 @@ pub fn respond(req: &Request, root: &Path, date: &str) -> Reply {
         status,
         head,
         body: Box::new(Body {
+            file: Some(opened),
             path: file,
             meta,
             start,
@@ -180,9 +183,9 @@ mod tests {
 
     const DATE: &str = "Sun, 22 Nov 2026 01:00:00 GMT";
 
-    fn reply(root: &Path, raw: &str) -> (Reply, String) {
+    fn reply(root: &std::path::Path, raw: &str) -> (Reply, String) {
         let (req, _) = parse(raw.as_bytes()).unwrap().unwrap();
-        let r = respond(&req, root, DATE);
+        let r = respond(&req, &Root::open(root).unwrap(), DATE);
         let text = match &r {
             Reply::Bytes { bytes, .. } => String::from_utf8(bytes.clone()).unwrap(),
             Reply::File { head, .. } => String::from_utf8(head.clone().finish(None)).unwrap(),

@@ -147,6 +147,22 @@ impl MappedFile {
     /// lease (the file is open for writing elsewhere, or owned by another
     /// user and no CAP_LEASE) it still opens: transfers then use `pread`.
     pub fn open(path: &Path) -> io::Result<Arc<MappedFile>> {
+        let file = File::open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot open {}: {e} (check the path and its permissions)",
+                    path.display()
+                ),
+            )
+        })?;
+        MappedFile::from_file(file, path)
+    }
+
+    /// Like [`MappedFile::open`], for a file the caller opened itself (e.g.
+    /// with `openat2` beneath a directory, so nothing can swap the path in
+    /// between); `path` names it in messages and [`MappedFile::path`].
+    pub fn from_file(file: File, path: &Path) -> io::Result<Arc<MappedFile>> {
         let what = |e: io::Error, doing: &str| {
             io::Error::new(
                 e.kind(),
@@ -156,7 +172,6 @@ impl MappedFile {
                 ),
             )
         };
-        let file = File::open(path).map_err(|e| what(e, "cannot open"))?;
         let meta = file.metadata().map_err(|e| what(e, "cannot stat"))?;
         if !meta.is_file() {
             return Err(io::Error::new(
