@@ -1,5 +1,5 @@
 //! zc-echo on AF_XDP on the server end of a veth pair, kernel TCP clients in
-//! the client namespace (root only; CI runs these). Nets 41–49.
+//! the client namespace (root only; CI runs these). Nets 41–49 and 64.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -144,6 +144,38 @@ fn jumbo_checksums_finished_by_the_kernel_verify_at_the_client() {
     require_root!();
     echo_at_mtu("xc9", 49, 9000, false);
     echo_at_mtu("xc6", 49, 65535, false);
+}
+
+/// Generic mode runs after GRO and sees the client's TSO/GSO packets whole
+/// (up to 64 KiB at MTU 1500): with `--xdp-mode generic` the app sizes its
+/// frames for them and the driver takes them as multi-buffer packets. Before,
+/// the kernel dropped them and the echo stalled after a few hundred KB.
+#[test]
+fn generic_mode_takes_gso_packets_larger_than_the_mtu() {
+    require_root!();
+    let bed = VethBed::new(
+        "xg",
+        64,
+        VethOpts {
+            mtu: 1500,
+            offloads: true,
+            ..VethOpts::default()
+        },
+    );
+    let app = start_echo(&bed, &["--xdp-mode", "generic"]);
+    assert!(
+        app.banner.contains("generic mode") && app.banner.contains("multi-buffer"),
+        "banner: {}",
+        app.banner
+    );
+    assert_echo(&bed, 64 << 20, 64);
+    let out = stop_clean(app);
+    eprintln!("{out}");
+    assert!(out.contains("drops rx 0 "), "packets dropped: {out}");
+    assert!(
+        out.contains("dropped 0,"),
+        "the kernel dropped packets: {out}"
+    );
 }
 
 #[test]

@@ -203,9 +203,14 @@ impl DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// AF_XDP on `iface`: pool frames sized for its MTU, rings sized for the pool.
+    /// AF_XDP on `iface`: pool frames sized for its MTU (in generic mode for
+    /// the 64 KiB GRO/GSO packets the generic hook sees), rings sized for
+    /// the pool.
     fn open_xdp(&self, iface: &str) -> anyhow::Result<Xdp> {
-        let mtu = xdp::interface_mtu(iface)?;
+        let mut mtu = xdp::interface_mtu(iface)?;
+        if self.xdp_mode == Some(AttachMode::Generic) {
+            mtu = mtu.max(xdp::GSO_MAX_IP);
+        }
         let frame_size = xdp::frame_size_for_mtu(mtu);
         let bytes = self.pool_frames as u64 * 2048;
         let frames = (bytes / frame_size as u64).max(1024) as u32;

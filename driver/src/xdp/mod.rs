@@ -78,6 +78,9 @@ use socket::XskSocket;
 
 /// Ethernet header bytes on top of the IP MTU.
 const ETH_HLEN: usize = 14;
+/// The largest IP packet GRO or GSO hands the generic XDP hook (without
+/// BIG TCP): 64 KiB less one.
+pub const GSO_MAX_IP: usize = 65535;
 /// Bytes the kernel keeps in front of received data in each chunk
 /// (`XDP_PACKET_HEADROOM`).
 const XDP_HEADROOM: usize = 256;
@@ -229,6 +232,17 @@ impl Xdp {
                 ),
             });
         }
+        // In generic mode the hook runs after GRO and sees a peer's GSO
+        // packets whole: up to 64 KiB whatever the MTU. When the frames can
+        // hold that (apps size them so for `--xdp-mode generic`), receive
+        // up to that size, as multi-buffer packets.
+        let wire = if cfg.mode == AttachMode::Generic
+            && frame_size >= frame_size_for_mtu(GSO_MAX_IP) as usize
+        {
+            wire.max(GSO_MAX_IP + ETH_HLEN)
+        } else {
+            wire
+        };
         let multi_buffer = wire + XDP_HEADROOM > chunk || wire + pool.headroom() > chunk;
 
         // Socket and UMEM.
