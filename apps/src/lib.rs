@@ -50,7 +50,8 @@ pub struct DeviceArgs {
     #[arg(long, value_name = "N", requires = "xdp")]
     pub queue: Option<u32>,
     /// With --xdp: where the XDP program runs: native, generic, or auto
-    /// (native, then generic) (default auto).
+    /// (native, then generic) (default auto). Generic mode sees GRO/GSO
+    /// packets up to 64 KiB, so it gets 64 KiB frames.
     #[arg(long, value_name = "MODE", requires = "xdp")]
     pub xdp_mode: Option<AttachMode>,
     /// The stack's IPv4 address and prefix length.
@@ -68,8 +69,8 @@ pub struct DeviceArgs {
     /// Write every frame the stack sends and receives to this pcap file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Frames in the buffer pool (2 KiB each; with AF_XDP at a jumbo MTU the
-    /// frames are larger and fewer, for the same memory).
+    /// Frames in the buffer pool (2 KiB each; with AF_XDP at a jumbo MTU or
+    /// in generic mode the frames are larger and fewer, for the same memory).
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub pool_frames: u32,
     /// How file bytes get into TCP send rings: copy, remap (map file pages
