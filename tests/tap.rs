@@ -75,22 +75,7 @@ fn garbage_frames_do_not_crash_the_stack() {
     require_root!();
     let bed = TapBed::new("fuzz", 13);
     let app = start_echo(&bed);
-    let mac = "02:5a:0a:c8:0d:02"; // default MAC for 10.200.13.2
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
-    let out = bed
-        .command("python3")
-        .args([script, &bed.tap, mac, &bed.stack_ip(), "20000", "7"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "fuzzer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("count");
+    let sent = bed.fuzz_frames(20000, 7);
     assert!(sent > 15_000, "the kernel accepted only {sent} frames");
     // Still answering: ping, and a clean echo.
     assert!(bed.ping(&bed.stack_ip(), 2), "stack stopped answering ping");

@@ -130,8 +130,6 @@ fn offload_garbage_frames_are_counted_not_fatal() {
     require_root!();
     let bed = TapBed::new("tsof", 53);
     let app = start_echo(&bed, &[]);
-    let mac = "02:5a:0a:c8:35:02"; // default MAC for 10.200.53.2
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
     let tap_tx = || -> u64 {
         let path = format!("/sys/class/net/{}/statistics/tx_packets", bed.tap);
         let out = bed.command("cat").arg(&path).output().expect("cat");
@@ -141,20 +139,7 @@ fn offload_garbage_frames_are_counted_not_fatal() {
             .expect(&path)
     };
     let before = tap_tx();
-    let out = bed
-        .command("python3")
-        .args([script, &bed.tap, mac, &bed.stack_ip(), "20000", "53"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "fuzzer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: u32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("count");
+    let sent = bed.fuzz_frames(20000, 53);
     assert!(sent > 15_000, "the kernel accepted only {sent} frames");
     // What the TAP passed on to the driver (its queue drops the rest when
     // the fuzzer outruns the stack).

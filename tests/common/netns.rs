@@ -139,6 +139,29 @@ impl TapBed {
         ns_command(&self.ns, program)
     }
 
+    /// Writes `count` seeded garbage frames (`tools/fuzz_frames.py`) to the
+    /// stack's default MAC and address from the kernel side of the TAP;
+    /// returns how many the kernel accepted.
+    pub fn fuzz_frames(&self, count: u32, seed: u64) -> u32 {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
+        let mac = format!("02:5a:0a:c8:{:02x}:02", self.net);
+        let out = self
+            .command("python3")
+            .args([script, &self.tap, &mac, &self.stack_ip()])
+            .args([count.to_string(), seed.to_string()])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "fuzzer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("count")
+    }
+
     /// Runs `f` on a thread that has joined this namespace (sockets it opens
     /// live there); returns its result.
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
