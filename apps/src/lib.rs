@@ -208,11 +208,8 @@ impl DeviceArgs {
     /// the 64 KiB GRO/GSO packets the generic hook sees), rings sized for
     /// the pool.
     fn open_xdp(&self, iface: &str) -> anyhow::Result<Xdp> {
-        let mut mtu = xdp::interface_mtu(iface)?;
-        if self.xdp_mode == Some(AttachMode::Generic) {
-            mtu = mtu.max(xdp::GSO_MAX_IP);
-        }
-        let frame_size = xdp::frame_size_for_mtu(mtu);
+        let mtu = xdp::interface_mtu(iface)?;
+        let frame_size = xdp::frame_size_for(mtu, self.xdp_mode.unwrap_or_default());
         let bytes = self.pool_frames as u64 * 2048;
         let frames = (bytes / frame_size as u64).max(1024) as u32;
         // The fill ring may park a quarter of the pool in the kernel: the

@@ -80,7 +80,7 @@ use socket::XskSocket;
 const ETH_HLEN: usize = 14;
 /// The largest IP packet GRO or GSO hands the generic XDP hook (without
 /// BIG TCP): 64 KiB less one.
-pub const GSO_MAX_IP: usize = 65535;
+const GSO_MAX_IP: usize = 65535;
 /// Bytes the kernel keeps in front of received data in each chunk
 /// (`XDP_PACKET_HEADROOM`).
 const XDP_HEADROOM: usize = 256;
@@ -100,6 +100,24 @@ const FILL_BATCH: u32 = 32;
 /// power of two that holds the Ethernet frame behind the kernel's headroom.
 pub fn frame_size_for_mtu(mtu: usize) -> u32 {
     ((mtu + ETH_HLEN + XDP_HEADROOM).next_power_of_two() as u32).max(2048)
+}
+
+/// The largest IP packet the program hands the socket on an interface with
+/// IP MTU `mtu`: the MTU, but in generic mode, which runs after GRO and sees
+/// a peer's GSO packets whole, 64 KiB.
+fn largest_ip_packet(mtu: usize, mode: AttachMode) -> usize {
+    if mode == AttachMode::Generic {
+        mtu.max(GSO_MAX_IP)
+    } else {
+        mtu
+    }
+}
+
+/// The pool frame size an AF_XDP driver in attach mode `mode` on an
+/// interface with IP MTU `mtu` needs to receive every packet it can get
+/// ([`frame_size_for_mtu`] of the largest one).
+pub fn frame_size_for(mtu: usize, mode: AttachMode) -> u32 {
+    frame_size_for_mtu(largest_ip_packet(mtu, mode))
 }
 
 /// The IP MTU of interface `iface` in this network namespace.
@@ -176,7 +194,8 @@ pub struct Xdp {
 impl Xdp {
     /// Opens an AF_XDP socket on `cfg`'s interface and queue with `pool` as
     /// its UMEM. The pool's frames must hold the interface's MTU (see
-    /// [`frame_size_for_mtu`]).
+    /// [`frame_size_for_mtu`]); in generic mode, frames of
+    /// [`frame_size_for`] also take the 64 KiB GRO/GSO packets it sees.
     pub fn open(cfg: &XdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
         let iface = cfg.iface.clone();
         let io_err = |step, source| XdpError::Io {
@@ -232,14 +251,11 @@ impl Xdp {
                 ),
             });
         }
-        // In generic mode the hook runs after GRO and sees a peer's GSO
-        // packets whole: up to 64 KiB whatever the MTU. When the frames can
-        // hold that (apps size them so for `--xdp-mode generic`), receive
-        // up to that size, as multi-buffer packets.
-        let wire = if cfg.mode == AttachMode::Generic
-            && frame_size >= frame_size_for_mtu(GSO_MAX_IP) as usize
-        {
-            wire.max(GSO_MAX_IP + ETH_HLEN)
+        // In generic mode the hook sees packets up to 64 KiB whatever the
+        // MTU (`largest_ip_packet`). When the frames can hold them (apps size
+        // them with `frame_size_for`), receive them, as multi-buffer packets.
+        let wire = if frame_size >= frame_size_for(mtu, cfg.mode) as usize {
+            largest_ip_packet(mtu, cfg.mode) + ETH_HLEN
         } else {
             wire
         };
