@@ -544,7 +544,7 @@ mod tests {
     use zcstack_driver::PoolConfig;
     use zcstack_driver::wire::{self, WireConfig, WireEnd};
 
-    use super::{Clock, SPIN_POLLS, Stack};
+    use super::{CLOCK_EVERY, Clock, SPIN_POLLS, Stack};
 
     fn stack(clock: Clock) -> Stack<WireEnd> {
         let pool = || PoolConfig::new().frames(64).build().unwrap();
@@ -571,19 +571,32 @@ mod tests {
         }
     }
 
-    /// While spinning idle the real clock is read every few polls: the
-    /// poll time stays monotonic and lags the clock by little.
+    /// While spinning idle the real clock is read every `CLOCK_EVERY`-th
+    /// poll, not on the polls between: after a read, time that passes is
+    /// seen only by the next read.
     #[test]
-    fn idle_spin_poll_time_is_recent() {
+    fn idle_spin_reads_the_clock_every_few_polls() {
         let mut s = stack(Clock::Real);
-        let mut last = s.poll_time();
-        for _ in 0..SPIN_POLLS - 1 {
+        // Into the spin phase, just after a poll that read the clock.
+        for _ in 0..SPIN_POLLS {
+            if s.idle % CLOCK_EVERY == 1 && s.idle > CLOCK_EVERY {
+                break;
+            }
             s.poll_wait();
-            let t = s.poll_time();
-            assert!(t >= last);
-            assert!(std::time::Instant::now() - t < Duration::from_millis(100));
-            last = t;
         }
+        assert_eq!(s.idle % CLOCK_EVERY, 1, "not spinning idle: {}", s.idle);
+        let t0 = s.poll_time();
+        std::thread::sleep(Duration::from_millis(2));
+        s.poll_wait();
+        assert_eq!(s.poll_time(), t0, "a spin between reads read the clock");
+        for _ in 1..CLOCK_EVERY {
+            s.poll_wait();
+        }
+        assert!(s.idle < SPIN_POLLS, "left the spin phase");
+        assert!(
+            s.poll_time() - t0 >= Duration::from_millis(2),
+            "no clock read within {CLOCK_EVERY} idle polls"
+        );
     }
     /// A stack can be built on one thread and moved to the one that polls it.
     #[test]
