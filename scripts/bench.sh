@@ -212,25 +212,15 @@ wait_line() {
     return 1
 }
 
-# wait_tcp NS ADDR PORT: until a kernel socket listens there.
-wait_tcp() {
-    local i
+# wait_listen NS tcp|udp PORT: until a kernel socket listens on PORT in NS.
+wait_listen() {
+    local i flag=-Hltn
+    [[ $2 == udp ]] && flag=-Hlun
     for ((i = 0; i < 100; i++)); do
-        ip netns exec "$1" ss -Hltn "sport = :$3" 2>/dev/null | grep -q . && return 0
+        ip netns exec "$1" ss "$flag" "sport = :$3" 2>/dev/null | grep -q . && return 0
         sleep 0.05
     done
-    echo "bench.sh: nothing listens on $2:$3 in $1" >&2
-    return 1
-}
-
-# wait_udp NS PORT
-wait_udp() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        ip netns exec "$1" ss -Hlun "sport = :$2" 2>/dev/null | grep -q . && return 0
-        sleep 0.05
-    done
-    echo "bench.sh: nothing listens on UDP port $2 in $1" >&2
+    echo "bench.sh: nothing listens on $2 port $3 in $1" >&2
     return 1
 }
 
@@ -270,7 +260,7 @@ run_iperf3() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 z=${6:-} f=$RAW/${4//\//_}.$5
     ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" iperf3 -s -1 -B "$addr" -J >"$f.srv" 2>&1 &
     local spid=$!
-    wait_tcp "$sns" "$addr" 5201
+    wait_listen "$sns" tcp 5201
     # shellcheck disable=SC2086 # $z is empty or -Z
     ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" iperf3 -c "$addr" -t "$S" $z -J >"$f.cli"
     stop_job "$spid"
@@ -282,7 +272,7 @@ run_zcperf_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
     ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --once --json >"$f.srv" 2>&1 &
     local spid=$!
-    wait_tcp "$sns" "$addr" 5201
+    wait_listen "$sns" tcp 5201
     ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --server "$addr" \
         --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
@@ -317,7 +307,7 @@ run_udp_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
     ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
-    wait_udp "$sns" 5201
+    wait_listen "$sns" udp 5201
     ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
         --server "$addr" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
@@ -342,7 +332,7 @@ run_udp_xdp_tx() {
     local sns=$1 cns=$2 cidr=$3 kaddr=$4 id=$5 run=$6 f=$RAW/${5//\//_}.$6
     ip netns exec "$cns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
-    wait_udp "$cns" 5201
+    wait_listen "$cns" udp 5201
     ip netns exec "$sns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
         --ip "$cidr" --udp --size 64 --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
     stop_job "$spid"
@@ -517,7 +507,7 @@ nginx_run() {
     ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) nginx -c "$WORK/nginx.conf" \
         -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
     spid=$!
-    if wait_tcp "$sns" "$addr" 80; then
+    if wait_listen "$sns" tcp 80; then
         http_run "$rows" "$run" "$sns" "" "$cns" "$addr"
     else
         failed "$rows" "$run"

@@ -39,6 +39,18 @@ def report_of(objs, **want):
     return None
 
 
+def both_ends(files, what):
+    """A zc-perf run's receiver and sender reports (from the two processes'
+    outputs) and the one from zcstack, if either end ran it."""
+    objs = json_lines(files[0]) + json_lines(files[1])
+    rx = report_of(objs, role="receiver")
+    tx = report_of(objs, role="sender")
+    if rx is None or tx is None:
+        raise ValueError(f"missing {what} report")
+    zc = next((o for o in (rx, tx) if o.get("stack") == "zcstack"), None)
+    return rx, tx, zc
+
+
 def parse_run(kind, files):
     """One run's figures: a dict of metrics (None when the run failed)."""
     if kind == "iperf3":
@@ -57,36 +69,26 @@ def parse_run(kind, files):
             "retransmits": end["sum_sent"].get("retransmits"),
         }
     if kind == "zcperf":
-        objs = json_lines(files[0]) + json_lines(files[1])
-        rx = report_of(objs, role="receiver")
-        tx = report_of(objs, role="sender")
-        if rx is None or tx is None:
-            raise ValueError("missing zc-perf report")
+        rx, tx, zc = both_ends(files, "zc-perf")
         if rx.get("pattern_ok") is False:
             raise ValueError("data mismatch")
         gb = rx["bytes"] / 1e9
-        zc = [o for o in (rx, tx) if o.get("stack") == "zcstack"]
         return {
             "gbit_per_s": rx["gbit_per_s"],
             "cpu_s_per_gb": (rx["cpu_seconds"] + tx["cpu_seconds"]) / gb if gb else None,
-            "zc_cpu_s_per_gb": zc[0]["cpu_seconds_per_gb"] if zc else None,
-            "copies_per_byte": zc[0].get("copies_per_byte") if zc else None,
+            "zc_cpu_s_per_gb": zc["cpu_seconds_per_gb"] if zc else None,
+            "copies_per_byte": zc.get("copies_per_byte") if zc else None,
             "retrans_bytes": tx.get("retrans_bytes"),
         }
     if kind == "udp":
-        objs = json_lines(files[0]) + json_lines(files[1])
-        rx = report_of(objs, role="receiver")
-        tx = report_of(objs, role="sender")
-        if rx is None or tx is None:
-            raise ValueError("missing zc-perf UDP report")
-        zc = [o for o in (rx, tx) if o.get("stack") == "zcstack"]
+        rx, tx, zc = both_ends(files, "zc-perf UDP")
         sent, got = tx["datagrams"], rx["datagrams"]
         return {
             "rx_pps": got / rx["seconds"] if rx["seconds"] else 0.0,
             "tx_pps": sent / tx["seconds"] if tx["seconds"] else 0.0,
             "loss": 1 - got / sent if sent else None,
-            "zc_cpu_s_per_mpkt": (zc[0]["cpu_seconds"] / (zc[0]["datagrams"] / 1e6))
-            if zc and zc[0]["datagrams"]
+            "zc_cpu_s_per_mpkt": (zc["cpu_seconds"] / (zc["datagrams"] / 1e6))
+            if zc and zc["datagrams"]
             else None,
         }
     if kind in ("1g", "64k"):
