@@ -19,6 +19,13 @@ use crate::wire::{
 };
 
 mod congestion;
+// ZCSTACK PATCHES 8 and 9 (third_party/smoltcp/ZCSTACK-PATCHES.md): SACK
+// blocks the receiver reports, and the sender's loss recovery.
+mod recovery;
+mod sack;
+mod scoreboard;
+
+pub use recovery::RecoveryStats;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -141,23 +148,26 @@ impl fmt::Display for State {
 /// RFC 6298: (2.1) Until a round-trip time (RTT) measurement has been made for a
 /// segment sent between the sender and receiver, the sender SHOULD
 /// set RTO <- 1 second,
-const RTTE_INITIAL_RTO: u32 = 1000;
+const RTTE_INITIAL_RTO: u32 = 1_000_000;
 
 // Minimum "safety margin" for the RTO that kicks in when the
 // variance gets very low.
-const RTTE_MIN_MARGIN: u32 = 5;
+const RTTE_MIN_MARGIN: u32 = 5_000;
 
 /// K, according to RFC 6298
 const RTTE_K: u32 = 4;
 
 // RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
 // RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+const RTTE_MIN_RTO: u32 = 1_000_000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
-const RTTE_MAX_RTO: u32 = 60_000;
+const RTTE_MAX_RTO: u32 = 60_000_000;
 
+// ZCSTACK PATCH 6: the estimator keeps microseconds (RTT samples now come
+// from every ACK, see `recovery`), and the RTO bounds are per socket
+// (`Socket::set_rto_bounds`). All values below are in microseconds.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct RttEstimator {
@@ -170,6 +180,9 @@ struct RttEstimator {
     rttvar: u32,
     /// Retransmission Time-Out
     rto: u32,
+    /// Bounds of the RTO.
+    min_rto: u32,
+    max_rto: u32,
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
@@ -182,6 +195,8 @@ impl Default for RttEstimator {
             srtt: 0,   // ignored, will be overwritten on first measurement.
             rttvar: 0, // ignored, will be overwritten on first measurement.
             rto: RTTE_INITIAL_RTO,
+            min_rto: RTTE_MIN_RTO,
+            max_rto: RTTE_MAX_RTO,
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
@@ -190,21 +205,52 @@ impl Default for RttEstimator {
 }
 
 impl RttEstimator {
-    fn retransmission_timeout(&self) -> Duration {
-        Duration::from_millis(self.rto as _)
+    /// A fresh estimator with the same RTO bounds.
+    fn renewed(&self) -> Self {
+        Self {
+            min_rto: self.min_rto,
+            max_rto: self.max_rto,
+            rto: RTTE_INITIAL_RTO.clamp(self.min_rto, self.max_rto),
+            ..Self::default()
+        }
     }
 
+    fn retransmission_timeout(&self) -> Duration {
+        Duration::from_micros(self.rto as _)
+    }
+
+    /// The smoothed RTT in milliseconds (0 before the first sample).
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
-        if self.have_measurement { self.srtt } else { 0 }
+        if self.have_measurement {
+            self.srtt / 1000
+        } else {
+            0
+        }
     }
 
+    fn srtt(&self) -> Option<Duration> {
+        self.have_measurement
+            .then(|| Duration::from_micros(self.srtt as u64))
+    }
+
+    /// An RTT sample in milliseconds.
     fn sample(&mut self, new_rtt: u32) {
+        self.sample_us(Duration::from_millis(new_rtt as u64), 1)
+    }
+
+    /// An RTT sample, one of about `expected` per round trip: RFC 7323
+    /// Appendix G divides the gains by the number of samples per RTT, so
+    /// sampling every ACK weighs history as RFC 6298's one sample per RTT does.
+    fn sample_us(&mut self, rtt: Duration, expected: u32) {
+        let new_rtt = rtt.total_micros().min(u32::MAX as u64 / 2) as u32;
         if self.have_measurement {
             // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
-            let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
-            self.rttvar = (self.rttvar * 3 + diff).div_ceil(4);
-            self.srtt = (self.srtt * 7 + new_rtt).div_ceil(8);
+            let n = u64::from(expected.max(1));
+            let diff = u64::from((self.srtt as i64 - new_rtt as i64).unsigned_abs() as u32);
+            self.rttvar = ((u64::from(self.rttvar) * (4 * n - 1) + diff).div_ceil(4 * n)) as u32;
+            self.srtt =
+                ((u64::from(self.srtt) * (8 * n - 1) + u64::from(new_rtt)).div_ceil(8 * n)) as u32;
         } else {
             // RFC 6298 (2.2) When the first RTT measurement R is made, the host MUST set (...)
             self.have_measurement = true;
@@ -213,8 +259,11 @@ impl RttEstimator {
         }
 
         // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        let margin = RTTE_MIN_MARGIN.max(self.rttvar.saturating_mul(RTTE_K));
+        self.rto = self
+            .srtt
+            .saturating_add(margin)
+            .clamp(self.min_rto, self.max_rto);
 
         self.rto_count = 0;
 
@@ -245,7 +294,7 @@ impl RttEstimator {
         if let Some((sent_timestamp, sent_seq)) = self.timestamp
             && seq >= sent_seq
         {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
+            self.sample_us(timestamp - sent_timestamp, 1);
             self.timestamp = None;
         }
     }
@@ -254,7 +303,7 @@ impl RttEstimator {
         // RFC 6298 (5.5) The host MUST set RTO <- RTO * 2 ("back off the timer").  The
         // maximum value discussed in (2.5) above may be used to provide
         // an upper bound to this doubling operation.
-        self.rto = (self.rto * 2).min(RTTE_MAX_RTO);
+        self.rto = self.rto.saturating_mul(2).min(self.max_rto);
         tcp_trace!("rtte: doubling rto to {:?}", self.rto);
 
         // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
@@ -287,7 +336,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -319,7 +367,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -348,7 +395,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -375,20 +421,13 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::FastRetransmit
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -406,7 +445,7 @@ impl Timer {
 
     fn rewind_zero_window_probe(&mut self, timestamp: Instant) {
         if let Timer::ZeroWindowProbe { mut delay, .. } = *self {
-            delay = (delay * 2).min(Duration::from_millis(RTTE_MAX_RTO as _));
+            delay = (delay * 2).min(Duration::from_micros(RTTE_MAX_RTO as _));
             *self = Timer::ZeroWindowProbe {
                 expires_at: timestamp + delay,
                 delay,
@@ -423,7 +462,7 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
 
@@ -514,15 +553,15 @@ pub struct Socket<'a> {
     remote_mss: usize,
     /// The timestamp of the last packet received.
     remote_last_ts: Option<Instant>,
-    /// The sequence number of the last packet received, used for sACK
-    local_rx_last_seq: Option<TcpSeqNumber>,
     /// The ACK number of the last packet received.
     local_rx_last_ack: Option<TcpSeqNumber>,
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+    /// ZCSTACK PATCH 9: loss recovery (scoreboard, RACK, TLP, PRR).
+    recovery: recovery::Recovery,
+    /// ZCSTACK PATCH 8: what the SACK blocks we send are built from.
+    sack: sack::SackState,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -544,6 +583,17 @@ pub struct Socket<'a> {
 
     /// 0 if not seen or timestamp not enabled
     last_remote_tsval: u32,
+
+    /// ZCSTACK PATCH 7: timestamps from the interface clock (milliseconds
+    /// plus `ts_offset`), used for RTT samples and PAWS.
+    ts_clock: bool,
+    /// Whether this connection sends timestamps: configured (a generator or
+    /// the clock) and, once a SYN was seen, offered by the peer too.
+    ts_active: bool,
+    /// The per-connection random offset of clock timestamps (RFC 7323 7.1).
+    ts_offset: u32,
+    /// Whether `last_remote_tsval` (TS.Recent) holds a value.
+    ts_recent_valid: bool,
 
     #[cfg(feature = "async")]
     rx_waker: WakerRegistration,
@@ -611,15 +661,19 @@ impl<'a> Socket<'a> {
             remote_mss: DEFAULT_MSS,
             remote_last_ts: None,
             local_rx_last_ack: None,
-            local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            recovery: recovery::Recovery::default(),
+            sack: sack::SackState::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
             nagle: true,
             tsval_generator: None,
             last_remote_tsval: 0,
+            ts_clock: false,
+            ts_active: false,
+            ts_offset: 0,
+            ts_recent_valid: false,
             congestion_controller: congestion::AnyController::new(),
 
             #[cfg(feature = "async")]
@@ -635,11 +689,55 @@ impl<'a> Socket<'a> {
     /// Enable or disable TCP Timestamp.
     pub fn set_tsval_generator(&mut self, generator: Option<TcpTimestampGenerator>) {
         self.tsval_generator = generator;
+        self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
+    }
+
+    /// Enable or disable TCP timestamps (RFC 7323) taken from the
+    /// interface's clock: milliseconds plus a random offset per connection.
+    /// Unlike a [generator](Self::set_tsval_generator), these let the
+    /// socket measure the RTT of retransmitted segments and detect spurious
+    /// retransmissions from the echoed value, and enable PAWS. A generator,
+    /// if set, takes precedence. (ZCSTACK PATCH 7.)
+    pub fn set_timestamp_clock(&mut self, enabled: bool) {
+        self.ts_clock = enabled;
+        self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
     }
 
     /// Return whether TCP Timestamp is enabled.
     pub fn timestamp_enabled(&self) -> bool {
-        self.tsval_generator.is_some()
+        self.ts_active
+    }
+
+    /// Set the bounds of the retransmission timeout: RFC 6298 asks for at
+    /// least 1 s (the default); Linux uses 200 ms, which paths with a few
+    /// milliseconds of RTT recover from far sooner. `max` must be at least
+    /// `min`. (ZCSTACK PATCH 6.)
+    pub fn set_rto_bounds(&mut self, min: Duration, max: Duration) {
+        let min = min.total_micros().clamp(1000, u32::MAX as u64 / 4) as u32;
+        let max = (max.total_micros().min(u32::MAX as u64 / 4) as u32).max(min);
+        self.rtte.min_rto = min;
+        self.rtte.max_rto = max;
+        self.rtte.rto = self.rtte.rto.clamp(min, max);
+    }
+
+    /// Our TSval for a segment sent now, if this connection sends timestamps.
+    fn tsval(&self, cx: &Context) -> Option<u32> {
+        if !self.ts_active {
+            return None;
+        }
+        match self.tsval_generator {
+            Some(generator) => Some(generator()),
+            None if self.ts_clock => {
+                Some((cx.now().total_millis() as u32).wrapping_add(self.ts_offset))
+            }
+            None => None,
+        }
+    }
+
+    /// The timestamp option for a segment sent now (TSecr = TS.Recent).
+    fn timestamp_option(&self, cx: &Context) -> Option<TcpTimestampRepr> {
+        self.tsval(cx)
+            .map(|tsval| TcpTimestampRepr::new(tsval, self.last_remote_tsval))
     }
 
     /// Set an algorithm for congestion control.
@@ -907,7 +1005,7 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
-        self.rtte = RttEstimator::default();
+        self.rtte = self.rtte.renewed();
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -926,6 +1024,13 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.local_rx_last_ack = None;
+        self.local_rx_dup_acks = 0;
+        self.recovery.reset();
+        self.sack = sack::SackState::default();
+        self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
+        self.last_remote_tsval = 0;
+        self.ts_recent_valid = false;
 
         #[cfg(feature = "async")]
         {
@@ -1063,6 +1168,7 @@ impl<'a> Socket<'a> {
         let seq = Self::random_seq_no(cx);
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
+        self.ts_offset = Self::random_ts_offset(cx);
         Ok(())
     }
 
@@ -1074,6 +1180,17 @@ impl<'a> Socket<'a> {
     #[cfg(not(test))]
     fn random_seq_no(cx: &mut Context) -> TcpSeqNumber {
         TcpSeqNumber(cx.rand().rand_u32() as i32)
+    }
+
+    /// The offset of clock timestamps (RFC 7323 7.1: random per connection).
+    #[cfg(test)]
+    fn random_ts_offset(_cx: &mut Context) -> u32 {
+        0
+    }
+
+    #[cfg(not(test))]
+    fn random_ts_offset(cx: &mut Context) -> u32 {
+        cx.rand().rand_u32()
     }
 
     /// Close the transmit half of the full-duplex connection.
@@ -1398,13 +1515,6 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
-    fn cwnd_remaining(&self) -> usize {
-        self.congestion_controller
-            .inner()
-            .window()
-            .saturating_sub(self.flight_size())
-    }
-
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
     /// the slice read by the next `recv` or `peek` call because it includes all queued octets,
     /// and not only the octets that may be returned as a contiguous slice.
@@ -1472,11 +1582,15 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
-    fn ack_reply(&mut self, ip_repr: &IpRepr, repr: &TcpRepr) -> (IpRepr, TcpRepr<'static>) {
+    fn ack_reply(
+        &mut self,
+        cx: &Context,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> (IpRepr, TcpRepr<'static>) {
         let (mut ip_reply_repr, mut reply_repr) = Self::reply(ip_repr, repr);
-        reply_repr.timestamp = repr
-            .timestamp
-            .and_then(|tcp_ts| tcp_ts.generate_reply(self.tsval_generator));
+        // ZCSTACK PATCH 7: TSecr is TS.Recent (RFC 7323 4.3).
+        reply_repr.timestamp = repr.timestamp.and(self.timestamp_option(cx));
 
         // From RFC 793:
         // [...] an empty acknowledgment segment containing the current send-sequence number
@@ -1493,42 +1607,10 @@ impl<'a> Socket<'a> {
         self.remote_last_win = reply_repr.window_len;
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
-        // segment.
+        // segment (ZCSTACK PATCH 8: all blocks RFC 2018 asks for, and D-SACK).
         if self.remote_has_sack {
             net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
+            reply_repr.sack_ranges = self.sack_blocks();
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -1549,7 +1631,7 @@ impl<'a> Socket<'a> {
         // Rate-limit to 1 per second max.
         self.challenge_ack_timer = cx.now() + Duration::from_secs(1);
 
-        Some(self.ack_reply(ip_repr, repr))
+        Some(self.ack_reply(cx, ip_repr, repr))
     }
 
     pub(crate) fn accepts(&self, _cx: &mut Context, ip_repr: &IpRepr, repr: &TcpRepr) -> bool {
@@ -1703,6 +1785,25 @@ impl<'a> Socket<'a> {
             }
         }
 
+        // ZCSTACK PATCH 7: PAWS (RFC 7323 5.3 R1). A segment whose TSval is
+        // older than TS.Recent is an old duplicate (or forged): drop it and
+        // answer with a (rate-limited) ACK. RSTs are exempt, as in Linux.
+        if self.ts_active
+            && self.ts_recent_valid
+            && repr.control != TcpControl::Rst
+            && !matches!(self.state, State::Listen | State::SynSent)
+            && let Some(ts) = repr.timestamp
+            && (ts.tsval.wrapping_sub(self.last_remote_tsval) as i32) < 0
+        {
+            net_debug!(
+                "PAWS: TSval {} is older than TS.Recent {}",
+                ts.tsval,
+                self.last_remote_tsval
+            );
+            self.recovery.stats.paws_rejects += 1;
+            return self.challenge_ack_reply(cx, ip_repr, repr);
+        }
+
         let window_start = self.remote_seq_no + self.rx_buffer.len();
         let window_end = if let Some(last_ack) = self.remote_last_ack {
             last_ack + ((self.remote_last_win as usize) << self.remote_win_shift)
@@ -1779,7 +1880,10 @@ impl<'a> Socket<'a> {
                     // the checks done above imply this.
                     debug_assert!(overlap_start <= overlap_end);
 
-                    self.local_rx_last_seq = Some(repr.seq_number);
+                    // ZCSTACK PATCH 8: bytes below RCV.NXT arrived twice.
+                    if segment_start < window_start {
+                        self.sack_note_duplicate(segment_start, window_start);
+                    }
 
                     (
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
@@ -1795,8 +1899,7 @@ impl<'a> Socket<'a> {
                         | State::LastAck
                 ) && matches!(repr.control, TcpControl::None | TcpControl::Psh)
                     && segment_start >= window_start
-                    && segment_start
-                        <= self.remote_seq_no + self.rx_buffer.capacity() + cx.ip_mtu()
+                    && segment_start <= self.remote_seq_no + self.rx_buffer.capacity() + cx.ip_mtu()
                 {
                     // ZCSTACK PATCH 1 (third_party/smoltcp/ZCSTACK-PATCHES.md).
                     // RFC 9293 3.10.7.4: "If the RCV.WND is zero, no segments
@@ -1857,7 +1960,11 @@ impl<'a> Socket<'a> {
                             TcpControl::None | TcpControl::Psh | TcpControl::Fin
                         )
                     {
-                        return Some(self.ack_reply(ip_repr, repr));
+                        // ZCSTACK PATCH 8: a whole duplicate is reported (D-SACK).
+                        if segment_end <= window_start {
+                            self.sack_note_duplicate(segment_start, segment_end);
+                        }
+                        return Some(self.ack_reply(cx, ip_repr, repr));
                     }
 
                     return self.challenge_ack_reply(cx, ip_repr, repr);
@@ -1950,6 +2057,7 @@ impl<'a> Socket<'a> {
                     remote: IpEndpoint::new(ip_repr.src_addr(), repr.src_port),
                 });
                 self.local_seq_no = Self::random_seq_no(cx);
+                self.ts_offset = Self::random_ts_offset(cx);
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
                 self.remote_has_sack = repr.sack_permitted;
@@ -1958,9 +2066,10 @@ impl<'a> Socket<'a> {
                 if self.remote_win_scale.is_none() {
                     self.remote_win_shift = 0;
                 }
-                // Remote doesn't support timestamping, don't do it.
+                // Remote doesn't support timestamping, don't do it (for this
+                // connection: ZCSTACK PATCH 7 keeps the configuration).
                 if repr.timestamp.is_none() {
-                    self.tsval_generator = None;
+                    self.ts_active = false;
                 }
                 self.set_state(State::SynReceived);
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2007,9 +2116,10 @@ impl<'a> Socket<'a> {
                 if self.remote_win_scale.is_none() {
                     self.remote_win_shift = 0;
                 }
-                // Remote doesn't support timestamping, don't do it.
+                // Remote doesn't support timestamping, don't do it (for this
+                // connection: ZCSTACK PATCH 7 keeps the configuration).
                 if repr.timestamp.is_none() {
-                    self.tsval_generator = None;
+                    self.ts_active = false;
                 }
 
                 if repr.ack_number.is_some() {
@@ -2122,90 +2232,27 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
-            // TODO: When flow control is implemented,
-            // refractor the following block within that implementation
-
-            match self.local_rx_last_ack {
-                // Duplicate ACK if payload empty and ACK doesn't move send window ->
-                // Increment duplicate ACK count, notify congestion controller and
-                // set for retransmit if we just received the third duplicate ACK
-                Some(last_rx_ack)
-                    if repr.payload.is_empty()
-                        && last_rx_ack == ack_number
-                        && ack_number < self.remote_last_seq
-                        && !is_window_update =>
-                {
-                    // Increment duplicate ACK count
-                    self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
-
-                    net_debug!(
-                        "received duplicate ACK for seq {} (duplicate nr {}{})",
-                        ack_number,
-                        self.local_rx_dup_acks,
-                        if self.local_rx_dup_acks == u8::MAX {
-                            "+"
-                        } else {
-                            ""
-                        }
-                    );
-
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
-                    }
-
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
-                }
-
-                // No duplicate ACK means we reset the duplicate ACK count
-                // and notify the congestion controller of the fresh ACK
-                _ => {
-                    if self.local_rx_dup_acks > 0 {
-                        self.local_rx_dup_acks = 0;
-                        net_debug!("reset duplicate ACK count");
-                    }
-                    self.local_rx_last_ack = Some(ack_number);
-
-                    // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
-                }
-            };
-
-            // We've processed everything in the incoming segment, so advance the local
-            // sequence number past it.
-            self.local_seq_no = ack_number;
-
-            // During retransmission, if an earlier segment got lost but later was
-            // successfully received, self.local_seq_no can move past self.remote_last_seq.
-            // Do not attempt to retransmit the latter segments; not only this is pointless
-            // in theory but also impossible in practice, since they have been already
-            // deallocated from the buffer.
-            if self.remote_last_seq < self.local_seq_no {
-                self.remote_last_seq = self.local_seq_no
-            }
+            // ZCSTACK PATCH 9: duplicate ACKs, SACK blocks, RACK, recovery
+            // episodes and congestion control; advances SND.UNA.
+            self.recovery_on_ack(cx, repr, ack_number, ack_len, is_window_update);
         }
 
-        // update last remote tsval
-        if let Some(timestamp) = repr.timestamp {
+        // ZCSTACK PATCH 7: TS.Recent (RFC 7323 4.3): from a segment at or
+        // below the last ACK we sent, never moving back.
+        if let Some(timestamp) = repr.timestamp
+            && (!self.ts_recent_valid
+                || (timestamp.tsval.wrapping_sub(self.last_remote_tsval) as i32) >= 0)
+            && self
+                .remote_last_ack
+                .is_none_or(|last_ack| repr.seq_number <= last_ack)
+        {
             self.last_remote_tsval = timestamp.tsval;
+            self.ts_recent_valid = true;
         }
 
         // update timers.
         match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
+            Timer::Retransmit { .. } => {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2240,13 +2287,21 @@ impl<'a> Socket<'a> {
         if payload_len == 0 {
             // ZCSTACK PATCH 1: the reply an out-of-window segment gets.
             return match zc_ack_only_reply {
-                Some(true) => Some(self.ack_reply(ip_repr, repr)),
+                Some(true) => Some(self.ack_reply(cx, ip_repr, repr)),
                 Some(false) => self.challenge_ack_reply(cx, ip_repr, repr),
                 None => None,
             };
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+        // ZCSTACK PATCH 8: out-of-order bytes we already hold are a
+        // duplicate (D-SACK); other out-of-order data starts a SACK block.
+        let segment_seq = window_start + payload_offset;
+        let duplicate = payload_offset > 0
+            && self
+                .assembler
+                .iter_data()
+                .any(|(l, r)| l <= payload_offset && payload_offset + payload_len <= r);
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
@@ -2269,6 +2324,12 @@ impl<'a> Socket<'a> {
         );
         let len_written = self.rx_buffer.write_unallocated(payload_offset, payload);
         debug_assert!(len_written == payload_len);
+
+        if duplicate {
+            self.sack_note_duplicate(segment_seq, segment_seq + payload_len);
+        } else if payload_offset > 0 {
+            self.sack_note_segment(segment_seq);
+        }
 
         if contig_len != 0 {
             // Enqueue the contiguous data octets in front of the buffer.
@@ -2321,7 +2382,7 @@ impl<'a> Socket<'a> {
             // This is fine because smoltcp assumes that it can always transmit zero or one
             // packets for every packet it receives.
             tcp_trace!("ACKing incoming segment");
-            Some(self.ack_reply(ip_repr, repr))
+            Some(self.ack_reply(cx, ip_repr, repr))
         } else {
             None
         }
@@ -2335,8 +2396,8 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+        // ZCSTACK PATCH 9: lost bytes the window allows, or a tail loss probe.
+        if self.recovery_wants_to_send(cx) {
             return true;
         }
 
@@ -2348,11 +2409,7 @@ impl<'a> Socket<'a> {
         };
 
         // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.tsval_generator.is_some() {
-            12
-        } else {
-            0
-        };
+        let options_len = if self.ts_active { 12 } else { 0 };
 
         let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
         let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
@@ -2377,7 +2434,9 @@ impl<'a> Socket<'a> {
         };
 
         // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq.min(self.cwnd_remaining());
+        // ZCSTACK PATCH 9: the pipe, not SND.NXT - SND.UNA, is held against
+        // the congestion window (or PRR's allowance in fast recovery).
+        let max_send = capped_send_seq.min(self.send_allowance());
 
         // Can we send at least 1 octet?
         let mut can_send = max_send != 0;
@@ -2510,10 +2569,12 @@ impl<'a> Socket<'a> {
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
-                net_debug!("retransmitting after rto");
+            // If a retransmit timer expired, we should resend data starting at the last ACK.
+            net_debug!("retransmitting after rto");
 
+            // ZCSTACK PATCH 9: with data in flight, the scoreboard declares
+            // lost what had time to arrive and only that is resent.
+            if !self.recovery_on_rto(cx) {
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
                 self.congestion_controller
@@ -2527,17 +2588,6 @@ impl<'a> Socket<'a> {
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
-            } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2549,6 +2599,9 @@ impl<'a> Socket<'a> {
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
         }
+
+        // ZCSTACK PATCH 9: RACK's reordering timer and the tail loss probe.
+        self.recovery_on_timers(cx);
 
         #[cfg(feature = "socket-tcp-pause-synack")]
         if matches!(self.state, State::SynReceived) && self.synack_paused {
@@ -2604,15 +2657,23 @@ impl<'a> Socket<'a> {
             window_scale: None,
             max_seg_size: None,
             sack_permitted: false,
-            sack_ranges: [None, None, None],
-            timestamp: TcpTimestampRepr::generate_reply_with_tsval(
-                self.tsval_generator,
-                self.last_remote_tsval,
-            ),
+            // ZCSTACK PATCH 8: ACKs carry SACK blocks while there are holes.
+            sack_ranges: if self.sack_pending()
+                && !matches!(
+                    self.state,
+                    State::Closed | State::Listen | State::SynSent | State::SynReceived
+                ) {
+                self.sack_blocks()
+            } else {
+                [None, None, None]
+            },
+            // ZCSTACK PATCH 7
+            timestamp: self.timestamp_option(cx),
             payload: &[],
         };
 
         let mut is_zero_window_probe = false;
+        let mut tlp_probe = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2669,14 +2730,43 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
+                // If the device supports its offload, segmentation that is needed
+                // to comply with the MSS will be handled by the device based on the
+                // metadata we provide.
+                #[cfg(not(feature = "segmentation-offload"))]
+                let device_limit = effective_mss;
 
-                    self.pending_fast_retransmit = false;
+                #[cfg(feature = "segmentation-offload")]
+                let device_limit = {
+                    let segmentation_caps = cx.segmentation_caps();
+                    match ip_repr.version() {
+                        #[cfg(feature = "proto-ipv4")]
+                        crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
+                        #[cfg(feature = "proto-ipv6")]
+                        crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
+                    }
+                    .map(|buf_size| {
+                        let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
+                        buf_size.get()
+                            - pre_ip_header_len
+                            - ip_repr.header_len()
+                            - TCP_HEADER_LEN
+                            - options_len
+                    })
+                    .unwrap_or(effective_mss)
+                };
 
-                    0
+                // ZCSTACK PATCH 9: bytes declared lost go first; a tail loss
+                // probe may send one segment of new data past the window.
+                let recovery_send = self.recovery_next_send(cx, device_limit);
+                tlp_probe = recovery_send.is_some() && self.recovery_probe_pending();
+
+                let offset = if let Some(recovery::Send::Retransmit { seq, len }) = recovery_send {
+                    let offset = scoreboard::seq_len(seq, self.local_seq_no);
+                    let data_len = len.min(self.tx_buffer.len().saturating_sub(offset));
+                    repr.seq_number = self.local_seq_no + offset;
+                    repr.payload = self.tx_buffer.get_allocated(offset, data_len);
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2704,34 +2794,6 @@ impl<'a> Socket<'a> {
                     // 2. congestion window
                     // 3. MSS the remote is willing to accept, probably determined by their MTU
                     // 4. MSS we can send, determined by our MTU.
-                    //
-                    // If the device supports its offload, segmentation that is needed
-                    // to comply with the latter two will be handled by the device based on the
-                    // metadata we provide.
-
-                    #[cfg(not(feature = "segmentation-offload"))]
-                    let device_limit = effective_mss;
-
-                    #[cfg(feature = "segmentation-offload")]
-                    let device_limit = {
-                        let segmentation_caps = cx.segmentation_caps();
-                        match ip_repr.version() {
-                            #[cfg(feature = "proto-ipv4")]
-                            crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
-                            #[cfg(feature = "proto-ipv6")]
-                            crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
-                        }
-                        .map(|buf_size| {
-                            let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
-                            buf_size.get()
-                                - pre_ip_header_len
-                                - ip_repr.header_len()
-                                - TCP_HEADER_LEN
-                                - options_len
-                        })
-                        .unwrap_or(effective_mss)
-                    };
-
                     let size = if is_zero_window_probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
@@ -2739,23 +2801,25 @@ impl<'a> Socket<'a> {
                         // zero length would stall the connection if a window update from
                         // the remote got lost.
                         win_limit.min(device_limit)
+                    } else if tlp_probe {
+                        // RFC 8985 7.3: a probe of new data is one segment.
+                        win_limit.min(effective_mss)
                     } else {
-                        win_limit.min(device_limit).min(self.cwnd_remaining())
+                        win_limit.min(device_limit).min(self.send_allowance())
                     };
 
                     let offset = self.flight_size();
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
-
-                    #[cfg(feature = "segmentation-offload")]
-                    if repr.payload.len() > effective_mss {
-                        packet_meta.segmentation_offload_size =
-                            core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
-                                .unwrap()
-                                .into();
-                    }
-
                     offset
                 };
+
+                #[cfg(feature = "segmentation-offload")]
+                if repr.payload.len() > effective_mss {
+                    packet_meta.segmentation_offload_size =
+                        core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
+                            .unwrap()
+                            .into();
+                }
 
                 // If we've sent everything we had in the buffer, follow it with the PSH or FIN
                 // flags, depending on whether the transmit half of the connection is open.
@@ -2857,29 +2921,31 @@ impl<'a> Socket<'a> {
         }
 
         // We've sent a packet successfully, so we can update the internal state now.
-        // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
-        // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
-        self.remote_last_seq = self
-            .remote_last_seq
-            .max(repr.seq_number + repr.segment_len());
+        // Use max() so a retransmitted segment (whose seq_number is behind
+        // the current frontier) doesn't rewind the tracked "highest sent" sequence.
+        let (seq, seg_len) = (repr.seq_number, repr.segment_len());
+        let prior_nxt = self.remote_last_seq;
+        self.remote_last_seq = self.remote_last_seq.max(seq + seg_len);
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
-        if repr.segment_len() > 0 {
-            self.rtte
-                .on_send(cx.now(), repr.seq_number + repr.segment_len());
+        if seg_len > 0 {
+            self.rtte.on_send(cx.now(), seq + seg_len);
             self.congestion_controller
                 .inner_mut()
-                .post_transmit(cx.now(), repr.segment_len());
+                .post_transmit(cx.now(), seg_len);
         }
 
-        if repr.segment_len() > 0 && !self.timer.is_retransmit() {
+        if seg_len > 0 && !self.timer.is_retransmit() {
             // RFC 6298 (5.1) Every time a packet containing data is sent (including a
             // retransmission), if the timer is not running, start it running
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
         }
+
+        // ZCSTACK PATCH 9: the scoreboard records what left.
+        self.recovery_on_transmit(cx, prior_nxt, seq, seg_len, tlp_probe);
 
         if self.state == State::Closed {
             // When aborting a connection, forget about it after sending a single RST packet.
@@ -2930,11 +2996,17 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
-            // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            // We wait for the earliest of our timers to fire (ZCSTACK PATCH
+            // 9: loss recovery's among them).
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                self.recovery_poll_at(),
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -6974,6 +7046,7 @@ mod test {
     fn test_fast_retransmit_after_triple_duplicate_ack() {
         let mut s = socket_established();
         s.remote_mss = 3;
+        s.congestion_controller.inner_mut().set_mss(3);
 
         // Normal ACK of previously received segment
         send!(s, time 0, TcpRepr {
@@ -7038,6 +7111,20 @@ mod test {
             payload:    &b"aaa"[..],
             ..RECV_TEMPL
         }));
+
+        // ZCSTACK PATCH 9: with a congestion controller, proportional rate
+        // reduction (RFC 6937) sends one segment per segment delivered
+        // during recovery: the three duplicates were the only news, so
+        // nothing more leaves until the retransmission is acknowledged.
+        #[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-reno"))]
+        {
+            recv_nothing!(s, time 1102);
+            send!(s, time 1104, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + (3 * 4)),
+                ..SEND_TEMPL
+            });
+        }
 
         // Transmission should continue as normal after re-transitting the first segment
         recv!(s, time 1105, Ok(TcpRepr {
@@ -9740,14 +9827,17 @@ mod test {
     fn test_rtt_estimator() {
         let mut r = RttEstimator::default();
 
+        // ZCSTACK PATCH 6: the estimator keeps microseconds, so RTTVAR no
+        // longer rounds up to whole milliseconds (upstream: 4252, 3692, ...).
         let rtos = &[
-            6000, 5000, 4252, 3692, 3272, 2956, 2720, 2540, 2408, 2308, 2232, 2176, 2132, 2100,
-            2076, 2060, 2048, 2036, 2028, 2024, 2020, 2016, 2012, 2012,
+            6000000, 5000000, 4250000, 3687500, 3265628, 2949224, 2711920, 2533940, 2400456,
+            2300344, 2225260, 2168948, 2126712, 2095036, 2071280, 2053460, 2040096, 2030072,
+            2022556, 2016920, 2012692, 2009520, 2007140, 2005356,
         ];
 
         for &rto in rtos {
             r.sample(2000);
-            assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
+            assert_eq!(r.retransmission_timeout(), Duration::from_micros(rto));
         }
     }
 
@@ -10039,4 +10129,7 @@ mod test {
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
     }
+
+    // ZCSTACK PATCHES 6–9.
+    mod zcstack_recovery;
 }

@@ -35,9 +35,16 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// The slow-start threshold, for proportional rate reduction during
+    /// fast recovery (ZCSTACK PATCH 9); `None` for no congestion control.
+    fn ssthresh(&self) -> Option<usize> {
+        None
+    }
 }
 
-#[derive(Debug)]
+// ZCSTACK PATCH 9: `Clone`, so a recovery episode can be undone.
+#[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub(super) enum AnyController {
     None(no_control::NoControl),

@@ -82,6 +82,9 @@ fn socket() -> tcp::Socket<'static> {
     );
     s.set_nagle_enabled(false);
     s.set_ack_delay(None);
+    // The runs are the point, not the congestion window (with a
+    // controller feature enabled, the default would cap the burst).
+    s.set_congestion_control(tcp::CongestionControl::None);
     s
 }
 

@@ -11,7 +11,7 @@ const ALPHA_CUBIC: f64 = 3.0 * (1.0 - BETA_CUBIC) / (1.0 + BETA_CUBIC);
 
 const DEFAULT_MSS: usize = 1024;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Cubic {
     w_max: usize, // window size prior to loss
@@ -228,6 +228,10 @@ impl Controller for Cubic {
         self.recovery_start = None;
         self.in_fast_recovery = false;
         self.idle_start = None;
+    }
+
+    fn ssthresh(&self) -> Option<usize> {
+        Some(self.ssthresh)
     }
 
     fn set_mss(&mut self, mss: usize) {

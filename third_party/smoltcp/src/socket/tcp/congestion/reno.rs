@@ -4,7 +4,7 @@ use super::Controller;
 
 const DEFAULT_MSS: usize = 1024;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reno {
     cwnd: usize,
@@ -97,6 +97,10 @@ impl Controller for Reno {
 
         // Major loss has occurred, ensure we move from fast recovery (if in it) to slow start.
         self.in_fast_recovery = false
+    }
+
+    fn ssthresh(&self) -> Option<usize> {
+        Some(self.ssthresh)
     }
 
     fn set_mss(&mut self, mss: usize) {

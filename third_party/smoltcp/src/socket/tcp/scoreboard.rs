@@ -1,0 +1,760 @@
+//! ZCSTACK PATCH 9 (see ZCSTACK-PATCHES.md): the sender's scoreboard.
+//!
+//! Every sequence number the socket has sent and that is not yet
+//! cumulatively acknowledged, `[SND.UNA, SND.NXT)`, lies in exactly one
+//! [`Range`] of the scoreboard: ranges are sorted and contiguous. A range
+//! carries what the sender knows about its bytes: selectively acknowledged
+//! (RFC 2018), declared lost and waiting for a retransmission, retransmitted
+//! and in flight again, and when it was (re)transmitted last — the time RACK
+//! (RFC 8985) compares to decide that a segment is lost.
+//!
+//! The scoreboard has a fixed number of ranges, so a socket needs no heap
+//! and its memory is bounded. Consecutive transmissions within a short time
+//! share a range (one range per burst, not per segment), SACKed neighbours
+//! and lost-but-not-retransmitted neighbours are merged at once, and when the
+//! scoreboard is full the two neighbours with the closest transmit times are
+//! merged, keeping the *later* time: RACK then declares their loss a little
+//! later than it could, never earlier. Only when no two neighbours can merge
+//! (more than `RANGES / 2` holes in flight) does a SACK mark get dropped,
+//! which at worst retransmits bytes the peer already holds.
+
+use crate::time::{Duration, Instant};
+use crate::wire::TcpSeqNumber;
+
+/// How many ranges a scoreboard holds.
+pub(super) const RANGES: usize = 64;
+
+/// The peer holds these bytes (a SACK block covered them).
+pub(super) const SACKED: u8 = 1 << 0;
+/// Declared lost; waiting to be retransmitted.
+pub(super) const LOST: u8 = 1 << 1;
+/// Retransmitted, and not declared lost since.
+pub(super) const RETRANS: u8 = 1 << 2;
+/// Retransmitted at least once: an RTT sample from these bytes is
+/// ambiguous (Karn), and their delivery says nothing about reordering.
+pub(super) const EVER_RETRANS: u8 = 1 << 3;
+
+/// Flags two ranges must share to merge.
+const IDENTITY: u8 = SACKED | LOST | RETRANS;
+
+/// `a - b` in sequence space, signed.
+#[inline]
+pub(super) fn seq_diff(a: TcpSeqNumber, b: TcpSeqNumber) -> i32 {
+    a.0.wrapping_sub(b.0)
+}
+
+/// Bytes from `b` up to `a`, or 0 if `a` is not after `b`.
+#[inline]
+pub(super) fn seq_len(a: TcpSeqNumber, b: TcpSeqNumber) -> usize {
+    seq_diff(a, b).max(0) as usize
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct Range {
+    pub start: TcpSeqNumber,
+    pub end: TcpSeqNumber,
+    /// When the range's bytes were first sent in this transmission.
+    pub first: Instant,
+    /// When the range's bytes were last sent (RACK's `xmit_ts`).
+    pub xmit: Instant,
+    pub flags: u8,
+}
+
+impl Range {
+    const EMPTY: Range = Range {
+        start: TcpSeqNumber(0),
+        end: TcpSeqNumber(0),
+        first: Instant::ZERO,
+        xmit: Instant::ZERO,
+        flags: 0,
+    };
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        seq_len(self.end, self.start)
+    }
+
+    #[inline]
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Whether `self` and `next` (its right neighbour) merge without losing
+    /// anything RACK or the sender needs.
+    fn merges_losslessly(&self, next: &Range) -> bool {
+        if self.flags & IDENTITY != next.flags & IDENTITY {
+            return false;
+        }
+        // Delivered bytes, and lost bytes waiting for a retransmission, no
+        // longer need their transmit time.
+        self.has(SACKED) || (self.has(LOST) && !self.has(RETRANS)) || self.xmit == next.xmit
+    }
+}
+
+/// What an ACK newly delivered: bytes, the most recently sent delivered
+/// range (RACK), an RTT sample, and whether delivery was out of order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Delivery {
+    /// Bytes newly cumulatively or selectively acknowledged (not counting
+    /// bytes that had been SACKed before).
+    pub bytes: usize,
+    /// Of those, bytes newly SACKed.
+    pub sacked: usize,
+    /// `(xmit, end)` of the most recently sent range delivered by this ACK
+    /// whose delivery is not ambiguous (RFC 8985 6.2 step 2).
+    pub latest: Option<(Instant, TcpSeqNumber)>,
+    /// Whether a range that was never retransmitted was delivered below the
+    /// highest sequence delivered before (RFC 8985 6.2 step 3).
+    pub reordered: bool,
+    /// The highest sequence this ACK delivered.
+    pub highest: Option<TcpSeqNumber>,
+    /// The latest transmit time of delivered bytes never retransmitted: an
+    /// RTT sample without Karn's ambiguity.
+    pub clean: Option<Instant>,
+    /// The highest sequence delivered before this ACK (RACK.fack).
+    fack: Option<TcpSeqNumber>,
+    now: Instant,
+    min_rtt: Option<Duration>,
+    /// The ACK's TSecr converted to the sender's clock (an `Instant` no
+    /// later than the transmission it echoes), when timestamps allow.
+    echoed: Option<Instant>,
+}
+
+impl Delivery {
+    pub fn new(
+        now: Instant,
+        fack: Option<TcpSeqNumber>,
+        min_rtt: Option<Duration>,
+        echoed: Option<Instant>,
+    ) -> Delivery {
+        Delivery {
+            bytes: 0,
+            sacked: 0,
+            latest: None,
+            reordered: false,
+            highest: None,
+            clean: None,
+            fack,
+            now,
+            min_rtt,
+            echoed,
+        }
+    }
+
+    /// The time of the ACK.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Accounts for the bytes of range `r` (as it was before this ACK) up
+    /// to `end` being delivered.
+    fn deliver(&mut self, r: &Range, end: TcpSeqNumber, by_sack: bool) {
+        let bytes = seq_len(end, r.start);
+        self.bytes += bytes;
+        if by_sack {
+            self.sacked += bytes;
+        }
+        if self.highest.is_none_or(|h| end > h) {
+            self.highest = Some(end);
+        }
+        let retransmitted = r.has(EVER_RETRANS);
+        if !retransmitted && self.fack.is_some_and(|fack| end < fack) {
+            self.reordered = true;
+        }
+        if !retransmitted && self.clean.is_none_or(|c| r.xmit > c) {
+            self.clean = Some(r.xmit);
+        }
+        if retransmitted {
+            // RFC 8985 6.2 step 2: the ACK may be for the original
+            // transmission. With timestamps, the echo tells; without, a
+            // delivery faster than any RTT seen must be for the original.
+            if self.echoed.is_some_and(|echoed| echoed < r.xmit) {
+                return;
+            }
+            let rtt = self.now.total_micros() - r.xmit.total_micros();
+            if self
+                .min_rtt
+                .is_some_and(|min| rtt < min.total_micros() as i64)
+            {
+                return;
+            }
+        }
+        if self
+            .latest
+            .is_none_or(|(xmit, e)| sent_after(r.xmit, end, xmit, e))
+        {
+            self.latest = Some((r.xmit, end));
+        }
+    }
+}
+
+/// RFC 8985 `RACK_sent_after`: whether `(t1, seq1)` was sent after `(t2, seq2)`.
+#[inline]
+pub(super) fn sent_after(t1: Instant, seq1: TcpSeqNumber, t2: Instant, seq2: TcpSeqNumber) -> bool {
+    t1 > t2 || (t1 == t2 && seq1 > seq2)
+}
+
+#[derive(Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct Scoreboard {
+    ranges: [Range; RANGES],
+    len: usize,
+    /// Bytes in SACKed ranges.
+    sacked: usize,
+    /// Bytes in ranges declared lost and not retransmitted since.
+    lost: usize,
+}
+
+impl core::fmt::Debug for Scoreboard {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scoreboard")
+            .field("ranges", &self.ranges())
+            .field("sacked", &self.sacked)
+            .field("lost", &self.lost)
+            .finish()
+    }
+}
+
+impl Default for Scoreboard {
+    fn default() -> Self {
+        Scoreboard {
+            ranges: [Range::EMPTY; RANGES],
+            len: 0,
+            sacked: 0,
+            lost: 0,
+        }
+    }
+}
+
+impl Scoreboard {
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.sacked = 0;
+        self.lost = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn ranges(&self) -> &[Range] {
+        &self.ranges[..self.len]
+    }
+
+    pub fn start(&self) -> Option<TcpSeqNumber> {
+        self.ranges().first().map(|r| r.start)
+    }
+
+    pub fn end(&self) -> Option<TcpSeqNumber> {
+        self.ranges().last().map(|r| r.end)
+    }
+
+    /// Bytes the peer holds above SND.UNA.
+    pub fn sacked_bytes(&self) -> usize {
+        self.sacked
+    }
+
+    /// Bytes declared lost that wait for a retransmission.
+    pub fn lost_bytes(&self) -> usize {
+        self.lost
+    }
+
+    /// Bytes the scoreboard covers.
+    pub fn total_bytes(&self) -> usize {
+        match (self.start(), self.end()) {
+            (Some(s), Some(e)) => seq_len(e, s),
+            _ => 0,
+        }
+    }
+
+    fn recount(&mut self) {
+        let (mut sacked, mut lost) = (0, 0);
+        for r in self.ranges() {
+            if r.has(SACKED) {
+                sacked += r.len();
+            } else if r.has(LOST) {
+                lost += r.len();
+            }
+        }
+        self.sacked = sacked;
+        self.lost = lost;
+    }
+
+    /// Merges neighbours that lose nothing by merging.
+    fn coalesce(&mut self) {
+        if self.len < 2 {
+            return;
+        }
+        let mut w = 0;
+        for i in 1..self.len {
+            let next = self.ranges[i];
+            let cur = &mut self.ranges[w];
+            if cur.merges_losslessly(&next) {
+                cur.end = next.end;
+                cur.flags |= next.flags;
+                cur.xmit = cur.xmit.max(next.xmit);
+                cur.first = cur.first.min(next.first);
+            } else {
+                w += 1;
+                self.ranges[w] = next;
+            }
+        }
+        self.len = w + 1;
+    }
+
+    /// Frees one slot; false only if the scoreboard cannot shrink at all.
+    fn make_room(&mut self) -> bool {
+        if self.len < RANGES {
+            return true;
+        }
+        self.coalesce();
+        if self.len < RANGES {
+            return true;
+        }
+        // Merge the same-state neighbours sent closest together, keeping the
+        // later transmit time (RACK then errs towards waiting).
+        let mut best: Option<(usize, i64)> = None;
+        for i in 0..self.len - 1 {
+            let (a, b) = (&self.ranges[i], &self.ranges[i + 1]);
+            if a.flags & IDENTITY != b.flags & IDENTITY {
+                continue;
+            }
+            let gap = (b.xmit.total_micros() - a.xmit.total_micros()).abs();
+            if best.is_none_or(|(_, g)| gap < g) {
+                best = Some((i, gap));
+            }
+        }
+        let i = match best {
+            Some((i, _)) => i,
+            None => {
+                // Every neighbour differs: more holes than half the ranges.
+                // Forget the smallest SACKed range (it may be retransmitted
+                // needlessly, never lost).
+                let Some(i) = (0..self.len)
+                    .filter(|&i| self.ranges[i].has(SACKED))
+                    .min_by_key(|&i| self.ranges[i].len())
+                else {
+                    return false;
+                };
+                let r = &mut self.ranges[i];
+                r.flags &= !SACKED;
+                r.flags |= LOST;
+                self.coalesce();
+                self.recount();
+                return self.len < RANGES || self.make_room();
+            }
+        };
+        let next = self.ranges[i + 1];
+        let cur = &mut self.ranges[i];
+        cur.end = next.end;
+        cur.flags |= next.flags;
+        cur.xmit = cur.xmit.max(next.xmit);
+        cur.first = cur.first.min(next.first);
+        self.ranges.copy_within(i + 2..self.len, i + 1);
+        self.len -= 1;
+        true
+    }
+
+    fn find(&self, seq: TcpSeqNumber) -> Option<usize> {
+        self.ranges()
+            .iter()
+            .position(|r| r.start <= seq && seq < r.end)
+    }
+
+    /// Makes `seq` a range boundary; false if it cannot (no room).
+    fn split(&mut self, seq: TcpSeqNumber) -> bool {
+        let Some(i) = self.find(seq) else {
+            return true;
+        };
+        if self.ranges[i].start == seq {
+            return true;
+        }
+        if !self.make_room() {
+            return false;
+        }
+        let Some(i) = self.find(seq) else {
+            return true;
+        };
+        if self.ranges[i].start == seq {
+            return true;
+        }
+        self.ranges.copy_within(i..self.len, i + 1);
+        self.len += 1;
+        self.ranges[i].end = seq;
+        self.ranges[i + 1].start = seq;
+        true
+    }
+
+    /// Records the first transmission of `[start, end)` at `now`; ranges
+    /// sent less than `grain` apart share a range.
+    pub fn sent(&mut self, start: TcpSeqNumber, end: TcpSeqNumber, now: Instant, grain: Duration) {
+        if end <= start {
+            return;
+        }
+        match self.end() {
+            None => {}
+            Some(e) if e == start => {}
+            Some(e) if start < e => {
+                // Already on the board (cannot happen for new data; be safe):
+                // treat the known part as a retransmission.
+                self.retransmitted(start, end.min(e), now);
+                if end > e {
+                    self.sent(e, end, now, grain);
+                }
+                return;
+            }
+            Some(_) => {
+                // A gap (bytes sent outside the scoreboard, e.g. a probe that
+                // was then acknowledged): start afresh.
+                self.clear();
+            }
+        }
+        if let Some(last) = self.ranges[..self.len].last_mut()
+            && last.flags == 0
+            && now.total_micros() - last.first.total_micros() <= grain.total_micros() as i64
+        {
+            last.end = end;
+            last.xmit = now;
+            return;
+        }
+        if !self.make_room() {
+            return;
+        }
+        self.ranges[self.len] = Range {
+            start,
+            end,
+            first: now,
+            xmit: now,
+            flags: 0,
+        };
+        self.len += 1;
+    }
+
+    /// Records a retransmission of `[start, end)` at `now`.
+    pub fn retransmitted(&mut self, start: TcpSeqNumber, end: TcpSeqNumber, now: Instant) {
+        let (Some(s), Some(e)) = (self.start(), self.end()) else {
+            return;
+        };
+        let (start, end) = (start.max(s), end.min(e));
+        if end <= start {
+            return;
+        }
+        self.split(start);
+        self.split(end);
+        for r in &mut self.ranges[..self.len] {
+            if r.start >= start && r.end <= end && !r.has(SACKED) {
+                r.flags = (r.flags & !LOST) | RETRANS | EVER_RETRANS;
+                r.xmit = now;
+                r.first = now;
+            }
+        }
+        self.coalesce();
+        self.recount();
+    }
+
+    /// A cumulative ACK up to `una`: forgets the bytes below it.
+    pub fn ack(&mut self, una: TcpSeqNumber, d: &mut Delivery) {
+        let mut drop = 0;
+        for i in 0..self.len {
+            let r = self.ranges[i];
+            if r.end <= una {
+                if !r.has(SACKED) {
+                    d.deliver(&r, r.end, false);
+                }
+                drop += 1;
+            } else {
+                if r.start < una {
+                    if !r.has(SACKED) {
+                        d.deliver(&r, una, false);
+                    }
+                    self.ranges[i].start = una;
+                }
+                break;
+            }
+        }
+        if drop > 0 {
+            self.ranges.copy_within(drop..self.len, 0);
+            self.len -= drop;
+            self.recount();
+        } else if self.len > 0 {
+            self.recount();
+        }
+    }
+
+    /// A SACK block `[left, right)`: marks its bytes delivered.
+    pub fn sack(&mut self, left: TcpSeqNumber, right: TcpSeqNumber, d: &mut Delivery) {
+        let (Some(s), Some(e)) = (self.start(), self.end()) else {
+            return;
+        };
+        let (left, right) = (left.max(s), right.min(e));
+        if right <= left {
+            return;
+        }
+        // Without room to split, only whole ranges inside the block are marked.
+        self.split(left);
+        self.split(right);
+        let mut any = false;
+        for i in 0..self.len {
+            let r = self.ranges[i];
+            if r.start >= left && r.end <= right && !r.has(SACKED) {
+                d.deliver(&r, r.end, true);
+                self.ranges[i].flags = SACKED | (r.flags & EVER_RETRANS);
+                any = true;
+            }
+        }
+        if any {
+            self.coalesce();
+            self.recount();
+        }
+    }
+
+    /// RACK loss detection (RFC 8985 6.2 step 5): every range in flight that
+    /// was sent before the most recently delivered one (`(xmit, end)`) and
+    /// has had `rtt + reo_wnd` to arrive is declared lost. Returns the bytes
+    /// newly declared lost and, if some ranges may yet be declared lost, how
+    /// long until the first of them.
+    pub fn rack_detect(
+        &mut self,
+        xmit: Instant,
+        end: TcpSeqNumber,
+        rtt_reo: Duration,
+        now: Instant,
+    ) -> (usize, Option<Duration>) {
+        let mut lost = 0;
+        let mut wait: Option<i64> = None;
+        for r in &mut self.ranges[..self.len] {
+            if r.has(SACKED) || r.has(LOST) || !sent_after(xmit, end, r.xmit, r.end) {
+                continue;
+            }
+            let remaining =
+                r.xmit.total_micros() + rtt_reo.total_micros() as i64 - now.total_micros();
+            if remaining <= 0 {
+                r.flags = (r.flags & !RETRANS) | LOST;
+                lost += r.len();
+            } else {
+                wait = Some(wait.map_or(remaining, |w| w.min(remaining)));
+            }
+        }
+        if lost > 0 {
+            self.coalesce();
+            self.recount();
+        }
+        (lost, wait.map(|w| Duration::from_micros(w as u64)))
+    }
+
+    /// Declares `[start, end)` lost unless SACKed (dupack-based recovery
+    /// for peers without SACK, and tail probes). Returns the bytes newly lost.
+    pub fn mark_lost(&mut self, start: TcpSeqNumber, end: TcpSeqNumber) -> usize {
+        let before = self.lost;
+        let (Some(s), Some(e)) = (self.start(), self.end()) else {
+            return 0;
+        };
+        let (start, end) = (start.max(s), end.min(e));
+        if end <= start {
+            return 0;
+        }
+        self.split(start);
+        self.split(end);
+        for r in &mut self.ranges[..self.len] {
+            if r.start >= start && r.end <= end && !r.has(SACKED) && !r.has(LOST) {
+                r.flags = (r.flags & !RETRANS) | LOST;
+            }
+        }
+        self.coalesce();
+        self.recount();
+        self.lost.saturating_sub(before)
+    }
+
+    /// Forgets loss marks on bytes not yet retransmitted (an undo).
+    pub fn unmark_lost(&mut self) {
+        for r in &mut self.ranges[..self.len] {
+            if r.has(LOST) {
+                r.flags &= !LOST;
+            }
+        }
+        self.coalesce();
+        self.recount();
+    }
+
+    /// The first bytes declared lost: `(start, len)`, at most `max` bytes of
+    /// contiguous lost ranges.
+    pub fn first_lost(&self, max: usize) -> Option<(TcpSeqNumber, usize)> {
+        let i = self.ranges().iter().position(|r| r.has(LOST))?;
+        let start = self.ranges[i].start;
+        let mut end = self.ranges[i].end;
+        for r in &self.ranges[i + 1..self.len] {
+            if !r.has(LOST) || seq_len(end, start) >= max {
+                break;
+            }
+            end = r.end;
+        }
+        Some((start, seq_len(end, start).min(max)))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn seq(n: i32) -> TcpSeqNumber {
+        TcpSeqNumber(n)
+    }
+    fn ms(n: i64) -> Instant {
+        Instant::from_millis(n)
+    }
+    const GRAIN: Duration = Duration::from_micros(100);
+
+    fn delivery(now: i64) -> Delivery {
+        Delivery::new(ms(now), None, None, None)
+    }
+
+    fn check_contiguous(b: &Scoreboard) {
+        for w in b.ranges().windows(2) {
+            assert_eq!(w[0].end, w[1].start, "{:?}", b.ranges());
+            assert!(w[0].start < w[0].end);
+        }
+    }
+
+    #[test]
+    fn sends_in_one_grain_share_a_range() {
+        let mut b = Scoreboard::default();
+        b.sent(seq(0), seq(100), ms(0), GRAIN);
+        b.sent(seq(100), seq(200), ms(0), GRAIN);
+        assert_eq!(b.ranges().len(), 1);
+        b.sent(seq(200), seq(300), ms(1), GRAIN);
+        assert_eq!(b.ranges().len(), 2);
+        assert_eq!(b.total_bytes(), 300);
+        check_contiguous(&b);
+    }
+
+    #[test]
+    fn sack_splits_and_counts() {
+        let mut b = Scoreboard::default();
+        for i in 0..10 {
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+        }
+        let mut d = delivery(20);
+        b.sack(seq(150), seq(450), &mut d);
+        assert_eq!(d.bytes, 300);
+        assert_eq!(d.sacked, 300);
+        assert_eq!(b.sacked_bytes(), 300);
+        // The latest-sent delivered range is the one holding 400..450, sent at 4 ms.
+        assert_eq!(d.latest, Some((ms(4), seq(450))));
+        check_contiguous(&b);
+        // The same block again delivers nothing.
+        let mut d = delivery(21);
+        b.sack(seq(150), seq(450), &mut d);
+        assert_eq!(d.bytes, 0);
+        // A cumulative ACK over SACKed bytes delivers only the others.
+        let mut d = delivery(22);
+        b.ack(seq(500), &mut d);
+        assert_eq!(d.bytes, 200);
+        assert_eq!(b.start(), Some(seq(500)));
+        assert_eq!(b.sacked_bytes(), 0);
+        check_contiguous(&b);
+    }
+
+    #[test]
+    fn rack_declares_earlier_sent_ranges_lost_after_rtt_and_window() {
+        let mut b = Scoreboard::default();
+        for i in 0..4 {
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+        }
+        let mut d = delivery(13);
+        b.sack(seq(300), seq(400), &mut d);
+        let (xmit, end) = d.latest.unwrap();
+        // RTT 10 ms, window 2 ms: range 0 (sent at 0) is due at 12 → lost;
+        // 1 at 13 → lost; 2 at 14 → not yet.
+        let (lost, wait) = b.rack_detect(xmit, end, Duration::from_millis(12), ms(13));
+        assert_eq!(lost, 200);
+        assert_eq!(wait, Some(Duration::from_millis(1)));
+        assert_eq!(b.first_lost(1000), Some((seq(0), 200)));
+        assert_eq!(b.first_lost(150), Some((seq(0), 150)));
+        // Retransmitting clears the mark and restarts the range's clock.
+        b.retransmitted(seq(0), seq(200), ms(14));
+        assert_eq!(b.lost_bytes(), 0);
+        assert!(b.ranges()[0].has(EVER_RETRANS));
+        check_contiguous(&b);
+    }
+
+    #[test]
+    fn reordering_is_seen_when_older_data_arrives_below_fack() {
+        let mut b = Scoreboard::default();
+        for i in 0..4 {
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+        }
+        let mut d = Delivery::new(ms(10), Some(seq(400)), None, None);
+        b.ack(seq(100), &mut d);
+        assert!(d.reordered);
+    }
+
+    #[test]
+    fn retransmitted_delivery_is_ambiguous_with_an_old_echo() {
+        let mut b = Scoreboard::default();
+        b.sent(seq(0), seq(100), ms(0), GRAIN);
+        b.retransmitted(seq(0), seq(100), ms(20));
+        // The echo says the ACK was sent for the original (sent at 0).
+        let mut d = Delivery::new(ms(25), None, None, Some(ms(0)));
+        b.ack(seq(100), &mut d);
+        assert_eq!(d.bytes, 100);
+        assert_eq!(d.latest, None);
+    }
+
+    #[test]
+    fn a_full_scoreboard_merges_the_closest_neighbours() {
+        let mut b = Scoreboard::default();
+        // RANGES + 8 transmissions, each a different time; two close ones.
+        for i in 0..(RANGES as i32 + 8) {
+            let t = Instant::from_micros(i as i64 * 1000 + if i == 5 { -990 } else { 0 });
+            b.sent(seq(i * 10), seq(i * 10 + 10), t, GRAIN);
+        }
+        assert_eq!(b.ranges().len(), RANGES);
+        assert_eq!(b.total_bytes(), (RANGES + 8) * 10);
+        check_contiguous(&b);
+        // Every range still covers transmissions within a few ms, never the
+        // earlier time: merged ranges keep the later transmit time.
+        for r in b.ranges() {
+            assert!(r.xmit >= r.first);
+        }
+    }
+
+    #[test]
+    fn many_holes_never_break_the_board() {
+        let mut b = Scoreboard::default();
+        for i in 0..400 {
+            b.sent(
+                seq(i * 10),
+                seq(i * 10 + 10),
+                Instant::from_micros(i as i64 * 1000),
+                GRAIN,
+            );
+        }
+        let mut d = delivery(1000);
+        for i in 0..200 {
+            b.sack(seq(i * 20 + 10), seq(i * 20 + 20), &mut d);
+        }
+        assert!(b.ranges().len() <= RANGES);
+        check_contiguous(&b);
+        assert_eq!(b.total_bytes(), 4000);
+        let mut d = delivery(1001);
+        b.ack(seq(4000), &mut d);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let mut b = Scoreboard::default();
+        let s = TcpSeqNumber(i32::MAX - 50);
+        b.sent(s, s + 100, ms(0), GRAIN);
+        b.sent(s + 100, s + 200, ms(5), GRAIN);
+        let mut d = delivery(10);
+        b.sack(s + 100, s + 200, &mut d);
+        assert_eq!(d.bytes, 100);
+        assert_eq!(b.mark_lost(s, s + 100), 100);
+        assert_eq!(b.first_lost(1000), Some((s, 100)));
+        let mut d = delivery(11);
+        b.ack(s + 200, &mut d);
+        assert!(b.is_empty());
+    }
+}
