@@ -15,7 +15,7 @@ use zcstack_driver::Driver;
 use crate::device::Port;
 use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
 use crate::file::{PAGE, SendMode, SocketStore};
-use crate::stats::StackStats;
+use crate::stats::{StackStats, TcpRecoveryStats};
 use crate::tcp::{Listener, TcpSlot};
 use crate::udp::UdpSlot;
 
@@ -68,9 +68,33 @@ pub struct StackBuilder<D: Driver> {
     clock: Clock,
     send_mode: SendMode,
     remap_batch: Option<usize>,
+    rto_min: Duration,
+    rto_max: Duration,
+    timestamps: bool,
 }
 
+/// Linux's minimum retransmission timeout (`TCP_RTO_MIN`); RFC 6298's 1 s
+/// costs a whole second per timeout on paths with millisecond RTTs.
+pub const DEFAULT_RTO_MIN: Duration = Duration::from_millis(200);
+/// RFC 6298 (2.5): an upper bound of at least 60 s.
+pub const DEFAULT_RTO_MAX: Duration = Duration::from_secs(60);
+
 impl<D: Driver> StackBuilder<D> {
+    /// Bounds of TCP's retransmission timeout (default 200 ms to 60 s).
+    /// Within them the timeout follows the measured RTT (RFC 6298).
+    pub fn rto_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.rto_min = min;
+        self.rto_max = max;
+        self
+    }
+    /// TCP timestamps (RFC 7323): offered on every connection and used when
+    /// the peer agrees (default on). They give RTT samples for retransmitted
+    /// segments, tell spurious retransmissions (Eifel), and protect against
+    /// old duplicates (PAWS), for 12 bytes of header per segment.
+    pub fn timestamps(mut self, on: bool) -> Self {
+        self.timestamps = on;
+        self
+    }
     /// Remap mode: map file pages only when at least this many bytes of a
     /// send ring are free, or the rest of the transfer fits (default: a
     /// quarter of the send ring, 64 KiB to 1 MiB; always rounded to whole
@@ -165,6 +189,12 @@ impl<D: Driver> StackBuilder<D> {
                 self.burst
             )));
         }
+        if self.rto_min.is_zero() || self.rto_max < self.rto_min {
+            return Err(StackError::Config(format!(
+                "retransmission timeout bounds {:?}..{:?}: the minimum must be above 0 and at most the maximum",
+                self.rto_min, self.rto_max
+            )));
+        }
         for (what, n) in [
             ("receive", self.tcp_rx_buffer),
             ("send", self.tcp_tx_buffer),
@@ -238,6 +268,9 @@ impl<D: Driver> StackBuilder<D> {
             dirty: false,
             app_read_bytes: 0,
             app_write_bytes: 0,
+            rto_min: smoltcp::time::Duration::from_micros(self.rto_min.as_micros() as u64),
+            rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
+            timestamps: self.timestamps,
         })
     }
 }
@@ -287,6 +320,10 @@ pub struct Stack<D: Driver> {
     pub(crate) dirty: bool,
     pub(crate) app_read_bytes: u64,
     pub(crate) app_write_bytes: u64,
+    /// TCP settings every socket gets.
+    rto_min: smoltcp::time::Duration,
+    rto_max: smoltcp::time::Duration,
+    timestamps: bool,
 }
 
 impl<D: Driver> Stack<D> {
@@ -304,6 +341,9 @@ impl<D: Driver> Stack<D> {
             clock: Clock::Real,
             send_mode: SendMode::Auto,
             remap_batch: None,
+            rto_min: DEFAULT_RTO_MIN,
+            rto_max: DEFAULT_RTO_MAX,
+            timestamps: true,
         }
     }
 
@@ -479,6 +519,8 @@ impl<D: Driver> Stack<D> {
         sock.set_congestion_control(tcp::CongestionControl::Cubic);
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
+        sock.set_rto_bounds(self.rto_min, self.rto_max);
+        sock.set_timestamp_clock(self.timestamps);
         self.tcp.push(TcpSlot::new(handle, SlotFiles::new(ring)));
         Ok((self.tcp.len() - 1) as u32)
     }
@@ -515,7 +557,31 @@ impl<D: Driver> Stack<D> {
             remap_failures: self.file_counters.remap_failures,
             ring_resets: self.file_counters.ring_resets,
             rings_with_file_pages: self.rings_with_file_pages(),
+            tcp: self.tcp_recovery_stats(),
         }
+    }
+
+    /// Loss-recovery counters summed over every TCP socket the stack has
+    /// had (sockets are recycled, never dropped, so nothing is lost).
+    fn tcp_recovery_stats(&self) -> TcpRecoveryStats {
+        let mut t = TcpRecoveryStats::default();
+        for slot in &self.tcp {
+            let r = self
+                .sockets
+                .get::<tcp::Socket>(slot.handle)
+                .recovery_stats();
+            t.retransmits += r.retransmits;
+            t.retransmitted_bytes += r.retransmitted_bytes;
+            t.rto_expiries += r.rto_expiries;
+            t.fast_recoveries += r.fast_recoveries;
+            t.tail_loss_probes += r.tail_loss_probes;
+            t.tlp_repairs += r.tlp_repairs;
+            t.undos += r.undos;
+            t.dsacks += r.dsacks;
+            t.reorderings += r.reorderings;
+            t.paws_rejects += r.paws_rejects;
+        }
+        t
     }
 
     /// The send mode this stack was built with (`Auto` decides per poll).

@@ -59,6 +59,60 @@ pub struct StackStats {
     pub ring_resets: u64,
     /// Send rings holding file pages right now.
     pub rings_with_file_pages: usize,
+    /// TCP loss recovery, summed over every connection.
+    pub tcp: TcpRecoveryStats,
+}
+
+/// What TCP loss recovery did (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
+/// patches 6–9): cumulative counts over every connection a stack has had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpRecoveryStats {
+    /// Segments sent that carried retransmitted bytes (with TSO, one per
+    /// large segment).
+    pub retransmits: u64,
+    /// Payload bytes sent again.
+    pub retransmitted_bytes: u64,
+    /// Retransmission timeouts (each stalls a connection for at least the
+    /// minimum RTO).
+    pub rto_expiries: u64,
+    /// Fast recoveries: losses found by SACK, RACK or duplicate ACKs and
+    /// repaired without a timeout.
+    pub fast_recoveries: u64,
+    /// Tail loss probes sent (RFC 8985).
+    pub tail_loss_probes: u64,
+    /// Probes that repaired a lost tail.
+    pub tlp_repairs: u64,
+    /// Recoveries found spurious (reordering, not loss) and undone: the
+    /// congestion window was restored.
+    pub undos: u64,
+    /// D-SACK blocks received: the peer got bytes twice.
+    pub dsacks: u64,
+    /// ACKs that showed reordering on the path.
+    pub reorderings: u64,
+    /// Segments dropped as old duplicates by their timestamp (PAWS).
+    pub paws_rejects: u64,
+}
+
+impl fmt::Display for TcpRecoveryStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "retransmits {} ({} B), rto {}, fast recoveries {}, probes {} (repairs {}), undos {}, dsacks {}, reorderings {}",
+            self.retransmits,
+            self.retransmitted_bytes,
+            self.rto_expiries,
+            self.fast_recoveries,
+            self.tail_loss_probes,
+            self.tlp_repairs,
+            self.undos,
+            self.dsacks,
+            self.reorderings
+        )?;
+        if self.paws_rejects > 0 {
+            write!(f, ", paws rejects {}", self.paws_rejects)?;
+        }
+        Ok(())
+    }
 }
 
 impl StackStats {
@@ -135,6 +189,9 @@ impl fmt::Display for StackStats {
                 k.rx_dropped,
                 k.rx_invalid_descs + k.tx_invalid_descs
             )?;
+        }
+        if self.tcp != TcpRecoveryStats::default() {
+            write!(f, ", tcp: {}", self.tcp)?;
         }
         Ok(())
     }
