@@ -88,6 +88,11 @@ fi
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
 step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
     --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
+# Again with the congestion controllers zcstack uses (their tests, and the
+# loss-recovery tests that need a controller, only build with them).
+step smoltcp-patch-cc cargo test --manifest-path third_party/smoltcp/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib \
+    --features socket-tcp-cubic,socket-tcp-reno
 
 echo
 echo "=== leftovers: zc* namespaces, links and processes"

@@ -56,7 +56,28 @@ pub(super) enum AnyController {
     Cubic(cubic::Cubic),
 }
 
+/// RFC 6928: the initial congestion window, `min(10 * MSS, max(2 * MSS,
+/// 14600))` bytes (ZCSTACK PATCH 10).
+pub(super) fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14600))
+}
+
 impl AnyController {
+    /// A controller of the same kind with fresh state, for a new connection
+    /// on a reused socket (ZCSTACK PATCH 10: the window of the previous
+    /// connection says nothing about the next one's path).
+    pub fn renewed(&self) -> Self {
+        match self {
+            AnyController::None(_) => AnyController::None(no_control::NoControl),
+
+            #[cfg(feature = "socket-tcp-reno")]
+            AnyController::Reno(_) => AnyController::Reno(reno::Reno::new()),
+
+            #[cfg(feature = "socket-tcp-cubic")]
+            AnyController::Cubic(_) => AnyController::Cubic(cubic::Cubic::new()),
+        }
+    }
+
     /// Create a new congestion controller.
     /// `AnyController::new()` selects the best congestion controller based on the features.
     ///

@@ -207,6 +207,16 @@ impl<'a> Socket<'a> {
         self.recovery.stats
     }
 
+    /// The congestion window in bytes (`usize::MAX` without congestion
+    /// control), and the bytes in flight it is held against.
+    pub fn congestion_window(&self) -> (usize, usize) {
+        let cwnd = match &self.recovery.episode {
+            Some(ep) if ep.kind == EpisodeKind::Fast => ep.prr_cwnd,
+            _ => self.congestion_controller.inner().window(),
+        };
+        (cwnd, self.pipe())
+    }
+
     /// The smoothed round-trip time, if one was measured.
     pub fn smoothed_rtt(&self) -> Option<Duration> {
         self.rtte.srtt()
@@ -229,6 +239,25 @@ impl<'a> Socket<'a> {
             _ => self.congestion_controller.inner().window(),
         };
         cwnd.saturating_sub(self.pipe())
+    }
+
+    /// How much of `available` sendable bytes the congestion window admits
+    /// now. When it cannot admit them all, only whole segments of `mss`
+    /// (as packet-counting stacks do: a partial segment at the end of every
+    /// window-limited burst wastes a packet and, being below the receiver's
+    /// MSS, does not count towards its ACK-every-second-segment rule); one
+    /// segment when nothing is in flight, so a tiny window cannot stall.
+    pub(super) fn cwnd_admits(&self, available: usize, mss: usize) -> usize {
+        let allowance = self.send_allowance();
+        if allowance >= available {
+            return available;
+        }
+        let whole = allowance - allowance % mss.max(1);
+        if whole == 0 && self.pipe() == 0 && allowance > 0 {
+            mss.min(available)
+        } else {
+            whole
+        }
     }
 
     /// The TSecr of `repr`, as the latest instant on our clock the echoed

@@ -30,6 +30,9 @@ pub struct Cubic {
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+    // ZCSTACK PATCH 10: no data acknowledged yet, so the MSS from the
+    // handshake sets the initial window (RFC 6928).
+    fresh: bool,
 }
 
 impl Cubic {
@@ -48,6 +51,7 @@ impl Cubic {
             in_fast_recovery: false,
             in_rto_recovery: false,
             idle_start: None,
+            fresh: true,
         };
         cubic.recompute_k();
         cubic
@@ -78,7 +82,12 @@ impl Controller for Cubic {
     }
 
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
+        // ZCSTACK PATCH 10: every acknowledged byte counts. Receivers ACK
+        // every second segment, or less often while their application
+        // lags (Linux then ACKs as it reads); counting at most one MSS per
+        // ACK grew the window several times slower than Linux, which counts
+        // acknowledged packets (`tcp_slow_start`, `tcp_cong_avoid`).
+        let segment = len;
 
         self.absorb_idle(now);
 
@@ -96,6 +105,7 @@ impl Controller for Cubic {
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
         self.in_rto_recovery = false;
+        self.fresh = false;
 
         // First new-data-ack exits fast recovery and deflates `cwnd`
         if self.in_fast_recovery {
@@ -104,10 +114,12 @@ impl Controller for Cubic {
             self.w_est = self.cwnd as f64;
             return;
         } else if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
+            // Slow start: increase `cwnd` by the bytes acknowledged, up to
+            // ssthresh (ZCSTACK PATCH 10).
             self.cwnd = self
                 .cwnd
                 .saturating_add(segment)
+                .min(self.ssthresh)
                 .min(self.rwnd)
                 .max(self.mss);
             return;
@@ -236,6 +248,11 @@ impl Controller for Cubic {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        if self.fresh {
+            self.cwnd = super::initial_window(mss);
+            self.w_est = self.cwnd as f64;
+            self.cwnd_prior = self.cwnd;
+        }
         self.recompute_k();
     }
 
@@ -484,13 +501,15 @@ mod test {
         assert_eq!(cubic.recovery_start, None);
         assert_eq!(cubic.w_max, w_max_before_rto);
 
-        // slow start grows by at most the MSS per ack
+        // ZCSTACK PATCH 10: slow start grows by the bytes acknowledged,
+        // also when one ACK covers several segments (upstream: at most one
+        // MSS per ACK).
         let initial_cwnd = cubic.window();
-        for i in 0..10 {
+        for i in 0..5 {
             let initial_cwnd = cubic.window();
             let now = Instant::from_millis(i);
             ack(&mut cubic, MSS * 2, now);
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
+            assert_eq!(cubic.window(), initial_cwnd + MSS * 2);
         }
         assert_eq!(cubic.window(), initial_cwnd + MSS * 10);
 
@@ -539,7 +558,8 @@ mod test {
             time += 1;
             let initial_cwnd = cubic.window();
             ack(&mut cubic, MSS, Instant::from_millis(time));
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
+            // ZCSTACK PATCH 10: slow start stops at ssthresh.
+            assert_eq!(cubic.window(), (initial_cwnd + MSS).min(cubic.ssthresh));
         }
         assert!(cubic.window() >= cubic.ssthresh);
         assert!(cubic.window() < cubic.ssthresh + MSS);

@@ -17,6 +17,9 @@ pub struct Reno {
     // are retransmissions of the same segment and must not reduce ssthresh
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
+    // ZCSTACK PATCH 10: no data acknowledged yet, so the MSS from the
+    // handshake sets the initial window (RFC 6928).
+    fresh: bool,
 }
 
 impl Reno {
@@ -28,6 +31,7 @@ impl Reno {
             rwnd: 64 * DEFAULT_MSS,
             in_fast_recovery: false,
             in_rto_recovery: false,
+            fresh: true,
         }
     }
 }
@@ -48,6 +52,7 @@ impl Controller for Reno {
 
         // New data was ACKed: a timer-based loss episode, if any, is over.
         self.in_rto_recovery = false;
+        self.fresh = false;
 
         // First new-data-ack exits fast recovery and deflates `cwnd`
         if self.in_fast_recovery {
@@ -56,15 +61,21 @@ impl Controller for Reno {
             return;
         }
 
-        let inc = if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
-            len.min(self.mss)
+        // ZCSTACK PATCH 10: every acknowledged byte counts, also when one
+        // ACK covers several segments (as Linux counts acknowledged packets).
+        if self.cwnd < self.ssthresh {
+            // Slow start: increase `cwnd` by the bytes acknowledged, up to ssthresh.
+            self.cwnd = self
+                .cwnd
+                .saturating_add(len)
+                .min(self.ssthresh)
+                .min(self.rwnd)
+                .max(self.mss);
         } else {
             // Congestion avoidance: increase by ~1 MSS per RTT.
-            (self.mss * self.mss / self.cwnd).max(1)
-        };
-
-        self.cwnd = self.cwnd.saturating_add(inc).min(self.rwnd).max(self.mss);
+            let inc = (self.mss * len.min(self.cwnd) / self.cwnd).max(1);
+            self.cwnd = self.cwnd.saturating_add(inc).min(self.rwnd).max(self.mss);
+        }
     }
 
     fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
@@ -105,6 +116,9 @@ impl Controller for Reno {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        if self.fresh {
+            self.cwnd = super::initial_window(mss);
+        }
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
@@ -215,13 +229,15 @@ mod test {
         assert_eq!(reno.ssthresh, inflight / 2);
         assert_eq!(reno.window(), MSS);
 
-        // slow start grows by at most the MSS per ack
+        // ZCSTACK PATCH 10: slow start grows by the bytes acknowledged,
+        // also when one ACK covers several segments (upstream: at most one
+        // MSS per ACK).
         let initial_cwnd = reno.window();
-        for i in 0..10 {
+        for i in 0..5 {
             let initial_cwnd = reno.window();
             let now = Instant::from_millis(i);
             ack(&mut reno, MSS * 2, now);
-            assert_eq!(reno.window(), initial_cwnd + MSS);
+            assert_eq!(reno.window(), initial_cwnd + MSS * 2);
         }
         assert_eq!(reno.window(), initial_cwnd + MSS * 10);
 

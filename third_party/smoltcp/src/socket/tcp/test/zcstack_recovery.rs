@@ -461,3 +461,68 @@ fn a_duplicate_below_the_window_is_reported_as_dsack() {
     let blocks = sack_reply(&mut s, 0, b"abcdef");
     assert_eq!(blocks, vec![(0, 6)]);
 }
+
+#[cfg(feature = "socket-tcp-reno")]
+#[test]
+fn each_connection_starts_from_the_initial_window() {
+    let mut s = sacking_socket(400, 64);
+    s.set_congestion_control(CongestionControl::Reno);
+    s.congestion_controller.inner_mut().set_mss(MSS);
+    // RFC 6928: ten segments.
+    assert_eq!(s.congestion_controller.inner().window(), 10 * MSS);
+    s.congestion_controller
+        .inner_mut()
+        .on_rto(Instant::ZERO, 10 * MSS);
+    assert_eq!(s.congestion_controller.inner().window(), MSS);
+    // The socket is reused for another connection: its window is not the
+    // last connection's.
+    s.abort();
+    s.listen(LISTEN_END).unwrap();
+    s.congestion_controller.inner_mut().set_mss(MSS);
+    assert_eq!(s.congestion_controller.inner().window(), 10 * MSS);
+    assert_eq!(s.congestion_control(), CongestionControl::Reno);
+}
+
+#[cfg(feature = "socket-tcp-cubic")]
+#[test]
+fn a_stretch_ack_counts_every_segment_it_covers() {
+    let mut s = sacking_socket(400, 64);
+    s.set_congestion_control(CongestionControl::Cubic);
+    s.congestion_controller.inner_mut().set_mss(MSS);
+    let base = warm_up(&mut s, 10);
+    let before = s.congestion_controller.inner().window();
+    send_bytes(&mut s, 20, base, 80);
+    // One ACK for eight segments: slow start grows by all eight.
+    ack(&mut s, 30, base + 80, &[]);
+    assert_eq!(s.congestion_controller.inner().window(), before + 80);
+}
+
+#[cfg(feature = "socket-tcp-reno")]
+#[test]
+fn the_last_segment_the_window_admits_carries_psh() {
+    let mut s = sacking_socket(400, 64);
+    s.set_congestion_control(CongestionControl::Reno);
+    s.congestion_controller.inner_mut().set_mss(MSS);
+    s.send_slice(&[b'x'; 150]).unwrap();
+    s.cx.set_now(Instant::from_millis(0));
+    let mut sent = Vec::new();
+    for _ in 0..20 {
+        let mut got = None;
+        let _ = s
+            .socket
+            .dispatch(&mut s.cx, |_, _, (_, repr)| -> Result<(), ()> {
+                got = Some((repr.payload.len(), repr.control));
+                Ok(())
+            });
+        match got {
+            Some(g) => sent.push(g),
+            None => break,
+        }
+    }
+    // The initial window admits ten whole segments; only the tenth, after
+    // which the sender waits, is pushed.
+    assert_eq!(sent.len(), 10);
+    assert!(sent.iter().all(|&(len, _)| len == MSS));
+    assert_eq!(sent[9].1, TcpControl::Psh);
+    assert!(sent[..9].iter().all(|&(_, c)| c == TcpControl::None));
+}
