@@ -349,6 +349,13 @@ impl<D: Driver> Stack<D> {
         }
     }
 
+    /// The connection's congestion window and the bytes it holds in flight
+    /// against it (in fast recovery, the window proportional rate reduction
+    /// allows), or `None` for a closed handle.
+    pub fn tcp_congestion_window(&self, c: TcpConn) -> Option<(usize, usize)> {
+        self.sock(c).ok().map(|s| s.congestion_window())
+    }
+
     /// The connection's TCP state (`Closed` for a stale handle).
     pub fn tcp_state(&self, c: TcpConn) -> TcpState {
         self.sock(c).map(|s| s.state()).unwrap_or(TcpState::Closed)
