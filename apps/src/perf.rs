@@ -266,12 +266,16 @@ pub struct Report {
     pub packets: u64,
     /// `packets` per second.
     pub packets_per_s: f64,
-    /// Segments this side retransmitted (kernel: `tcpi_total_retrans`; zcstack: not
-    /// known, smoltcp does not count them).
+    /// Segments this side retransmitted (kernel: `tcpi_total_retrans`;
+    /// zcstack: `TcpRecoveryStats::retransmits`, one per offloaded segment).
     pub retrans_segments: Option<u64>,
     /// Payload bytes this side retransmitted (kernel: `tcpi_bytes_retrans`;
-    /// zcstack: TCP payload bytes smoltcp emitted minus bytes the app wrote).
+    /// zcstack: `TcpRecoveryStats::retransmitted_bytes`).
     pub retrans_bytes: Option<u64>,
+    /// zcstack TCP: what loss recovery did during the test (`None` on the
+    /// kernel, whose TCP_INFO has no such counters).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpRecovery>,
     /// CPU seconds this process used (user + system).
     pub cpu_seconds: f64,
     /// CPU seconds per GB (10^9 bytes) of payload.
@@ -284,6 +288,24 @@ pub struct Report {
     pub copies_per_byte: Option<f64>,
     /// Why the transfer ended ("bytes", "time", "peer").
     pub ended_by: &'static str,
+}
+
+/// zcstack's loss-recovery counters over one test (see
+/// `zcstack::TcpRecoveryStats`), with the `tcp_` names the JSON report uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpRecovery {
+    /// Retransmission timeouts.
+    pub tcp_rto_expiries: u64,
+    /// Fast recoveries (SACK, RACK or duplicate ACKs).
+    pub tcp_fast_recoveries: u64,
+    /// Tail loss probes sent.
+    pub tcp_tail_loss_probes: u64,
+    /// Recoveries undone as spurious.
+    pub tcp_undos: u64,
+    /// D-SACK blocks received.
+    pub tcp_dsacks: u64,
+    /// ACKs that showed reordering.
+    pub tcp_reorderings: u64,
 }
 
 impl Report {
@@ -323,6 +345,12 @@ impl Report {
             (Some(seg), Some(b)) => s += &format!(", retransmitted {seg} segments {b} bytes"),
             (None, Some(b)) => s += &format!(", retransmitted {b} bytes"),
             _ => {}
+        }
+        if let Some(t) = &self.tcp {
+            s += &format!(
+                " (rto {}, fast recoveries {}, probes {}, undos {})",
+                t.tcp_rto_expiries, t.tcp_fast_recoveries, t.tcp_tail_loss_probes, t.tcp_undos
+            );
         }
         s += &format!(", {:.2} CPU s/GB", self.cpu_seconds_per_gb);
         if let Some(c) = self.copies_per_byte {

@@ -443,7 +443,10 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"file_bytes_remapped\":{},",
             "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
             "\"lease_breaks\":{},\"file_transfers_aborted\":{},",
-            "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{}}}\n"
+            "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{},",
+            "\"tcp_retransmits\":{},\"tcp_retransmitted_bytes\":{},\"tcp_rto_expiries\":{},",
+            "\"tcp_fast_recoveries\":{},\"tcp_tail_loss_probes\":{},\"tcp_tlp_repairs\":{},",
+            "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{}}}\n"
         ),
         n.requests,
         n.by_class[2],
@@ -466,6 +469,16 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.pool.capacity,
         s.rx_drops(),
         s.tx_drops(),
+        s.tcp.retransmits,
+        s.tcp.retransmitted_bytes,
+        s.tcp.rto_expiries,
+        s.tcp.fast_recoveries,
+        s.tcp.tail_loss_probes,
+        s.tcp.tlp_repairs,
+        s.tcp.undos,
+        s.tcp.dsacks,
+        s.tcp.reorderings,
+        s.tcp.paws_rejects,
     )
 }
 

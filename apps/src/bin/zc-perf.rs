@@ -39,8 +39,8 @@ const STOCK_RING: usize = 64 * 1024;
     version,
     about = "TCP/UDP throughput tests on zcstack or the kernel stack",
     after_help = "Retransmissions: with --kernel, TCP_INFO's tcpi_total_retrans (segments) and \
-tcpi_bytes_retrans; on zcstack, which does not count them, the TCP payload bytes smoltcp \
-emitted minus the bytes the application wrote during the test (so: payload sent more than once)."
+tcpi_bytes_retrans; on zcstack, the stack's loss-recovery counters (segments and bytes \
+retransmitted, timeouts, fast recoveries, tail loss probes, undone recoveries)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -272,7 +272,17 @@ impl Meter {
             if r.proto == "tcp" {
                 let emitted = b.tcp_tx_payload - a.tcp_tx_payload;
                 let written = b.app_write_bytes - a.app_write_bytes;
-                r.retrans_bytes = Some(emitted.saturating_sub(written));
+                let (t, u) = (&b.tcp, &a.tcp);
+                r.retrans_segments = Some(t.retransmits - u.retransmits);
+                r.retrans_bytes = Some(t.retransmitted_bytes - u.retransmitted_bytes);
+                r.tcp = Some(zcstack_apps::perf::TcpRecovery {
+                    tcp_rto_expiries: t.rto_expiries - u.rto_expiries,
+                    tcp_fast_recoveries: t.fast_recoveries - u.fast_recoveries,
+                    tcp_tail_loss_probes: t.tail_loss_probes - u.tail_loss_probes,
+                    tcp_undos: t.undos - u.undos,
+                    tcp_dsacks: t.dsacks - u.dsacks,
+                    tcp_reorderings: t.reorderings - u.reorderings,
+                });
                 // The same sums as StackStats::{tx,rx}_copies_per_byte, over the test only.
                 r.copies_per_byte = if r.role == "sender" {
                     (written > 0).then(|| (written + emitted) as f64 / written as f64)
