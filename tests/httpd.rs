@@ -732,3 +732,107 @@ fn a_thousand_pipelined_requests_in_order() {
     let json = stop(app, &dir);
     assert_eq!(json_num(&json, "requests"), 1000.0, "{json}");
 }
+
+/// Sends `count` spoofed SYNs to the server's port 80 from the clients' side
+/// of `bed` (`tools/syn_flood.py`), spread over `seconds`; returns the child.
+fn syn_flood(
+    bed: &impl HttpBed,
+    iface: &str,
+    mac: &str,
+    count: u32,
+    seconds: u32,
+) -> std::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/syn_flood.py");
+    bed.client("python3")
+        .args([script, iface, mac, &bed.stack_ip(), "80"])
+        .args([count.to_string(), seconds.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+/// Seconds curl took to connect and fetch `/index.html` (panics if it failed).
+fn timed_fetch(bed: &impl HttpBed) -> (f64, f64) {
+    let url = format!("http://{}/index.html", bed.stack_ip());
+    let out = bed
+        .client("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "5"])
+        .args(["-w", "%{http_code} %{time_connect} %{time_total}", &url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    assert!(
+        out.status.success() && f.first() == Some(&"200"),
+        "fetch during the flood failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (f[1].parse().unwrap(), f[2].parse().unwrap())
+}
+
+/// Spoofed SYN floods (sources nobody in the bed owns, on and off the
+/// subnet): 200 at once, then 30 000 over ten seconds. Clients connect
+/// within a second throughout (SYN cookies once the backlog is full of
+/// half-open connections), the server stays up, counts the flood, and
+/// exits with its pool full.
+fn flood_bed(bed: &impl HttpBed, iface: &str, mac: &str, tag: &str) {
+    let dir = TempDir::new(tag);
+    std::fs::write(dir.root().join("index.html"), b"hello under flood\n").unwrap();
+    let app = start(bed, &dir, &["--backlog", "32"]);
+    let mut once = syn_flood(bed, iface, mac, 200, 0);
+    assert!(once.wait().unwrap().success());
+    for _ in 0..3 {
+        let (connect, total) = timed_fetch(bed);
+        assert!(
+            connect < 1.0 && total < 1.0,
+            "after 200 SYNs: {connect} s / {total} s"
+        );
+    }
+    let mut sustained = syn_flood(bed, iface, mac, 30_000, 10);
+    let started = Instant::now();
+    let mut fetches = 0;
+    while started.elapsed() < Duration::from_secs(9) {
+        let (connect, total) = timed_fetch(bed);
+        assert!(
+            connect < 1.0 && total < 1.0,
+            "during the flood: {connect} s / {total} s"
+        );
+        fetches += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(sustained.wait().unwrap().success());
+    let (connect, _) = timed_fetch(bed);
+    assert!(connect < 1.0, "after the flood: {connect} s");
+    assert!(fetches >= 5, "{fetches} fetches during the flood");
+    let json = stop(app, &dir);
+    assert!(json_num(&json, "listen_syns") >= 30_200.0 * 0.9, "{json}");
+    assert!(json_num(&json, "listen_cookies_sent") > 0.0, "{json}");
+    assert!(json_num(&json, "listen_cookies_accepted") >= 1.0, "{json}");
+    assert_eq!(
+        json_num(&json, "status_2xx"),
+        (fetches + 4) as f64,
+        "{json}"
+    );
+}
+
+#[test]
+fn syn_flood_on_tap_leaves_room_for_clients() {
+    require_root!();
+    let bed = TapBed::new("hflood", 20);
+    let mac = "02:5a:0a:c8:14:02";
+    flood_bed(&bed, &bed.tap.clone(), mac, "flood-tap");
+}
+
+#[test]
+fn syn_flood_on_af_xdp_leaves_room_for_clients() {
+    require_root!();
+    let bed = VethBed::new("hfx", 65, VethOpts::default());
+    let out = bed.server_ip(&["-br", "link", "show", VETH_SERVER]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mac = text
+        .split_whitespace()
+        .nth(2)
+        .expect("the server end's MAC")
+        .to_string();
+    flood_bed(&bed, zcstack_tests::netns::VETH_CLIENT, &mac, "flood-xdp");
+}

@@ -57,7 +57,7 @@ pub mod udp;
 
 pub use file::{MappedFile, SendMode};
 pub use stack::{Clock, Stack, StackBuilder, StackError};
-pub use stats::{StackStats, TcpRecoveryStats};
+pub use stats::{ListenStats, StackStats, TcpRecoveryStats};
 pub use tcp::{TcpConn, TcpListener, TcpState};
 pub use udp::UdpSock;
 pub use zcstack_driver::Driver;

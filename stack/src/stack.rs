@@ -71,6 +71,8 @@ pub struct StackBuilder<D: Driver> {
     rto_min: Duration,
     rto_max: Duration,
     timestamps: bool,
+    syn_cookies: bool,
+    synack_retries: u8,
 }
 
 /// Linux's minimum retransmission timeout (`TCP_RTO_MIN`); RFC 6298's 1 s
@@ -85,6 +87,22 @@ impl<D: Driver> StackBuilder<D> {
     pub fn rto_bounds(mut self, min: Duration, max: Duration) -> Self {
         self.rto_min = min;
         self.rto_max = max;
+        self
+    }
+    /// SYN cookies (RFC 4987, default on): a SYN for a listener whose
+    /// sockets are all busy — a SYN flood fills them with half-open
+    /// connections — is answered without a socket, and the connection is
+    /// created when the client's ACK returns a valid cookie. The key comes
+    /// from the operating system's random source.
+    pub fn syn_cookies(mut self, on: bool) -> Self {
+        self.syn_cookies = on;
+        self
+    }
+    /// SYN-ACK retransmissions before a half-open connection (a SYN nobody
+    /// completes, e.g. from a spoofed address) gives its socket back to the
+    /// listener (default 3: 1 + 2 + 4 + 8 = 15 s; Linux's default is 5).
+    pub fn synack_retries(mut self, n: u8) -> Self {
+        self.synack_retries = n;
         self
     }
     /// TCP timestamps (RFC 7323): offered on every connection and used when
@@ -233,6 +251,9 @@ impl<D: Driver> StackBuilder<D> {
             // Capacity is IFACE_MAX_ADDR_COUNT (≥ 1): the first push cannot fail.
             let _ = addrs.push(IpCidr::Ipv4(cidr));
         });
+        if self.syn_cookies {
+            iface.set_syn_cookies(Some(random_u128()));
+        }
         if let Some(gw) = self.gateway {
             iface
                 .routes_mut()
@@ -271,6 +292,7 @@ impl<D: Driver> StackBuilder<D> {
             rto_min: smoltcp::time::Duration::from_micros(self.rto_min.as_micros() as u64),
             rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
             timestamps: self.timestamps,
+            synack_retries: self.synack_retries,
         })
     }
 }
@@ -324,6 +346,16 @@ pub struct Stack<D: Driver> {
     rto_min: smoltcp::time::Duration,
     rto_max: smoltcp::time::Duration,
     timestamps: bool,
+    synack_retries: u8,
+}
+
+/// 128 bits from the operating system's random source (std's `RandomState`
+/// keys its hashers from it).
+fn random_u128() -> u128 {
+    use std::hash::BuildHasher;
+    let a = std::hash::RandomState::new().hash_one(std::process::id());
+    let b = std::hash::RandomState::new().hash_one(a);
+    (u128::from(a) << 64) | u128::from(b)
 }
 
 impl<D: Driver> Stack<D> {
@@ -344,6 +376,8 @@ impl<D: Driver> Stack<D> {
             rto_min: DEFAULT_RTO_MIN,
             rto_max: DEFAULT_RTO_MAX,
             timestamps: true,
+            syn_cookies: true,
+            synack_retries: 3,
         }
     }
 
@@ -521,6 +555,7 @@ impl<D: Driver> Stack<D> {
         sock.set_ack_delay(None);
         sock.set_rto_bounds(self.rto_min, self.rto_max);
         sock.set_timestamp_clock(self.timestamps);
+        sock.set_synack_retries(Some(self.synack_retries));
         self.tcp.push(TcpSlot::new(handle, SlotFiles::new(ring)));
         Ok((self.tcp.len() - 1) as u32)
     }
@@ -558,6 +593,7 @@ impl<D: Driver> Stack<D> {
             ring_resets: self.file_counters.ring_resets,
             rings_with_file_pages: self.rings_with_file_pages(),
             tcp: self.tcp_recovery_stats(),
+            listen: self.iface.listen_stats().into(),
         }
     }
 

@@ -61,6 +61,60 @@ pub struct StackStats {
     pub rings_with_file_pages: usize,
     /// TCP loss recovery, summed over every connection.
     pub tcp: TcpRecoveryStats,
+    /// Listening ports: SYNs, SYN cookies, half-open connections given up.
+    pub listen: ListenStats,
+}
+
+/// What listening ports saw (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
+/// patch 11): connection requests, SYN cookies, and half-open connections
+/// that gave their socket back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenStats {
+    /// SYNs received.
+    pub syns: u64,
+    /// SYN-ACKs sent as cookies because every listening socket was busy.
+    pub cookies_sent: u64,
+    /// Connections created from a valid cookie.
+    pub cookies_accepted: u64,
+    /// ACKs with an invalid or stale cookie while cookies were in use.
+    pub cookies_rejected: u64,
+    /// Valid cookies that found no socket (the port's connections all
+    /// busy): dropped, the client retries.
+    pub cookies_dropped: u64,
+    /// Half-open connections whose socket went to a cookie connection.
+    pub half_open_evicted: u64,
+    /// Half-open connections given up after their SYN-ACK retries.
+    pub half_open_expired: u64,
+}
+
+impl From<smoltcp::iface::ListenStats> for ListenStats {
+    fn from(s: smoltcp::iface::ListenStats) -> Self {
+        ListenStats {
+            syns: s.syns,
+            cookies_sent: s.cookies_sent,
+            cookies_accepted: s.cookies_accepted,
+            cookies_rejected: s.cookies_rejected,
+            cookies_dropped: s.cookies_dropped,
+            half_open_evicted: s.half_open_evicted,
+            half_open_expired: s.half_open_expired,
+        }
+    }
+}
+
+impl fmt::Display for ListenStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "syns {}, cookies sent {} accepted {} rejected {} dropped {}, half-open evicted {} expired {}",
+            self.syns,
+            self.cookies_sent,
+            self.cookies_accepted,
+            self.cookies_rejected,
+            self.cookies_dropped,
+            self.half_open_evicted,
+            self.half_open_expired
+        )
+    }
 }
 
 /// What TCP loss recovery did (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
@@ -192,6 +246,10 @@ impl fmt::Display for StackStats {
         }
         if self.tcp != TcpRecoveryStats::default() {
             write!(f, ", tcp: {}", self.tcp)?;
+        }
+        let l = &self.listen;
+        if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {
+            write!(f, ", listen: {l}")?;
         }
         Ok(())
     }

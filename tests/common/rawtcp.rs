@@ -76,8 +76,22 @@ impl RawPeer {
         window: u16,
         payload: &[u8],
     ) {
+        self.send_as((self.ip, self.port), control, seq, ack, window, payload)
+    }
+
+    /// Sends one segment that claims to come from `from` (address, port): a
+    /// spoofed source the peer does not own (it answers no ARP for it).
+    pub fn send_as(
+        &mut self,
+        from: (Ipv4Addr, u16),
+        control: TcpControl,
+        seq: TcpSeqNumber,
+        ack: Option<TcpSeqNumber>,
+        window: u16,
+        payload: &[u8],
+    ) {
         let tcp = TcpRepr {
-            src_port: self.port,
+            src_port: from.1,
             dst_port: self.stack_port,
             control,
             seq_number: seq,
@@ -91,14 +105,14 @@ impl RawPeer {
             payload,
         };
         let ip = Ipv4Repr {
-            src_addr: self.ip,
+            src_addr: from.0,
             dst_addr: self.stack_ip,
             next_header: IpProtocol::Tcp,
             payload_len: tcp.buffer_len(),
             hop_limit: 64,
         };
         let caps = ChecksumCapabilities::default();
-        let (src, dst) = (IpAddress::Ipv4(self.ip), IpAddress::Ipv4(self.stack_ip));
+        let (src, dst) = (IpAddress::Ipv4(from.0), IpAddress::Ipv4(self.stack_ip));
         self.transmit(
             EthernetProtocol::Ipv4,
             ip.buffer_len() + tcp.buffer_len(),
@@ -113,6 +127,21 @@ impl RawPeer {
                 );
             },
         );
+    }
+
+    /// Asks the stack for its MAC address, as a host does before it first
+    /// sends to it (the stack learns the peer's address from the request).
+    pub fn announce(&mut self) {
+        let request = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.mac,
+            source_protocol_addr: self.ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: self.stack_ip,
+        };
+        self.transmit(EthernetProtocol::Arp, request.buffer_len(), |buf| {
+            request.emit(&mut ArpPacket::new_unchecked(buf));
+        });
     }
 
     fn transmit(&mut self, ethertype: EthernetProtocol, len: usize, fill: impl FnOnce(&mut [u8])) {

@@ -446,7 +446,9 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{},",
             "\"tcp_retransmits\":{},\"tcp_retransmitted_bytes\":{},\"tcp_rto_expiries\":{},",
             "\"tcp_fast_recoveries\":{},\"tcp_tail_loss_probes\":{},\"tcp_tlp_repairs\":{},",
-            "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{}}}\n"
+            "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{},",
+            "\"listen_syns\":{},\"listen_cookies_sent\":{},\"listen_cookies_accepted\":{},",
+            "\"listen_cookies_rejected\":{},\"listen_half_open_evicted\":{},\"listen_half_open_expired\":{}}}\n"
         ),
         n.requests,
         n.by_class[2],
@@ -479,6 +481,12 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.tcp.dsacks,
         s.tcp.reorderings,
         s.tcp.paws_rejects,
+        s.listen.syns,
+        s.listen.cookies_sent,
+        s.listen.cookies_accepted,
+        s.listen.cookies_rejected,
+        s.listen.half_open_evicted,
+        s.listen.half_open_expired,
     )
 }
 

@@ -58,6 +58,16 @@ pub(crate) enum EgressIdle {
     Until(Instant),
 }
 
+impl Meta {
+    /// ZCSTACK PATCH 11: the socket starts a new connection (a SYN cookie
+    /// took it over): whatever neighbour its previous peer waited for no
+    /// longer holds it back.
+    pub(crate) fn new_connection(&mut self) {
+        self.neighbor_state = NeighborState::Active;
+        self.idle = EgressIdle::Busy;
+    }
+}
+
 impl EgressIdle {
     /// Whether egress may skip the socket at `now`.
     pub(crate) fn skip(self, now: Instant) -> bool {

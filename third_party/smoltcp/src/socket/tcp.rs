@@ -24,7 +24,10 @@ mod congestion;
 mod recovery;
 mod sack;
 mod scoreboard;
+// ZCSTACK PATCH 11: SYN cookies (the socket's side), bounded SYN-ACK retries.
+mod listen;
 
+pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
 
 macro_rules! tcp_trace {
@@ -562,6 +565,12 @@ pub struct Socket<'a> {
     recovery: recovery::Recovery,
     /// ZCSTACK PATCH 8: what the SACK blocks we send are built from.
     sack: sack::SackState,
+    /// ZCSTACK PATCH 11: SYN-ACK retransmissions before a half-open
+    /// connection is given up (`None`: forever), SYN-ACKs sent for this one,
+    /// and when it began.
+    synack_retries: Option<u8>,
+    synack_sent: u8,
+    syn_received_at: Instant,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -664,6 +673,9 @@ impl<'a> Socket<'a> {
             local_rx_dup_acks: 0,
             recovery: recovery::Recovery::default(),
             sack: sack::SackState::default(),
+            synack_retries: None,
+            synack_sent: 0,
+            syn_received_at: Instant::ZERO,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1029,6 +1041,7 @@ impl<'a> Socket<'a> {
         self.recovery.reset();
         self.congestion_controller = self.congestion_controller.renewed();
         self.sack = sack::SackState::default();
+        self.synack_sent = 0;
         self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
         self.last_remote_tsval = 0;
         self.ts_recent_valid = false;
@@ -2073,6 +2086,7 @@ impl<'a> Socket<'a> {
                     self.ts_active = false;
                 }
                 self.set_state(State::SynReceived);
+                self.syn_received_at = cx.now();
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
 
@@ -2569,6 +2583,10 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+        } else if self.synack_gave_up(cx) {
+            // ZCSTACK PATCH 11: a half-open connection that had its SYN-ACK
+            // retransmissions (or as long as they take) is given up.
+            return Ok(());
         } else if self.timer.should_retransmit(cx.now()) {
             // If a retransmit timer expired, we should resend data starting at the last ACK.
             net_debug!("retransmitting after rto");
@@ -2948,6 +2966,7 @@ impl<'a> Socket<'a> {
         // Use max() so a retransmitted segment (whose seq_number is behind
         // the current frontier) doesn't rewind the tracked "highest sent" sequence.
         let (seq, seg_len) = (repr.seq_number, repr.segment_len());
+        let synack = repr.control == TcpControl::Syn && repr.ack_number.is_some();
         let prior_nxt = self.remote_last_seq;
         self.remote_last_seq = self.remote_last_seq.max(seq + seg_len);
         self.remote_last_ack = repr.ack_number;
@@ -2970,6 +2989,10 @@ impl<'a> Socket<'a> {
 
         // ZCSTACK PATCH 9: the scoreboard records what left.
         self.recovery_on_transmit(cx, prior_nxt, seq, seg_len, tlp_probe);
+        // ZCSTACK PATCH 11: SYN-ACKs count towards the retry bound.
+        if synack {
+            self.note_synack_sent();
+        }
 
         if self.state == State::Closed {
             // When aborting a connection, forget about it after sending a single RST packet.
@@ -3027,6 +3050,9 @@ impl<'a> Socket<'a> {
                 timeout_poll_at,
                 delayed_ack_poll_at,
                 self.recovery_poll_at(),
+                // ZCSTACK PATCH 11
+                self.half_open_deadline()
+                    .map_or(PollAt::Ingress, PollAt::Time),
             ]
             .iter()
             .min()

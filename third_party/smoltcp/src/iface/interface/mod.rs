@@ -19,8 +19,14 @@ mod sixlowpan;
 
 #[cfg(feature = "multicast")]
 pub(crate) mod multicast;
+// ZCSTACK PATCH 11: SYN cookies.
+#[cfg(feature = "socket-tcp")]
+mod syncookie;
 #[cfg(feature = "socket-tcp")]
 mod tcp;
+
+#[cfg(feature = "socket-tcp")]
+pub use syncookie::ListenStats;
 #[cfg(any(feature = "socket-udp", feature = "socket-dns"))]
 mod udp;
 
@@ -158,6 +164,11 @@ pub struct InterfaceInner {
     /// ZCSTACK PATCH 3: the connected TCP socket that took the last segment.
     #[cfg(feature = "socket-tcp")]
     tcp_last_hit: Option<crate::iface::SocketHandle>,
+    /// ZCSTACK PATCH 11: SYN cookies, if on, and what listeners saw.
+    #[cfg(feature = "socket-tcp")]
+    syn_cookies: Option<syncookie::SynCookies>,
+    #[cfg(feature = "socket-tcp")]
+    pub(crate) listen_stats: ListenStats,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -295,6 +306,10 @@ impl Interface {
                 routes: Routes::new(),
                 #[cfg(feature = "socket-tcp")]
                 tcp_last_hit: None,
+                #[cfg(feature = "socket-tcp")]
+                syn_cookies: None,
+                #[cfg(feature = "socket-tcp")]
+                listen_stats: ListenStats::default(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -449,6 +464,25 @@ impl Interface {
     /// When AnyIP is enabled and a route prefix in [`routes`](Self::routes) specifies one of
     /// the interface's [`ip_addrs`](Self::ip_addrs) as its gateway, the interface will accept
     /// packets addressed to that prefix.
+    /// Turn SYN cookies (RFC 4987) on, keyed with `secret`, or off with
+    /// `None` (the default). With them, a SYN for a port whose listening
+    /// sockets are all busy is answered with a SYN-ACK that keeps no state,
+    /// and the connection is created when the peer's ACK returns a valid
+    /// cookie. `secret` must be unpredictable (e.g. from the operating
+    /// system's random source): whoever knows it can forge connections.
+    /// (ZCSTACK PATCH 11.)
+    #[cfg(feature = "socket-tcp")]
+    pub fn set_syn_cookies(&mut self, secret: Option<u128>) {
+        self.inner.set_syn_cookies(secret)
+    }
+
+    /// What listening sockets saw: SYNs, cookies, half-open connections
+    /// given up. (ZCSTACK PATCH 11.)
+    #[cfg(feature = "socket-tcp")]
+    pub fn listen_stats(&self) -> ListenStats {
+        self.inner.listen_stats
+    }
+
     pub fn set_any_ip(&mut self, any_ip: bool) {
         self.inner.any_ip = any_ip;
     }

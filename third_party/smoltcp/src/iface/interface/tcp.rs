@@ -28,6 +28,9 @@ impl InterfaceInner {
             &dst_addr,
             &self.caps.checksum
         ));
+        if tcp_repr.control == TcpControl::Syn && tcp_repr.ack_number.is_none() {
+            self.listen_stats.syns += 1;
+        }
 
         // ZCSTACK PATCH 3: try the connected socket that took the last
         // segment before scanning every socket (a bulk transfer's segments
@@ -54,6 +57,11 @@ impl InterfaceInner {
             if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
                 // ZCSTACK PATCH 2: the segment may give the socket work.
                 item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                // ZCSTACK PATCH 11: a listening socket starts a connection
+                // with a new peer: it no longer waits on an old one's ARP.
+                if tcp_socket.state() == crate::socket::tcp::State::Listen {
+                    item.meta.new_connection();
+                }
                 // ZCSTACK PATCH 3: remember a connected socket.
                 self.tcp_last_hit = (tcp_socket.state() != crate::socket::tcp::State::Listen)
                     .then_some(item.meta.handle);
@@ -61,6 +69,14 @@ impl InterfaceInner {
                     .process(self, &ip_repr, &tcp_repr)
                     .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
             }
+        }
+
+        // ZCSTACK PATCH 11: a SYN for a busy listener, or an ACK returning
+        // a cookie.
+        if !handled_by_raw_socket
+            && let Some(reply) = self.syn_cookie_path(sockets, &ip_repr, &tcp_repr)
+        {
+            return reply.map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
         }
 
         if tcp_repr.control == TcpControl::Rst

@@ -1,6 +1,7 @@
-//! Tests of ZCSTACK PATCHES 6–9: RTO bounds, clock timestamps and PAWS,
-//! SACK blocks sent, and the sender's loss recovery (SACK scoreboard,
-//! RACK-TLP, PRR, undo). The peer is scripted segment by segment.
+//! Tests of ZCSTACK PATCHES 6–11: RTO bounds, clock timestamps and PAWS,
+//! SACK blocks sent, the sender's loss recovery (SACK scoreboard, RACK-TLP,
+//! PRR, undo), congestion control per connection, and half-open connections
+//! given up. The peer is scripted segment by segment.
 
 use super::*;
 
@@ -525,4 +526,73 @@ fn the_last_segment_the_window_admits_carries_psh() {
     assert!(sent.iter().all(|&(len, _)| len == MSS));
     assert_eq!(sent[9].1, TcpControl::Psh);
     assert!(sent[..9].iter().all(|&(_, c)| c == TcpControl::None));
+}
+
+#[test]
+fn a_half_open_connection_listens_again_after_its_retries() {
+    let mut s = socket_listen();
+    s.set_synack_retries(Some(2));
+    send!(
+        s,
+        TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            ..SEND_TEMPL
+        }
+    );
+    let synack = TcpRepr {
+        control: TcpControl::Syn,
+        seq_number: LOCAL_SEQ,
+        ack_number: Some(REMOTE_SEQ + 1),
+        max_seg_size: Some(BASE_MSS),
+        ..RECV_TEMPL
+    };
+    recv!(s, time 0, [synack]);
+    // Two retransmissions, 1 s and then 2 s apart...
+    recv!(s, time 1000, [synack]);
+    recv!(s, time 3000, [synack]);
+    assert_eq!(s.state, State::SynReceived);
+    // ...then, instead of a third, the socket listens again, silently.
+    recv_nothing!(s, time 7000);
+    assert_eq!(s.state, State::Listen);
+    assert_eq!(s.listen_endpoint, LISTEN_END);
+    assert_eq!(s.cx.listen_stats.half_open_expired, 1);
+    // And takes the next SYN.
+    send!(
+        s,
+        time 7001,
+        TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ + 100,
+            ack_number: None,
+            ..SEND_TEMPL
+        }
+    );
+    assert_eq!(s.state, State::SynReceived);
+}
+
+#[test]
+fn a_half_open_connection_that_cannot_even_send_expires_too() {
+    let mut s = socket_listen();
+    s.set_synack_retries(Some(2));
+    send!(
+        s,
+        time 0,
+        TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: None,
+            ..SEND_TEMPL
+        }
+    );
+    // The SYN-ACK never leaves (say its neighbour never answers ARP): no
+    // retransmission timer runs, but the handshake's time runs out all the
+    // same, after 1 + 2 + 4 s.
+    assert_eq!(
+        s.half_open_deadline(),
+        Some(Instant::from_millis(7000))
+    );
+    recv_nothing!(s, time 7000);
+    assert_eq!(s.state, State::Listen);
 }
