@@ -26,6 +26,8 @@ mod sack;
 mod scoreboard;
 // ZCSTACK PATCH 11: SYN cookies (the socket's side), bounded SYN-ACK retries.
 mod listen;
+// ZCSTACK PATCH 12: RFC 5961.
+mod rfc5961;
 
 pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
@@ -571,6 +573,8 @@ pub struct Socket<'a> {
     synack_retries: Option<u8>,
     synack_sent: u8,
     syn_received_at: Instant,
+    /// ZCSTACK PATCH 12: MAX.SND.WND, the largest window the peer offered.
+    max_remote_win: usize,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -676,6 +680,7 @@ impl<'a> Socket<'a> {
             synack_retries: None,
             synack_sent: 0,
             syn_received_at: Instant::ZERO,
+            max_remote_win: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -1042,6 +1047,7 @@ impl<'a> Socket<'a> {
         self.congestion_controller = self.congestion_controller.renewed();
         self.sack = sack::SackState::default();
         self.synack_sent = 0;
+        self.max_remote_win = 0;
         self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
         self.last_remote_tsval = 0;
         self.ts_recent_valid = false;
@@ -1685,7 +1691,28 @@ impl<'a> Socket<'a> {
         repr: &TcpRepr,
     ) -> Option<(IpRepr, TcpRepr<'static>)> {
         debug_assert!(self.accepts(cx, ip_repr, repr));
+        // ZCSTACK PATCH 12: RFC 5961's checks against blind injection, and
+        // data that comes with an old ACK.
+        match self.rfc5961_check(cx, ip_repr, repr) {
+            rfc5961::Verdict::Pass => self.process_segment(cx, ip_repr, repr),
+            rfc5961::Verdict::IgnoreAck => {
+                let repr = TcpRepr {
+                    ack_number: Some(self.local_seq_no),
+                    sack_ranges: [None, None, None],
+                    ..*repr
+                };
+                self.process_segment(cx, ip_repr, &repr)
+            }
+            rfc5961::Verdict::Drop(reply) => reply,
+        }
+    }
 
+    fn process_segment(
+        &mut self,
+        cx: &mut Context,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> Option<(IpRepr, TcpRepr<'static>)> {
         // Consider how much the sequence number space differs from the transmit buffer space.
         let (sent_syn, sent_fin) = match self.state {
             // In SYN-SENT or SYN-RECEIVED, we've just sent a SYN.
@@ -2226,6 +2253,7 @@ impl<'a> Socket<'a> {
         let new_remote_win_len = (repr.window_len as usize) << (scale as usize);
         let is_window_update = new_remote_win_len != self.remote_win_len;
         self.remote_win_len = new_remote_win_len;
+        self.max_remote_win = self.max_remote_win.max(new_remote_win_len);
 
         self.congestion_controller
             .inner_mut()
@@ -9374,11 +9402,27 @@ mod test {
             (0, ())
         })
         .unwrap();
+        // ZCSTACK PATCH 12 (RFC 5961 3.2): a RST inside the window but not
+        // at RCV.NXT gets a challenge ACK; the peer's answer, a RST at
+        // exactly RCV.NXT, closes the connection.
+        let challenge = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                control: TcpControl::Rst,
+                seq_number: REMOTE_SEQ + 1 + 9,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            },
+        )
+        .expect("challenge ACK");
+        assert_eq!(challenge.ack_number, Some(REMOTE_SEQ + 1 + 3));
+        assert_eq!(s.state, State::Established);
         send!(
             s,
             TcpRepr {
                 control: TcpControl::Rst,
-                seq_number: REMOTE_SEQ + 1 + 9,
+                seq_number: REMOTE_SEQ + 1 + 3,
                 ack_number: Some(LOCAL_SEQ + 1),
                 ..SEND_TEMPL
             }
@@ -9444,11 +9488,27 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+        // ZCSTACK PATCH 12 (RFC 5961 3.2): a RST inside the window but not
+        // at RCV.NXT gets a challenge ACK; the peer's answer, a RST at
+        // exactly RCV.NXT, closes the connection.
+        let challenge = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                control: TcpControl::Rst,
+                seq_number: REMOTE_SEQ + 1 + 9,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            },
+        )
+        .expect("challenge ACK");
+        assert_eq!(challenge.ack_number, Some(REMOTE_SEQ + 1 + 3));
+        assert_eq!(s.state, State::Established);
         send!(
             s,
             TcpRepr {
                 control: TcpControl::Rst,
-                seq_number: REMOTE_SEQ + 1 + 9,
+                seq_number: REMOTE_SEQ + 1 + 3,
                 ack_number: Some(LOCAL_SEQ + 1),
                 ..SEND_TEMPL
             }
@@ -10180,6 +10240,8 @@ mod test {
         assert_eq!(s.state, State::Closed);
     }
 
-    // ZCSTACK PATCHES 6–9.
+    // ZCSTACK PATCHES 6–11.
     mod zcstack_recovery;
+    // ZCSTACK PATCH 12.
+    mod zcstack_rfc5961;
 }

@@ -201,10 +201,7 @@ impl InterfaceInner {
                     .cookie_template();
                 let now = self.now;
                 let peer_mss = tcp.max_seg_size.unwrap_or(536);
-                let mss_index = MSS_TABLE
-                    .iter()
-                    .rposition(|&m| m <= peer_mss)
-                    .unwrap_or(0) as u8;
+                let mss_index = MSS_TABLE.iter().rposition(|&m| m <= peer_mss).unwrap_or(0) as u8;
                 let f = Fields {
                     time: time_unit(now),
                     mss_index,
@@ -417,8 +414,14 @@ mod test {
         let cookie = c.make(&ip, &syn, f);
         let (ip, ack) = segment(5001, Some(cookie.0.wrapping_add(1)));
         assert_eq!(c.check(&ip, &ack, t0), Some(f));
-        assert_eq!(c.check(&ip, &ack, t0 + crate::time::Duration::from_secs(64)), Some(f));
-        assert_eq!(c.check(&ip, &ack, t0 + crate::time::Duration::from_secs(192)), None);
+        assert_eq!(
+            c.check(&ip, &ack, t0 + crate::time::Duration::from_secs(64)),
+            Some(f)
+        );
+        assert_eq!(
+            c.check(&ip, &ack, t0 + crate::time::Duration::from_secs(192)),
+            None
+        );
         // Another peer ISN, port, or a cookie one off: rejected.
         let (ip2, ack2) = segment(6001, Some(cookie.0.wrapping_add(1)));
         assert_eq!(c.check(&ip2, &ack2, t0), None);

@@ -589,10 +589,7 @@ fn a_half_open_connection_that_cannot_even_send_expires_too() {
     // The SYN-ACK never leaves (say its neighbour never answers ARP): no
     // retransmission timer runs, but the handshake's time runs out all the
     // same, after 1 + 2 + 4 s.
-    assert_eq!(
-        s.half_open_deadline(),
-        Some(Instant::from_millis(7000))
-    );
+    assert_eq!(s.half_open_deadline(), Some(Instant::from_millis(7000)));
     recv_nothing!(s, time 7000);
     assert_eq!(s.state, State::Listen);
 }
