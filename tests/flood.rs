@@ -216,7 +216,8 @@ fn without_cookies_a_flood_locks_the_listener_until_half_open_expire() {
     let mut bed = bed_with(false);
     bed.flood(200, 0);
     bed.peer.port = 40010;
-    bed.peer.send(TcpControl::Syn, TcpSeqNumber(9), None, 65535, &[]);
+    bed.peer
+        .send(TcpControl::Syn, TcpSeqNumber(9), None, 65535, &[]);
     let segs = bed.run(5);
     assert!(
         segs.iter().any(|s| s.control == TcpControl::Rst),

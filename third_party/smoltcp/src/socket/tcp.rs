@@ -2606,6 +2606,10 @@ impl<'a> Socket<'a> {
             .inner_mut()
             .pre_transmit(cx.now());
 
+        // ZCSTACK PATCH 9: RACK's reordering timer and the tail loss probe
+        // (first: a probe due now replaces a timeout due now).
+        self.recovery_on_timers(cx);
+
         // Check if any state needs to be changed because of a timer.
         if self.timed_out(cx.now()) {
             // If a timeout expires, we should abort the connection.
@@ -2646,9 +2650,6 @@ impl<'a> Socket<'a> {
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
         }
-
-        // ZCSTACK PATCH 9: RACK's reordering timer and the tail loss probe.
-        self.recovery_on_timers(cx);
 
         #[cfg(feature = "socket-tcp-pause-synack")]
         if matches!(self.state, State::SynReceived) && self.synack_paused {

@@ -162,7 +162,21 @@ pub(super) struct Recovery {
     rack: Rack,
     tlp: Tlp,
     episode: Option<Episode>,
+    /// A fast recovery that ended without being undone, while D-SACKs for
+    /// its retransmissions may still arrive (they often come after the ACK
+    /// that ends the episode): if they account for every retransmitted
+    /// byte, it is undone late (Linux's `tcp_try_undo_dsack` does the same).
+    late_undo: Option<LateUndo>,
     pub(super) stats: RecoveryStats,
+}
+
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct LateUndo {
+    undo_marker: TcpSeqNumber,
+    recovery_point: TcpSeqNumber,
+    undo_retrans: isize,
+    before: AnyController,
 }
 
 impl Recovery {
@@ -329,12 +343,7 @@ impl<'a> Socket<'a> {
         let echoed = self.echoed_instant(cx, repr);
         let (blocks, dsack) = self.sack_blocks_of(repr, ack, snd_nxt);
 
-        let mut d = Delivery::new(
-            now,
-            self.recovery.rack.fack,
-            self.recovery.rack.min_rtt,
-            echoed.map(|(_, latest)| latest),
-        );
+        let mut d = Delivery::new(now, self.recovery.rack.fack, self.recovery.rack.min_rtt);
         self.recovery.board.ack(ack, &mut d);
         for (l, r) in blocks.iter().flatten() {
             self.recovery.board.sack(*l, *r, &mut d);
@@ -422,6 +431,27 @@ impl<'a> Socket<'a> {
             self.congestion_controller
                 .inner_mut()
                 .on_ack(now, ack_len.max(1), flight, &self.rtte);
+            self.recovery.late_undo = Some(LateUndo {
+                undo_marker: ep.undo_marker,
+                recovery_point: ep.recovery_point,
+                undo_retrans: ep.undo_retrans,
+                before: ep.before,
+            });
+        }
+        // D-SACKs that arrived after the episode ended.
+        if self.recovery.episode.is_none()
+            && self
+                .recovery
+                .late_undo
+                .as_ref()
+                .is_some_and(|l| l.undo_retrans <= 0)
+            && let Some(late) = self.recovery.late_undo.take()
+        {
+            net_debug!("late undo: every retransmission was reported needless");
+            if late.before.inner().window() > self.congestion_controller.inner().window() {
+                self.congestion_controller = late.before;
+            }
+            self.recovery.stats.undos += 1;
         }
         if spurious || done {
             let rack = &mut self.recovery.rack;
@@ -556,6 +586,9 @@ impl<'a> Socket<'a> {
         }
         if let Some((l, r)) = dsack {
             self.recovery.stats.dsacks += 1;
+            // A duplicate delivery means a needless retransmission: the path
+            // reorders (or duplicates) more than the window allowed for.
+            rack.reordering_seen = true;
             if rack.dsack_round.is_none() {
                 rack.dsack_round = Some(snd_nxt);
                 rack.reo_wnd_mult = rack.reo_wnd_mult.saturating_add(1);
@@ -565,6 +598,11 @@ impl<'a> Socket<'a> {
                 && l >= ep.undo_marker
             {
                 ep.undo_retrans -= seq_len(r, l) as isize;
+            } else if let Some(late) = &mut self.recovery.late_undo
+                && l >= late.undo_marker
+                && r <= late.recovery_point
+            {
+                late.undo_retrans -= seq_len(r, l) as isize;
             }
         }
     }
@@ -602,6 +640,7 @@ impl<'a> Socket<'a> {
             dup_credit: 0,
         });
         self.recovery.stats.fast_recoveries += 1;
+        self.recovery.late_undo = None;
         self.recovery.tlp.pto = None;
         self.recovery.tlp.pending = false;
     }
@@ -667,6 +706,10 @@ impl<'a> Socket<'a> {
             self.recovery.tlp.pto = None;
             if self.recovery.episode.is_none() && self.flight_size() > 0 {
                 self.recovery.tlp.pending = true;
+                // The probe goes instead of a timeout due now (RFC 8985 7.3:
+                // the retransmission timer runs again after it).
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(now, rto);
             }
         }
     }
@@ -862,11 +905,14 @@ impl<'a> Socket<'a> {
         } else {
             PTO_MIN_EXTRA
         };
+        // RFC 8985 7.2: never later than the retransmission timer; a probe
+        // due then goes instead of the timeout (which would collapse the
+        // congestion window).
         let pto = now + srtt + srtt + extra;
-        self.recovery.tlp.pto = match self.timer {
-            Timer::Retransmit { expires_at } if pto >= expires_at => None,
-            _ => Some(pto),
-        };
+        self.recovery.tlp.pto = Some(match self.timer {
+            Timer::Retransmit { expires_at } => pto.min(expires_at),
+            _ => pto,
+        });
     }
 
     /// RFC 8985 7.4: was the outstanding probe's retransmission needed?

@@ -100,6 +100,11 @@ impl<'a> Socket<'a> {
         };
         if let Some(d) = self.sack.dsack.take() {
             push(&mut out, d);
+            // RFC 2883 4: a D-SACK above the cumulative ACK is followed by
+            // the block that contains it, so the sender can tell it apart.
+            if let Some(b) = self.sack_block_of(d.0) {
+                push(&mut out, b);
+            }
         }
         for seq in self.sack.recent.into_iter().flatten() {
             if let Some(b) = self.sack_block_of(seq) {

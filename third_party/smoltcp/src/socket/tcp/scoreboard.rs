@@ -116,18 +116,10 @@ pub(super) struct Delivery {
     fack: Option<TcpSeqNumber>,
     now: Instant,
     min_rtt: Option<Duration>,
-    /// The ACK's TSecr converted to the sender's clock (an `Instant` no
-    /// later than the transmission it echoes), when timestamps allow.
-    echoed: Option<Instant>,
 }
 
 impl Delivery {
-    pub fn new(
-        now: Instant,
-        fack: Option<TcpSeqNumber>,
-        min_rtt: Option<Duration>,
-        echoed: Option<Instant>,
-    ) -> Delivery {
+    pub fn new(now: Instant, fack: Option<TcpSeqNumber>, min_rtt: Option<Duration>) -> Delivery {
         Delivery {
             bytes: 0,
             sacked: 0,
@@ -138,7 +130,6 @@ impl Delivery {
             fack,
             now,
             min_rtt,
-            echoed,
         }
     }
 
@@ -167,11 +158,12 @@ impl Delivery {
         }
         if retransmitted {
             // RFC 8985 6.2 step 2: the ACK may be for the original
-            // transmission. With timestamps, the echo tells; without, a
-            // delivery faster than any RTT seen must be for the original.
-            if self.echoed.is_some_and(|echoed| echoed < r.xmit) {
-                return;
-            }
+            // transmission. A delivery faster than any RTT seen must be. (The
+            // RFC's other test, TSecr older than the retransmission, fails
+            // for SACKs: a receiver echoes TS.Recent, which out-of-order
+            // segments do not update (RFC 7323 4.3), so a SACK of the
+            // retransmission itself echoes an older value. Linux checks the
+            // RTT only, as here.)
             let rtt = self.now.total_micros() - r.xmit.total_micros();
             if self
                 .min_rtt
@@ -606,7 +598,7 @@ mod test {
     const GRAIN: Duration = Duration::from_micros(100);
 
     fn delivery(now: i64) -> Delivery {
-        Delivery::new(ms(now), None, None, None)
+        Delivery::new(ms(now), None, None)
     }
 
     fn check_contiguous(b: &Scoreboard) {
@@ -684,21 +676,23 @@ mod test {
         for i in 0..4 {
             b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
         }
-        let mut d = Delivery::new(ms(10), Some(seq(400)), None, None);
+        let mut d = Delivery::new(ms(10), Some(seq(400)), None);
         b.ack(seq(100), &mut d);
         assert!(d.reordered);
     }
 
     #[test]
-    fn retransmitted_delivery_is_ambiguous_with_an_old_echo() {
+    fn a_retransmission_delivered_faster_than_any_rtt_is_ambiguous() {
         let mut b = Scoreboard::default();
         b.sent(seq(0), seq(100), ms(0), GRAIN);
         b.retransmitted(seq(0), seq(100), ms(20));
-        // The echo says the ACK was sent for the original (sent at 0).
-        let mut d = Delivery::new(ms(25), None, None, Some(ms(0)));
+        // Delivered 5 ms after the retransmission, with a 10 ms minimum RTT:
+        // the ACK was for the original.
+        let mut d = Delivery::new(ms(25), None, Some(Duration::from_millis(10)));
         b.ack(seq(100), &mut d);
         assert_eq!(d.bytes, 100);
         assert_eq!(d.latest, None);
+        assert_eq!(d.clean, None, "no RTT sample from retransmitted bytes");
     }
 
     #[test]

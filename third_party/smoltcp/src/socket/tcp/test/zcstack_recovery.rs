@@ -256,16 +256,21 @@ fn rto_respects_the_configured_minimum() {
     s.set_rto_bounds(Duration::from_millis(200), Duration::from_secs(60));
     let base = warm_up(&mut s, 10);
     send_bytes(&mut s, 20, base, 10);
-    // No ACK, no SACK, a single segment: the probe comes first (2 * SRTT
-    // plus the delayed-ACK allowance, 222 ms, is past the RTO at 220 ms, so
-    // no probe is scheduled) and the timer fires at 20 + 200 ms.
+    // No ACK comes. One segment in flight: the probe would wait 2 * SRTT
+    // plus the delayed-ACK allowance (222 ms), past the timeout at 20 +
+    // 200 ms, so it goes at the timeout's time, instead of it.
     assert_eq!(drain(&mut s, 219), vec![]);
     assert_eq!(drain(&mut s, 220), vec![data(base as i64, 10)]);
+    assert_eq!(s.recovery_stats().tail_loss_probes, 1);
+    assert_eq!(s.recovery_stats().rto_expiries, 0);
+    // The probe is lost too: the timeout, 200 ms after it...
+    assert_eq!(drain(&mut s, 419), vec![]);
+    assert_eq!(drain(&mut s, 420), vec![data(base as i64, 10)]);
     assert_eq!(s.recovery_stats().rto_expiries, 1);
-    assert_eq!(s.recovery_stats().tail_loss_probes, 0);
-    // Backed off: the next one 400 ms later.
-    assert_eq!(drain(&mut s, 619), vec![]);
-    assert_eq!(drain(&mut s, 620), vec![data(base as i64, 10)]);
+    // ...then backed off: the next one 400 ms later.
+    assert_eq!(drain(&mut s, 819), vec![]);
+    assert_eq!(drain(&mut s, 820), vec![data(base as i64, 10)]);
+    assert_eq!(s.recovery_stats().rto_expiries, 2);
 }
 
 #[test]
