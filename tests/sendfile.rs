@@ -306,7 +306,13 @@ fn truncated_while_sent(mode: SendMode, leased: bool) {
         g.bytes
     );
     let sa = bed.a.stats();
-    assert_eq!(sa.file_transfers_aborted, 1);
+    assert_eq!(
+        sa.file_transfers_aborted,
+        1,
+        "lease breaks {} (b: {}), {mode} leased={leased}; {sa}",
+        sa.lease_breaks,
+        bed.b.stats().lease_breaks
+    );
     if leased {
         assert!(!g.reset, "a leased transfer ends with FIN");
         assert_eq!(sa.lease_breaks, 1);
