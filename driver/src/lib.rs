@@ -21,6 +21,11 @@
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
 //!   frames; a six-instruction redirect program loaded with raw `bpf(2)`.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
+//! - [`impair`]: a seeded path model (loss, bursty loss, delay, jitter,
+//!   reordering, duplication, corruption, a rate-limited bottleneck) driven
+//!   by the caller's clock, and [`impair::Impaired`], a wrapper that puts
+//!   it on any driver (the in-memory wire in deterministic tests; the
+//!   `zc-impair` relay uses the model between two AF_XDP sockets).
 //! - `sys`: the few raw syscalls; with `pool` and `xdp`'s ring, socket and
 //!   bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
 //!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
@@ -28,6 +33,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod impair;
 pub mod pcap;
 pub mod pool;
 mod sys;
