@@ -33,7 +33,7 @@
 # leaves the bed up (tear it down with `down`); a sourcing script should
 # call zc_bed_trap itself (zc_lossbed_up does) so any exit removes it.
 
-# shellcheck source=tapbed.sh
+# shellcheck source-path=SCRIPTDIR source=tapbed.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tapbed.sh"
 
 ZC_LOSSBED_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,7 +85,7 @@ zc_lossbed_up() {
     for ns in $(zc_lossbed_ns s "$tag") $(zc_lossbed_ns r "$tag") $(zc_lossbed_ns c "$tag"); do
         zc_bed_trap "$ns"
         ip netns add "$ns" || { zc_lossbed_down "$tag"; return 1; }
-        _ZC_BED_OWNED[$ns]=1
+        _ZC_BED_OWNED["$ns"]=1
     done
     if ! _zc_lossbed_setup "$tag" "$net" "$mtu"; then
         _zc_bed_err "setting up loss bed '$tag' failed; deleting it"

@@ -236,7 +236,9 @@ fn open(iface: &str, mode: AttachMode, held: usize) -> anyhow::Result<Side> {
     let frames = held + 4 * RING as usize + TX_QUEUE;
     let pool = PoolConfig::new()
         .frames(frames as u32)
-        .frame_size(xdp::frame_size_for(mtu, mode))
+        // Frames for the MTU, also in generic mode: its 64 KiB GRO packets
+        // need GRO on, and a relay's interfaces have it off (lossbed.sh).
+        .frame_size(xdp::frame_size_for_mtu(mtu))
         .build()
         .with_context(|| format!("creating the buffer pool for {iface}"))?;
     let cfg = XdpConfig::new(iface)
