@@ -2,9 +2,11 @@
 //! the ones to come): the device flags every app accepts, opening the driver
 //! and building the stack from them, one-line errors, Ctrl-C, and the
 //! `--stats` ticker. [`perf`] holds zc-perf's wire protocol and report;
-//! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested).
+//! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested);
+//! [`impair`] zc-impair's impairment flags and their units.
 #![deny(unsafe_code)]
 
+pub mod impair;
 pub mod perf;
 
 use std::net::Ipv4Addr;

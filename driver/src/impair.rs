@@ -159,8 +159,9 @@ impl ImpairConfig {
         self.duplicate = p;
         self
     }
-    /// Probability that one bit of a frame, past its Ethernet header, is
-    /// flipped (the receiver's IP or TCP/UDP checksum must catch it).
+    /// Probability that one bit of an IPv4 or IPv6 frame, past its Ethernet
+    /// header, is flipped (the receiver's IP or TCP/UDP checksum must catch
+    /// it). Other frames (ARP) have no checksum and are left alone.
     pub fn corrupt(mut self, p: f64) -> Self {
         self.corrupt = p;
         self

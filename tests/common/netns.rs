@@ -57,7 +57,7 @@ pub trait Namespace {
 
 /// Runs `f` on a thread that has joined namespace `ns` (sockets it opens
 /// live there); returns its result.
-fn within_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn within_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -179,7 +179,7 @@ impl Impairment {
             return;
         }
         let len = frame.len();
-        if self.cfg.corrupt > 0.0 && self.rng.f64() < self.cfg.corrupt && len > ETH_HLEN {
+        if self.cfg.corrupt > 0.0 && carries_ip(&frame) && self.rng.f64() < self.cfg.corrupt {
             let i = self.rng.usize(ETH_HLEN..len);
             frame.data_mut()[i] ^= 1 << self.rng.u8(..8);
             self.stats.corrupted += 1;
@@ -219,6 +219,14 @@ impl Impairment {
             self.line.push_back(Held { due, frame });
         }
     }
+}
+
+/// Whether `frame` is IPv4 or IPv6 over Ethernet: a bit flipped behind its
+/// Ethernet header is covered by a checksum (ARP's is not, and a corrupted
+/// ARP reply would poison a cache instead of testing a checksum).
+fn carries_ip(frame: &Frame) -> bool {
+    let d = frame.data();
+    d.len() > ETH_HLEN && matches!([d[12], d[13]], [0x08, 0x00] | [0x86, 0xdd])
 }
 
 impl std::fmt::Debug for Impairment {

@@ -297,6 +297,7 @@ fn duplicates_and_corruption_are_counted_and_real() {
         let mut f = p.alloc().unwrap();
         f.room_mut()[..100].fill(0);
         f.room_mut()[..4].copy_from_slice(&i.to_be_bytes());
+        f.room_mut()[12..14].copy_from_slice(&[0x08, 0x00]); // IPv4
         f.set_len(100);
         m.push(i64::from(i), f);
         m.pop_due(i64::from(i), &mut out);
@@ -325,6 +326,24 @@ fn duplicates_and_corruption_are_counted_and_real() {
     assert_conserved(&s, 0);
     drop(out);
     assert_eq!(p.stats().free, 512, "copies go back to the pool too");
+}
+
+#[test]
+fn corruption_leaves_frames_without_a_checksum_alone() {
+    let p = pool(64);
+    let mut m = ImpairConfig::new().corrupt(1.0).build().unwrap();
+    let mut arp = p.alloc().unwrap();
+    arp.room_mut()[..60].fill(0);
+    arp.room_mut()[12..14].copy_from_slice(&[0x08, 0x06]);
+    arp.set_len(60);
+    m.push(0, arp);
+    let mut ip = frame(&p, 1, 60);
+    ip.data_mut()[12..14].copy_from_slice(&[0x08, 0x00]);
+    m.push(0, ip);
+    let mut out = Vec::new();
+    m.pop_due(0, &mut out);
+    assert!(out[0].data()[14..].iter().all(|&b| b == 0), "ARP untouched");
+    assert_eq!(m.stats().corrupted, 1, "the IPv4 frame corrupted");
 }
 
 #[test]

@@ -49,6 +49,7 @@ pub struct XdpConfig {
     pub(super) mode: AttachMode,
     pub(super) ring_size: u32,
     pub(super) zero_copy: bool,
+    pub(super) tx_checksum: bool,
 }
 
 impl XdpConfig {
@@ -61,6 +62,7 @@ impl XdpConfig {
             mode: AttachMode::Auto,
             ring_size: 2048,
             zero_copy: true,
+            tx_checksum: true,
         }
     }
     /// The device queue to bind to.
@@ -81,6 +83,15 @@ impl XdpConfig {
     /// Whether to try zero-copy before copy mode (default true).
     pub fn zero_copy(mut self, on: bool) -> Self {
         self.zero_copy = on;
+        self
+    }
+    /// On a veth, whether sent TCP segments ask the kernel to finish their
+    /// checksum (TX metadata; default true, for frames the stack leaves
+    /// unsummed). Off, frames go out exactly as given: what a relay wants,
+    /// whose frames carry their sender's checksums (and must keep a
+    /// corrupted one wrong).
+    pub fn tx_checksum(mut self, on: bool) -> Self {
+        self.tx_checksum = on;
         self
     }
 }

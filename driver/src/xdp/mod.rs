@@ -269,7 +269,7 @@ impl Xdp {
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
         let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        let mut tx_csum = veth && pool.headroom() >= TX_META_LEN;
+        let mut tx_csum = veth && cfg.tx_checksum && pool.headroom() >= TX_META_LEN;
         // Multi-buffer packets with TX metadata need unaligned chunks: with
         // tx_metadata_len set, the kernel checks that *every* TX descriptor
         // has that many bytes in front of it inside its own chunk
@@ -525,6 +525,14 @@ impl Xdp {
     /// Every frame the kernel still holds (fill, RX, TX and completion rings).
     pub fn frames_in_kernel(&self) -> usize {
         self.inflight.iter().filter(|f| f.is_some()).count()
+    }
+}
+
+/// The socket's descriptor, to wait on several sockets at once with
+/// `poll(2)` (it is readable when the RX ring has entries).
+impl AsFd for Xdp {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.fd()
     }
 }
 

@@ -223,4 +223,9 @@ impl XskSocket {
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
     }
+
+    /// The socket's descriptor, borrowed (to `poll` it).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
