@@ -295,19 +295,28 @@ impl Scoreboard {
         self.len = w + 1;
     }
 
-    /// Frees one slot; false only if the scoreboard cannot shrink at all.
-    fn make_room(&mut self) -> bool {
-        if self.len < RANGES {
-            return true;
+    /// Makes room for `slots` more ranges; false only if the scoreboard
+    /// cannot shrink that far.
+    fn make_room(&mut self, slots: usize) -> bool {
+        while self.len + slots > RANGES {
+            if !self.shrink() {
+                return false;
+            }
         }
+        true
+    }
+
+    /// Frees at least one slot; false if the scoreboard cannot shrink.
+    fn shrink(&mut self) -> bool {
+        let before = self.len;
         self.coalesce();
-        if self.len < RANGES {
+        if self.len < before {
             return true;
         }
         // Merge the same-state neighbours sent closest together, keeping the
         // later transmit time (RACK then errs towards waiting).
         let mut best: Option<(usize, i64)> = None;
-        for i in 0..self.len - 1 {
+        for i in 0..self.len.saturating_sub(1) {
             let (a, b) = (&self.ranges[i], &self.ranges[i + 1]);
             if a.flags & IDENTITY != b.flags & IDENTITY {
                 continue;
@@ -327,14 +336,14 @@ impl Scoreboard {
                     .filter(|&i| self.ranges[i].has(SACKED))
                     .min_by_key(|&i| self.ranges[i].len())
                 else {
-                    return false;
+                    return self.merge_in_flight();
                 };
                 let r = &mut self.ranges[i];
                 r.flags &= !SACKED;
                 r.flags |= LOST;
                 self.coalesce();
                 self.recount();
-                return self.len < RANGES || self.make_room();
+                return self.len < before || self.shrink();
             }
         };
         let next = self.ranges[i + 1];
@@ -348,13 +357,48 @@ impl Scoreboard {
         true
     }
 
+    /// The last resort when no two neighbours share a state and nothing is
+    /// SACKed (ranges alternate between in flight, resent and lost): merges
+    /// the two neighbours sent closest together into one range in flight,
+    /// sent at the later time. Lost bytes among them are then resent only
+    /// once RACK or the retransmission timer declares them lost again: the
+    /// sender waits a little longer, it never resends bytes still in flight
+    /// and never forgets bytes it sent.
+    fn merge_in_flight(&mut self) -> bool {
+        let Some(i) = (0..self.len.saturating_sub(1)).min_by_key(|&i| {
+            (self.ranges[i + 1].xmit.total_micros() - self.ranges[i].xmit.total_micros()).abs()
+        }) else {
+            return false;
+        };
+        let next = self.ranges[i + 1];
+        let cur = &mut self.ranges[i];
+        cur.end = next.end;
+        cur.flags = (cur.flags | next.flags) & !LOST;
+        cur.xmit = cur.xmit.max(next.xmit);
+        cur.first = cur.first.min(next.first);
+        self.ranges.copy_within(i + 2..self.len, i + 1);
+        self.len -= 1;
+        self.recount();
+        true
+    }
+
     fn find(&self, seq: TcpSeqNumber) -> Option<usize> {
         self.ranges()
             .iter()
             .position(|r| r.start <= seq && seq < r.end)
     }
 
-    /// Makes `seq` a range boundary; false if it cannot (no room).
+    /// Makes `start` and `end` range boundaries, as far as there is room.
+    ///
+    /// Room for both is made first: making room merges neighbours, and
+    /// could otherwise undo the first boundary while making the second.
+    fn split2(&mut self, start: TcpSeqNumber, end: TcpSeqNumber) {
+        self.make_room(2);
+        self.split(start);
+        self.split(end);
+    }
+
+    /// Makes `seq` a range boundary if a slot is free; false if it cannot.
     fn split(&mut self, seq: TcpSeqNumber) -> bool {
         let Some(i) = self.find(seq) else {
             return true;
@@ -362,14 +406,8 @@ impl Scoreboard {
         if self.ranges[i].start == seq {
             return true;
         }
-        if !self.make_room() {
+        if self.len == RANGES {
             return false;
-        }
-        let Some(i) = self.find(seq) else {
-            return true;
-        };
-        if self.ranges[i].start == seq {
-            return true;
         }
         self.ranges.copy_within(i..self.len, i + 1);
         self.len += 1;
@@ -410,7 +448,7 @@ impl Scoreboard {
             last.xmit = now;
             return;
         }
-        if !self.make_room() {
+        if !self.make_room(1) {
             return;
         }
         self.ranges[self.len] = Range {
@@ -432,10 +470,13 @@ impl Scoreboard {
         if end <= start {
             return;
         }
-        self.split(start);
-        self.split(end);
+        self.split2(start, end);
+        // Every range the retransmission touches counts as resent, also one
+        // that could not be split at its edges: the sender must never pick
+        // the same lost bytes again (it would resend them in a loop), and
+        // RACK declares bytes that were not really resent lost again later.
         for r in &mut self.ranges[..self.len] {
-            if r.start >= start && r.end <= end && !r.has(SACKED) {
+            if r.start < end && start < r.end && !r.has(SACKED) {
                 r.flags = (r.flags & !LOST) | RETRANS | EVER_RETRANS;
                 r.xmit = now;
                 r.first = now;
@@ -484,8 +525,7 @@ impl Scoreboard {
             return;
         }
         // Without room to split, only whole ranges inside the block are marked.
-        self.split(left);
-        self.split(right);
+        self.split2(left, right);
         let mut any = false;
         for i in 0..self.len {
             let r = self.ranges[i];
@@ -546,8 +586,7 @@ impl Scoreboard {
         if end <= start {
             return 0;
         }
-        self.split(start);
-        self.split(end);
+        self.split2(start, end);
         for r in &mut self.ranges[..self.len] {
             if r.start >= start && r.end <= end && !r.has(SACKED) && !r.has(LOST) {
                 r.flags = (r.flags & !RETRANS) | LOST;
@@ -734,6 +773,69 @@ mod test {
         let mut d = delivery(1001);
         b.ack(seq(4000), &mut d);
         assert!(b.is_empty());
+    }
+
+    /// Random sends, SACKs, losses and acknowledgements on a board that is
+    /// often full: it stays contiguous, and resending the first lost bytes
+    /// always moves the sender on.
+    #[test]
+    fn random_histories_keep_the_board_sound() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as i32
+        };
+        for _ in 0..100 {
+            let mut b = Scoreboard::default();
+            let (mut una, mut nxt, mut t) = (0i32, 0i32, 0i64);
+            for _ in 0..2000 {
+                t += 1 + rnd(300) as i64;
+                match rnd(10) {
+                    0..=3 => {
+                        let len = 10 * (1 + rnd(4));
+                        b.sent(seq(nxt), seq(nxt + len), Instant::from_micros(t), GRAIN);
+                        nxt += len;
+                    }
+                    4..=5 if nxt > una => {
+                        let l = una + 10 * rnd(((nxt - una) / 10 + 1) as u32);
+                        let r = (l + 10 * (1 + rnd(3))).min(nxt);
+                        b.sack(seq(l), seq(r), &mut delivery(t));
+                    }
+                    6 if nxt > una => {
+                        let l = una + 10 * rnd(((nxt - una) / 10 + 1) as u32);
+                        b.mark_lost(seq(l), seq((l + 10 * (1 + rnd(8))).min(nxt)));
+                    }
+                    7 => {
+                        let now = Instant::from_micros(t);
+                        b.rack_detect(now, seq(nxt), Duration::from_micros(1), now);
+                    }
+                    8 if nxt > una && rnd(4) == 0 => {
+                        una += 10 * rnd(((nxt - una) / 10 + 1) as u32);
+                        b.ack(seq(una), &mut delivery(t));
+                    }
+                    _ => {
+                        let mut steps = 0;
+                        while let Some((start, len)) = b.first_lost(10 * (1 + rnd(3)) as usize) {
+                            b.retransmitted(start, start + len, Instant::from_micros(t));
+                            steps += 1;
+                            assert!(
+                                steps <= 4 * RANGES + (nxt - una) as usize,
+                                "resends without end"
+                            );
+                            let again = b.first_lost(usize::MAX);
+                            assert!(again.is_none_or(|(s, _)| s != start || len == 0));
+                        }
+                    }
+                }
+                check_contiguous(&b);
+                assert!(b.ranges().len() <= RANGES);
+                if !b.is_empty() {
+                    assert_eq!(b.total_bytes(), (nxt - una) as usize);
+                }
+            }
+        }
     }
 
     #[test]
