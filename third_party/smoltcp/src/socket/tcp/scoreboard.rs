@@ -8,20 +8,32 @@
 //! and in flight again, and when it was (re)transmitted last — the time RACK
 //! (RFC 8985) compares to decide that a segment is lost.
 //!
-//! The scoreboard has a fixed number of ranges, so a socket needs no heap
-//! and its memory is bounded. Consecutive transmissions within a short time
-//! share a range (one range per burst, not per segment), SACKed neighbours
-//! and lost-but-not-retransmitted neighbours are merged at once, and when the
+//! The scoreboard holds at most [`RANGES`] ranges: with `alloc` a vector
+//! that grows on demand (an idle connection holds none) up to 256, else a
+//! fixed array of 64. Consecutive transmissions within a short time share a
+//! range (one range per burst, not per segment), SACKed neighbours and
+//! lost-but-not-retransmitted neighbours are merged at once, and when the
 //! scoreboard is full the two neighbours with the closest transmit times are
-//! merged, keeping the *later* time: RACK then declares their loss a little
-//! later than it could, never earlier. Only when no two neighbours can merge
-//! (more than `RANGES / 2` holes in flight) does a SACK mark get dropped,
-//! which at worst retransmits bytes the peer already holds.
+//! merged, keeping the *later* time for RACK's ordering (it then declares
+//! their loss a little later than it could, never earlier) and marking the
+//! range [`COARSE`]: an RTT measured from such a range starts at its
+//! *earliest* transmission, so it can be too long, never too short. When no
+//! two neighbours share a state, a SACK mark is dropped (at worst bytes the
+//! peer holds are resent), and failing that, neighbours in flight, resent
+//! or lost merge into one range in flight (RACK declares it lost later if it
+//! was). Sent bytes are never forgotten, and a retransmission always leaves
+//! its bytes marked resent, so the sender moves on.
 
 use crate::time::{Duration, Instant};
 use crate::wire::TcpSeqNumber;
 
-/// How many ranges a scoreboard holds.
+/// How many ranges a scoreboard holds at most. With `alloc`, the ranges
+/// live on the heap and grow on demand (an idle connection holds none, a
+/// clean transfer a few, a 4 MiB window through 1% loss and 20% reordering
+/// needs about 190); without it, a fixed array.
+#[cfg(feature = "alloc")]
+pub(super) const RANGES: usize = 256;
+#[cfg(not(feature = "alloc"))]
 pub(super) const RANGES: usize = 64;
 
 /// The peer holds these bytes (a SACK block covered them).
@@ -33,6 +45,12 @@ pub(super) const RETRANS: u8 = 1 << 2;
 /// Retransmitted at least once: an RTT sample from these bytes is
 /// ambiguous (Karn), and their delivery says nothing about reordering.
 pub(super) const EVER_RETRANS: u8 = 1 << 3;
+
+/// Merged from transmissions at different times: its bytes were sent
+/// between `first` and `xmit`, and an RTT measured from `xmit` could be far
+/// too short. RTT samples and RACK's ordering use `first` (too long, never
+/// too short: loss detection then waits a little longer).
+pub(super) const COARSE: u8 = 1 << 4;
 
 /// Flags two ranges must share to merge.
 const IDENTITY: u8 = SACKED | LOST | RETRANS;
@@ -153,8 +171,10 @@ impl Delivery {
         if !retransmitted && self.fack.is_some_and(|fack| end < fack) {
             self.reordered = true;
         }
-        if !retransmitted && self.clean.is_none_or(|c| r.xmit > c) {
-            self.clean = Some(r.xmit);
+        // When these bytes were sent, as late as is certain.
+        let sent = if r.has(COARSE) { r.first } else { r.xmit };
+        if !retransmitted && self.clean.is_none_or(|c| sent > c) {
+            self.clean = Some(sent);
         }
         if retransmitted {
             // RFC 8985 6.2 step 2: the ACK may be for the original
@@ -172,11 +192,24 @@ impl Delivery {
                 return;
             }
         }
+        #[cfg(feature = "std")]
+        if self.now.total_micros() - sent.total_micros() < 5000
+            && std::env::var_os("ZC_RACK_DEBUG").is_some()
+        {
+            std::eprintln!(
+                "short sample {} us: range {:?} end {} by_sack {} min {:?}",
+                self.now.total_micros() - sent.total_micros(),
+                r,
+                end,
+                by_sack,
+                self.min_rtt
+            );
+        }
         if self
             .latest
-            .is_none_or(|(xmit, e)| sent_after(r.xmit, end, xmit, e))
+            .is_none_or(|(xmit, e)| sent_after(sent, end, xmit, e))
         {
-            self.latest = Some((r.xmit, end));
+            self.latest = Some((sent, end));
         }
     }
 }
@@ -187,11 +220,87 @@ pub(super) fn sent_after(t1: Instant, seq1: TcpSeqNumber, t2: Instant, seq2: Tcp
     t1 > t2 || (t1 == t2 && seq1 > seq2)
 }
 
+/// The ranges' storage: a vector grown on demand with `alloc`, else a
+/// fixed array. Both hold at most [`RANGES`].
+#[cfg(feature = "alloc")]
+#[derive(Clone, Default)]
+struct Store(alloc::vec::Vec<Range>);
+
+#[cfg(feature = "alloc")]
+impl Store {
+    fn as_slice(&self) -> &[Range] {
+        &self.0
+    }
+    fn as_mut_slice(&mut self) -> &mut [Range] {
+        &mut self.0
+    }
+    fn insert(&mut self, i: usize, r: Range) {
+        self.0.insert(i, r)
+    }
+    fn remove(&mut self, i: usize) {
+        self.0.remove(i);
+    }
+    fn remove_front(&mut self, n: usize) {
+        self.0.drain(..n);
+    }
+    fn truncate(&mut self, n: usize) {
+        self.0.truncate(n)
+    }
+    /// Empties the store and gives its memory back.
+    fn release(&mut self) {
+        self.0 = alloc::vec::Vec::new();
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
 #[derive(Clone)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub(super) struct Scoreboard {
-    ranges: [Range; RANGES],
+struct Store {
+    items: [Range; RANGES],
     len: usize,
+}
+
+#[cfg(not(feature = "alloc"))]
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            items: [Range::EMPTY; RANGES],
+            len: 0,
+        }
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+impl Store {
+    fn as_slice(&self) -> &[Range] {
+        &self.items[..self.len]
+    }
+    fn as_mut_slice(&mut self) -> &mut [Range] {
+        &mut self.items[..self.len]
+    }
+    fn insert(&mut self, i: usize, r: Range) {
+        self.items.copy_within(i..self.len, i + 1);
+        self.items[i] = r;
+        self.len += 1;
+    }
+    fn remove(&mut self, i: usize) {
+        self.items.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+    }
+    fn remove_front(&mut self, n: usize) {
+        self.items.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+    fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+    fn release(&mut self) {
+        self.len = 0;
+    }
+}
+
+#[derive(Clone, Default)]
+pub(super) struct Scoreboard {
+    store: Store,
     /// Bytes in SACKed ranges.
     sacked: usize,
     /// Bytes in ranges declared lost and not retransmitted since.
@@ -208,30 +317,42 @@ impl core::fmt::Debug for Scoreboard {
     }
 }
 
-impl Default for Scoreboard {
-    fn default() -> Self {
-        Scoreboard {
-            ranges: [Range::EMPTY; RANGES],
-            len: 0,
-            sacked: 0,
-            lost: 0,
-        }
+#[cfg(feature = "defmt")]
+impl defmt::Format for Scoreboard {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(
+            f,
+            "Scoreboard {{ ranges: {}, sacked: {}, lost: {} }}",
+            self.ranges().len(),
+            self.sacked,
+            self.lost
+        )
     }
 }
 
 impl Scoreboard {
+    /// Forgets every range (the connection starts afresh or closes) and
+    /// gives the memory back.
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.store.release();
         self.sacked = 0;
         self.lost = 0;
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ranges().is_empty()
     }
 
     pub fn ranges(&self) -> &[Range] {
-        &self.ranges[..self.len]
+        self.store.as_slice()
+    }
+
+    fn len(&self) -> usize {
+        self.store.as_slice().len()
+    }
+
+    fn ranges_mut(&mut self) -> &mut [Range] {
+        self.store.as_mut_slice()
     }
 
     pub fn start(&self) -> Option<TcpSeqNumber> {
@@ -275,30 +396,35 @@ impl Scoreboard {
 
     /// Merges neighbours that lose nothing by merging.
     fn coalesce(&mut self) {
-        if self.len < 2 {
+        let len = self.len();
+        if len < 2 {
             return;
         }
+        let ranges = self.ranges_mut();
         let mut w = 0;
-        for i in 1..self.len {
-            let next = self.ranges[i];
-            let cur = &mut self.ranges[w];
+        for i in 1..len {
+            let next = ranges[i];
+            let cur = &mut ranges[w];
             if cur.merges_losslessly(&next) {
+                if cur.xmit != next.xmit {
+                    cur.flags |= COARSE;
+                }
                 cur.end = next.end;
                 cur.flags |= next.flags;
                 cur.xmit = cur.xmit.max(next.xmit);
                 cur.first = cur.first.min(next.first);
             } else {
                 w += 1;
-                self.ranges[w] = next;
+                ranges[w] = next;
             }
         }
-        self.len = w + 1;
+        self.store.truncate(w + 1);
     }
 
     /// Makes room for `slots` more ranges; false only if the scoreboard
     /// cannot shrink that far.
     fn make_room(&mut self, slots: usize) -> bool {
-        while self.len + slots > RANGES {
+        while self.len() + slots > RANGES {
             if !self.shrink() {
                 return false;
             }
@@ -308,16 +434,17 @@ impl Scoreboard {
 
     /// Frees at least one slot; false if the scoreboard cannot shrink.
     fn shrink(&mut self) -> bool {
-        let before = self.len;
+        let before = self.len();
         self.coalesce();
-        if self.len < before {
+        if self.len() < before {
             return true;
         }
         // Merge the same-state neighbours sent closest together, keeping the
         // later transmit time (RACK then errs towards waiting).
         let mut best: Option<(usize, i64)> = None;
-        for i in 0..self.len.saturating_sub(1) {
-            let (a, b) = (&self.ranges[i], &self.ranges[i + 1]);
+        let ranges = self.ranges();
+        for i in 0..ranges.len().saturating_sub(1) {
+            let (a, b) = (&ranges[i], &ranges[i + 1]);
             if a.flags & IDENTITY != b.flags & IDENTITY {
                 continue;
             }
@@ -332,28 +459,30 @@ impl Scoreboard {
                 // Every neighbour differs: more holes than half the ranges.
                 // Forget the smallest SACKed range (it may be retransmitted
                 // needlessly, never lost).
-                let Some(i) = (0..self.len)
-                    .filter(|&i| self.ranges[i].has(SACKED))
-                    .min_by_key(|&i| self.ranges[i].len())
+                let Some(i) = (0..ranges.len())
+                    .filter(|&i| ranges[i].has(SACKED))
+                    .min_by_key(|&i| ranges[i].len())
                 else {
                     return self.merge_in_flight();
                 };
-                let r = &mut self.ranges[i];
+                let r = &mut self.ranges_mut()[i];
                 r.flags &= !SACKED;
                 r.flags |= LOST;
                 self.coalesce();
                 self.recount();
-                return self.len < before || self.shrink();
+                return self.len() < before || self.shrink();
             }
         };
-        let next = self.ranges[i + 1];
-        let cur = &mut self.ranges[i];
+        let next = self.ranges()[i + 1];
+        let cur = &mut self.ranges_mut()[i];
+        if cur.xmit != next.xmit {
+            cur.flags |= COARSE;
+        }
         cur.end = next.end;
         cur.flags |= next.flags;
         cur.xmit = cur.xmit.max(next.xmit);
         cur.first = cur.first.min(next.first);
-        self.ranges.copy_within(i + 2..self.len, i + 1);
-        self.len -= 1;
+        self.store.remove(i + 1);
         true
     }
 
@@ -365,19 +494,22 @@ impl Scoreboard {
     /// sender waits a little longer, it never resends bytes still in flight
     /// and never forgets bytes it sent.
     fn merge_in_flight(&mut self) -> bool {
-        let Some(i) = (0..self.len.saturating_sub(1)).min_by_key(|&i| {
-            (self.ranges[i + 1].xmit.total_micros() - self.ranges[i].xmit.total_micros()).abs()
+        let ranges = self.ranges();
+        let Some(i) = (0..ranges.len().saturating_sub(1)).min_by_key(|&i| {
+            (ranges[i + 1].xmit.total_micros() - ranges[i].xmit.total_micros()).abs()
         }) else {
             return false;
         };
-        let next = self.ranges[i + 1];
-        let cur = &mut self.ranges[i];
+        let next = self.ranges()[i + 1];
+        let cur = &mut self.ranges_mut()[i];
+        if cur.xmit != next.xmit {
+            cur.flags |= COARSE;
+        }
         cur.end = next.end;
         cur.flags = (cur.flags | next.flags) & !LOST;
         cur.xmit = cur.xmit.max(next.xmit);
         cur.first = cur.first.min(next.first);
-        self.ranges.copy_within(i + 2..self.len, i + 1);
-        self.len -= 1;
+        self.store.remove(i + 1);
         self.recount();
         true
     }
@@ -403,16 +535,15 @@ impl Scoreboard {
         let Some(i) = self.find(seq) else {
             return true;
         };
-        if self.ranges[i].start == seq {
+        let r = self.ranges()[i];
+        if r.start == seq {
             return true;
         }
-        if self.len == RANGES {
+        if self.len() == RANGES {
             return false;
         }
-        self.ranges.copy_within(i..self.len, i + 1);
-        self.len += 1;
-        self.ranges[i].end = seq;
-        self.ranges[i + 1].start = seq;
+        self.store.insert(i + 1, Range { start: seq, ..r });
+        self.ranges_mut()[i].end = seq;
         true
     }
 
@@ -440,7 +571,7 @@ impl Scoreboard {
                 self.clear();
             }
         }
-        if let Some(last) = self.ranges[..self.len].last_mut()
+        if let Some(last) = self.ranges_mut().last_mut()
             && last.flags == 0
             && now.total_micros() - last.first.total_micros() <= grain.total_micros() as i64
         {
@@ -449,16 +580,26 @@ impl Scoreboard {
             return;
         }
         if !self.make_room(1) {
+            // Cannot happen (two ranges can always merge); never forget
+            // bytes in flight all the same.
+            if let Some(last) = self.ranges_mut().last_mut() {
+                last.end = end;
+                last.xmit = now;
+                last.flags |= COARSE;
+            }
             return;
         }
-        self.ranges[self.len] = Range {
-            start,
-            end,
-            first: now,
-            xmit: now,
-            flags: 0,
-        };
-        self.len += 1;
+        let len = self.len();
+        self.store.insert(
+            len,
+            Range {
+                start,
+                end,
+                first: now,
+                xmit: now,
+                flags: 0,
+            },
+        );
     }
 
     /// Records a retransmission of `[start, end)` at `now`.
@@ -475,9 +616,9 @@ impl Scoreboard {
         // that could not be split at its edges: the sender must never pick
         // the same lost bytes again (it would resend them in a loop), and
         // RACK declares bytes that were not really resent lost again later.
-        for r in &mut self.ranges[..self.len] {
+        for r in self.ranges_mut() {
             if r.start < end && start < r.end && !r.has(SACKED) {
-                r.flags = (r.flags & !LOST) | RETRANS | EVER_RETRANS;
+                r.flags = (r.flags & !(LOST | COARSE)) | RETRANS | EVER_RETRANS;
                 r.xmit = now;
                 r.first = now;
             }
@@ -489,8 +630,8 @@ impl Scoreboard {
     /// A cumulative ACK up to `una`: forgets the bytes below it.
     pub fn ack(&mut self, una: TcpSeqNumber, d: &mut Delivery) {
         let mut drop = 0;
-        for i in 0..self.len {
-            let r = self.ranges[i];
+        for i in 0..self.len() {
+            let r = self.ranges()[i];
             if r.end <= una {
                 if !r.has(SACKED) {
                     d.deliver(&r, r.end, false);
@@ -501,16 +642,15 @@ impl Scoreboard {
                     if !r.has(SACKED) {
                         d.deliver(&r, una, false);
                     }
-                    self.ranges[i].start = una;
+                    self.ranges_mut()[i].start = una;
                 }
                 break;
             }
         }
         if drop > 0 {
-            self.ranges.copy_within(drop..self.len, 0);
-            self.len -= drop;
+            self.store.remove_front(drop);
             self.recount();
-        } else if self.len > 0 {
+        } else if !self.is_empty() {
             self.recount();
         }
     }
@@ -527,11 +667,11 @@ impl Scoreboard {
         // Without room to split, only whole ranges inside the block are marked.
         self.split2(left, right);
         let mut any = false;
-        for i in 0..self.len {
-            let r = self.ranges[i];
+        for i in 0..self.len() {
+            let r = self.ranges()[i];
             if r.start >= left && r.end <= right && !r.has(SACKED) {
                 d.deliver(&r, r.end, true);
-                self.ranges[i].flags = SACKED | (r.flags & EVER_RETRANS);
+                self.ranges_mut()[i].flags = SACKED | (r.flags & (EVER_RETRANS | COARSE));
                 any = true;
             }
         }
@@ -555,7 +695,7 @@ impl Scoreboard {
     ) -> (usize, Option<Duration>) {
         let mut lost = 0;
         let mut wait: Option<i64> = None;
-        for r in &mut self.ranges[..self.len] {
+        for r in self.ranges_mut() {
             if r.has(SACKED) || r.has(LOST) || !sent_after(xmit, end, r.xmit, r.end) {
                 continue;
             }
@@ -587,7 +727,7 @@ impl Scoreboard {
             return 0;
         }
         self.split2(start, end);
-        for r in &mut self.ranges[..self.len] {
+        for r in self.ranges_mut() {
             if r.start >= start && r.end <= end && !r.has(SACKED) && !r.has(LOST) {
                 r.flags = (r.flags & !RETRANS) | LOST;
             }
@@ -599,7 +739,7 @@ impl Scoreboard {
 
     /// Forgets loss marks on bytes not yet retransmitted (an undo).
     pub fn unmark_lost(&mut self) {
-        for r in &mut self.ranges[..self.len] {
+        for r in self.ranges_mut() {
             if r.has(LOST) {
                 r.flags &= !LOST;
             }
@@ -612,9 +752,9 @@ impl Scoreboard {
     /// contiguous lost ranges.
     pub fn first_lost(&self, max: usize) -> Option<(TcpSeqNumber, usize)> {
         let i = self.ranges().iter().position(|r| r.has(LOST))?;
-        let start = self.ranges[i].start;
-        let mut end = self.ranges[i].end;
-        for r in &self.ranges[i + 1..self.len] {
+        let start = self.ranges()[i].start;
+        let mut end = self.ranges()[i].end;
+        for r in &self.ranges()[i + 1..] {
             if !r.has(LOST) || seq_len(end, start) >= max {
                 break;
             }
@@ -775,6 +915,34 @@ mod test {
         assert!(b.is_empty());
     }
 
+    /// Bytes sent 20 ms before their neighbours, merged with them on a full
+    /// board, then SACKed 11 ms after they left: the RTT sample is their
+    /// 11 ms (from `first`), not the 0 ms a merged range's `xmit` would give
+    /// (it once drove RACK's minimum RTT to under a millisecond and every
+    /// reordered segment was resent).
+    #[test]
+    fn merged_ranges_never_give_too_short_rtts() {
+        let mut b = Scoreboard::default();
+        // Two transmissions 20 ms apart, then RANGES more that force merges.
+        b.sent(seq(0), seq(10), ms(0), GRAIN);
+        b.sent(seq(10), seq(20), ms(20), GRAIN);
+        for i in 2..(RANGES as i32 + 2) {
+            b.sent(
+                seq(i * 10),
+                seq(i * 10 + 10),
+                ms(20 + i as i64 * 100),
+                GRAIN,
+            );
+        }
+        assert_eq!(b.ranges().len(), RANGES);
+        assert_eq!(b.ranges()[0].end, seq(20), "the two closest sends merged");
+        let mut d = delivery(11);
+        b.sack(seq(0), seq(10), &mut d);
+        let (sent, _) = d.latest.unwrap();
+        assert_eq!(d.now() - sent, Duration::from_millis(11));
+        assert_eq!(d.clean, Some(ms(0)));
+    }
+
     /// Random sends, SACKs, losses and acknowledgements on a board that is
     /// often full: it stays contiguous, and resending the first lost bytes
     /// always moves the sender on.
@@ -830,6 +998,12 @@ mod test {
                     }
                 }
                 check_contiguous(&b);
+                for r in b.ranges() {
+                    assert!(
+                        r.has(COARSE) || r.has(SACKED) || r.xmit - r.first <= GRAIN,
+                        "{r:?} spans more than a grain"
+                    );
+                }
                 assert!(b.ranges().len() <= RANGES);
                 if !b.is_empty() {
                     assert_eq!(b.total_bytes(), (nxt - una) as usize);
