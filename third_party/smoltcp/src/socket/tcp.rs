@@ -2625,7 +2625,8 @@ impl<'a> Socket<'a> {
 
             // ZCSTACK PATCH 9: with data in flight, the scoreboard declares
             // lost what had time to arrive and only that is resent.
-            if !self.recovery_on_rto(cx) {
+            let scoreboard = self.recovery_on_rto(cx);
+            if !scoreboard {
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
                 self.congestion_controller
@@ -2646,6 +2647,13 @@ impl<'a> Socket<'a> {
             // infinite polling loop where `poll_at` returns `Now` but `dispatch`
             // can't actually do anything.
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+            // ZCSTACK PATCH 9: data stays outstanding, so the (backed-off)
+            // timer keeps running: were the resent head lost too, nothing
+            // else might ever make the socket send again.
+            if scoreboard {
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(cx.now(), rto);
+            }
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();

@@ -167,6 +167,9 @@ pub(super) struct Recovery {
     /// that ends the episode): if they account for every retransmitted
     /// byte, it is undone late (Linux's `tcp_try_undo_dsack` does the same).
     late_undo: Option<LateUndo>,
+    /// A retransmission timeout fired: the first lost bytes go next, whatever
+    /// the window says (RFC 6298 5.4; Linux resends the head from the timer).
+    rto_head: bool,
     pub(super) stats: RecoveryStats,
 }
 
@@ -749,9 +752,8 @@ impl<'a> Socket<'a> {
             Some(_) => self.recovery.rack.rtt + self.rack_reo_wnd(mss),
             None => Duration::ZERO,
         };
-        self.recovery
-            .board
-            .rack_detect(now, self.remote_last_seq, rtt_reo, now);
+        self.recovery.board.rto_detect(rtt_reo, now);
+        self.recovery.rto_head = true;
         self.recovery.episode = Some(Episode {
             kind: EpisodeKind::Timeout,
             recovery_point: self.remote_last_seq,
@@ -799,11 +801,15 @@ impl<'a> Socket<'a> {
         if self.recovery.board.lost_bytes() == 0 {
             return None;
         }
+        let mss = self.send_mss(cx);
+        if self.recovery.rto_head {
+            let (seq, len) = self.recovery.board.first_lost(mss.min(max).max(1))?;
+            return Some(Send::Retransmit { seq, len });
+        }
         let allowance = self.send_allowance();
         if allowance == 0 {
             return None;
         }
-        let mss = self.send_mss(cx);
         let cap = max.min(allowance.div_ceil(mss).saturating_mul(mss)).max(1);
         // Lost bytes were inside the peer's window when first sent: they are
         // resent even if the window shrank since (as fast retransmit was).
@@ -846,6 +852,7 @@ impl<'a> Socket<'a> {
         let resent_end = end.min(prior_nxt);
         let resent = seq_len(resent_end, seq);
         if resent > 0 {
+            self.recovery.rto_head = false;
             self.recovery.board.retransmitted(seq, resent_end, now);
             self.rtte.on_retransmit();
             let stats = &mut self.recovery.stats;

@@ -715,6 +715,28 @@ impl Scoreboard {
         (lost, wait.map(|w| Duration::from_micros(w as u64)))
     }
 
+    /// At a retransmission timeout (RFC 8985 6.3): every range in flight
+    /// whose bytes all had `rtt_reo` to arrive is declared lost. A coarse
+    /// range counts from its first transmission: it may hold bytes sent long
+    /// before its latest ones, and a timeout is no time to wait for them.
+    pub fn rto_detect(&mut self, rtt_reo: Duration, now: Instant) {
+        let mut any = false;
+        for r in self.ranges_mut() {
+            let sent = if r.has(COARSE) { r.first } else { r.xmit };
+            if !r.has(SACKED)
+                && !r.has(LOST)
+                && sent.total_micros() + rtt_reo.total_micros() as i64 <= now.total_micros()
+            {
+                r.flags = (r.flags & !RETRANS) | LOST;
+                any = true;
+            }
+        }
+        if any {
+            self.coalesce();
+            self.recount();
+        }
+    }
+
     /// Declares `[start, end)` lost unless SACKed (dupack-based recovery
     /// for peers without SACK, and tail probes). Returns the bytes newly lost.
     pub fn mark_lost(&mut self, start: TcpSeqNumber, end: TcpSeqNumber) -> usize {
@@ -941,6 +963,29 @@ mod test {
         let (sent, _) = d.latest.unwrap();
         assert_eq!(d.now() - sent, Duration::from_millis(11));
         assert_eq!(d.clean, Some(ms(0)));
+    }
+
+    /// At a timeout, a coarse range counts from its first transmission: its
+    /// early bytes had time to arrive even if its latest ones did not (once
+    /// a 1.4 MB coarse range sent 8 ms earlier kept the window shut after a
+    /// timeout, and the connection stalled).
+    #[test]
+    fn a_timeout_declares_coarse_ranges_lost_from_their_first_transmission() {
+        let mut b = Scoreboard::default();
+        let range = |start, end, first, xmit, flags| Range {
+            start: seq(start),
+            end: seq(end),
+            first: ms(first),
+            xmit: ms(xmit),
+            flags,
+        };
+        // Merged: bytes sent from 0 to 992 ms; a plain range sent at 995 ms.
+        b.store.insert(0, range(0, 1000, 0, 992, COARSE));
+        b.store.insert(1, range(1000, 1010, 995, 995, 0));
+        b.rto_detect(Duration::from_millis(60), ms(1000));
+        assert!(b.ranges()[0].has(LOST), "{:?}", b.ranges()[0]);
+        assert!(!b.ranges()[1].has(LOST));
+        assert_eq!(b.lost_bytes(), 1000);
     }
 
     /// Random sends, SACKs, losses and acknowledgements on a board that is
