@@ -4,7 +4,8 @@
 #
 #   sudo bash scripts/lossbench.sh [--full] [--only REGEX] [--timeout S] [--runs N]
 #                                  [--extra "ZC_IMPAIR_FLAGS"] [--seed N] [--out DIR]
-#                                  [--no-calibrate] [--no-install] [--no-build]
+#                                  [--kernel-cc NAME] [--no-calibrate] [--no-install]
+#                                  [--no-build]
 #
 # Builds the release binaries, installs what it needs (nginx, iperf3, curl,
 # ethtool), brings up scripts/lossbed.sh (client ns <=> relay ns <=> server
@@ -31,6 +32,10 @@
 # --only REGEX: rows whose id matches (ids: WORKLOAD/lLOSS-rREORDER-rttMS-RATE).
 # --extra FLAGS: appended to every path's zc-impair flags (e.g. the issue's
 #   "--jitter 2ms --dup 1%"; not --corrupt: see docs/loss.md).
+# --kernel-cc NAME: Linux's congestion control in the bed's namespaces
+#   (default cubic, as zcstack's; this machine's own default may differ, e.g.
+#   bbr, which does not slow down for random loss: run again with
+#   --kernel-cc bbr to compare with it). Set per namespace, never globally.
 # --no-calibrate: skip measuring the relay's unimpaired forwarding rate
 #   (iperf3 through the relay against a direct veth pair, same run).
 # Results: OUT/loss.md and OUT/loss.json (default scripts/bench-results/).
@@ -56,12 +61,13 @@ EXTRA=
 SEED=1
 OUT=$HERE/bench-results
 CALIBRATE=1
+KERNEL_CC=cubic
 INSTALL=1
 BUILD=1
 COMMAND="lossbench.sh $*"
 
 usage() {
-    sed -n '5,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,8p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
@@ -74,6 +80,7 @@ while (($#)); do
         --extra) EXTRA=${2:-}; shift 2 || usage ;;
         --seed) SEED=${2:-}; shift 2 || usage ;;
         --out) OUT=${2:-}; shift 2 || usage ;;
+        --kernel-cc) KERNEL_CC=${2:-}; shift 2 || usage ;;
         --no-calibrate) CALIBRATE=0; shift ;;
         --no-install) INSTALL=0; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -86,6 +93,10 @@ done
 [[ $RUNS =~ ^[0-9]+$ ]] && ((RUNS >= 1 && RUNS <= 20)) ||
     { echo "lossbench.sh: --runs '$RUNS' must be 1..20" >&2; exit 2; }
 [[ $SEED =~ ^[0-9]+$ ]] || { echo "lossbench.sh: --seed '$SEED' must be a number" >&2; exit 2; }
+grep -qw -- "$KERNEL_CC" /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null || {
+    echo "lossbench.sh: --kernel-cc '$KERNEL_CC' is not available here: $(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null)" >&2
+    exit 2
+}
 [[ $EXTRA == *--corrupt* || $EXTRA == *--*-corrupt* ]] &&
     echo "lossbench.sh: note: zcstack on a veth trusts received checksums, so --corrupt hands it corrupted bytes (docs/loss.md)" >&2
 if ((EUID != 0)); then
@@ -280,7 +291,16 @@ log "${#ROW_IDS[@]} rows x $RUNS runs, timeout $TIMEOUT s per transfer"
 # ---- the bed and the servers ----
 
 zc_lossbed_up "$TAG" "$NET" 1500
-log "bed up: $CNS <=> $(zc_lossbed_ns r "$TAG") <=> $SNS on 10.200.$NET.0/24"
+# Linux's congestion control: on the bed's subnet route in the two endpoint
+# namespaces (a namespace may only make the machine's allowed algorithms its
+# default, but a route may name any available one).
+SYSTEM_CC=$(cat /proc/sys/net/ipv4/tcp_congestion_control)
+for nd in "$CNS:$ZC_LB_CLIENT" "$SNS:$ZC_LB_SERVER"; do
+    route=$(ip -n "${nd%%:*}" route show "10.200.$NET.0/24" dev "${nd##*:}" | head -1)
+    # shellcheck disable=SC2086 # the route's words
+    ip -n "${nd%%:*}" route replace $route dev "${nd##*:}" congctl "$KERNEL_CC"
+done
+log "bed up: $CNS <=> $(zc_lossbed_ns r "$TAG") <=> $SNS on 10.200.$NET.0/24; Linux TCP uses $KERNEL_CC (this machine's default: $SYSTEM_CC)"
 
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes 1;
@@ -407,7 +427,7 @@ if ((CALIBRATE)); then
             ip netns exec "$s" timeout 30 iperf3 -s -1 -B "$a" >/dev/null 2>&1 &
             ipid=$!
             wait_listen "$s" 5201
-            ip netns exec "$c" timeout 30 iperf3 -c "$a" -t 4 -J >"$f.json" 2>/dev/null || true
+            ip netns exec "$c" timeout 30 iperf3 -c "$a" -t 4 -C "$KERNEL_CC" -J >"$f.json" 2>/dev/null || true
             stop_pid "$ipid" TERM
             [[ $kind == relay ]] && zc_lossbed_stop_relay "$TAG"
             record calib "$run" "$kind" iperf3 "cli=$f.json"
@@ -434,5 +454,6 @@ stop_pid "$NGINX" TERM
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"
 python3 "$HERE/lossbench_report.py" --rows "$WORK/rows.tsv" --runs "$WORK/runs.tsv" --out "$OUT" \
-    --machine "$MACHINE" --date "$(date -u +%Y-%m-%d)" --elapsed "$ELAPSED" --command "$COMMAND"
+    --machine "$MACHINE" --date "$(date -u +%Y-%m-%d)" --elapsed "$ELAPSED" --command "$COMMAND" \
+    --kernel-cc "$KERNEL_CC" --system-cc "$SYSTEM_CC"
 log "done in $ELAPSED s: $OUT/loss.md, $OUT/loss.json"

@@ -204,6 +204,8 @@ def main():
     ap.add_argument("--date", default="")
     ap.add_argument("--elapsed", type=int, default=0)
     ap.add_argument("--command", default="")
+    ap.add_argument("--kernel-cc", default="")
+    ap.add_argument("--system-cc", default="")
     a = ap.parse_args()
 
     rows = []
@@ -247,6 +249,10 @@ def main():
         md.append(f"Machine: {a.machine}. Date: {a.date}. Elapsed: {a.elapsed} s.")
     if a.command:
         md.append(f"Command: `{a.command}`.")
+    if a.kernel_cc:
+        default = (f" (this machine's default: {a.system_cc})"
+                   if a.system_cc and a.system_cc != a.kernel_cc else "")
+        md.append(f"Linux congestion control: {a.kernel_cc}{default}; zcstack: Cubic.")
     md += ["",
            "Each row: one impaired path (zc-impair in a middle namespace, the same seeded "
            "impairment both ways and for both stacks), Linux first (nginx `sendfile on` for "
@@ -268,7 +274,7 @@ def main():
             md += ["", f"Relay / direct: {r / d:.2f}."]
         md.append("")
     md += ["## Transfers", "",
-           "| workload | path | Linux | zcstack | zc/Linux | checks (Linux / zcstack) |",
+           f"| workload | path | Linux{' (' + a.kernel_cc + ')' if a.kernel_cc else ''} | zcstack | zc/Linux | checks (Linux / zcstack) |",
            "|---|---|---|---|---|---|"]
     result_rows = []
     for row in rows:
@@ -313,6 +319,7 @@ def main():
     (out / "loss.md").write_text("\n".join(md) + "\n")
     (out / "loss.json").write_text(json.dumps({
         "machine": a.machine, "date": a.date, "elapsed_seconds": a.elapsed,
+        "kernel_cc": a.kernel_cc, "system_cc": a.system_cc,
         "command": a.command,
         "relay_calibration_gbit_per_s": calib, "rows": result_rows}, indent=1) + "\n")
     print("\n".join(md))
