@@ -142,12 +142,19 @@ impl<D: Driver> StackBuilder<D> {
         self.mac = mac;
         self
     }
-    /// Receive and send ring sizes of each TCP socket (default 4 MiB each,
-    /// as Linux's largest automatic socket buffers: a path of 1 Gbit/s and
-    /// 10 ms holds 1.2 MiB in flight, and loss recovery keeps SACKed bytes
-    /// in the ring until the hole is filled. Ring memory is mapped lazily:
-    /// a connection only holds the pages its traffic touched. The send ring
-    /// is rounded up to whole 4 KiB pages).
+    /// Receive and send ring sizes of each TCP socket (default 256 KiB
+    /// receive, 4 MiB send; the send ring is rounded up to whole 4 KiB
+    /// pages).
+    ///
+    /// The send ring bounds the bytes in flight: a path of 1 Gbit/s and
+    /// 10 ms holds 1.2 MiB, and loss recovery keeps SACKed bytes in the ring
+    /// until the hole is filled; 4 MiB is Linux's largest automatic send
+    /// buffer. Its memory is mapped lazily: a connection only holds the pages
+    /// its traffic touched. The receive ring is the window a peer may send
+    /// in one burst, and a burst arrives in driver frames before the stack
+    /// copies it out: 256 KiB fits the default AF_XDP pool (a 4 MiB window
+    /// let a kernel peer's burst of 64 KiB GSO packets empty the fill ring).
+    /// Raise it together with the pool for long, fast paths.
     pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
         self.tcp_rx_buffer = rx;
         self.tcp_tx_buffer = tx;
@@ -370,7 +377,7 @@ impl<D: Driver> Stack<D> {
             ip: None,
             gateway: None,
             mac: None,
-            tcp_rx_buffer: 4 << 20,
+            tcp_rx_buffer: 256 * 1024,
             tcp_tx_buffer: 4 << 20,
             burst: 32,
             seed: None,
