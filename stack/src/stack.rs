@@ -143,18 +143,18 @@ impl<D: Driver> StackBuilder<D> {
         self
     }
     /// Receive and send ring sizes of each TCP socket (default 256 KiB
-    /// receive, 4 MiB send; the send ring is rounded up to whole 4 KiB
-    /// pages).
+    /// each; the send ring is rounded up to whole 4 KiB pages).
     ///
-    /// The send ring bounds the bytes in flight: a path of 1 Gbit/s and
-    /// 10 ms holds 1.2 MiB, and loss recovery keeps SACKed bytes in the ring
-    /// until the hole is filled; 4 MiB is Linux's largest automatic send
-    /// buffer. Its memory is mapped lazily: a connection only holds the pages
-    /// its traffic touched. The receive ring is the window a peer may send
-    /// in one burst, and a burst arrives in driver frames before the stack
-    /// copies it out: 256 KiB fits the default AF_XDP pool (a 4 MiB window
-    /// let a kernel peer's burst of 64 KiB GSO packets empty the fill ring).
-    /// Raise it together with the pool for long, fast paths.
+    /// The send ring bounds the bytes in flight: 256 KiB fill at most
+    /// 200 Mbit/s over a 10 ms path, and loss recovery keeps SACKed bytes in
+    /// the ring until the hole is filled. A server of large files on real
+    /// paths wants 4 MiB (zc-httpd's default, Linux's largest automatic
+    /// send buffer); ring memory is mapped lazily, so a connection only
+    /// holds the pages its traffic touched. The receive ring is the window a
+    /// peer may send in one burst, and a burst lands in driver frames before
+    /// the stack copies it out: raise it together with the pool (a 4 MiB
+    /// window let a kernel peer's burst of 64 KiB GSO packets empty a
+    /// generic-mode AF_XDP fill ring).
     pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
         self.tcp_rx_buffer = rx;
         self.tcp_tx_buffer = tx;
@@ -378,7 +378,7 @@ impl<D: Driver> Stack<D> {
             gateway: None,
             mac: None,
             tcp_rx_buffer: 256 * 1024,
-            tcp_tx_buffer: 4 << 20,
+            tcp_tx_buffer: 256 * 1024,
             burst: 32,
             seed: None,
             clock: Clock::Real,
