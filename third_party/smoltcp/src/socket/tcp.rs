@@ -28,6 +28,8 @@ mod scoreboard;
 mod listen;
 // ZCSTACK PATCH 12: RFC 5961.
 mod rfc5961;
+// ZCSTACK PATCH 13: PAWS lets reordered duplicate ACKs through.
+mod paws;
 
 pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
@@ -1828,13 +1830,15 @@ impl<'a> Socket<'a> {
 
         // ZCSTACK PATCH 7: PAWS (RFC 7323 5.3 R1). A segment whose TSval is
         // older than TS.Recent is an old duplicate (or forged): drop it and
-        // answer with a (rate-limited) ACK. RSTs are exempt, as in Linux.
+        // answer with a (rate-limited) ACK. RSTs are exempt, as in Linux,
+        // and so are reordered duplicate ACKs (ZCSTACK PATCH 13).
         if self.ts_active
             && self.ts_recent_valid
             && repr.control != TcpControl::Rst
             && !matches!(self.state, State::Listen | State::SynSent)
             && let Some(ts) = repr.timestamp
             && (ts.tsval.wrapping_sub(self.last_remote_tsval) as i32) < 0
+            && !self.paws_disordered_ack(repr, ts.tsval)
         {
             net_debug!(
                 "PAWS: TSval {} is older than TS.Recent {}",

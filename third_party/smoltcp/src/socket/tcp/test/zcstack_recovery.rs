@@ -1,4 +1,4 @@
-//! Tests of ZCSTACK PATCHES 6–11: RTO bounds, clock timestamps and PAWS,
+//! Tests of ZCSTACK PATCHES 6–11 and 13: RTO bounds, clock timestamps and PAWS,
 //! SACK blocks sent, the sender's loss recovery (SACK scoreboard, RACK-TLP,
 //! PRR, undo), congestion control per connection, and half-open connections
 //! given up. The peer is scripted segment by segment.
@@ -597,4 +597,88 @@ fn a_half_open_connection_that_cannot_even_send_expires_too() {
     assert_eq!(s.half_open_deadline(), Some(Instant::from_millis(7000)));
     recv_nothing!(s, time 7000);
     assert_eq!(s.state, State::Listen);
+}
+
+/// The peer acknowledges `ack` bytes with TSval `tsval`, window `win` and
+/// SACK blocks `sacks`; returns the socket's reply.
+fn ack_ts(
+    s: &mut TestSocket,
+    ms: i64,
+    ack: usize,
+    tsval: u32,
+    win: u16,
+    sacks: &[(usize, usize)],
+) -> Option<TcpRepr<'static>> {
+    let base = LOCAL_SEQ + 1;
+    let mut ranges = [None; 3];
+    for (i, &(l, r)) in sacks.iter().enumerate() {
+        ranges[i] = Some(((base + l).0 as u32, (base + r).0 as u32));
+    }
+    send(
+        s,
+        Instant::from_millis(ms),
+        &TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(base + ack),
+            window_len: win,
+            sack_ranges: ranges,
+            timestamp: Some(TcpTimestampRepr::new(tsval, 0)),
+            ..SEND_TEMPL
+        },
+    )
+}
+
+#[test]
+fn paws_lets_a_reordered_duplicate_ack_through() {
+    let mut s = sacking_socket(400, 64);
+    let base = warm_up(&mut s, 10);
+    send_bytes(&mut s, 20, base, 50);
+    // Timestamps from here on (the helpers above expect segments without).
+    s.set_timestamp_clock(true);
+    s.ts_active = true;
+    s.ts_recent_valid = true;
+    s.last_remote_tsval = 500;
+    s.remote_mss = MSS + 12;
+    // The peer's ACKs for the first segment (TSval 510) overtook the ACK
+    // that SACKs the three after it (TSval 508): the late one still counts,
+    // and the hole is resent.
+    ack_ts(&mut s, 30, base, 510, 4096, &[]);
+    ack_ts(&mut s, 31, base, 508, 4096, &[(base + 10, base + 40)]);
+    assert_eq!(s.recovery_stats().paws_rejects, 0);
+    let resent: Vec<(i64, usize)> = drain(&mut s, 31).iter().map(|g| (g.off, g.len)).collect();
+    assert_eq!(resent, vec![(base as i64, 10)]);
+    // Not let through, however late: an ACK that opens the window, one with
+    // data, and one older than a timeout. (An ACK below SND.UNA without
+    // data is dropped before PAWS, as upstream does.)
+    ack_ts(&mut s, 40, base + 50, 520, 4096, &[]);
+    assert_eq!(s.send_queue(), 0);
+    let rejects = |s: &TestSocket| s.recovery_stats().paws_rejects;
+    ack_ts(&mut s, 42, base + 50, 515, 8192, &[]);
+    assert_eq!(rejects(&s), 1, "a window update");
+    send(
+        &mut s,
+        Instant::from_millis(43),
+        &TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + base + 50),
+            window_len: 4096,
+            payload: &b"old"[..],
+            timestamp: Some(TcpTimestampRepr::new(515, 0)),
+            ..SEND_TEMPL
+        },
+    );
+    assert_eq!(rejects(&s), 2, "data");
+    assert_eq!(s.recv_queue(), 0);
+    let rto = s.rtte.retransmission_timeout().total_millis() as u32;
+    ack_ts(
+        &mut s,
+        44,
+        base + 50,
+        520u32.wrapping_sub(rto * 6 / 5 + 1),
+        4096,
+        &[],
+    );
+    assert_eq!(rejects(&s), 3, "older than a timeout");
+    ack_ts(&mut s, 45, base + 50, 519, 4096, &[]);
+    assert_eq!(rejects(&s), 3, "a late duplicate ACK");
 }
