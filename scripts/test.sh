@@ -88,6 +88,10 @@ fi
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
 step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
     --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
+# The API docs build without a warning (broken or private links included).
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+# The README's library snippet, built as a crate outside this workspace.
+step embed bash scripts/embed-check.sh
 
 echo
 echo "=== leftovers: zc* namespaces, links and processes"

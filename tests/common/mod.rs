@@ -1,6 +1,7 @@
 //! Helpers shared by zcstack's integration tests.
 //!
-//! - [`pump`]: drives two in-process stacks joined by the in-memory wire.
+//! - [`echo_through`] and friends: kernel TCP clients that check an echo
+//!   server's bytes (used against the apps and the stack on a TAP bed).
 //! - [`netns`]: creates and always deletes network namespaces, veth pairs and
 //!   TAP devices (names start with `zc`, addresses in 10.200.0.0/16), and runs
 //!   closures inside a namespace on their own thread.
