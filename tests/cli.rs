@@ -53,6 +53,7 @@ fn malformed_address_is_one_line_and_exit_2() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn missing_capability_is_named() {
     require_root!();
     let bed = TapBed::new("cap", 14);
