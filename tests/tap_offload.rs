@@ -274,7 +274,7 @@ fn multi_queue_tap_opens_one_tap_per_queue() {
             .err()
             .expect("a multi-queue open of a single-queue TAP fails")
             .to_string();
-        assert!(err.contains("is it a TAP device not in use"), "{err}");
+        assert!(err.contains("not a TAP device free to attach to"), "{err}");
         // Offloads need room for the virtio header in front of each frame.
         let bare = PoolConfig::new().frames(8).headroom(0).build().unwrap();
         let err = Tap::open_with("zcmq1", bare, TapOptions::offloads())

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
@@ -352,6 +352,9 @@ pub struct App {
     pub lines: mpsc::Receiver<String>,
     /// Its first stdout line (printed once it is ready).
     pub banner: String,
+    /// Everything it printed on stderr so far (read on a thread, so a
+    /// chatty app never blocks on a full pipe).
+    stderr: Arc<Mutex<String>>,
 }
 
 impl App {
@@ -380,6 +383,19 @@ impl App {
             .spawn()
             .expect("spawn app");
         let stdout = child.stdout.take().expect("stdout");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let err_buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+                err_buf.lock().expect("stderr buffer").push_str(&text);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -393,13 +409,14 @@ impl App {
                 child,
                 lines: rx,
                 banner,
+                stderr,
             },
             Err(_) => {
                 let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let _ = child.wait();
+                // The reader thread drains the rest once the pipe closes.
+                std::thread::sleep(Duration::from_millis(100));
+                let err = stderr.lock().expect("stderr buffer").clone();
                 panic!("{name} did not start: {err}");
             }
         }
@@ -429,6 +446,11 @@ impl App {
 }
 
 impl App {
+    /// What the app has printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr buffer").clone()
+    }
+
     /// Kills the app with SIGKILL (no clean-up runs in it) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
