@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test.sh: the one test command. fmt, clippy, release build, the whole test
-# suite in release mode, the vendored smoltcp's own tests, the API docs, and
-# the README's library snippet built outside the workspace. Privileged tests
+# suite in release mode, the vendored smoltcp's own tests, the demo, the API
+# docs, and the README's library snippet built outside the workspace. As
+# root on Debian/Ubuntu it first installs what the tests run (apt-get,
+# quietly, no daemons); elsewhere it names what is missing. Privileged tests
 # (TAP, network namespaces, veth, AF_XDP) are marked #[ignore = "needs root"]:
 # as root this runs them too (--include-ignored); without root they are
 # reported as ignored and counted in the summary. Afterwards, checks that
@@ -15,12 +17,21 @@ cd "$ROOT"
 # the apps' binaries here (the release build below puts them there).
 export ZC_BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
+# shellcheck source=scripts/need.sh
+source "$ROOT/scripts/need.sh"
+zc_need_cargo test.sh rustfmt clippy
 IGNORED=()
 if ((EUID == 0)); then
     IGNORED=(--include-ignored)
+    # What the privileged tests run (installed with apt when missing, on
+    # Debian/Ubuntu; otherwise named): beds, pings, fetches, offloads,
+    # the frame fuzzer, dropping privileges, pinning.
+    zc_need test.sh ip:iproute2 ping:iputils-ping curl:curl ethtool:ethtool \
+        python3:python3 sysctl:procps setpriv:util-linux unshare:util-linux taskset:util-linux
+    zc_need_tun test.sh
 else
-    echo "NOTE: not root: the privileged tests (TAP, netns, veth, AF_XDP) will be reported as ignored;"
-    echo "NOTE: run this as root for the full suite."
+    echo "NOTE: not root: the privileged tests (TAP, netns, veth, AF_XDP) will be reported as ignored,"
+    echo "NOTE: and the demo is not run; run this as root for the full suite."
 fi
 
 # What the project's tests may leave behind: zc* namespaces, zc* links in
@@ -105,6 +116,10 @@ fi
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
 step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
     --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
+# The demo (README's first command), small: it must keep working.
+if ((EUID == 0)); then
+    step demo env DEMO_MIB=64 DEMO_FETCHES=1 bash scripts/demo.sh
+fi
 # The API docs build without a warning (broken or private links included).
 step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 # The README's library snippet, built as a crate outside this workspace.
