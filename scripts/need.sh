@@ -2,9 +2,10 @@
 #
 # Library (source it from a script that runs `set -euo pipefail`; call these
 # before the script sets its own EXIT trap):
-#   zc_need WHO CMD:PACKAGE...   every CMD on PATH, or install PACKAGE
+#   zc_need WHO CMD:PACKAGE[,PACKAGE]...   every CMD on PATH, or install its PACKAGEs
 #   zc_need_cargo WHO [COMPONENT...]   cargo on PATH (rustup's env is sourced
-#                                if needed), and rustup components (rustfmt, clippy)
+#                                if needed), a C linker for it (cc), and rustup
+#                                components (rustfmt, clippy)
 #   zc_need_tun WHO              /dev/net/tun present (modprobe or mknod)
 #
 # As root on Debian or Ubuntu, a missing command's package is installed
@@ -20,8 +21,12 @@ _zc_apt_install() {
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null &&
-        apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    # apt's chatter (debconf notes and the like) is shown only if it fails.
+    local log
+    log=$(mktemp -t zc-apt.XXXXXX)
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"; } >"$log" 2>&1 || rc=$?
+    ((rc == 0)) || tail -n 20 "$log" >&2
+    rm -f "$log"
     if ((made)); then
         rm -f "$policy"
         trap - EXIT
@@ -35,14 +40,17 @@ _zc_can_apt() {
 }
 
 zc_need() {
-    local who=$1 pair cmd
+    local who=$1 pair cmd pkg
     shift
-    local missing=() pkgs=()
+    local missing=() pkgs=() list=()
     for pair in "$@"; do
         cmd=${pair%%:*}
         command -v "$cmd" >/dev/null 2>&1 && continue
         missing+=("$cmd")
-        [[ " ${pkgs[*]} " == *" ${pair#*:} "* ]] || pkgs+=("${pair#*:}")
+        IFS=, read -ra list <<<"${pair#*:}"
+        for pkg in "${list[@]}"; do
+            [[ " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
+        done
     done
     ((${#missing[@]})) || return 0
     if ! _zc_can_apt; then
@@ -81,6 +89,20 @@ zc_need_cargo() {
             "curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
         return 1
     }
+    # rustc links with the system's C compiler driver and C library files;
+    # a minimal Debian has neither.
+    if ! command -v cc >/dev/null 2>&1 || [[ $(cc -print-file-name=crt1.o 2>/dev/null) != /* ]]; then
+        if ! _zc_can_apt; then
+            echo "$who: Rust needs a C linker and the C library's files: install them first," \
+                "as root: apt-get install gcc libc6-dev (Debian/Ubuntu package names)" >&2
+            return 1
+        fi
+        echo "$who: installing gcc libc6-dev with apt-get (the linker Rust uses)" >&2
+        _zc_apt_install gcc libc6-dev || {
+            echo "$who: 'apt-get install gcc libc6-dev' failed: install them by hand and run again" >&2
+            return 1
+        }
+    fi
     for comp in "$@"; do
         case $comp in
             rustfmt) cargo fmt --version >/dev/null 2>&1 && continue ;;
