@@ -222,6 +222,58 @@ fn send_mode_is_offered_only_where_it_acts() {
     assert!(!String::from_utf8_lossy(&help.stdout).contains("--send-mode"));
 }
 
+/// zc-perf refuses flags that would do nothing in the test asked for.
+#[test]
+fn zc_perf_refuses_flags_that_would_do_nothing() {
+    for (args, want) in [
+        (
+            &["server", "--kernel", "--backlog", "4"][..],
+            "--backlog is for a zcstack TCP server",
+        ),
+        (
+            &[
+                "server",
+                "--tap",
+                "zcx",
+                "--ip",
+                "10.200.0.2/24",
+                "--udp",
+                "--backlog",
+                "4",
+            ],
+            "--backlog is for a zcstack TCP server",
+        ),
+        (
+            &[
+                "client",
+                "--kernel",
+                "--server",
+                "10.200.0.1",
+                "--count",
+                "10",
+            ],
+            "--size and --count are for UDP tests",
+        ),
+        (
+            &[
+                "client",
+                "--kernel",
+                "--server",
+                "10.200.0.1",
+                "--udp",
+                "--bytes",
+                "1M",
+            ],
+            "--bytes is for TCP tests",
+        ),
+    ] {
+        let (code, err) = run_bin("zc-perf", args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_one_line(&err);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn zc_perf_usage_names_every_device_and_a_missing_subcommand() {
     let (code, err) = run_bin("zc-perf", &[]);

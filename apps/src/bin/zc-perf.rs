@@ -205,6 +205,7 @@ fn parse() -> Cli {
         );
         std::process::exit(2);
     }
+    let server = matches!(cli.mode, Mode::Server(_));
     let common = match &mut cli.mode {
         Mode::Server(a) => &mut a.common,
         Mode::Client(a) => &mut a.common,
@@ -216,6 +217,17 @@ fn parse() -> Cli {
     };
     if common.kernel && common.smoltcp_defaults {
         usage("--smoltcp-defaults is for the zcstack side: drop it with --kernel");
+    }
+    // Flags that would do nothing in this kind of test are refused.
+    let (udp, kernel) = (common.udp, common.kernel);
+    if server && given("backlog") && (kernel || udp) {
+        usage("--backlog is for a zcstack TCP server: drop it with --kernel or --udp");
+    }
+    if !server && !udp && (given("size") || given("count")) {
+        usage("--size and --count are for UDP tests: add --udp, or drop them");
+    }
+    if !server && udp && given("bytes") {
+        usage("--bytes is for TCP tests: a UDP test stops after --count datagrams or --seconds");
     }
     if common.kernel {
         let dev = DeviceArgs::augment_args(clap::Command::new("dev"));
