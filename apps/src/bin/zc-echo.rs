@@ -23,7 +23,7 @@ const APP: &str = "zc-echo";
     version,
     about = "TCP echo server on the zcstack kernel-bypass stack",
     after_help = concat!(
-        "Example (as root, in a zcstack checkout; the namespace zcdemo with TAP zcdemo0,\nkernel side 10.200.1.1/24, comes from `bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24`):\n",
+        "Example, as root in a zcstack checkout with target/release on PATH, in the namespace\nzcdemo (TAP zcdemo0, kernel side 10.200.1.1/24) that\n`bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24` makes:\n",
         "  ip netns exec zcdemo zc-echo --tap zcdemo0 --ip 10.200.1.2/24 & sleep 1\n",
         "  ip netns exec zcdemo bash -c 'exec 3<>/dev/tcp/10.200.1.2/7; echo hello >&3; head -n1 <&3'"
     )

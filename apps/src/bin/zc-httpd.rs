@@ -41,7 +41,7 @@ const APP: &str = "zc-httpd";
     version,
     about = "HTTP/1.1 static-file server on the zcstack kernel-bypass stack",
     after_help = concat!(
-        "Example (as root, in a zcstack checkout; the namespace zcdemo with TAP zcdemo0,\nkernel side 10.200.1.1/24, comes from `bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24`):\n",
+        "Example, as root in a zcstack checkout with target/release on PATH, in the namespace\nzcdemo (TAP zcdemo0, kernel side 10.200.1.1/24) that\n`bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24` makes:\n",
         "  ip netns exec zcdemo zc-httpd --tap zcdemo0 --tap-offload --ip 10.200.1.2/24 --root . & sleep 1\n",
         "  ip netns exec zcdemo curl -fsS -o /dev/null -w '%{http_code} %{size_download} bytes\\n' http://10.200.1.2/README.md"
     )

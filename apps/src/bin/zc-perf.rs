@@ -41,7 +41,7 @@ const STOCK_RING: usize = 64 * 1024;
     // No arguments: say a subcommand is missing (clap would print the help).
     arg_required_else_help = false,
     after_help = concat!(
-        "Example (as root, in a zcstack checkout; the namespace zcdemo with TAP zcdemo0,\nkernel side 10.200.1.1/24, comes from `bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24`):\n",
+        "Example, as root in a zcstack checkout with target/release on PATH, in the namespace\nzcdemo (TAP zcdemo0, kernel side 10.200.1.1/24) that\n`bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24` makes:\n",
         "  ip netns exec zcdemo zc-perf server --tap zcdemo0 --ip 10.200.1.2/24 & sleep 1\n",
         "  ip netns exec zcdemo zc-perf client --kernel --server 10.200.1.2 --bytes 64M\n",
         "  ip netns exec zcdemo zc-perf client --kernel --server 10.200.1.2 --bytes 64M --reverse\n\n",
