@@ -106,7 +106,8 @@ skip() {
 
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
-step build cargo build --release --workspace --bins
+# `cargo build --release` and `cargo doc --no-deps` are the README's own lines.
+step build cargo build --release
 if [[ " ${FAILED[*]} " == *" build "* ]]; then
     skip test "build failed"
 else
@@ -130,7 +131,7 @@ if ((EUID == 0)); then
     step demo env DEMO_MIB=64 DEMO_FETCHES=1 bash scripts/demo.sh
 fi
 # The API docs build without a warning (broken or private links included).
-step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The README's library snippet, built as a crate outside this workspace.
 step embed bash scripts/embed-check.sh
 

@@ -5,6 +5,9 @@
 //! session runs in a private mount namespace (`tools/run_session.sh`), so
 //! the docs' fixed names (namespace `zcdemo`) never clash with another run.
 //!
+//! The README's inline `cargo run` commands must be lines of one of those
+//! blocks (docs/embedding.md's).
+//!
 //! Not run here: the README's first block (`bash scripts/demo.sh`, `bash
 //! scripts/test.sh`): scripts/test.sh is that second command and runs the
 //! demo as one of its steps. The README's library snippet is built by
@@ -104,18 +107,66 @@ fn readme_commands_run_as_written() {
 #[ignore = "needs root"]
 fn docs_commands_run_as_written() {
     require_root!();
-    let cases: [(&str, &[&str]); 3] = [
-        ("docs/apps.md", &["hello", "same bytes", "206 100"]),
-        ("docs/af_xdp.md", &["hello over AF_XDP"]),
-        ("docs/tap-offload.md", &[]),
+    // (file, lines the output must have, beginnings of lines it must have)
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        ("docs/apps.md", &["hello", "same bytes", "206 100"], &[]),
+        ("docs/af_xdp.md", &["hello over AF_XDP"], &[]),
+        ("docs/tap-offload.md", &[], &[]),
+        (
+            "docs/embedding.md",
+            &["hello tap_echo", "same bytes", "hello udp_echo"],
+            &["8 MiB echoed intact in "],
+        ),
     ];
-    for (file, lines) in cases {
+    for (file, lines, starts) in cases {
         let session = sh_blocks(&root().join(file)).concat();
         assert!(!session.is_empty(), "{file} has no ```sh block");
         let out = run_session(file, &session);
         for line in lines {
             assert_line(file, &out, line);
         }
+        for start in starts {
+            assert!(
+                out.lines().any(|l| l.starts_with(start)),
+                "{file}: expected a line starting {start:?} in:\n{out}"
+            );
+        }
+    }
+}
+
+/// The commands the README gives inline (`cargo run …` in running text,
+/// not in a block) are in a block that `docs_commands_run_as_written` runs.
+#[test]
+fn readme_inline_commands_are_run_by_a_test() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let run: Vec<String> = sh_blocks(&root().join("docs/embedding.md"))
+        .iter()
+        .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    // Code spans of the lines outside ``` blocks (none spans two lines).
+    let mut inside = false;
+    let mut inline: Vec<&str> = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            inside = !inside;
+        } else if !inside {
+            inline.extend(
+                line.split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|span| span.starts_with("cargo run")),
+            );
+        }
+    }
+    assert!(
+        !inline.is_empty(),
+        "README.md gives no inline `cargo run` command any more: update this test"
+    );
+    for cmd in inline {
+        assert!(
+            run.iter().any(|l| l == cmd),
+            "README.md's `{cmd}` is run by no test: put it in docs/embedding.md's session"
+        );
     }
 }
 
