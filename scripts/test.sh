@@ -116,14 +116,15 @@ fi
 # The vendored smoltcp is outside the workspace: run its own unit tests,
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
 # It has no lockfile (upstream keeps none): offline when cargo's cache can
-# resolve it, else cargo asks crates.io.
+# resolve it, else cargo asks crates.io. Arguments (e.g. --features …) go
+# to cargo test.
 smoltcp_tests() {
     local manifest=third_party/smoltcp/Cargo.toml offline=()
     if cargo metadata --offline --manifest-path "$manifest" --format-version 1 >/dev/null 2>&1; then
         offline=(--offline)
     fi
     cargo test "${offline[@]}" --manifest-path "$manifest" \
-        --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
+        --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib "$@"
 }
 step smoltcp-patch smoltcp_tests
 # The demo (README's first command), small: it must keep working.
