@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench.sh: zcstack against the kernel, measured in one run, peers side by side.
 #
-#   sudo bash scripts/bench.sh [--quick] [--runs N] [--seconds S] [--only REGEX]
-#                              [--out DIR] [--no-install] [--no-build] [--no-pin]
-#                              [--previous results.json]
+#   bash scripts/bench.sh [--quick] [--runs N] [--seconds S] [--only REGEX]
+#                         [--out DIR] [--no-install] [--no-build] [--no-pin]
+#                         [--previous results.json]
 #
 # --quick: 1 run per row, 1 s each, a 256 MiB file (checks the script, ~1 min).
 # --runs N (default 5), --seconds S per TCP/UDP/wrk run (default 2).
@@ -98,7 +98,7 @@ if [[ -n $PREVIOUS && ! -r $PREVIOUS ]]; then
     exit 2
 fi
 if ((EUID != 0)); then
-    echo "bench.sh: namespaces, veth, TAP and AF_XDP need root: run with sudo" >&2
+    echo "bench.sh: namespaces, veth, TAP and AF_XDP need root: run it as root" >&2
     exit 1
 fi
 

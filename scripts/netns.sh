@@ -121,7 +121,7 @@ _zc_veth_main() {
         exit 2
     fi
     if ((EUID != 0)); then
-        _zc_bed_err "network namespaces and veth pairs need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run with sudo"
+        _zc_bed_err "network namespaces and veth pairs need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run it as root"
         exit 1
     fi
     local cmd=$1 ns

@@ -202,7 +202,7 @@ _zc_bed_main() {
         exit 2
     fi
     if ((EUID != 0)); then
-        _zc_bed_err "network namespaces and TAP devices need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run with sudo"
+        _zc_bed_err "network namespaces and TAP devices need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): run it as root"
         exit 1
     fi
     local cmd=$1

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# test.sh: the one test command. fmt, clippy, release build, then the whole
-# test suite in release mode. Run as root for the privileged TAP/netns tests;
-# without root they are skipped (ZC_SKIP_PRIVILEGED=1) and the rest still run.
-# Afterwards, checks that the tests left no zc* namespace, link or process.
+# test.sh: the one test command. fmt, clippy, release build, the whole test
+# suite in release mode, the vendored smoltcp's own tests, the demo, the API
+# docs, and the README's library snippet built outside the workspace. As
+# root on Debian/Ubuntu it first installs what the tests run (apt-get,
+# quietly, no daemons); elsewhere it names what is missing. Privileged tests
+# (TAP, network namespaces, veth, AF_XDP) are marked #[ignore = "needs root"]:
+# as root this runs them too (--include-ignored); without root they are
+# reported as ignored and counted in the summary. Afterwards, checks that
+# the tests left no zc* namespace, link or process.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,10 +17,21 @@ cd "$ROOT"
 # the apps' binaries here (the release build below puts them there).
 export ZC_BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
-if ((EUID != 0)); then
-    echo "NOTE: not root: privileged tests (TAP, netns, veth) are SKIPPED (ZC_SKIP_PRIVILEGED=1)."
-    echo "NOTE: run 'sudo $0' for the full suite."
-    export ZC_SKIP_PRIVILEGED=1
+# shellcheck source=scripts/need.sh
+source "$ROOT/scripts/need.sh"
+zc_need_cargo test.sh rustfmt clippy
+IGNORED=()
+if ((EUID == 0)); then
+    IGNORED=(--include-ignored)
+    # What the privileged tests run (installed with apt when missing, on
+    # Debian/Ubuntu; otherwise named): beds, pings, fetches, offloads,
+    # the frame fuzzer, dropping privileges, pinning.
+    zc_need test.sh ip:iproute2 ping:iputils-ping curl:curl ethtool:ethtool \
+        python3:python3 sysctl:procps setpriv:util-linux unshare:util-linux taskset:util-linux
+    zc_need_tun test.sh
+else
+    echo "NOTE: not root: the privileged tests (TAP, netns, veth, AF_XDP) will be reported as ignored,"
+    echo "NOTE: and the demo is not run; run this as root for the full suite."
 fi
 
 # What the project's tests may leave behind: zc* namespaces, zc* links in
@@ -71,6 +87,18 @@ step() {
         FAILED+=("$name")
     fi
 }
+# The suite; its output also goes to a log, to count ignored tests.
+TEST_LOG=$(mktemp -t zc-test.XXXXXX)
+trap 'rm -f "$TEST_LOG"' EXIT
+run_tests() {
+    cargo test --release --workspace --no-fail-fast -- "${IGNORED[@]}" 2>&1 | tee "$TEST_LOG"
+}
+# Sum of "N passed" / "N ignored" over every test binary in the log.
+count() {
+    awk -v what="$1" '/^test result:/ {
+        for (i = 2; i <= NF; i++) if ($i ~ "^" what) n += $(i - 1)
+    } END { print n + 0 }' "$TEST_LOG"
+}
 skip() {
     RESULTS+=("$1 skipped ($2)")
     FAILED+=("$1")
@@ -78,21 +106,38 @@ skip() {
 
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
-step build cargo build --release --workspace --bins
+# `cargo build --release` and `cargo doc --no-deps` are the README's own lines.
+step build cargo build --release
 if [[ " ${FAILED[*]} " == *" build "* ]]; then
     skip test "build failed"
 else
-    step test cargo test --release --workspace --no-fail-fast
+    step test run_tests
 fi
 # The vendored smoltcp is outside the workspace: run its own unit tests,
 # which include the tests of zcstack's patch (third_party/smoltcp/ZCSTACK-PATCHES.md).
-step smoltcp-patch cargo test --manifest-path third_party/smoltcp/Cargo.toml \
-    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib
+# It has no lockfile (upstream keeps none): offline when cargo's cache can
+# resolve it, else cargo asks crates.io. Arguments (e.g. --features …) go
+# to cargo test.
+smoltcp_tests() {
+    local manifest=third_party/smoltcp/Cargo.toml offline=()
+    if cargo metadata --offline --manifest-path "$manifest" --format-version 1 >/dev/null 2>&1; then
+        offline=(--offline)
+    fi
+    cargo test "${offline[@]}" --manifest-path "$manifest" \
+        --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib "$@"
+}
+step smoltcp-patch smoltcp_tests
 # Again with the congestion controllers zcstack uses (their tests, and the
 # loss-recovery tests that need a controller, only build with them).
-step smoltcp-patch-cc cargo test --manifest-path third_party/smoltcp/Cargo.toml \
-    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/smoltcp-vendored" --lib \
-    --features socket-tcp-cubic,socket-tcp-reno
+step smoltcp-patch-cc smoltcp_tests --features socket-tcp-cubic,socket-tcp-reno
+# The demo (README's first command), small: it must keep working.
+if ((EUID == 0)); then
+    step demo env DEMO_MIB=64 DEMO_FETCHES=1 bash scripts/demo.sh
+fi
+# The API docs build without a warning (broken or private links included).
+step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+# The README's library snippet, built as a crate outside this workspace.
+step embed bash scripts/embed-check.sh
 
 echo
 echo "=== leftovers: zc* namespaces, links and processes"
@@ -110,8 +155,9 @@ fi
 echo
 echo "=== summary"
 printf '  %s\n' "${RESULTS[@]}"
-if [[ -n ${ZC_SKIP_PRIVILEGED:-} ]]; then
-    echo "  (privileged tests skipped: not root)"
+if [[ -s $TEST_LOG ]]; then
+    echo "  tests: $(count passed) passed, $(count failed) failed, $(count ignored) ignored$(
+        ((EUID == 0)) || echo " (not root: the privileged ones)")"
 fi
 if ((${#FAILED[@]})); then
     echo "test.sh: FAIL (${FAILED[*]})"

@@ -256,18 +256,21 @@ fn remap_mode_copies_once(json: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_copy_mode() {
     require_root!();
     copy_mode_copies_twice(&big_fetch("hcopy", 21, "copy", false));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_remap_mode_copies_once() {
     require_root!();
     remap_mode_copies_once(&big_fetch("hremap", 22, "remap", false));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_auto_mode() {
     require_root!();
     let json = big_fetch("hauto", 23, "auto", false);
@@ -275,18 +278,21 @@ fn big_file_auto_mode() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_copy_mode_af_xdp() {
     require_root!();
     copy_mode_copies_twice(&big_fetch("hxcopy", 61, "copy", true));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_remap_mode_copies_once_af_xdp() {
     require_root!();
     remap_mode_copies_once(&big_fetch("hxremap", 62, "remap", true));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn big_file_auto_mode_af_xdp() {
     require_root!();
     let json = big_fetch("hxauto", 63, "auto", true);
@@ -305,6 +311,7 @@ fn small_files(root: &Path, n: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ranges_pipelining_and_not_modified() {
     require_root!();
     let dir = TempDir::new("hrange");
@@ -395,6 +402,7 @@ fn ranges_pipelining_and_not_modified() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn hundred_parallel_keepalive_clients() {
     require_root!();
     let dir = TempDir::new("hpar");
@@ -444,6 +452,7 @@ fn hundred_parallel_keepalive_clients() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn thousand_concurrent_connections() {
     require_root!();
     let dir = TempDir::new("hthou");
@@ -470,6 +479,7 @@ fn thousand_concurrent_connections() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bad_requests_get_their_status_and_nothing_leaks() {
     require_root!();
     let dir = TempDir::new("hbad");
@@ -621,6 +631,7 @@ fn setup_and_usage_errors_are_one_line() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn file_truncated_mid_transfer_then_served_anew() {
     require_root!();
     let dir = TempDir::new("htrunc");
@@ -693,6 +704,7 @@ fn file_truncated_mid_transfer_then_served_anew() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_thousand_pipelined_requests_in_order() {
     require_root!();
     let dir = TempDir::new("hpipe");

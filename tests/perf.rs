@@ -82,6 +82,7 @@ fn assert_transfer(sender: &Value, receiver: &Value, bytes: u64) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_client_and_zcstack_server_64_mib_each_way() {
     require_root!();
     let bed = TapBed::new("perfa", 31);
@@ -125,6 +126,7 @@ fn kernel_client_and_zcstack_server_64_mib_each_way() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn zcstack_client_and_kernel_server_64_mib_each_way() {
     require_root!();
     let bed = TapBed::new("perfb", 32);
@@ -166,6 +168,7 @@ fn zcstack_client_and_kernel_server_64_mib_each_way() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_datagrams_counted_at_both_ends() {
     require_root!();
     for (net, zc_server) in [(33u8, true), (34, false)] {
@@ -210,6 +213,7 @@ fn udp_datagrams_counted_at_both_ends() {
 /// reports carry copies per payload byte (1 when receiving in place, 2 when
 /// sending: the app's write into the ring and smoltcp's emit).
 #[test]
+#[ignore = "needs root"]
 fn smoltcp_defaults_baseline_moves_data_and_counts_copies() {
     require_root!();
     let bed = TapBed::new("perfs", 35);

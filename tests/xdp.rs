@@ -119,18 +119,21 @@ fn echo_at_mtu(tag: &str, net: u8, mtu: u32, offloads: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn echo_64_mib_at_mtu_1500() {
     require_root!();
     echo_at_mtu("x15", 41, 1500, true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn echo_64_mib_at_mtu_9000() {
     require_root!();
     echo_at_mtu("x90", 42, 9000, true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn echo_64_mib_at_mtu_65535() {
     require_root!();
     echo_at_mtu("x65", 43, 65535, true);
@@ -140,6 +143,7 @@ fn echo_64_mib_at_mtu_65535() {
 /// software (no TX checksum offload on the server end) and verified by the
 /// client's kernel.
 #[test]
+#[ignore = "needs root"]
 fn jumbo_checksums_finished_by_the_kernel_verify_at_the_client() {
     require_root!();
     echo_at_mtu("xc9", 49, 9000, false);
@@ -151,6 +155,7 @@ fn jumbo_checksums_finished_by_the_kernel_verify_at_the_client() {
 /// frames for them and the driver takes them as multi-buffer packets. Before,
 /// the kernel dropped them and the echo stalled after a few hundred KB.
 #[test]
+#[ignore = "needs root"]
 fn generic_mode_takes_gso_packets_larger_than_the_mtu() {
     require_root!();
     let bed = VethBed::new(
@@ -179,6 +184,7 @@ fn generic_mode_takes_gso_packets_larger_than_the_mtu() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kill_9_leaves_no_program_and_a_restart_serves_at_once() {
     require_root!();
     let bed = VethBed::new("xk", 44, VethOpts::default());
@@ -218,6 +224,7 @@ fn run_echo(bed: &VethBed, prefix: &[&str], args: &[&str]) -> (Option<i32>, Stri
 }
 
 #[test]
+#[ignore = "needs root"]
 fn setup_errors_are_one_line_and_say_what_to_do() {
     require_root!();
     let bed = VethBed::new("xe", 45, VethOpts::default());
@@ -270,6 +277,7 @@ fn setup_errors_are_one_line_and_say_what_to_do() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn mtu_too_large_for_the_pool_frames_says_what_to_change() {
     require_root!();
     let bed = VethBed::new(
@@ -312,6 +320,7 @@ fn pin_to(cpu: usize) {
 /// softirq sends (on the CPU where the server's replies arrive) all use
 /// that CPU's queue. Static neighbour entries keep ARP out of the picture.
 #[test]
+#[ignore = "needs root"]
 fn two_processes_on_two_queues_both_serve() {
     require_root!();
     let bed = VethBed::new(
@@ -420,6 +429,7 @@ fn two_processes_on_two_queues_both_serve() {
 /// zc-perf runs there, a transfer to the stack checks out; after it exits
 /// (the program detached) the kernel's address answers again.
 #[test]
+#[ignore = "needs root"]
 fn kernel_address_and_af_xdp_share_the_server_end() {
     require_root!();
     let bed = VethBed::new(

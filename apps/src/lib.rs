@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Parser};
+use clap::{ArgGroup, Args, Parser};
 use zcstack::{SendMode, Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::{Tap, TapOptions};
@@ -31,14 +31,12 @@ pub type AppDriver = Box<dyn Driver>;
 
 /// Device and address flags shared by every app.
 #[derive(Args, Debug, Clone)]
+#[command(group(ArgGroup::new("device").args(["tap", "xdp"]).required(true)))]
 pub struct DeviceArgs {
-    /// Create, or attach to, the TAP device NAME in the current network namespace.
-    #[arg(
-        long,
-        value_name = "NAME",
-        required_unless_present = "xdp",
-        conflicts_with = "xdp"
-    )]
+    /// Create, or attach to, the TAP device NAME in the current network
+    /// namespace (one the app creates disappears when it exits; see
+    /// scripts/tapbed.sh for one that stays and has a kernel-side address).
+    #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
     /// With --tap: IFF_VNET_HDR offloads: 64 KiB TCP segments and partial
     /// checksums both ways (the kernel segments and checksums; pool frames
@@ -73,12 +71,13 @@ pub struct DeviceArgs {
     pub pcap: Option<PathBuf>,
     /// Frames in the buffer pool (2 KiB each; with AF_XDP at a jumbo MTU or
     /// in generic mode the frames are larger and fewer, for the same memory).
-    #[arg(long, value_name = "N", default_value_t = 8192)]
+    #[arg(long, value_name = "N", default_value_t = 8192,
+        value_parser = clap::value_parser!(u32).range(64..=1 << 24))]
     pub pool_frames: u32,
-    /// How file bytes get into TCP send rings: copy, remap (map file pages
-    /// over the ring, no CPU copy), or auto (the stack picks).
-    #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
-    pub send_mode: SendMode,
+    /// Not a flag here: how file bytes get into TCP send rings, for an app
+    /// that sends files (zc-httpd has `--send-mode`); default auto.
+    #[arg(skip)]
+    pub send_mode: Option<SendMode>,
     /// Not a flag: an app's own TCP (receive, send) ring sizes, if it sets them.
     #[arg(skip)]
     pub tcp_buffers: Option<(usize, usize)>,
@@ -194,7 +193,7 @@ impl DeviceArgs {
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
             .mac(self.mac)
-            .send_mode(self.send_mode);
+            .send_mode(self.send_mode.unwrap_or(SendMode::Auto));
         if let Some((rx, tx)) = self.tcp_buffers {
             stack = stack.tcp_buffers(rx, tx);
         }
@@ -231,6 +230,100 @@ impl DeviceArgs {
     }
 }
 
+impl DeviceArgs {
+    /// What the user should know about the device beyond the banner, one
+    /// line each: a TAP whose kernel side has no address in the stack's
+    /// subnet (nothing in the namespace can reach the stack then), an
+    /// AF_XDP interface the kernel also has addresses on, or the loopback.
+    pub fn notes(&self) -> Vec<String> {
+        let (ip, prefix) = self.ip;
+        let mut notes = Vec::new();
+        if let Some(tap) = &self.tap {
+            let addrs = kernel_ipv4_addrs(tap);
+            if addrs.is_empty() {
+                let host = u32::from(ip) & !mask(prefix);
+                let peer =
+                    Ipv4Addr::from((u32::from(ip) & mask(prefix)) | if host == 1 { 2 } else { 1 });
+                notes.push(format!(
+                    "note: the kernel side of TAP {tap} has no IPv4 address, so nothing in this \
+                     namespace can reach {ip} yet: give it one in the stack's subnet \
+                     (ip addr add {peer}/{prefix} dev {tap}); `scripts/tapbed.sh up` makes a TAP \
+                     that has one and stays when the app exits"
+                ));
+            } else if !addrs.iter().any(|&(a, _)| same_subnet(a, ip, prefix)) {
+                notes.push(format!(
+                    "note: the kernel side of TAP {tap} has {}, none in the stack's subnet \
+                     {}/{prefix}: the kernel reaches {ip} only through a route",
+                    list(&addrs),
+                    Ipv4Addr::from(u32::from(ip) & mask(prefix))
+                ));
+            }
+        }
+        if let Some(iface) = &self.xdp {
+            if iface == "lo" {
+                notes.push(
+                    "warning: AF_XDP on the loopback takes the namespace's own traffic away \
+                     from the kernel while the app runs: use a veth or NIC the kernel keeps \
+                     no address on"
+                        .into(),
+                );
+            } else {
+                let addrs = kernel_ipv4_addrs(iface);
+                if !addrs.is_empty() {
+                    notes.push(format!(
+                        "warning: {iface} also has the kernel's address {}: while the app runs, \
+                         frames arriving on queue {} go to the stack, so the kernel's address \
+                         stops answering there (give AF_XDP an interface the kernel keeps no \
+                         address on)",
+                        list(&addrs),
+                        self.queue.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    /// Prints [`notes`](Self::notes) to stderr, each as one `app: …` line.
+    pub fn print_notes(&self, app: &str) {
+        for n in self.notes() {
+            eprintln!("{app}: {n}");
+        }
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    (u32::from(a) ^ u32::from(b)) & mask(prefix) == 0
+}
+
+fn list(addrs: &[(Ipv4Addr, u8)]) -> String {
+    let v: Vec<String> = addrs.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+    v.join(", ")
+}
+
+/// The IPv4 addresses (with prefix lengths) the kernel has on interface
+/// `name` in this network namespace; empty if none or if they cannot be read.
+pub fn kernel_ipv4_addrs(name: &str) -> Vec<(Ipv4Addr, u8)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            let prefix = a
+                .netmask
+                .and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip()).count_ones()))
+                .unwrap_or(32);
+            Some((ip, prefix as u8))
+        })
+        .collect()
+}
+
 /// Stops the stack and returns its final counters, with the pool counted
 /// after the driver let go of every frame (frames an AF_XDP driver lent the
 /// kernel come back when it closes), so `pool.in_use` is what really leaked.
@@ -251,11 +344,14 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Prints one line of live figures per second when enabled. Reads the clock
-/// only every 1024 calls.
+/// Prints one line of live figures per second when enabled (`--stats`), on
+/// a steady one-second clock: each line's rates are over the second since
+/// the line before, whether the stack was busy, bursty or idle. Uses the
+/// time of the stack's last poll, so it reads no clock of its own.
 pub struct StatsTicker {
     on: bool,
-    calls: u32,
+    /// When the next line is due; `None` before the first call.
+    next: Option<Instant>,
     last: Instant,
     prev: StackStats,
 }
@@ -265,29 +361,39 @@ impl StatsTicker {
     pub fn new(on: bool) -> StatsTicker {
         StatsTicker {
             on,
-            calls: 0,
+            next: None,
             last: Instant::now(),
             prev: StackStats::default(),
         }
     }
 
-    /// Call once per loop iteration.
+    /// Call once per loop iteration, after polling.
     pub fn tick<D: Driver>(&mut self, app: &str, stack: &Stack<D>) {
         if !self.on {
             return;
         }
-        self.calls = self.calls.wrapping_add(1);
-        if !self.calls.is_multiple_of(1024) {
+        let now = stack.poll_time();
+        let Some(next) = self.next else {
+            self.next = Some(now + Duration::from_secs(1));
+            self.last = now;
+            self.prev = stack.stats();
             return;
-        }
-        let secs = self.last.elapsed().as_secs_f64();
-        if secs < 1.0 {
+        };
+        if now < next {
             return;
         }
         let s = stack.stats();
+        let secs = now.duration_since(self.last).as_secs_f64();
         eprintln!("{app}: {}", rate_line(&self.prev, &s, secs));
         self.prev = s;
-        self.last = Instant::now();
+        self.last = now;
+        // Keep to the one-second grid; a loop held up longer starts afresh.
+        let due = next + Duration::from_secs(1);
+        self.next = Some(if due > now {
+            due
+        } else {
+            now + Duration::from_secs(1)
+        });
     }
 }
 
@@ -339,5 +445,20 @@ mod tests {
         assert!(parse_mac("02:00:00:00:00").is_err());
         assert!(parse_mac("02:00:00:00:00:00:01").is_err());
         assert!(parse_mac("zz:00:00:00:00:00").is_err());
+    }
+
+    #[test]
+    fn subnets() {
+        assert_eq!(mask(24), 0xffff_ff00);
+        assert_eq!(mask(0), 0);
+        assert_eq!(mask(32), u32::MAX);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(same_subnet(ip("10.200.1.1"), ip("10.200.1.2"), 24));
+        assert!(!same_subnet(ip("10.200.2.1"), ip("10.200.1.2"), 24));
+        assert!(same_subnet(ip("10.200.2.1"), ip("10.200.1.2"), 16));
+        assert_eq!(
+            list(&[(ip("10.200.1.1"), 24), (ip("10.1.0.1"), 8)]),
+            "10.200.1.1/24, 10.1.0.1/8"
+        );
     }
 }

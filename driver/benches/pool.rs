@@ -1,4 +1,4 @@
-//! ns per frame for alloc + free in bursts of 32 (the DESIGN target is ≤ 20 ns).
+//! ns per frame for alloc + free in bursts of 32 (the target is ≤ 20 ns: docs/architecture.md).
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zcstack_driver::{Pool, PoolConfig};
 

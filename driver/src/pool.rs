@@ -54,7 +54,7 @@ pub enum PoolError {
         source: io::Error,
     },
     /// Creating or mapping the shared memory failed.
-    #[error("cannot map the {bytes}-byte buffer pool: {source}")]
+    #[error("cannot create or map the {bytes}-byte buffer pool")]
     Map {
         /// Size of the region that could not be mapped.
         bytes: usize,

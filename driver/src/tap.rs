@@ -60,9 +60,24 @@ impl TapOptions {
 /// Why a TAP device could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    /// `/dev/net/tun` is missing.
-    #[error("cannot open /dev/net/tun ({0}): load the tun module with `modprobe tun`")]
+    /// `/dev/net/tun` is missing: no TUN/TAP driver, or no device node.
+    #[error(
+        "there is no /dev/net/tun: load the TUN/TAP driver (`modprobe tun`) or, if it is \
+         built in, create the node (`mkdir -p /dev/net && mknod /dev/net/tun c 10 200`)"
+    )]
     NoTunDevice(#[source] io::Error),
+    /// `/dev/net/tun` exists but this process may not open it.
+    #[error(
+        "opening /dev/net/tun for TAP device {name} was refused: TAP devices need root, or \
+         CAP_NET_ADMIN and read-write access to /dev/net/tun"
+    )]
+    TunAccess {
+        /// Device name.
+        name: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
     /// The caller lacks `CAP_NET_ADMIN`.
     #[error(
         "creating or attaching TAP device {name} needs CAP_NET_ADMIN: run as root, or \
@@ -77,7 +92,9 @@ pub enum TapError {
     },
     /// The name is taken by a device that is not a free TAP.
     #[error(
-        "cannot attach to {name}: {source} (is it a TAP device not in use by another process?)"
+        "cannot attach to {name}: it exists but is not a TAP device free to attach to \
+         (another process holds it, or it is another kind of interface, or its \
+         multi-queue setting differs)"
     )]
     Busy {
         /// Device name.
@@ -115,7 +132,7 @@ pub enum TapError {
         have: usize,
     },
     /// Any other failure, with the step that failed.
-    #[error("TAP {name}: {what}: {source}")]
+    #[error("TAP {name}: {what}")]
     Io {
         /// Device name.
         name: String,
@@ -137,6 +154,8 @@ pub struct Tap {
     pool: Pool,
     mtu: usize,
     opts: TapOptions,
+    /// Opening created the device (vs attached to an existing one).
+    created: bool,
     stats: DriverStats,
 }
 
@@ -166,7 +185,20 @@ impl Tap {
             source,
         };
         let mut req = IfReq::new(name).map_err(|e| io_err("bad name", e))?;
-        let fd = sys::open_rw_nonblock("/dev/net/tun").map_err(TapError::NoTunDevice)?;
+        let fd = sys::open_rw_nonblock("/dev/net/tun").map_err(|source| {
+            match source.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => TapError::TunAccess {
+                    name: name.to_string(),
+                    source,
+                },
+                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    TapError::NoTunDevice(source)
+                }
+                _ => io_err("opening /dev/net/tun", source),
+            }
+        })?;
+        // Whether TUNSETIFF attaches to an existing device or creates one.
+        let existed = sys::if_nametoindex(name).is_some();
         let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
         if opts.vnet_hdr {
             flags |= libc::IFF_VNET_HDR;
@@ -238,8 +270,15 @@ impl Tap {
             pool,
             mtu,
             opts,
+            created: !existed,
             stats: DriverStats::default(),
         })
+    }
+
+    /// Whether opening created the device (it then disappears when the
+    /// `Tap` closes) rather than attaching to an existing one.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The options the device was opened with (`vnet_hdr` set if `offloads` is).
@@ -388,10 +427,11 @@ impl Driver for Tap {
         self.stats
     }
     fn describe(&self) -> String {
+        let how = if self.created { "created" } else { "attached" };
         if self.opts.offloads {
-            format!("tap {} (TSO, partial checksums)", self.name)
+            format!("tap {} ({how}; TSO, partial checksums)", self.name)
         } else {
-            format!("tap {}", self.name)
+            format!("tap {} ({how})", self.name)
         }
     }
     fn rx_checksums_trusted(&self) -> bool {

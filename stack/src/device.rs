@@ -18,7 +18,8 @@
 //!
 //! The tokens also count TCP payload bytes (by reading the IPv4 and TCP header
 //! lengths of each frame), because those are the bytes smoltcp copies between
-//! its socket rings and frames: copy #1 in each direction of DESIGN.md's budget.
+//! its socket rings and frames: the one CPU copy per direction that the copy
+//! budget allows (docs/architecture.md).
 
 use std::num::NonZeroUsize;
 

@@ -1,4 +1,4 @@
-//! The stack: a smoltcp `Interface` over a [`Port`], its sockets, and the poll loop.
+//! The stack: a smoltcp `Interface` over a `Port` (the device adapter), its sockets, and the poll loop.
 
 use std::io;
 use std::net::Ipv4Addr;

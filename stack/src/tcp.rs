@@ -1,7 +1,7 @@
 //! TCP: listeners with a backlog, accept, connect, read, write, shutdown, close.
 //!
 //! smoltcp has no listen backlog: one socket serves one connection, and a SYN
-//! that finds no LISTEN socket is answered with RST. A [`Listener`] therefore
+//! that finds no LISTEN socket is answered with RST. A `Listener` therefore
 //! keeps up to `backlog` sockets listening on its port; after every poll the
 //! ones that left LISTEN move to the accept queue and fresh (recycled)
 //! sockets take their place, so simultaneous connects are all accepted. A

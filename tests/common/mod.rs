@@ -1,6 +1,7 @@
 //! Helpers shared by zcstack's integration tests.
 //!
-//! - [`pump`]: drives two in-process stacks joined by the in-memory wire.
+//! - [`echo_through`] and friends: kernel TCP clients that check an echo
+//!   server's bytes (used against the apps and the stack on a TAP bed).
 //! - [`netns`]: creates and always deletes network namespaces, veth pairs and
 //!   TAP devices (names start with `zc`, addresses in 10.200.0.0/16), and runs
 //!   closures inside a namespace on their own thread.
@@ -106,5 +107,46 @@ pub fn assert_concurrent_echoes(
     for (i, t) in threads.into_iter().enumerate() {
         let (want, got) = t.join().expect("client panicked (stalled?)");
         assert_eq!(want, got, "client {i} got different bytes back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every test that calls `require_root!()` is marked `#[ignore = "needs
+    /// root"]` (so a run without root lists it as ignored, not passed), and
+    /// every test so marked calls it.
+    #[test]
+    fn privileged_tests_are_marked_ignored() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).expect("tests/") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).expect("read");
+            // Each piece starts at a #[test] and runs to the next one.
+            for piece in src.split("#[test]\n").skip(1) {
+                let name = piece
+                    .split("fn ")
+                    .nth(1)
+                    .and_then(|s| s.split('(').next())
+                    .unwrap_or("?");
+                let head = piece.split("fn ").next().unwrap_or("");
+                let marked = head.contains("#[ignore = \"needs root\"]");
+                // The test function itself: up to the first line that closes it.
+                let body = piece.split("\n}\n").next().unwrap_or("");
+                let needs = body.contains("require_root!();");
+                assert_eq!(
+                    marked,
+                    needs,
+                    "{}: {name}: a test that calls require_root!() must be marked \
+                     #[ignore = \"needs root\"], and only such a test",
+                    path.display()
+                );
+                checked += usize::from(marked);
+            }
+        }
+        assert!(checked >= 39, "found only {checked} privileged tests");
     }
 }

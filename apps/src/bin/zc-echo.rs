@@ -21,17 +21,23 @@ const APP: &str = "zc-echo";
 #[command(
     name = "zc-echo",
     version,
-    about = "TCP echo server on the zcstack kernel-bypass stack"
+    about = "TCP echo server on the zcstack kernel-bypass stack",
+    after_help = concat!(
+        "Example, as root in a zcstack checkout with target/release on PATH, in the namespace\nzcdemo (TAP zcdemo0, kernel side 10.200.1.1/24) that\n`bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24` makes:\n",
+        "  ip netns exec zcdemo zc-echo --tap zcdemo0 --ip 10.200.1.2/24 & sleep 1\n",
+        "  ip netns exec zcdemo bash -c 'exec 3<>/dev/tcp/10.200.1.2/7; echo hello >&3; head -n1 <&3'"
+    )
 )]
 struct Cli {
     #[command(flatten)]
     dev: DeviceArgs,
     /// TCP port to listen on.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     /// Connections that may be in setup or waiting to be accepted at once.
-    #[arg(long, default_value_t = 128)]
-    backlog: usize,
+    #[arg(long, value_name = "N", default_value_t = 128,
+        value_parser = clap::value_parser!(u32).range(1..=65536))]
+    backlog: u32,
     /// Bytes held per connection between reading and echoing (the server
     /// reads on while its send ring is full, up to this much; 1 makes a
     /// client that stops reading close the server's receive window at once).
@@ -110,7 +116,7 @@ fn main() -> ExitCode {
     run(APP, || {
         let stop = stop_flag()?;
         let mut stack = cli.dev.build_stack()?;
-        let listener = stack.tcp_listen(cli.port, cli.backlog)?;
+        let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
         let (ip, _) = stack.ip();
         println!(
             "{APP}: listening on {ip}:{} via {} (MTU {})",
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
             stack.driver().describe(),
             stack.driver().mtu()
         );
+        cli.dev.print_notes(APP);
         let mut conns: Vec<Conn> = Vec::new();
         let mut ticker = StatsTicker::new(cli.dev.stats);
         while !stop.load(Ordering::Relaxed) {

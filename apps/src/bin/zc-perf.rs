@@ -2,9 +2,9 @@
 //! `--kernel`) on the kernel's stack, so either end can be either.
 //!
 //! ```text
-//! zc-perf server --tap zctap0 --ip 10.200.1.2/24 [--port 5201] [--once] [--json]
-//! zc-perf client --server 10.200.1.1 --kernel [--bytes 64M | --seconds 5] [--reverse]
-//! zc-perf client --server 10.200.1.1 --tap zctap0 --ip 10.200.1.2/24 --udp [--size 64]
+//! zc-perf server --tap zctap0 --ip 10.200.1.2/24 [--port 5201] [--once] [--json] [--udp]
+//! zc-perf client --server 10.200.1.2 --kernel [--bytes 64M | --seconds 5] [--reverse]
+//! zc-perf client --server 10.200.1.2 --kernel --udp [--size 64] [--count N]
 //! ```
 //! The protocol (a 24-byte header from the client, a seeded data pattern the
 //! receiver checks byte for byte, a 16-byte report back) is in
@@ -38,9 +38,17 @@ const STOCK_RING: usize = 64 * 1024;
     name = "zc-perf",
     version,
     about = "TCP/UDP throughput tests on zcstack or the kernel stack",
-    after_help = "Retransmissions: with --kernel, TCP_INFO's tcpi_total_retrans (segments) and \
+    // No arguments: say a subcommand is missing (clap would print the help).
+    arg_required_else_help = false,
+    after_help = concat!(
+        "Example, as root in a zcstack checkout with target/release on PATH, in the namespace\nzcdemo (TAP zcdemo0, kernel side 10.200.1.1/24) that\n`bash scripts/tapbed.sh up zcdemo zcdemo0 10.200.1.1/24` makes:\n",
+        "  ip netns exec zcdemo zc-perf server --tap zcdemo0 --ip 10.200.1.2/24 & sleep 1\n",
+        "  ip netns exec zcdemo zc-perf client --kernel --server 10.200.1.2 --bytes 64M\n",
+        "  ip netns exec zcdemo zc-perf client --kernel --server 10.200.1.2 --bytes 64M --reverse\n\n",
+        "Retransmissions: with --kernel, TCP_INFO's tcpi_total_retrans (segments) and \
 tcpi_bytes_retrans; on zcstack, the stack's loss-recovery counters (segments and bytes \
 retransmitted, timeouts, fast recoveries, tail loss probes, undone recoveries)."
+    )
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,11 +58,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Mode {
     /// Wait for clients and run the tests they ask for.
-    #[command(override_usage = "zc-perf server (--kernel | --tap NAME --ip ADDR/PREFIX) [OPTIONS]")]
+    #[command(
+        override_usage = "zc-perf server (--kernel | (--tap NAME | --xdp IFACE) --ip ADDR/PREFIX) [--udp] [OPTIONS]"
+    )]
     Server(ServerArgs),
     /// Run one test against a server.
     #[command(
-        override_usage = "zc-perf client --server ADDR (--kernel | --tap NAME --ip ADDR/PREFIX) [OPTIONS]"
+        override_usage = "zc-perf client --server ADDR (--kernel | (--tap NAME | --xdp IFACE) --ip ADDR/PREFIX) [--udp] [OPTIONS]"
     )]
     Client(ClientArgs),
 }
@@ -69,9 +79,10 @@ struct Common {
     #[arg(skip)]
     dev: Option<DeviceArgs>,
     /// TCP or UDP port of the server.
-    #[arg(long, default_value_t = DEFAULT_PORT)]
+    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// UDP packet-rate test instead of TCP bulk transfer.
+    /// UDP packet-rate test instead of TCP bulk transfer (a server serves
+    /// one or the other: give the server --udp too).
     #[arg(long)]
     udp: bool,
     /// Print each report as one JSON object (one per line) instead of text.
@@ -110,7 +121,7 @@ struct ClientArgs {
     #[arg(long, value_name = "N", value_parser = parse_bytes)]
     bytes: Option<u64>,
     /// Stop after this many seconds (default 10, or 60 as a cap with --bytes or --count).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
     seconds: Option<f64>,
     /// TCP: the server sends and the client receives.
     #[arg(long)]
@@ -127,14 +138,20 @@ struct ClientArgs {
     seed: u32,
 }
 
+/// `--seconds`: more than 0, at most an hour.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 3600.0 => Ok(secs),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0 (exclusive) to 3600"
+        )),
+    }
+}
+
 impl ClientArgs {
-    fn limit(&self) -> anyhow::Result<Duration> {
+    fn limit(&self) -> Duration {
         let bounded = self.bytes.is_some() || self.count.is_some();
-        let secs = self.seconds.unwrap_or(if bounded { 60.0 } else { 10.0 });
-        if !(secs > 0.0 && secs <= 3600.0) {
-            bail!("--seconds must be more than 0 and at most 3600");
-        }
-        Ok(Duration::from_secs_f64(secs))
+        Duration::from_secs_f64(self.seconds.unwrap_or(if bounded { 60.0 } else { 10.0 }))
     }
 }
 
@@ -164,10 +181,7 @@ fn parse() -> Cli {
         let about = c.get_about().cloned().unwrap_or_default();
         DeviceArgs::augment_args(c)
             .about(about)
-            .mut_arg("tap", |a| {
-                a.required(false)
-                    .required_unless_present(clap::builder::Resettable::<clap::Id>::Reset)
-            })
+            .mut_group("device", |g| g.required(false))
             .mut_arg("ip", |a| a.required(false))
     };
     let m = Cli::command()
@@ -191,6 +205,7 @@ fn parse() -> Cli {
         );
         std::process::exit(2);
     }
+    let server = matches!(cli.mode, Mode::Server(_));
     let common = match &mut cli.mode {
         Mode::Server(a) => &mut a.common,
         Mode::Client(a) => &mut a.common,
@@ -202,6 +217,17 @@ fn parse() -> Cli {
     };
     if common.kernel && common.smoltcp_defaults {
         usage("--smoltcp-defaults is for the zcstack side: drop it with --kernel");
+    }
+    // Flags that would do nothing in this kind of test are refused.
+    let (udp, kernel) = (common.udp, common.kernel);
+    if server && given("backlog") && (kernel || udp) {
+        usage("--backlog is for a zcstack TCP server: drop it with --kernel or --udp");
+    }
+    if !server && !udp && (given("size") || given("count")) {
+        usage("--size and --count are for UDP tests: add --udp, or drop them");
+    }
+    if !server && udp && given("bytes") {
+        usage("--bytes is for TCP tests: a UDP test stops after --count datagrams or --seconds");
     }
     if common.kernel {
         let dev = DeviceArgs::augment_args(clap::Command::new("dev"));
@@ -238,6 +264,9 @@ fn main() -> ExitCode {
             }
             Mode::Client(a) => {
                 let net = open(&a.common)?;
+                if let Some(dev) = &a.common.dev {
+                    dev.print_notes(APP);
+                }
                 client(net, &a, &stop)
             }
         }
@@ -313,14 +342,16 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let proto = if c.udp { "UDP" } else { "TCP" };
     match net {
         Net::Kernel => {
-            banner(
-                c.json,
-                format!("0.0.0.0:{} ({proto}, kernel stack)", c.port),
-            );
+            // Bound before the banner: "listening" means it is.
+            let what = format!("0.0.0.0:{} ({proto}, kernel stack)", c.port);
             if c.udp {
-                kernel::udp_server(c.port, a.once, c.json, stop)
+                let s = kernel::udp_bind(c.port)?;
+                banner(c.json, what);
+                kernel::udp_server(s, a.once, c.json, stop)
             } else {
-                kernel::tcp_server(c.port, a.once, c.json, stop)
+                let l = kernel::tcp_bind(c.port)?;
+                banner(c.json, what);
+                kernel::tcp_server(l, a.once, c.json, stop)
             }
         }
         Net::Zc(zc) => {
@@ -331,6 +362,9 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
                 c.json,
                 format!("{ip}:{} ({proto}, zcstack via {via})", c.port),
             );
+            if let Some(dev) = &c.dev {
+                dev.print_notes(APP);
+            }
             let r = if c.udp {
                 zc::udp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
             } else {
@@ -344,7 +378,7 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
 
 fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
     let c = &a.common;
-    let limit = a.limit()?;
+    let limit = a.limit();
     let peer = SocketAddrV4::new(a.server, c.port);
     let header = Header {
         reverse: a.reverse,

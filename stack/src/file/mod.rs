@@ -396,7 +396,9 @@ mod tests {
             assert!(t.elapsed().as_secs() < 5, "no lease-break signal");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert!(check_lease_breaks() >= 1);
+        // Another test's stack, polling in parallel, may handle the break
+        // first (the registry is process-wide): either way it is handled.
+        check_lease_breaks();
         assert!(!f.is_leased());
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(truncator.try_wait().unwrap().is_none(), "held while in use");

@@ -4,10 +4,15 @@
 use super::*;
 use zcstack_driver::tcp_info;
 
-pub fn tcp_server(port: u16, once: bool, json: bool, stop: &AtomicBool) -> anyhow::Result<()> {
+/// The server's listening socket on every address of the namespace.
+pub fn tcp_bind(port: u16) -> anyhow::Result<TcpListener> {
     let l = TcpListener::bind(("0.0.0.0", port))
         .with_context(|| format!("binding TCP port {port}: is another server running?"))?;
     l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+pub fn tcp_server(l: TcpListener, once: bool, json: bool, stop: &AtomicBool) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match l.accept() {
             Ok((s, peer)) => {
@@ -136,10 +141,15 @@ fn receive(s: &mut TcpStream, h: &Header) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-pub fn udp_server(port: u16, once: bool, json: bool, stop: &AtomicBool) -> anyhow::Result<()> {
+/// The server's UDP socket on every address of the namespace.
+pub fn udp_bind(port: u16) -> anyhow::Result<UdpSocket> {
     let s = UdpSocket::bind(("0.0.0.0", port))
         .with_context(|| format!("binding UDP port {port}: is another server running?"))?;
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(s)
+}
+
+pub fn udp_server(s: UdpSocket, once: bool, json: bool, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut rx = UdpRx::default();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
@@ -174,22 +184,39 @@ pub fn udp_client(
     let s = UdpSocket::bind(("0.0.0.0", 0))?;
     s.connect(peer)?;
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    // An ICMP port unreachable comes back as ECONNREFUSED on a later call.
+    let refused = || {
+        anyhow!(
+            "{peer} refused the UDP datagrams (port unreachable): start the zc-perf server \
+             there with --udp (a server serves either TCP or UDP)"
+        )
+    };
     let mut tx = UdpTx::new(a, limit);
     while let Some(d) = tx.next(stop) {
         match s.send(d) {
             Ok(_) => tx.sent += 1,
             // The device queue is full (ENOBUFS): that datagram is lost here.
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => tx.sent += 1,
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(refused()),
             Err(e) => return Err(e).context("sending"),
         }
     }
     let mut buf = [0u8; 64];
     for _ in 0..20 {
-        s.send(&tx.end())?;
-        if let Ok(n) = s.recv(&mut buf)
-            && let Some(got) = tx.result(&buf[..n])
-        {
-            return Ok(tx.report(peer, got, None));
+        match s.send(&tx.end()) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(refused()),
+            r => {
+                r.context("sending the end of the test")?;
+            }
+        }
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                if let Some(got) = tx.result(&buf[..n]) {
+                    return Ok(tx.report(peer, got, None));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(refused()),
+            Err(_) => {}
         }
     }
     bail!(

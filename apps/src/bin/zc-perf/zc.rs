@@ -31,7 +31,10 @@ fn read_exact(
             Ok(0) => bail!("the peer closed the connection early"),
             Ok(n) => got += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if Instant::now() > deadline || stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
+                    bail!("interrupted");
+                }
+                if Instant::now() > deadline {
                     bail!("timed out after {limit:?}");
                 }
                 tick(stack, ticker, false);
