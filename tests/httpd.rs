@@ -828,6 +828,7 @@ fn flood_bed(bed: &impl HttpBed, iface: &str, mac: &str, tag: &str) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn syn_flood_on_tap_leaves_room_for_clients() {
     require_root!();
     let bed = TapBed::new("hflood", 20);
@@ -836,6 +837,7 @@ fn syn_flood_on_tap_leaves_room_for_clients() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn syn_flood_on_af_xdp_leaves_room_for_clients() {
     require_root!();
     let bed = VethBed::new("hfx", 65, VethOpts::default());

@@ -90,6 +90,7 @@ fn assert_rate(what: &str, got: u64, trials: u64, p: f64) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn kernel_tcp_through_zc_impair_keeps_every_byte_and_the_counts_match() {
     require_root!();
     let bed = LossBed::up(&[
