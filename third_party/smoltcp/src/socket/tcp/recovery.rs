@@ -610,6 +610,16 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// What a loss response scales down: the bytes outstanding (RFC 5681's
+    /// FlightSize), but never more than the congestion window. With SACK,
+    /// bytes the peer holds beyond a hole leave the pipe, so the sender
+    /// keeps sending and FlightSize grows past the window — on a path that
+    /// reorders, to several windows. Scaling that down gave an ssthresh
+    /// above the window: a loss raised it. Linux scales the window.
+    fn loss_basis(&self, flight: usize) -> usize {
+        flight.min(self.congestion_controller.inner().window())
+    }
+
     fn enter_fast_recovery(
         &mut self,
         now: Instant,
@@ -619,7 +629,8 @@ impl<'a> Socket<'a> {
         mss: usize,
     ) {
         let before = self.congestion_controller.clone();
-        self.congestion_controller.inner_mut().on_loss(now, flight);
+        let basis = self.loss_basis(flight);
+        self.congestion_controller.inner_mut().on_loss(now, basis);
         let ssthresh = self.congestion_controller.inner().ssthresh();
         net_debug!("entering fast recovery (flight {})", flight);
         self.recovery.episode = Some(Episode {
@@ -946,8 +957,9 @@ impl<'a> Socket<'a> {
                 if self.recovery.episode.is_none() {
                     let now = cx.now();
                     let flight = self.flight_size();
+                    let basis = self.loss_basis(flight);
                     let cc = self.congestion_controller.inner_mut();
-                    cc.on_loss(now, flight);
+                    cc.on_loss(now, basis);
                     cc.on_ack(now, 1, flight, &self.rtte);
                 }
             }
