@@ -3,8 +3,9 @@
 #
 #   scripts/fuzz.sh run TARGET [SECONDS]   fuzz for SECONDS (default 600) at nice 19
 #   scripts/fuzz.sh runs TARGET N          fuzz for N executions
-#   scripts/fuzz.sh cmin TARGET            merge what the runs found into the
-#                                          tree's seed corpus, minimized
+#   scripts/fuzz.sh cmin TARGET            replace the tree's seed corpus by the
+#                                          ZC_FUZZ_SEEDS (40) inputs of it and of
+#                                          the runs that cover the most edges
 #   scripts/fuzz.sh list                   the targets
 #
 # TARGET is stack_frames, vnet_rx, xdp_slots or http_request (docs/fuzzing.md).
@@ -80,14 +81,48 @@ cmin)
     check_target "$2"
     need_tools
     t=$2
+    keep=${ZC_FUZZ_SEEDS:-40}
     nice -n 19 cargo +nightly fuzz build -s none "$t"
     bin=fuzz/target/x86_64-unknown-linux-gnu/release/$t
-    new=$(mktemp -d)
-    trap 'rm -rf "$new"' EXIT
-    # libFuzzer's merge keeps, smallest first, the inputs that add coverage.
-    nice -n 19 "$bin" -merge=1 "$new" "fuzz/corpus/$t" "fuzz/work/$t" 2>&1 | tail -3
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    # 1. libFuzzer's merge keeps, smallest first, the inputs that add an
+    #    edge (hit counts ignored).
+    mkdir "$tmp/merged"
+    nice -n 19 "$bin" -merge=1 -use_counters=0 "$tmp/merged" "fuzz/corpus/$t" "fuzz/work/$t" \
+        >"$tmp/merge.log" 2>&1 || { tail "$tmp/merge.log"; exit 1; }
+    # 2. Each of those inputs' own edges (a merge of it alone lists them all).
+    for f in "$tmp/merged"/*; do
+        mkdir -p "$tmp/one" "$tmp/none" && rm -f "$tmp/one"/* "$tmp/cf"
+        cp "$f" "$tmp/one/"
+        nice -n 19 "$bin" -merge=1 -use_counters=0 -merge_control_file="$tmp/cf" \
+            "$tmp/none" "$tmp/one" >/dev/null 2>&1 || true
+        echo "$(basename "$f") $(awk '$1 == "FT" {$1 = ""; $2 = ""; print}' "$tmp/cf")"
+        rm -rf "$tmp/none"
+    done >"$tmp/features"
+    # 3. Greedy set cover: the input adding the most edges first, up to $keep.
+    python3 - "$tmp/features" "$keep" >"$tmp/chosen" <<'PY'
+import sys
+feats = {}
+for line in open(sys.argv[1]):
+    name, *fs = line.split()
+    feats[name] = set(fs)
+keep = int(sys.argv[2])
+total = set().union(*feats.values()) if feats else set()
+covered, chosen = set(), []
+while len(chosen) < keep:
+    name = max(feats, key=lambda n: (len(feats[n] - covered), -len(feats[n])), default=None)
+    if name is None or not feats[name] - covered:
+        break
+    covered |= feats.pop(name)
+    chosen.append(name)
+print("\n".join(chosen))
+print(f"kept {len(chosen)} inputs, {len(covered)} of {len(total)} features", file=sys.stderr)
+PY
     rm -f "fuzz/corpus/$t"/*
-    cp "$new"/* "fuzz/corpus/$t"/
+    while read -r name; do
+        cp "$tmp/merged/$name" "fuzz/corpus/$t/$name"
+    done <"$tmp/chosen"
     echo "fuzz/corpus/$t: $(ls "fuzz/corpus/$t" | wc -l) files"
     ;;
 list)
