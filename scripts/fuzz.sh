@@ -2,7 +2,8 @@
 # fuzz.sh: runs zcstack's coverage-guided fuzz targets (cargo-fuzz, nightly).
 #
 #   scripts/fuzz.sh run TARGET [SECONDS]   fuzz for SECONDS (default 600) at nice 19
-#   scripts/fuzz.sh runs TARGET N          fuzz for N executions
+#   scripts/fuzz.sh runs TARGET N [SECONDS] fuzz for N executions, at most
+#                                          SECONDS (default 1200)
 #   scripts/fuzz.sh cmin TARGET            replace the tree's seed corpus by the
 #                                          ZC_FUZZ_SEEDS (40) inputs of it and of
 #                                          the runs that cover the most edges
@@ -21,7 +22,7 @@ cd "$ROOT"
 TARGETS=(stack_frames vnet_rx xdp_slots http_request)
 
 usage() {
-    sed -n '4,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -72,9 +73,9 @@ run)
     fuzz "$2" "-max_total_time=${3:-600}"
     ;;
 runs)
-    [[ $# -eq 3 ]] || usage
+    [[ $# -ge 3 ]] || usage
     check_target "$2"
-    fuzz "$2" "-runs=$3"
+    fuzz "$2" "-runs=$3" "-max_total_time=${4:-1200}"
     ;;
 cmin)
     [[ $# -eq 2 ]] || usage
