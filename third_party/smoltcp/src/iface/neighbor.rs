@@ -45,7 +45,7 @@ impl Answer {
 #[derive(Debug)]
 pub struct Cache {
     storage: LinearMap<IpAddress, Neighbor, IFACE_NEIGHBOR_CACHE_COUNT>,
-    /// ZCSTACK PATCH 14: the addresses asked for recently, each with the
+    /// ZCSTACK PATCH 15: the addresses asked for recently, each with the
     /// time until which it is not asked for again. Per address, so a
     /// neighbor that never answers cannot keep the others from being asked.
     silent: LinearMap<IpAddress, Instant, IFACE_NEIGHBOR_CACHE_COUNT>,
@@ -331,7 +331,7 @@ mod test {
         );
     }
 
-    // ZCSTACK PATCH 14: a neighbor that never answers (a spoofed source
+    // ZCSTACK PATCH 15: a neighbor that never answers (a spoofed source
     // in the subnet) is asked for once a second; that must not keep the
     // cache from asking for anyone else.
     #[test]
@@ -354,7 +354,7 @@ mod test {
         );
     }
 
-    // ZCSTACK PATCH 14: the silent set is bounded; when full, the address
+    // ZCSTACK PATCH 15: the silent set is bounded; when full, the address
     // whose silence ends first is forgotten (it may be asked again early).
     #[test]
     fn zcstack_silent_addresses_are_bounded() {

@@ -2232,7 +2232,7 @@ impl<'a> Socket<'a> {
             self.timer.set_for_zero_window_probe(cx.now(), delay);
         }
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
-            // ZCSTACK PATCH 13: the probe timer replaced the retransmission
+            // ZCSTACK PATCH 14: the probe timer replaced the retransmission
             // timer. Data sent before the window closed and still not
             // acknowledged needs that timer back (RFC 6298 5.1; Linux rearms
             // it, `tcp_rearm_rto`): idle, nothing would ever resend it.
@@ -10050,6 +10050,6 @@ mod test {
         assert_eq!(s.state, State::Closed);
     }
 
-    // ZCSTACK PATCH 13.
+    // ZCSTACK PATCH 14.
     mod zcstack_zero_window;
 }

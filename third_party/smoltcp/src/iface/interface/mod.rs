@@ -1247,7 +1247,7 @@ impl InterfaceInner {
         }
 
         // The request got dispatched, limit the rate on the cache.
-        // ZCSTACK PATCH 14: for this address only.
+        // ZCSTACK PATCH 15: for this address only.
         self.neighbor_cache.limit_rate(dst_addr, self.now);
         Err(DispatchError::NeighborPending)
     }

@@ -1,4 +1,4 @@
-//! Tests of ZCSTACK PATCH 13: data in flight when the peer's window closes
+//! Tests of ZCSTACK PATCH 14: data in flight when the peer's window closes
 //! is retransmitted once the window opens again.
 
 use super::*;
