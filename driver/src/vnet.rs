@@ -164,8 +164,15 @@ pub fn checksums_ok(frame: &[u8]) -> bool {
     match ip[9] {
         PROTO_TCP => fold(sum(l4, pseudo_sum(ip, PROTO_TCP, l4.len()))) == 0xffff,
         PROTO_UDP if l4.len() >= 8 => {
+            // The checksum covers the UDP length, which may be less than
+            // the IP payload (RFC 768; smoltcp and Linux ignore what
+            // follows); a length outside the payload is the stack's to drop.
+            let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            if !(8..=l4.len()).contains(&ulen) {
+                return true;
+            }
             // A zero UDP checksum means "none" over IPv4 (RFC 768).
-            l4[6..8] == [0, 0] || fold(sum(l4, pseudo_sum(ip, PROTO_UDP, l4.len()))) == 0xffff
+            l4[6..8] == [0, 0] || fold(sum(&l4[..ulen], pseudo_sum(ip, PROTO_UDP, ulen))) == 0xffff
         }
         PROTO_ICMP => fold(sum(l4, 0)) == 0xffff,
         _ => true,
@@ -305,6 +312,35 @@ mod tests {
         let mut bad = f.clone();
         bad[22] ^= 1; // TTL: IPv4 header checksum
         assert!(!checksums_ok(&bad));
+    }
+
+    /// A UDP checksum covers the UDP length, not the IP payload: a datagram
+    /// with bytes after it inside the IP packet is good if its own
+    /// checksum is (found by fuzzing: it used to be refused), and a UDP
+    /// length outside the payload is not the driver's to judge.
+    #[test]
+    fn udp_checksum_covers_the_udp_length() {
+        let mut f = vec![
+            2, 0x5a, 10, 200, 1, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, // Ethernet
+            0x45, 0, 0, 36, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 200, 1, 1, 10, 200, 1,
+            2, // IPv4, 36 bytes
+            0x13, 0x88, 0, 53, 0, 12, 0, 0, b'd', b'n', b's', b'?', // UDP, length 12
+            0xde, 0xad, 0xbe, 0xef, // inside the IP packet, after the datagram
+        ];
+        let hc = !fold(sum(&f[14..34], 0));
+        f[24..26].copy_from_slice(&hc.to_be_bytes());
+        let uc = !fold(sum(&f[34..46], pseudo_sum(&f[14..], PROTO_UDP, 12)));
+        f[40..42].copy_from_slice(&uc.to_be_bytes());
+        assert!(checksums_ok(&f), "the datagram's own checksum is right");
+        let mut bad = f.clone();
+        bad[45] ^= 1;
+        assert!(!checksums_ok(&bad), "a flipped datagram bit is caught");
+        let mut long = f.clone();
+        long[38..40].copy_from_slice(&40u16.to_be_bytes());
+        assert!(
+            checksums_ok(&long),
+            "a UDP length past the packet: the stack drops it"
+        );
     }
 
     #[test]

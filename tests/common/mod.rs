@@ -7,7 +7,10 @@
 //!   closures inside a namespace on their own thread.
 //! - [`rawtcp`]: a scripted TCP peer on the in-memory wire, for behaviour of
 //!   other TCPs that two zcstack stacks do not show each other.
+//! - [`fuzz`]: the fuzz harnesses, shared by the targets in `fuzz/` and the
+//!   corpus replay (`fuzz_replay.rs`).
 
+pub mod fuzz;
 pub mod netns;
 pub mod rawtcp;
 

@@ -121,8 +121,16 @@ impl UrlPath {
         }
         if let Some(q) = &self.query {
             s.push('?');
-            // The query came through httparse's request-line check (visible ASCII).
-            s.push_str(q);
+            // httparse lets bytes from 0x80 up (obs-text) into the
+            // request-target: escape them, a Location is a URI (RFC 9110
+            // §10.2.2, RFC 3986 §2.1). It refuses controls and spaces.
+            for &b in q.as_bytes() {
+                if b.is_ascii_graphic() {
+                    s.push(b as char);
+                } else {
+                    s.push_str(&format!("%{b:02X}"));
+                }
+            }
         }
         s
     }
@@ -276,6 +284,12 @@ pub(crate) mod tests {
             "/evil.example/"
         );
         assert_eq!(decode("/d?x=1").unwrap().with_slash(), "/d/?x=1");
+        // Non-ASCII in the query is escaped (found by fuzzing: it went
+        // into the Location header raw).
+        assert_eq!(
+            decode("/d?q=caf\u{e9}&a=%41").unwrap().with_slash(),
+            "/d/?q=caf%C3%A9&a=%41"
+        );
     }
 
     /// A fresh directory under the system temp dir, removed on drop.

@@ -48,8 +48,10 @@
 //! **Files.** `mod.rs` the driver (open, bursts, in-flight table);
 //! `config.rs` what the app asks for and the errors it can get; `setup.rs`
 //! program attach and UMEM registration; `socket.rs` and `ring.rs` the
-//! socket and its four rings; `slots.rs` multi-buffer receive in place;
-//! `bpf.rs` the redirect program; `netlink.rs` which program is attached.
+//! socket and its four rings; `slots.rs` multi-buffer receive in place
+//! (`slots/sim.rs` plays the kernel's side of it for tests and, with the
+//! `fuzzing` feature, the fuzz harness, without a socket); `bpf.rs` the
+//! redirect program; `netlink.rs` which program is attached.
 
 #![deny(unsafe_code)]
 
@@ -67,6 +69,9 @@ mod socket;
 
 pub use config::{AttachMode, XdpConfig, XdpError};
 use setup::{attach_program, refused, register_umem};
+/// The slotted receive path with a model of the kernel's side, for fuzzing.
+#[cfg(feature = "fuzzing")]
+pub use slots::sim::{Received, SlotBed};
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};

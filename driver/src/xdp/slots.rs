@@ -29,6 +29,9 @@
 use super::{MAX_DESCS, XDP_HEADROOM};
 use crate::{DriverStats, Frame, Pool};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod sim;
+
 /// Packets whose sizes the refill predictor looks at.
 const HIST: usize = 32;
 /// Longest repeating size pattern it recognises (e.g. 2 at MTU 65535: a
@@ -328,6 +331,7 @@ impl SlotRx {
 
 #[cfg(test)]
 mod tests {
+    use super::sim::{Received, SlotBed};
     use super::*;
     use crate::PoolConfig;
 
@@ -337,71 +341,13 @@ mod tests {
     /// MTU 9000: three slots per frame.
     const WIRE: usize = 9014;
 
-    struct Bed {
-        pool: Pool,
-        inflight: Vec<Option<Frame>>,
-        recycled: Vec<Frame>,
-        stats: DriverStats,
-        sr: SlotRx,
-        /// Fill ring addresses in order, as the kernel would take them.
-        fill: std::collections::VecDeque<u64>,
-    }
-
-    impl Bed {
-        fn new() -> Bed {
-            let pool = PoolConfig::new()
-                .frames(64)
-                .frame_size(FRAME as u32)
-                .build()
-                .unwrap();
-            Bed {
-                inflight: (0..64).map(|_| None).collect(),
-                recycled: Vec::new(),
-                stats: DriverStats::default(),
-                sr: SlotRx::new(64, FRAME, CHUNK, WIRE).unwrap(),
-                fill: Default::default(),
-                pool,
-            }
-        }
-        fn cx(&mut self) -> (Ctx<'_>, &mut SlotRx, &mut std::collections::VecDeque<u64>) {
-            (
-                Ctx {
-                    inflight: &mut self.inflight,
-                    recycled: &mut self.recycled,
-                    pool: &self.pool,
-                    stats: &mut self.stats,
-                    shift: FRAME.trailing_zeros(),
-                },
-                &mut self.sr,
-                &mut self.fill,
-            )
-        }
-        fn refill(&mut self, free: u32) {
-            let (mut cx, sr, fill) = self.cx();
-            let lent = sr.refill(free, &mut cx, |a| fill.push_back(a));
-            self.pool.kernel_lent(lent as isize);
-        }
-        /// The kernel receives `data`: fills the next slots, returns frames.
-        fn receive(&mut self, data: &[u8], out: &mut Vec<Frame>) {
-            let pieces: Vec<&[u8]> = data.chunks(STRIDE).collect();
-            for (i, piece) in pieces.iter().enumerate() {
-                let addr = self.fill.pop_front().expect("fill ring empty");
-                let (idx, off) = ((addr as usize) / FRAME, (addr as usize) % FRAME);
-                let f = self.inflight[idx].as_mut().expect("slot of a posted frame");
-                f.set_offset(0);
-                let at = off + XDP_HEADROOM;
-                f.room_mut()[at..at + piece.len()].copy_from_slice(piece);
-                let more = i + 1 < pieces.len();
-                let (mut cx, sr, _) = self.cx();
-                sr.on_desc(
-                    addr + XDP_HEADROOM as u64,
-                    piece.len() as u32,
-                    more,
-                    &mut cx,
-                    out,
-                );
-            }
-        }
+    fn bed() -> SlotBed {
+        let pool = PoolConfig::new()
+            .frames(64)
+            .frame_size(FRAME as u32)
+            .build()
+            .unwrap();
+        SlotBed::new(pool, 64, CHUNK, WIRE).unwrap()
     }
 
     fn bytes(len: usize, seed: u8) -> Vec<u8> {
@@ -412,12 +358,12 @@ mod tests {
 
     #[test]
     fn a_whole_frame_packet_is_delivered_in_place_and_a_straddler_copies_its_tail() {
-        let mut b = Bed::new();
+        let mut b = bed();
         b.refill(9);
-        assert_eq!(b.fill.len(), 9, "three frames of three slots");
+        assert_eq!(b.ring_free(), 64 - 9, "three frames of three slots");
         let mut out = Vec::new();
         let p1 = bytes(WIRE, 1);
-        b.receive(&p1, &mut out);
+        assert_eq!(b.receive(&p1, &mut out), Received::Passed);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].data(), &p1[..]);
         assert_eq!(
@@ -425,68 +371,60 @@ mod tests {
             XDP_HEADROOM,
             "in place, from the first slot"
         );
-        assert_eq!(b.stats.rx_copied_bytes, 0);
+        assert_eq!(b.stats().rx_copied_bytes, 0);
         // A short packet in the next frame's first slot: that frame is not
         // done (two slots still out), so it is copied.
         let p2 = bytes(100, 2);
-        b.receive(&p2, &mut out);
+        assert_eq!(b.receive(&p2, &mut out), Received::Passed);
         assert_eq!(out[1].data(), &p2[..]);
-        assert_eq!(b.stats.rx_copied_bytes, 100);
+        assert_eq!(b.stats().rx_copied_bytes, 100);
         // A full packet in that frame's last two slots and the next frame's
         // first: in place in its first frame, the last fragment copied.
         let p3 = bytes(WIRE, 3);
-        b.receive(&p3, &mut out);
+        assert_eq!(b.receive(&p3, &mut out), Received::Passed);
         assert_eq!(out[2].data(), &p3[..]);
         assert_eq!(out[2].offset(), STRIDE + XDP_HEADROOM);
-        assert_eq!(b.stats.rx_copied_bytes, 100 + (WIRE - 2 * STRIDE) as u64);
-        assert_eq!((b.stats.rx_packets, b.stats.rx_errors), (3, 0));
+        assert_eq!(b.stats().rx_copied_bytes, 100 + (WIRE - 2 * STRIDE) as u64);
+        assert_eq!((b.stats().rx_packets, b.stats().rx_errors), (3, 0));
         // Frames: one posted frame still has two slots out, in the kernel.
-        assert_eq!(b.pool.stats().in_kernel, 1);
+        assert_eq!(b.pool().stats().in_kernel, 1);
         drop(out);
-        let Bed {
-            inflight,
-            recycled,
-            pool,
-            ..
-        } = b;
-        drop((inflight, recycled));
+        let pool = b.pool().clone();
+        drop(b);
         let st = pool.stats();
         assert_eq!(st.free, st.capacity, "{st}");
+        assert_eq!(st.in_kernel, 0, "{st}");
     }
 
     #[test]
     fn refill_follows_a_repeating_size_pattern() {
-        let mut b = Bed::new();
+        let mut b = bed();
         // Full, full, short: the pattern a 64 KiB-writing sender makes.
         b.refill(64);
         let mut out = Vec::new();
-        for round in 0..20u8 {
+        let mut round_trip = |b: &mut SlotBed, round: u8| {
             for (len, seed) in [(WIRE, round), (WIRE, round + 1), (500, round + 2)] {
-                b.receive(&bytes(len, seed), &mut out);
-                let back = out.len();
+                assert_eq!(b.receive(&bytes(len, seed), &mut out), Received::Passed);
+                assert_eq!(out.len(), 1);
+                assert_eq!(out[0].data(), &bytes(len, seed)[..]);
                 out.clear();
-                assert_eq!(back, 1);
-                let free = 64 - b.fill.len() as u32;
+                let free = b.ring_free() as u32;
                 if free >= 32 {
                     b.refill(free);
                 }
             }
+        };
+        for round in 0..20u8 {
+            round_trip(&mut b, round);
         }
-        assert_eq!(b.sr.period, 3);
+        assert_eq!(b.slot_rx().period, 3);
         // Once the pattern is learned (and what was posted before it is
         // used up), nothing more is copied.
-        let before = b.stats.rx_copied_bytes;
+        let before = b.stats().rx_copied_bytes;
         for round in 0..10u8 {
-            for (len, seed) in [(WIRE, round), (WIRE, round + 1), (500, round + 2)] {
-                b.receive(&bytes(len, seed), &mut out);
-                out.clear();
-                let free = 64 - b.fill.len() as u32;
-                if free >= 32 {
-                    b.refill(free);
-                }
-            }
+            round_trip(&mut b, round);
         }
-        assert_eq!(b.stats.rx_copied_bytes, before, "copies after learning");
-        assert_eq!(b.stats.rx_errors, 0);
+        assert_eq!(b.stats().rx_copied_bytes, before, "copies after learning");
+        assert_eq!(b.stats().rx_errors, 0);
     }
 }

@@ -45,7 +45,10 @@ impl Answer {
 #[derive(Debug)]
 pub struct Cache {
     storage: LinearMap<IpAddress, Neighbor, IFACE_NEIGHBOR_CACHE_COUNT>,
-    silent_until: Instant,
+    /// ZCSTACK PATCH 15: the addresses asked for recently, each with the
+    /// time until which it is not asked for again. Per address, so a
+    /// neighbor that never answers cannot keep the others from being asked.
+    silent: LinearMap<IpAddress, Instant, IFACE_NEIGHBOR_CACHE_COUNT>,
 }
 
 impl Cache {
@@ -59,7 +62,7 @@ impl Cache {
     pub fn new() -> Self {
         Self {
             storage: LinearMap::new(),
-            silent_until: Instant::from_millis(0),
+            silent: LinearMap::new(),
         }
     }
 
@@ -158,15 +161,27 @@ impl Cache {
             return Answer::Found(hardware_addr);
         }
 
-        if timestamp < self.silent_until {
-            Answer::RateLimited
-        } else {
-            Answer::NotFound
+        match self.silent.get(protocol_addr) {
+            Some(&until) if timestamp < until => Answer::RateLimited,
+            _ => Answer::NotFound,
         }
     }
 
-    pub(crate) fn limit_rate(&mut self, timestamp: Instant) {
-        self.silent_until = timestamp + Self::SILENT_TIME;
+    /// A discovery request for `protocol_addr` went out: do not ask for it
+    /// again for [`Self::SILENT_TIME`]. When as many addresses are silent
+    /// as the cache holds, the one whose silence ends first is forgotten.
+    pub(crate) fn limit_rate(&mut self, protocol_addr: IpAddress, timestamp: Instant) {
+        let until = timestamp + Self::SILENT_TIME;
+        if self.silent.is_full() && !self.silent.contains_key(&protocol_addr) {
+            let first = *self
+                .silent
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .expect("a full map has an entry")
+                .0;
+            self.silent.remove(&first);
+        }
+        let _ = self.silent.insert(protocol_addr, until);
     }
 
     pub(crate) fn flush(&mut self) {
@@ -305,7 +320,7 @@ mod test {
             Answer::NotFound
         );
 
-        cache.limit_rate(Instant::from_millis(0));
+        cache.limit_rate(MOCK_IP_ADDR_1.into(), Instant::from_millis(0));
         assert_eq!(
             cache.lookup(&MOCK_IP_ADDR_1.into(), Instant::from_millis(100)),
             Answer::RateLimited
@@ -314,6 +329,56 @@ mod test {
             cache.lookup(&MOCK_IP_ADDR_1.into(), Instant::from_millis(2000)),
             Answer::NotFound
         );
+    }
+
+    // ZCSTACK PATCH 15: a neighbor that never answers (a spoofed source
+    // in the subnet) is asked for once a second; that must not keep the
+    // cache from asking for anyone else.
+    #[test]
+    fn zcstack_a_silent_neighbor_does_not_hush_the_others() {
+        let mut cache = Cache::new();
+        for t in (0..10_000).step_by(1000) {
+            let t = Instant::from_millis(t);
+            assert_eq!(cache.lookup(&MOCK_IP_ADDR_1.into(), t), Answer::NotFound);
+            cache.limit_rate(MOCK_IP_ADDR_1.into(), t);
+            assert_eq!(
+                cache.lookup(&MOCK_IP_ADDR_2.into(), t),
+                Answer::NotFound,
+                "another address may be asked for at {t}"
+            );
+        }
+        cache.limit_rate(MOCK_IP_ADDR_2.into(), Instant::from_millis(10_000));
+        assert_eq!(
+            cache.lookup(&MOCK_IP_ADDR_2.into(), Instant::from_millis(10_500)),
+            Answer::RateLimited
+        );
+    }
+
+    // ZCSTACK PATCH 15: the silent set is bounded; when full, the address
+    // whose silence ends first is forgotten (it may be asked again early).
+    #[test]
+    fn zcstack_silent_addresses_are_bounded() {
+        let mut cache = Cache::new();
+        let addr = |i: u8| -> IpAddress {
+            #[cfg(all(feature = "proto-ipv4", not(feature = "proto-ipv6")))]
+            return crate::wire::Ipv4Address::new(10, 0, 0, i).into();
+            #[cfg(feature = "proto-ipv6")]
+            return crate::wire::Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0, 0, i.into()).into();
+        };
+        let n = IFACE_NEIGHBOR_CACHE_COUNT as u8;
+        for i in 0..n {
+            cache.limit_rate(addr(i + 1), Instant::from_millis(i64::from(i)));
+        }
+        cache.limit_rate(addr(n + 1), Instant::from_millis(i64::from(n)));
+        let t = Instant::from_millis(500);
+        assert_eq!(
+            cache.lookup(&addr(1), t),
+            Answer::NotFound,
+            "the first forgotten"
+        );
+        for i in 2..=n + 1 {
+            assert_eq!(cache.lookup(&addr(i), t), Answer::RateLimited, "{i}");
+        }
     }
 
     #[test]

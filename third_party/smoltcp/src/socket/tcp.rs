@@ -2326,8 +2326,18 @@ impl<'a> Socket<'a> {
             self.timer.set_for_zero_window_probe(cx.now(), delay);
         }
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
-            tcp_trace!("stopping zero-window-probe timer");
-            self.timer.set_for_idle(cx.now(), self.keep_alive);
+            // ZCSTACK PATCH 14: the probe timer replaced the retransmission
+            // timer. Data sent before the window closed and still not
+            // acknowledged needs that timer back (RFC 6298 5.1; Linux rearms
+            // it, `tcp_rearm_rto`): idle, nothing would ever resend it.
+            if self.remote_last_seq > self.local_seq_no {
+                tcp_trace!("stopping zero-window-probe timer, data in flight");
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(cx.now(), rto);
+            } else {
+                tcp_trace!("stopping zero-window-probe timer");
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+            }
         }
 
         let payload_len = payload.len();
@@ -10253,8 +10263,10 @@ mod test {
         assert_eq!(s.state, State::Closed);
     }
 
-    // ZCSTACK PATCHES 6–11.
+    // ZCSTACK PATCHES 6–11 and 13.
     mod zcstack_recovery;
     // ZCSTACK PATCH 12.
     mod zcstack_rfc5961;
+    // ZCSTACK PATCH 14.
+    mod zcstack_zero_window;
 }
