@@ -317,42 +317,22 @@ fn mac(ip: [u8; 4]) -> [u8; 6] {
 /// fail on them again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KnownIssue {
-    /// After a retransmission timeout smoltcp rewinds SND.NXT to SND.UNA
-    /// and sends every later segment, pure ACKs included, with that
-    /// sequence number. If both ends time out while each has received the
-    /// other's data, each end's segments all start before the other's
-    /// RCV.NXT: the other end drops them as unacceptable, ACK field and
-    /// all (RFC 9293 3.10.7.4), and neither ever learns its data arrived.
-    RtoDesync,
     /// TIME-WAIT expiry resets the socket, which empties its receive
     /// buffer: bytes received but not yet read are gone, and the reader
     /// sees a clean end of stream instead.
     TimeWaitDiscardsUnread,
-    /// A FIN that needs retransmitting is never sent again: a fast
-    /// retransmit (three duplicate ACKs) with only the FIN outstanding
-    /// disarms the retransmission timer and sends nothing, because it only
-    /// retransmits from a non-empty send buffer. It takes a lost FIN: the
-    /// receiver drops a retransmitted data+FIN segment whose data it has,
-    /// since its acceptability test does not count the FIN in SEG.LEN.
-    FinNotRetransmitted,
 }
 
 impl KnownIssue {
     /// The name `ZC_FUZZ_STRICT` takes.
     pub fn name(self) -> &'static str {
         match self {
-            KnownIssue::RtoDesync => "rto-desync",
             KnownIssue::TimeWaitDiscardsUnread => "time-wait-discards-unread",
-            KnownIssue::FinNotRetransmitted => "fin-not-retransmitted",
         }
     }
 
     /// Every known issue.
-    pub const ALL: [KnownIssue; 3] = [
-        KnownIssue::RtoDesync,
-        KnownIssue::TimeWaitDiscardsUnread,
-        KnownIssue::FinNotRetransmitted,
-    ];
+    pub const ALL: [KnownIssue; 1] = [KnownIssue::TimeWaitDiscardsUnread];
 
     /// The issues `ZC_FUZZ_STRICT` names.
     fn strict_from_env() -> Vec<KnownIssue> {
@@ -985,14 +965,6 @@ impl Bed {
         if s.done() || s.error.is_some() || s.corrupt_at.is_some() {
             return None;
         }
-        // Every end's latest segment lies wholly before the other's RCV.NXT.
-        let stale = |d: usize| {
-            let (me, peer) = (&c.seen[d], &c.seen[1 - d]);
-            after(peer.ack, me.last_seq) && !after(me.last_seq.wrapping_add(me.last_len), peer.ack)
-        };
-        if !s.eof && stale(0) && stale(1) {
-            return Some(KnownIssue::RtoDesync);
-        }
         let reader = if dir == 0 {
             c.b.map(|b| self.b.tcp_state(b))
         } else {
@@ -1000,25 +972,6 @@ impl Bed {
         };
         if s.eof && s.ever_paused && s.read < s.written && reader == Some(TcpState::Closed) {
             return Some(KnownIssue::TimeWaitDiscardsUnread);
-        }
-        // Every byte arrived, the FIN did not, and the writer has sent
-        // nothing for longer than two maximum RTOs (60 s each).
-        let writer = if dir == 0 {
-            Some(self.a.tcp_state(c.a))
-        } else {
-            c.b.map(|b| self.b.tcp_state(b))
-        };
-        let fin_pending = matches!(
-            writer,
-            Some(TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck)
-        );
-        if s.shut_done
-            && !s.eof
-            && s.read == s.target
-            && fin_pending
-            && self.now_us() - c.seen[dir].last_at > 120_000_000
-        {
-            return Some(KnownIssue::FinNotRetransmitted);
         }
         None
     }
