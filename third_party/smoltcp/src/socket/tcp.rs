@@ -1544,6 +1544,22 @@ impl<'a> Socket<'a> {
         self.rx_buffer.len()
     }
 
+    /// ZCSTACK PATCH 13: whether neither buffer holds a byte the socket will
+    /// read again: nothing queued or unacknowledged in the transmit buffer,
+    /// nothing received waiting for the application, and no out-of-order
+    /// segment held in the receive buffer (which [`recv_queue`] does not
+    /// count).
+    ///
+    /// While this holds, the owner may discard the contents of both
+    /// buffers, e.g. give their memory pages back to the operating system
+    /// with `madvise(MADV_DONTNEED)` (they read back as zeros): the socket
+    /// writes every byte of a buffer before it reads it again.
+    ///
+    /// [`recv_queue`]: #method.recv_queue
+    pub fn buffers_idle(&self) -> bool {
+        self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
+    }
+
     fn set_state(&mut self, state: State) {
         if self.state != state {
             tcp_trace!("state={}=>{}", self.state, state);
@@ -10253,4 +10269,6 @@ mod test {
     mod zcstack_recovery;
     // ZCSTACK PATCH 12.
     mod zcstack_rfc5961;
+    // ZCSTACK PATCH 13.
+    mod zcstack_idle;
 }
