@@ -152,7 +152,10 @@ fn zcstack_client_and_kernel_server_64_mib_each_way() {
     assert_eq!(up["tcp_rto_expiries"], 0, "{up}");
     assert_eq!(up["tcp_fast_recoveries"], 0, "{up}");
     let resent = up["retrans_segments"].as_u64().unwrap();
-    assert!(resent <= up["tcp_tail_loss_probes"].as_u64().unwrap(), "{up}");
+    assert!(
+        resent <= up["tcp_tail_loss_probes"].as_u64().unwrap(),
+        "{up}"
+    );
     assert_eq!(up["tcp_dsacks"].as_u64().unwrap(), resent, "{up}");
     assert!(
         reports[0]["tcp_rto_expiries"].is_null(),
