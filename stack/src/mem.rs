@@ -23,7 +23,9 @@
 //! the client sees "connection refused" at once — and `tcp_connect` fails, until
 //! connections close or go idle. Connections that exist are never cut
 //! short; their send rings grow only into memory the budget has left (a
-//! write that would touch a new page beyond it waits, like a full ring).
+//! write that would touch a new page beyond it waits, like a full ring),
+//! except that each may always use [`TX_FLOOR`] (charged from the start),
+//! so connections waiting for memory cannot all wait on each other.
 
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -34,6 +36,12 @@ use crate::stack::Stack;
 
 /// How often idle connections are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Send ring bytes every connection in use is charged at least, and may
+/// always use whatever the budget: a connection that finds the budget
+/// spent still moves its data, this much per ring cycle, so connections
+/// waiting for memory can never all wait on each other.
+pub const TX_FLOOR: usize = 64 * 1024;
 
 /// What one socket's rings may hold (see the module doc).
 #[derive(Debug, Default)]
@@ -55,7 +63,7 @@ pub struct MemoryStats {
     /// structures, and ring pages that may be resident.
     pub in_use: usize,
     /// Of `in_use`, ring pages (receive rings of connections in use, the
-    /// written part of send rings).
+    /// written part of their send rings, at least [`TX_FLOOR`] each).
     pub rings: usize,
     /// Times an idle connection gave its ring memory back.
     pub idle_releases: u64,
@@ -81,6 +89,8 @@ pub(crate) struct Memory {
     /// Page-rounded receive ring, and send ring, of one socket.
     pub rx_ring: usize,
     pub tx_ring: usize,
+    /// [`TX_FLOOR`], or the whole send ring if smaller.
+    pub tx_floor: usize,
     /// Charged ring bytes (sum over sockets).
     pub rings: usize,
     /// Slots whose rings are held, for the sweep.
@@ -103,6 +113,7 @@ impl Memory {
                 + 2 * std::mem::size_of::<crate::file::Region>(),
             rx_ring: rx.next_multiple_of(PAGE),
             tx_ring: tx,
+            tx_floor: TX_FLOOR.min(tx),
             rings: 0,
             held: Vec::new(),
             last_sweep: Instant::ZERO,
@@ -115,6 +126,11 @@ impl Memory {
     /// What one more connection may need at most (its structures and both rings).
     pub fn one_connection(&self) -> usize {
         self.per_socket + self.rx_ring + self.tx_ring
+    }
+
+    /// What a held send ring is charged with `touched` bytes written.
+    fn tx_charge(&self, touched: usize) -> usize {
+        touched.next_multiple_of(PAGE).max(self.tx_floor)
     }
 }
 
@@ -138,7 +154,7 @@ impl<D: Driver> Stack<D> {
         m.active = true;
         if !m.held {
             m.held = true;
-            self.mem.rings += self.mem.rx_ring;
+            self.mem.rings += self.mem.rx_ring + self.mem.tx_charge(0);
             self.mem.held.push(slot);
         }
     }
@@ -148,10 +164,10 @@ impl<D: Driver> Stack<D> {
         self.mem_note_io(slot);
         let cap = self.mem.tx_ring;
         let m = &mut self.tcp[slot as usize].mem;
-        let old = m.tx_touched.next_multiple_of(PAGE);
+        let old = m.tx_touched;
         m.tx_touched = m.tx_touched.max(end.min(cap));
-        let new = m.tx_touched.next_multiple_of(PAGE);
-        self.mem.rings += new - old;
+        let new = m.tx_touched;
+        self.mem.rings += self.mem.tx_charge(new) - self.mem.tx_charge(old);
     }
 
     /// Where in `slot`'s send ring a write may end without taking memory
@@ -162,12 +178,9 @@ impl<D: Driver> Stack<D> {
         let Some(b) = self.mem.budget else {
             return cap;
         };
-        let touched = self.tcp[slot as usize]
-            .mem
-            .tx_touched
-            .next_multiple_of(PAGE);
+        let mine = self.mem.tx_charge(self.tcp[slot as usize].mem.tx_touched);
         let spare = b.saturating_sub(self.mem_in_use()) / PAGE * PAGE;
-        (touched + spare).min(cap)
+        (mine + spare).min(cap)
     }
 
     /// Every [`SWEEP_EVERY`]: gives back the rings of connections idle
@@ -191,7 +204,8 @@ impl<D: Driver> Stack<D> {
                 .sockets
                 .discard_idle(s.handle, s.files.ring, s.mem.tx_touched)
             {
-                self.mem.rings -= self.mem.rx_ring + s.mem.tx_touched.next_multiple_of(PAGE);
+                let charge = self.mem.rx_ring + self.mem.tx_charge(s.mem.tx_touched);
+                self.mem.rings -= charge;
                 s.mem = Default::default();
                 self.mem.idle_releases += 1;
                 self.mem.held.swap_remove(i);
@@ -482,6 +496,52 @@ mod tests {
         assert_eq!(got, sent);
         assert!(!p.b.memory_at_limit(), "{:?}", p.b.memory_stats());
         let (_c4, _s4) = p.connect(l);
+    }
+
+    /// Two connections share a budget with room for one full send ring:
+    /// the one that finds it spent still moves its data (in bursts of
+    /// `TX_FLOOR`), and both deliver every byte.
+    #[test]
+    fn connections_short_of_memory_still_finish() {
+        let sock = sock();
+        let budget = pool_bytes() + (RX + TX) + (RX + super::TX_FLOOR) + 4 * sock + RX / 4;
+        let mut p = pair(Some(budget));
+        let l = p.b.tcp_listen(80, 1).unwrap();
+        let (c1, s1) = p.connect(l);
+        let (c2, s2) = p.connect(l);
+        let data: Vec<u8> = (0..3 * TX as u32).map(|i| (i % 253) as u8).collect();
+        let (mut sent, mut got) = ([0usize; 2], [Vec::new(), Vec::new()]);
+        let mut buf = vec![0; 64 << 10];
+        for _ in 0..200_000 {
+            for (k, s) in [s1, s2].into_iter().enumerate() {
+                if sent[k] < data.len()
+                    && let Ok(n) = p.b.tcp_write(s, &data[sent[k]..])
+                {
+                    sent[k] += n;
+                }
+            }
+            p.run(1);
+            for (k, c) in [c1, c2].into_iter().enumerate() {
+                while let Ok(n) = p.a.tcp_read(c, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got[k].extend_from_slice(&buf[..n]);
+                }
+            }
+            let m = p.b.memory_stats();
+            assert!(m.in_use <= budget, "{m:?} over {budget}");
+            if got.iter().all(|g| g.len() == data.len()) {
+                break;
+            }
+        }
+        assert!(
+            got[0] == data && got[1] == data,
+            "{} and {} of {} bytes",
+            got[0].len(),
+            got[1].len(),
+            data.len()
+        );
     }
 
     fn pool_bytes() -> usize {

@@ -183,6 +183,7 @@ fn fill_remap(
         let at = free.as_ptr() as usize - base;
         // The memory budget may leave room for fewer pages than are free.
         let room = limit.saturating_sub(at).min(cap - at).min(free.len());
+        let room_limited = room < free.len();
         let free = &mut free[..room];
         if free.is_empty() {
             return (0, ());
@@ -230,7 +231,9 @@ fn fill_remap(
             (room, 0)
         };
         let finishing = pages * PAGE + tail_copy >= rest;
-        let at_ring_end = at + free.len() == cap;
+        // The ring's end, or as far as the memory budget lets it write now:
+        // map what fits rather than wait for a whole batch.
+        let at_ring_end = at + free.len() == cap || room_limited;
         let worth = pages > 0 && (pages * PAGE >= batch || finishing || at_ring_end);
         let mut n = 0;
         if head > 0 {
