@@ -148,8 +148,9 @@ impl<D: Driver> StackBuilder<D> {
     /// as Linux's largest automatic socket buffers: a path of 1 Gbit/s and
     /// 10 ms holds 1.2 MiB in flight, and loss recovery keeps SACKed bytes
     /// in the ring until the hole is filled. Ring memory is mapped lazily:
-    /// a connection only holds the pages its traffic touched. The send ring
-    /// is rounded up to whole 4 KiB pages).
+    /// a connection only holds the pages its traffic touched, and gives
+    /// them back once idle (module [`mem`](crate::mem)). The send ring is
+    /// rounded up to whole 4 KiB pages).
     pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
         self.tcp_rx_buffer = rx;
         self.tcp_tx_buffer = tx;

@@ -477,7 +477,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{},",
             "\"listen_syns\":{},\"listen_cookies_sent\":{},\"listen_cookies_accepted\":{},",
             "\"listen_cookies_rejected\":{},\"listen_half_open_evicted\":{},\"listen_half_open_expired\":{},",
-            "\"memory_in_use\":{},\"memory_idle_releases\":{},\"memory_refused\":{}}}\n"
+            "\"memory_in_use\":{},\"memory_idle_releases\":{},\"memory_refused\":{},\"memory_socket_bytes\":{}}}\n"
         ),
         n.requests,
         n.by_class[2],
@@ -519,6 +519,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.memory.in_use,
         s.memory.idle_releases,
         s.memory.refused,
+        s.memory.socket_bytes,
     )
 }
 
