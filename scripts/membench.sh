@@ -61,6 +61,7 @@ if ((EUID != 0)); then
     exit 1
 fi
 log() { printf '%s membench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 if ((INSTALL)); then
     need=()
@@ -98,7 +99,11 @@ for s in "${EXTRA_HTTPD[@]}"; do
 done
 
 # Every connection is a descriptor in the client (and in nginx).
-ulimit -n $((CONNS * 2 + 4096))
+NOFILE=$((CONNS + 1024))
+HARD=$(ulimit -Hn)
+[[ $HARD == unlimited ]] || ((HARD >= NOFILE)) || NOFILE=$HARD
+((NOFILE >= CONNS + 64)) || { echo "membench.sh: $CONNS connections need $((CONNS + 64)) descriptors; the limit is $HARD" >&2; exit 1; }
+ulimit -n "$NOFILE"
 
 NS=zcmem$$ TAP=zcmt$$ NET=$(($$ % 200 + 40))
 KADDR=10.200.$NET.1 ZADDR=10.200.$NET.2
@@ -117,6 +122,11 @@ inns() { ip netns exec "$NS" "$@"; }
 mem() {
     local rss=0 pss=0 pte=0 pid v
     for pid in "$@"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "server process $pid is gone; its output:"
+            cat "$WORK/httpd.out" "$WORK/nginx-error.log" >&2 2>/dev/null || true
+            exit 1
+        fi
         v=$(awk '/^VmRSS:/ {r=$2} /^VmPTE:/ {p=$2} END {print r+0, p+0}' "/proc/$pid/status")
         rss=$((rss + ${v% *})) pte=$((pte + ${v#* }))
         pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")))
@@ -208,7 +218,7 @@ done
 log "nginx: $CONNS connections, $SIZE KiB response each"
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes 1;
-worker_rlimit_nofile $((CONNS * 2 + 4096));
+worker_rlimit_nofile $NOFILE;
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log warn;
