@@ -3,7 +3,7 @@
 # TAP bed, rounds alternating A and B; prints the median of each row and
 # the ratio B/A. For checking that a change does not slow the stack down.
 #
-#   sudo scripts/abbench.sh A_DIR B_DIR [--rounds N] [--seconds S]
+#   sudo scripts/abbench.sh A_DIR B_DIR [--rounds N] [--seconds S] [--rows "ROW..."]
 #
 # A_DIR and B_DIR hold zc-perf and zc-httpd binaries (e.g. a copy of an
 # older release build, and target/release). Rows:
@@ -15,6 +15,7 @@
 #   http-big    curl of a 256 MiB file (Gbit/s)
 # The bed: namespace zcab<pid> with TAP zcab<pid> (kernel 10.200.X.1/24,
 # the stack at .2), deleted on exit. Needs root, wrk and curl (apt).
+# --rows: measure only these rows (default all; perf rows and http rows).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,11 +26,12 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 (($# >= 2)) || { usage >&2; exit 2; }
 A=$1 B=$2
 shift 2
-ROUNDS=3 S=5
+ROUNDS=3 S=5 ONLY="perf-rx perf-tx http-64k http-close http-big"
 while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?}; shift 2 ;;
         --seconds) S=${2:?}; shift 2 ;;
+        --rows) ONLY=${2:?}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "abbench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
@@ -108,20 +110,27 @@ for ((r = 1; r <= ROUNDS; r++)); do
         dir=$A
         [[ $side == B ]] && dir=$B
         log "round $r/$ROUNDS, $side"
-        V[perf-rx.$side]+="$(perf "$dir") "
-        V[perf-tx.$side]+="$(perf "$dir" --reverse) "
-        read -r k c g <<<"$(http "$dir")"
-        V[http-64k.$side]+="$k "
-        V[http-close.$side]+="$c "
-        V[http-big.$side]+="$g "
+        [[ " $ONLY " == *" perf-rx "* ]] && V[perf-rx.$side]+="$(perf "$dir") "
+        [[ " $ONLY " == *" perf-tx "* ]] && V[perf-tx.$side]+="$(perf "$dir" --reverse) "
+        if [[ " $ONLY " == *" http-"* ]]; then
+            read -r k c g <<<"$(http "$dir")"
+            V[http-64k.$side]+="$k "
+            V[http-close.$side]+="$c "
+            V[http-big.$side]+="$g "
+        fi
     done
 done
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo
-echo "A = $A, B = $B; $ROUNDS rounds of ${S}s, alternating; medians (all runs)"
-printf '%-11s %12s %12s %7s   %s\n' row A B B/A "runs A | runs B"
+echo "A = $A, B = $B; $ROUNDS rounds of ${S}s, alternating A then B"
+echo "median of each side, and the median of the per-round ratios B/A (steadier when the machine's load drifts)"
+printf '%-11s %12s %12s %7s %9s   %s\n' row A B B/A "round B/A" "runs A | runs B"
 for row in "${ROWS[@]}"; do
+    [[ -n ${V[$row.A]:-} ]] || continue
     a=$(median <<<"${V[$row.A]}") b=$(median <<<"${V[$row.B]}")
-    printf '%-11s %12s %12s %7.3f   %s| %s\n' "$row" "$a" "$b" "$(python3 -c "print($b / $a if $a else 0)")" "${V[$row.A]}" "${V[$row.B]}"
+    paired=$(python3 -c 'import sys, statistics
+a = [float(x) for x in sys.argv[1].split()]; b = [float(x) for x in sys.argv[2].split()]
+print("%.3f" % statistics.median(y / x for x, y in zip(a, b) if x > 0))' "${V[$row.A]}" "${V[$row.B]}")
+    printf '%-11s %12s %12s %7.3f %9s   %s| %s\n' "$row" "$a" "$b" "$(python3 -c "print($b / $a if $a else 0)")" "$paired" "${V[$row.A]}" "${V[$row.B]}"
 done
