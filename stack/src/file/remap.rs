@@ -288,7 +288,8 @@ impl SocketStore {
         Ok((self.set.add(sock), self.rings.len() - 1))
     }
 
-    /// Gives the memory of a TCP socket's rings back to the kernel: the
+    /// Gives the memory of a TCP socket's rings (and of its SACK
+    /// scoreboard, see smoltcp's `release_idle_memory`) back: the
     /// whole receive ring and the first `tx_touched` bytes of the send ring
     /// (the part written since the last discard; the rest holds no page).
     /// Only if no byte in them will be read again: the socket's buffers are
@@ -300,6 +301,8 @@ impl SocketStore {
         if !(sock.buffers_idle() || sock.state() == tcp::State::Closed) {
             return false;
         }
+        // The SACK scoreboard's heap memory too (kept after loss recovery).
+        self.set.get_mut::<tcp::Socket>(h).release_idle_memory();
         // Both calls only fail for a range outside the process's mappings,
         // which these are not; if one did, the pages simply stay.
         let rx = self.rx_rings[ring].discard(self.rx_rings[ring].len);

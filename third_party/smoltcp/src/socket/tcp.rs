@@ -1560,6 +1560,13 @@ impl<'a> Socket<'a> {
         self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
     }
 
+    /// ZCSTACK PATCH 13: gives back heap memory the socket needs only while
+    /// data is in flight — the SACK scoreboard's ranges, which otherwise
+    /// keep their capacity after loss recovery — if none is in flight.
+    pub fn release_idle_memory(&mut self) {
+        self.recovery.board.release_if_empty();
+    }
+
     fn set_state(&mut self, state: State) {
         if self.state != state {
             tcp_trace!("state={}=>{}", self.state, state);
