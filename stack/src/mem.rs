@@ -10,7 +10,7 @@
 //! each once the connection has been idle for a whole sweep period
 //! ([`SWEEP_EVERY`], so 0.25 to 0.5 s of silence): no byte unsent,
 //! unacknowledged, unread or out of order (smoltcp's
-//! `Socket::buffers_idle`, ZCSTACK PATCH 13), and no application read or
+//! `Socket::buffers_idle`, ZCSTACK PATCH 16), and no application read or
 //! write since the previous sweep. A busy connection never pays a syscall
 //! or a page fault for this; an idle one costs its socket structures only
 //! (see `docs/memory.md` for the figures).

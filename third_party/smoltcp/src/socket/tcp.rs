@@ -1544,7 +1544,7 @@ impl<'a> Socket<'a> {
         self.rx_buffer.len()
     }
 
-    /// ZCSTACK PATCH 13: whether neither buffer holds a byte the socket will
+    /// ZCSTACK PATCH 16: whether neither buffer holds a byte the socket will
     /// read again: nothing queued or unacknowledged in the transmit buffer,
     /// nothing received waiting for the application, and no out-of-order
     /// segment held in the receive buffer (which [`recv_queue`] does not
@@ -1560,7 +1560,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
     }
 
-    /// ZCSTACK PATCH 13: gives back heap memory the socket needs only while
+    /// ZCSTACK PATCH 16: gives back heap memory the socket needs only while
     /// data is in flight — the SACK scoreboard's ranges, which otherwise
     /// keep their capacity after loss recovery — if none is in flight.
     pub fn release_idle_memory(&mut self) {
@@ -10276,6 +10276,6 @@ mod test {
     mod zcstack_recovery;
     // ZCSTACK PATCH 12.
     mod zcstack_rfc5961;
-    // ZCSTACK PATCH 13.
+    // ZCSTACK PATCH 16.
     mod zcstack_idle;
 }

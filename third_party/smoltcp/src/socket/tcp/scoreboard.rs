@@ -343,7 +343,7 @@ impl Scoreboard {
         self.ranges().is_empty()
     }
 
-    /// ZCSTACK PATCH 13: gives the ranges' memory back when there are none
+    /// ZCSTACK PATCH 16: gives the ranges' memory back when there are none
     /// (the vector keeps its capacity otherwise, up to [`RANGES`] ranges,
     /// after loss recovery on a connection that then idles).
     pub fn release_if_empty(&mut self) {
@@ -818,7 +818,7 @@ mod test {
         }
     }
 
-    /// ZCSTACK PATCH 13: the ranges' memory goes back only when all are
+    /// ZCSTACK PATCH 16: the ranges' memory goes back only when all are
     /// acknowledged.
     #[cfg(feature = "alloc")]
     #[test]

@@ -1,4 +1,4 @@
-//! Tests of ZCSTACK PATCH 13: `Socket::buffers_idle`.
+//! Tests of ZCSTACK PATCH 16: `Socket::buffers_idle`.
 
 use super::*;
 
