@@ -84,6 +84,28 @@ pub struct DeviceArgs {
     /// Not a flag: frames per driver call, if the app sets it (default 32).
     #[arg(skip)]
     pub burst: Option<usize>,
+    /// Not a flag: the stack's memory budget in bytes, if the app sets one.
+    #[arg(skip)]
+    pub max_memory: Option<usize>,
+}
+
+/// Parses a size in bytes with an optional K, M or G suffix (KiB, MiB, GiB):
+/// `512M`, `2G`, `65536`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("{s:?} is not a size: give bytes or a number with K, M or G, e.g. 512M")
+        })
 }
 
 /// Parses `10.200.0.2/24`.
@@ -200,7 +222,7 @@ impl DeviceArgs {
         if let Some(burst) = self.burst {
             stack = stack.burst(burst);
         }
-        Ok(stack.build()?)
+        Ok(stack.max_memory(self.max_memory).build()?)
     }
 }
 
@@ -419,6 +441,20 @@ pub fn rate_line(prev: &StackStats, now: &StackStats, secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(
+            parse_size("lots").unwrap_err(),
+            "\"lots\" is not a size: give bytes or a number with K, M or G, e.g. 512M"
+        );
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("M").is_err());
+    }
 
     #[test]
     fn cidr_and_mac_parsing() {

@@ -24,6 +24,8 @@
 //!   by remapping file pages into the send ring ([`SendMode`]); read leases
 //!   make truncation by another process safe. Its `remap` submodule is the
 //!   only `unsafe` code in this crate.
+//! - [`mem`]: idle connections give their ring memory back; the memory
+//!   budget ([`StackBuilder::max_memory`]) and [`MemoryStats`].
 //! - [`stats`]: [`StackStats`], including copies per payload byte.
 //!
 //! ICMP echo requests to the stack's address are answered by smoltcp.
@@ -50,12 +52,14 @@
 
 mod device;
 pub mod file;
+pub mod mem;
 pub mod stack;
 pub mod stats;
 pub mod tcp;
 pub mod udp;
 
 pub use file::{MappedFile, SendMode};
+pub use mem::MemoryStats;
 pub use stack::{Clock, Stack, StackBuilder, StackError};
 pub use stats::{ListenStats, StackStats, TcpRecoveryStats};
 pub use tcp::{TcpConn, TcpListener, TcpState};

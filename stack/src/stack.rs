@@ -15,6 +15,7 @@ use zcstack_driver::Driver;
 use crate::device::Port;
 use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
 use crate::file::{PAGE, SendMode, SocketStore};
+use crate::mem::Memory;
 use crate::stats::{StackStats, TcpRecoveryStats};
 use crate::tcp::{Listener, TcpSlot};
 use crate::udp::UdpSlot;
@@ -73,6 +74,7 @@ pub struct StackBuilder<D: Driver> {
     timestamps: bool,
     syn_cookies: bool,
     synack_retries: u8,
+    max_memory: Option<usize>,
 }
 
 /// Linux's minimum retransmission timeout (`TCP_RTO_MIN`); RFC 6298's 1 s
@@ -150,7 +152,8 @@ impl<D: Driver> StackBuilder<D> {
     /// the ring until the hole is filled. A server of large files on real
     /// paths wants 4 MiB (zc-httpd's default, Linux's largest automatic
     /// send buffer); ring memory is mapped lazily, so a connection only
-    /// holds the pages its traffic touched. The receive ring is the window a
+    /// holds the pages its traffic touched, and gives them back once idle
+    /// (module [`mem`](crate::mem)). The receive ring is the window a
     /// peer may send in one burst, and a burst lands in driver frames before
     /// the stack copies it out: raise it together with the pool (a 4 MiB
     /// window let a kernel peer's burst of 64 KiB GSO packets empty a
@@ -158,6 +161,19 @@ impl<D: Driver> StackBuilder<D> {
     pub fn tcp_buffers(mut self, rx: usize, tx: usize) -> Self {
         self.tcp_rx_buffer = rx;
         self.tcp_tx_buffer = tx;
+        self
+    }
+    /// A memory budget in bytes for the buffer pool, the TCP sockets and
+    /// the ring pages they hold (default: none). A new connection is
+    /// admitted only while both its rings fit whole in what is left;
+    /// otherwise listeners stop listening (SYNs get RST, so clients see
+    /// "connection refused" at once), [`Stack::tcp_connect`] fails with
+    /// `OutOfMemory`, and [`MemoryStats::refused`](crate::MemoryStats)
+    /// counts them, until connections close or go idle (an idle connection
+    /// gives its ring pages back). Existing connections are never cut
+    /// short; their send rings grow only into memory the budget has left.
+    pub fn max_memory(mut self, bytes: Option<usize>) -> Self {
+        self.max_memory = bytes;
         self
     }
     /// Frames moved per driver call (default 32).
@@ -244,6 +260,22 @@ impl<D: Driver> StackBuilder<D> {
             send_mode = SendMode::Copy;
         }
         let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
+        let pool = self.driver.pool();
+        let pool_bytes = pool.capacity() * pool.frame_size();
+        let mem = Memory::new(self.max_memory, pool_bytes, self.tcp_rx_buffer, tx_ring);
+        if let Some(b) = self.max_memory {
+            let need = pool_bytes + mem.one_connection();
+            if b < need {
+                return Err(StackError::Config(format!(
+                    "a memory budget of {} KiB is below what the stack needs for one connection: {} KiB ({} KiB of buffer pool, {} KiB of TCP rings, {} bytes of socket structures): raise it or use smaller rings or pool",
+                    b / 1024,
+                    need / 1024,
+                    pool_bytes / 1024,
+                    (mem.rx_ring + mem.tx_ring) / 1024,
+                    mem.per_socket
+                )));
+            }
+        }
         let batch = self
             .remap_batch
             .unwrap_or((tx_ring / 4).clamp(crate::file::REMAP_BATCH, crate::file::REMAP_BATCH_MAX));
@@ -262,9 +294,8 @@ impl<D: Driver> StackBuilder<D> {
             // Capacity is IFACE_MAX_ADDR_COUNT (≥ 1): the first push cannot fail.
             let _ = addrs.push(IpCidr::Ipv4(cidr));
         });
-        if self.syn_cookies {
-            iface.set_syn_cookies(Some(random_u128()));
-        }
+        let syn_cookie_key = self.syn_cookies.then(random_u128);
+        iface.set_syn_cookies(syn_cookie_key);
         if let Some(gw) = self.gateway {
             iface
                 .routes_mut()
@@ -304,6 +335,9 @@ impl<D: Driver> StackBuilder<D> {
             rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
             timestamps: self.timestamps,
             synack_retries: self.synack_retries,
+            mem,
+            started: Vec::new(),
+            syn_cookie_key,
         })
     }
 }
@@ -358,6 +392,13 @@ pub struct Stack<D: Driver> {
     rto_max: smoltcp::time::Duration,
     timestamps: bool,
     synack_retries: u8,
+    /// Ring memory accounting and the budget (module `mem`).
+    pub(crate) mem: Memory,
+    /// Scratch: sockets that left LISTEN in this `maintain`.
+    started: Vec<u32>,
+    /// The SYN cookie key (`None`: cookies off), kept while the memory
+    /// budget turns cookies off.
+    pub(crate) syn_cookie_key: Option<u128>,
 }
 
 /// 128 bits from the operating system's random source (std's `RandomState`
@@ -389,6 +430,7 @@ impl<D: Driver> Stack<D> {
             timestamps: true,
             syn_cookies: true,
             synack_retries: 3,
+            max_memory: None,
         }
     }
 
@@ -456,6 +498,7 @@ impl<D: Driver> Stack<D> {
             self.dirty = false;
             self.maintain();
         }
+        self.mem_sweep(now);
         received > 0 || sent > 0 || changed || filled || self.port.tx_pending()
     }
 
@@ -525,9 +568,22 @@ impl<D: Driver> Stack<D> {
     fn maintain(&mut self) {
         let sockets = &mut self.sockets;
         let tcp = &mut self.tcp;
+        let mut started = std::mem::take(&mut self.started);
         for listener in self.listeners.iter_mut().flatten() {
-            listener.maintain(tcp, sockets, &mut self.tcp_free);
+            listener.maintain(tcp, sockets, &mut self.tcp_free, &mut started);
         }
+        // New handshakes: each is admitted (its receive ring charged) while
+        // the budget has room for its rings, else reset.
+        for slot in started.drain(..) {
+            if self.mem_admits() {
+                self.mem_note_io(slot);
+            } else {
+                self.mem_refuse(slot);
+            }
+        }
+        self.started = started;
+        let sockets = &mut self.sockets;
+        let tcp = &mut self.tcp;
         let free = &mut self.tcp_free;
         self.closing.retain(|&slot| {
             let s = &mut tcp[slot as usize];
@@ -540,6 +596,7 @@ impl<D: Driver> Stack<D> {
                 true
             }
         });
+        self.mem_check_listeners();
         let need = self
             .listeners
             .iter()
@@ -605,6 +662,7 @@ impl<D: Driver> Stack<D> {
             rings_with_file_pages: self.rings_with_file_pages(),
             tcp: self.tcp_recovery_stats(),
             listen: self.iface.listen_stats().into(),
+            memory: self.memory_stats(),
         }
     }
 

@@ -63,6 +63,9 @@ pub struct StackStats {
     pub tcp: TcpRecoveryStats,
     /// Listening ports: SYNs, SYN cookies, half-open connections given up.
     pub listen: ListenStats,
+    /// Memory accounted for, idle connections that gave it back, the
+    /// budget and connections refused at it.
+    pub memory: crate::MemoryStats,
 }
 
 /// What listening ports saw (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
@@ -251,6 +254,6 @@ impl fmt::Display for StackStats {
         if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {
             write!(f, ", listen: {l}")?;
         }
-        Ok(())
+        write!(f, ", {}", self.memory)
     }
 }

@@ -21,6 +21,7 @@ use smoltcp::wire::IpAddress;
 use zcstack_driver::Driver;
 
 use crate::file::transfer::SlotFiles;
+use crate::mem::RingMem;
 use crate::stack::{Stack, stale};
 
 pub use smoltcp::socket::tcp::State as TcpState;
@@ -48,6 +49,8 @@ pub(crate) struct TcpSlot {
     role: Role,
     /// Queued file transfers and the files mapped in the send ring.
     pub files: SlotFiles,
+    /// What the rings may hold (module `mem`).
+    pub mem: RingMem,
 }
 
 impl TcpSlot {
@@ -57,6 +60,7 @@ impl TcpSlot {
             generation: 0,
             role: Role::Free,
             files,
+            mem: RingMem::default(),
         }
     }
     pub fn release(&mut self) {
@@ -97,12 +101,14 @@ impl Listener {
     }
 
     /// Moves sockets that left LISTEN to the accept queue (and back, if a
-    /// handshake was reset and smoltcp returned the socket to LISTEN).
+    /// handshake was reset and smoltcp returned the socket to LISTEN); the
+    /// ones that just left LISTEN are also pushed to `started`.
     pub fn maintain(
         &mut self,
         tcp: &mut [TcpSlot],
         sockets: &mut SocketSet<'static>,
         free: &mut Vec<u32>,
+        started: &mut Vec<u32>,
     ) {
         let pending = &mut self.pending;
         self.listening.retain(|&slot| {
@@ -114,6 +120,7 @@ impl Listener {
                     s.role = Role::Pending(l);
                 }
                 pending.push_back(slot);
+                started.push(slot);
                 false
             }
         });
@@ -205,8 +212,12 @@ impl<D: Driver> Stack<D> {
         Ok(TcpListener(id as u32))
     }
 
-    /// Tops every listener up to its backlog with listening sockets.
+    /// Tops every listener up to its backlog with listening sockets (not
+    /// while the memory budget has withdrawn them).
     pub(crate) fn refill_listeners(&mut self) {
+        if self.mem.withdrawn.is_some() {
+            return;
+        }
         for id in 0..self.listeners.len() {
             while let Some(l) = &self.listeners[id] {
                 let (need, port) = (l.shortfall(), l.port);
@@ -229,6 +240,20 @@ impl<D: Driver> Stack<D> {
                 if let Some(l) = &mut self.listeners[id] {
                     l.listening.push(slot);
                 }
+            }
+        }
+    }
+
+    /// Closes every listening socket (they go back to the free list): SYNs
+    /// then get RST until [`refill_listeners`](Self::refill_listeners).
+    /// Handshakes under way and the accept queue are kept.
+    pub(crate) fn withdraw_listeners(&mut self) {
+        for l in self.listeners.iter_mut().flatten() {
+            for slot in l.listening.drain(..) {
+                let s = &mut self.tcp[slot as usize];
+                self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
+                s.release();
+                self.tcp_free.push(slot);
             }
         }
     }
@@ -285,6 +310,17 @@ impl<D: Driver> Stack<D> {
                 format!("cannot connect to {remote}"),
             ));
         }
+        if !self.mem_admits() {
+            self.mem.refused += 1;
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "cannot connect to {remote}: the memory budget of {} bytes is reached ({} in use): close connections or raise the budget",
+                    self.mem.budget.unwrap_or(0),
+                    self.mem_in_use()
+                ),
+            ));
+        }
         let slot = self.take_socket()?;
         let local = self.next_ephemeral;
         self.next_ephemeral = ephemeral_range(self.next_ephemeral.wrapping_add(1));
@@ -301,10 +337,12 @@ impl<D: Driver> Stack<D> {
         let s = &mut self.tcp[slot as usize];
         s.role = Role::Open;
         s.generation = s.generation.wrapping_add(1);
-        Ok(TcpConn {
+        let conn = TcpConn {
             slot,
             generation: s.generation,
-        })
+        };
+        self.mem_note_io(slot);
+        Ok(conn)
     }
 
     /// The slot of an open connection handle.
@@ -376,6 +414,7 @@ impl<D: Driver> Stack<D> {
         if sock.can_recv() {
             let n = sock.recv_slice(buf).map_err(|_| stale())?;
             self.app_read_bytes += n as u64;
+            self.mem_note_io(c.slot);
             return Ok(n);
         }
         end_of_stream(sock).map(|()| 0)
@@ -395,6 +434,7 @@ impl<D: Driver> Stack<D> {
                 let (n, r) = f(data);
                 (n.min(data.len()), r)
             });
+            self.mem_note_io(c.slot);
             return r.map(Some).map_err(|_| stale());
         }
         end_of_stream(sock).map(|()| None)
@@ -404,22 +444,41 @@ impl<D: Driver> Stack<D> {
     /// `WouldBlock` when the ring is full; `BrokenPipe` after a shutdown or reset.
     pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
         self.files_first(c)?;
+        let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
+        let base = self.sockets.ring(s.files.ring).base();
+        let cap = self.tcp_tx_buffer;
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
             return Err(cannot_send(sock));
         }
+        // The write position (a zero-byte enqueue shows it; an empty ring
+        // restarts at 0). Below a memory limit the write may not reach
+        // pages beyond it.
+        let at0 = sock
+            .send(|free| (0, free.as_ptr() as usize - base))
+            .map_err(|_| stale())?;
+        let want = data.len();
+        let data = if limit < cap {
+            &data[..data.len().min(limit.saturating_sub(at0))]
+        } else {
+            data
+        };
         let n = sock.send_slice(data).map_err(|_| stale())?;
-        if n == 0 && !data.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
+        if n == 0 {
+            return if want == 0 {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
         }
-        // Where the ring's bytes end now (a zero-byte enqueue shows the write position).
-        let base = self.sockets.ring(s.files.ring).base();
-        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
+        // Where the ring's bytes end now.
         if let Ok(at) = sock.send(|free| (0, free.as_ptr() as usize - base)) {
             s.files.tx_end = at;
         }
         self.app_write_bytes += n as u64;
+        let end = if at0 + n > cap { cap } else { at0 + n };
+        self.mem_note_tx(c.slot, end);
         Ok(n)
     }
 
@@ -432,6 +491,7 @@ impl<D: Driver> Stack<D> {
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> io::Result<R> {
         self.files_first(c)?;
+        let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
         let base = self.sockets.ring(s.files.ring).base();
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
@@ -443,6 +503,9 @@ impl<D: Driver> Stack<D> {
         let r = sock
             .send(|free| {
                 let at = free.as_ptr() as usize - base;
+                // Below a memory limit: only the pages it leaves room for.
+                let room = limit.saturating_sub(at).min(free.len());
+                let free = &mut free[..room];
                 let (n, r) = f(free);
                 wrote = n.min(free.len());
                 end = at + wrote;
@@ -451,6 +514,9 @@ impl<D: Driver> Stack<D> {
             .map_err(|_| stale())?;
         s.files.tx_end = end;
         self.app_write_bytes += wrote as u64;
+        if wrote > 0 {
+            self.mem_note_tx(c.slot, end);
+        }
         Ok(r)
     }
 

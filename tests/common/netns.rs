@@ -451,6 +451,11 @@ impl App {
         self.stderr.lock().expect("stderr buffer").clone()
     }
 
+    /// The app's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the app with SIGKILL (no clean-up runs in it) and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -86,6 +86,12 @@ struct Cli {
     #[arg(long, value_name = "KIB", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     recv_buffer_kib: u32,
+    /// Memory budget for the stack (buffer pool, TCP sockets and the ring
+    /// pages they hold), e.g. 512M or 2G. At the limit new connections are
+    /// refused (clients see "connection refused") until connections close
+    /// or go idle; connections being served are not cut short.
+    #[arg(long, value_name = "SIZE", value_parser = zcstack_apps::parse_size)]
+    max_memory: Option<usize>,
     /// On exit, also write the final counters to this file as JSON.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
@@ -111,7 +117,10 @@ enum Out {
 
 struct Conn {
     conn: TcpConn,
-    buf: Box<[u8]>,
+    /// The request head being received: `MAX_HEAD` bytes while the
+    /// connection is in use, empty (no memory) once it has idled with
+    /// nothing buffered (a keep-alive connection waiting for its next request).
+    buf: Vec<u8>,
     filled: usize,
     /// Bytes arrived since the last parse found the head incomplete.
     unparsed: bool,
@@ -145,6 +154,9 @@ struct Server {
     date: (u64, String),
     /// Bodies are remapped: pad heads so bodies start page-aligned.
     remap: bool,
+    /// Where an idle connection's first request bytes are read before it
+    /// gets a head buffer of its own.
+    scratch: Vec<u8>,
 }
 
 enum Step {
@@ -361,10 +373,20 @@ impl Server {
             }
             // 3. Read more request bytes (a full buffer is either refused with
             // 431 above or waits; an empty read would look like end of stream).
-            if c.filled == c.buf.len() {
+            if c.filled == c.buf.len() && !c.buf.is_empty() {
                 return Step::Keep(moved);
             }
-            match stack.tcp_read(c.conn, &mut c.buf[c.filled..]) {
+            let read = if c.buf.is_empty() {
+                stack.tcp_read(c.conn, &mut self.scratch).inspect(|&n| {
+                    if n > 0 {
+                        c.buf = vec![0; MAX_HEAD];
+                        c.buf[..n].copy_from_slice(&self.scratch[..n]);
+                    }
+                })
+            } else {
+                stack.tcp_read(c.conn, &mut c.buf[c.filled..])
+            };
+            match read {
                 Ok(0) => c.peer_done = true,
                 Ok(n) => {
                     if c.filled == 0 {
@@ -399,6 +421,10 @@ impl Server {
         if mark != c.mark {
             c.mark = mark;
             c.progress = now;
+        }
+        if c.filled == 0 && c.out.is_none() && now - c.progress >= SCAN_EVERY {
+            // Idle between requests: give the head buffer back.
+            c.buf = Vec::new();
         }
         if let Some(since) = c.head_since
             && c.out.is_none()
@@ -462,7 +488,8 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"tcp_fast_recoveries\":{},\"tcp_tail_loss_probes\":{},\"tcp_tlp_repairs\":{},",
             "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{},",
             "\"listen_syns\":{},\"listen_cookies_sent\":{},\"listen_cookies_accepted\":{},",
-            "\"listen_cookies_rejected\":{},\"listen_half_open_evicted\":{},\"listen_half_open_expired\":{}}}\n"
+            "\"listen_cookies_rejected\":{},\"listen_half_open_evicted\":{},\"listen_half_open_expired\":{},",
+            "\"memory_in_use\":{},\"memory_idle_releases\":{},\"memory_refused\":{},\"memory_socket_bytes\":{}}}\n"
         ),
         n.requests,
         n.by_class[2],
@@ -501,6 +528,10 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.listen.cookies_rejected,
         s.listen.half_open_evicted,
         s.listen.half_open_expired,
+        s.memory.in_use,
+        s.memory.idle_releases,
+        s.memory.refused,
+        s.memory.socket_bytes,
     )
 }
 
@@ -535,6 +566,7 @@ fn main() -> ExitCode {
         let mut dev = cli.dev.clone();
         dev.tcp_buffers = Some((rx, tx));
         dev.send_mode = Some(cli.send_mode);
+        dev.max_memory = cli.max_memory;
         let mut stack = dev.build_stack()?;
         let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
         let (ip, _) = stack.ip();
@@ -554,10 +586,12 @@ fn main() -> ExitCode {
             // Auto remaps once enough connections send files; tcp_send_file_pad
             // says 0 whenever the stack would copy, so asking costs nothing.
             remap: stack.send_mode() != SendMode::Copy,
+            scratch: vec![0; MAX_HEAD],
         };
         let mut conns: Vec<Conn> = Vec::new();
         let mut ticker = StatsTicker::new(cli.dev.stats);
         let mut last_scan = Instant::now();
+        let mut at_limit = false;
         while !stop.load(Ordering::Relaxed) {
             stack.poll_wait();
             let now = stack.poll_time();
@@ -567,7 +601,7 @@ fn main() -> ExitCode {
                 srv.n.accepted += 1;
                 conns.push(Conn {
                     conn,
-                    buf: vec![0; MAX_HEAD].into(),
+                    buf: Vec::new(),
                     filled: 0,
                     unparsed: false,
                     out: None,
@@ -604,6 +638,24 @@ fn main() -> ExitCode {
             }
             if busy {
                 stack.note_activity();
+            }
+            if stack.memory_at_limit() != at_limit {
+                at_limit = !at_limit;
+                let m = stack.memory_stats();
+                if at_limit {
+                    println!(
+                        "{APP}: memory budget reached ({} of {} MiB in use, {} connections): refusing new connections until some close or go idle (raise --max-memory, or lower --send-buffer-kib)",
+                        m.in_use >> 20,
+                        m.budget.unwrap_or(0) >> 20,
+                        conns.len()
+                    );
+                } else {
+                    println!(
+                        "{APP}: memory below the budget again ({} MiB in use): accepting connections ({} refused so far)",
+                        m.in_use >> 20,
+                        m.refused
+                    );
+                }
             }
             ticker.tick(APP, &stack);
         }

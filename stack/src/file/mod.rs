@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 pub use remap::lease_signal;
-pub(crate) use remap::{PAGE, SocketStore};
+pub(crate) use remap::{PAGE, Region, SocketStore};
 
 /// Smallest default remap batch: remap only when at least this much ring
 /// space is free (or the rest of the transfer fits). The default batch is a

@@ -11,12 +11,18 @@
 //! out of the store (no `mem::swap`/`replace` on it) and never removes a TCP
 //! socket (they are recycled), so a ring outlives every use of its slice.
 //!
-//! The kernel changes bytes behind that slice in two ways, both only on the
-//! polling thread and never while smoltcp runs: `mmap(MAP_FIXED)` of file
+//! Receive rings are [`Region`]s too, owned the same way.
+//!
+//! The kernel changes bytes behind those slices in three ways, all only on
+//! the polling thread and never while smoltcp runs: `mmap(MAP_FIXED)` of file
 //! pages over *free* ring space (inside smoltcp's `send` closure, through the
-//! `&mut` slice smoltcp handed out — like `read(2)` into a buffer), and
+//! `&mut` slice smoltcp handed out — like `read(2)` into a buffer),
 //! anonymous memory mapped back over a ring whose in-flight bytes were saved
-//! and are written back unchanged ([`Region::detach`]).
+//! and are written back unchanged ([`Region::detach`]), and
+//! `madvise(MADV_DONTNEED)` over both rings of a socket whose buffers hold no
+//! byte it will read again ([`SocketStore::discard_idle`]): the pages go back
+//! to the kernel and read as zeros, which nobody can tell from the garbage
+//! that was there.
 //!
 //! # The file invariant
 //!
@@ -171,6 +177,25 @@ impl Region {
         Ok(())
     }
 
+    /// Gives the pages of `[0, len)` (rounded up to whole pages) back to the
+    /// kernel; they read as zeros afterwards and cost nothing until written.
+    fn discard(&self, len: usize) -> io::Result<()> {
+        let len = len.next_multiple_of(PAGE).min(self.len);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside this region. The only caller,
+        // `SocketStore::discard_idle`, checked that the socket using the
+        // region reads none of these bytes before writing them again (module
+        // doc); MADV_DONTNEED on private anonymous memory (or private file
+        // pages of a ring) only replaces contents, never unmaps.
+        let r = unsafe { libc::madvise(self.base.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(last_err("giving an idle ring's memory back (madvise)"));
+        }
+        Ok(())
+    }
+
     /// Replaces the whole region by anonymous memory, keeping the bytes of
     /// `keep` (ring offset, length) ranges: the in-flight part of a ring
     /// survives, every file page is gone. Used when the ring is idle (no
@@ -217,13 +242,15 @@ impl Drop for Region {
     }
 }
 
-/// The stack's sockets and the send rings they borrow. See the module doc
-/// for why the field order matters.
+/// The stack's sockets and the rings they borrow. See the module doc for
+/// why the field order matters.
 pub(crate) struct SocketStore {
-    /// Must be declared (and so dropped) before `rings`.
+    /// Must be declared (and so dropped) before `rings` and `rx_rings`.
     set: SocketSet<'static>,
     /// TCP send rings, by socket handle order of creation. Never shrinks.
     rings: Vec<Region>,
+    /// TCP receive rings, same index as `rings`.
+    rx_rings: Vec<Region>,
 }
 
 impl SocketStore {
@@ -231,25 +258,56 @@ impl SocketStore {
         SocketStore {
             set: SocketSet::new(Vec::new()),
             rings: Vec::new(),
+            rx_rings: Vec::new(),
         }
     }
 
-    /// Adds a TCP socket with an `rx`-byte receive buffer and a send ring of
-    /// `tx` bytes (a multiple of [`PAGE`]) in its own mapping. Returns the
-    /// handle and the ring's index for [`ring`](Self::ring).
+    /// Adds a TCP socket with an `rx`-byte receive ring and a send ring of
+    /// `tx` bytes (a multiple of [`PAGE`]), each in its own mapping (pages
+    /// cost memory only once written). Returns the handle and the rings'
+    /// index for [`ring`](Self::ring).
     pub fn add_tcp(&mut self, rx: usize, tx: usize) -> io::Result<(SocketHandle, usize)> {
         let region = Region::new(tx)?;
-        // SAFETY: the slice covers exactly the region, which `self.rings`
-        // keeps mapped until after `self.set` (and with it the socket) is
-        // dropped; the region is used through no other `&mut`.
-        let ring: &'static mut [u8] =
-            unsafe { std::slice::from_raw_parts_mut(region.base.as_ptr(), region.len) };
+        let rx_region = Region::new(rx.next_multiple_of(PAGE))?;
+        // SAFETY: each slice lies inside its region (`rx` bytes of a mapping
+        // of at least `rx`), which `self.rings` / `self.rx_rings` keep
+        // mapped until after `self.set` (and with it the socket) is dropped;
+        // neither region is used through any other `&mut`.
+        let (ring, rx_ring): (&'static mut [u8], &'static mut [u8]) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(region.base.as_ptr(), region.len),
+                std::slice::from_raw_parts_mut(rx_region.base.as_ptr(), rx),
+            )
+        };
         let sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(rx_ring),
             tcp::SocketBuffer::new(ring),
         );
         self.rings.push(region);
+        self.rx_rings.push(rx_region);
         Ok((self.set.add(sock), self.rings.len() - 1))
+    }
+
+    /// Gives the memory of a TCP socket's rings (and of its SACK
+    /// scoreboard, see smoltcp's `release_idle_memory`) back: the
+    /// whole receive ring and the first `tx_touched` bytes of the send ring
+    /// (the part written since the last discard; the rest holds no page).
+    /// Only if no byte in them will be read again: the socket's buffers are
+    /// idle (nothing unsent, unacknowledged, unread or out of order) or it
+    /// is CLOSED (smoltcp clears both buffers before it uses the socket
+    /// again). Returns whether the memory was given back.
+    pub fn discard_idle(&mut self, h: SocketHandle, ring: usize, tx_touched: usize) -> bool {
+        let sock = self.set.get::<tcp::Socket>(h);
+        if !(sock.buffers_idle() || sock.state() == tcp::State::Closed) {
+            return false;
+        }
+        // The SACK scoreboard's heap memory too (kept after loss recovery).
+        self.set.get_mut::<tcp::Socket>(h).release_idle_memory();
+        // Both calls only fail for a range outside the process's mappings,
+        // which these are not; if one did, the pages simply stay.
+        let rx = self.rx_rings[ring].discard(self.rx_rings[ring].len);
+        let tx = self.rings[ring].discard(tx_touched);
+        rx.is_ok() && tx.is_ok()
     }
 
     /// Send ring `i`.

@@ -53,6 +53,12 @@ impl SlotFiles {
         }
     }
 
+    /// Transfers are queued, or file pages are mapped in the ring (the pump
+    /// looks after such a ring).
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty() || !self.in_ring.is_empty()
+    }
+
     /// File bytes queued and not in the ring yet.
     pub fn pending(&self) -> u64 {
         self.queue.iter().map(|t| t.end - t.pos).sum()
@@ -108,14 +114,24 @@ fn fill_copy(
     ring: &Region,
     f: &mut SlotFiles,
     c: &mut FileCounters,
+    limit: usize,
 ) -> Fill {
     let t = &f.queue[0];
     let (file, pos, rem) = (t.file.file(), t.pos, t.end - t.pos);
     let base = ring.base();
     let mut out = Ok((0, false));
     let mut end = f.tx_end;
+    let mut limited = false;
     let _ = sock.send(|free| {
-        let n = free.len().min(usize::try_from(rem).unwrap_or(usize::MAX));
+        let at = free.as_ptr() as usize - base;
+        // The memory budget may leave room for fewer pages than are free.
+        let room = free.len().min(limit.saturating_sub(at));
+        limited = room < free.len();
+        let n = room.min(usize::try_from(rem).unwrap_or(usize::MAX));
+        if n == 0 {
+            end = at;
+            return (0, ());
+        }
         out = file.copy_to(&mut free[..n], pos);
         let k = out.as_ref().map(|r| r.0).unwrap_or(0);
         end = free.as_ptr() as usize - base + k;
@@ -123,6 +139,7 @@ fn fill_copy(
     });
     f.tx_end = end;
     match out {
+        Ok((0, _)) if limited => Fill::Wait,
         Ok((0, _)) if rem > 0 && sock.send_capacity() > sock.send_queue() => Fill::Short,
         Ok((0, _)) => Fill::Wait,
         Ok((k, true)) => {
@@ -146,6 +163,7 @@ fn fill_remap(
     f: &mut SlotFiles,
     c: &mut FileCounters,
     batch: usize,
+    limit: usize,
 ) -> Fill {
     let cap = ring.len();
     let free_total = sock.send_capacity() - sock.send_queue();
@@ -163,6 +181,13 @@ fn fill_remap(
     let mut end = f.tx_end;
     let _ = sock.send(|free| {
         let at = free.as_ptr() as usize - base;
+        // The memory budget may leave room for fewer pages than are free.
+        let room = limit.saturating_sub(at).min(cap - at).min(free.len());
+        let room_limited = room < free.len();
+        let free = &mut free[..room];
+        if free.is_empty() {
+            return (0, ());
+        }
         let len = free.len().min(rem_us);
         let copy = |dst: &mut [u8], off: u64, c: &mut FileCounters| -> bool {
             match file.copy_to(dst, off) {
@@ -206,7 +231,9 @@ fn fill_remap(
             (room, 0)
         };
         let finishing = pages * PAGE + tail_copy >= rest;
-        let at_ring_end = at + free.len() == cap;
+        // The ring's end, or as far as the memory budget lets it write now:
+        // map what fits rather than wait for a whole batch.
+        let at_ring_end = at + free.len() == cap || room_limited;
         let worth = pages > 0 && (pages * PAGE >= batch || finishing || at_ring_end);
         let mut n = 0;
         if head > 0 {
@@ -370,17 +397,23 @@ impl<D: Driver> Stack<D> {
         let mut i = 0;
         while i < self.file_slots.len() {
             let slot = self.file_slots[i] as usize;
+            let limit = self.mem_tx_limit(slot as u32);
             let s = &mut self.tcp[slot];
             let (sock, ring) = self.sockets.tcp_and_ring(s.handle, s.files.ring);
-            moved |= pump_slot(
+            let end = pump_slot(
                 sock,
                 ring,
                 &mut s.files,
                 &mut self.file_counters,
                 remap,
                 batch,
+                limit,
             );
-            let f = &mut s.files;
+            if let Some(end) = end {
+                moved = true;
+                self.mem_note_tx(slot as u32, end);
+            }
+            let f = &mut self.tcp[slot].files;
             if f.queue.is_empty() && f.in_ring.is_empty() {
                 f.listed = false;
                 self.file_slots.swap_remove(i);
@@ -436,8 +469,10 @@ fn pump_slot(
     c: &mut FileCounters,
     remap: bool,
     batch: usize,
-) -> bool {
-    let mut moved = false;
+    limit: usize,
+) -> Option<usize> {
+    // The furthest ring offset written (fills never wrap within one call).
+    let mut moved: Option<usize> = None;
     while let Some(t) = f.queue.front() {
         if t.pos == t.end {
             f.queue.pop_front();
@@ -453,14 +488,14 @@ fn pump_slot(
             break;
         }
         let r = if remap && t.file.file().is_leased() {
-            fill_remap(sock, ring, f, c, batch)
+            fill_remap(sock, ring, f, c, batch, limit)
         } else {
-            fill_copy(sock, ring, f, c)
+            fill_copy(sock, ring, f, c, limit)
         };
         match r {
             Fill::Sent(n) => {
                 f.queue[0].pos += n as u64;
-                moved = true;
+                moved = Some(moved.unwrap_or(0).max(f.tx_end));
             }
             Fill::Wait => break,
             Fill::Short => {

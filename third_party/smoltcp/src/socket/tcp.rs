@@ -1546,6 +1546,29 @@ impl<'a> Socket<'a> {
         self.rx_buffer.len()
     }
 
+    /// ZCSTACK PATCH 16: whether neither buffer holds a byte the socket will
+    /// read again: nothing queued or unacknowledged in the transmit buffer,
+    /// nothing received waiting for the application, and no out-of-order
+    /// segment held in the receive buffer (which [`recv_queue`] does not
+    /// count).
+    ///
+    /// While this holds, the owner may discard the contents of both
+    /// buffers, e.g. give their memory pages back to the operating system
+    /// with `madvise(MADV_DONTNEED)` (they read back as zeros): the socket
+    /// writes every byte of a buffer before it reads it again.
+    ///
+    /// [`recv_queue`]: #method.recv_queue
+    pub fn buffers_idle(&self) -> bool {
+        self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
+    }
+
+    /// ZCSTACK PATCH 16: gives back heap memory the socket needs only while
+    /// data is in flight — the SACK scoreboard's ranges, which otherwise
+    /// keep their capacity after loss recovery — if none is in flight.
+    pub fn release_idle_memory(&mut self) {
+        self.recovery.board.release_if_empty();
+    }
+
     fn set_state(&mut self, state: State) {
         if self.state != state {
             tcp_trace!("state={}=>{}", self.state, state);
@@ -10269,4 +10292,6 @@ mod test {
     mod zcstack_rfc5961;
     // ZCSTACK PATCH 14.
     mod zcstack_zero_window;
+    // ZCSTACK PATCH 16.
+    mod zcstack_idle;
 }

@@ -343,6 +343,15 @@ impl Scoreboard {
         self.ranges().is_empty()
     }
 
+    /// ZCSTACK PATCH 16: gives the ranges' memory back when there are none
+    /// (the vector keeps its capacity otherwise, up to [`RANGES`] ranges,
+    /// after loss recovery on a connection that then idles).
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.store.release();
+        }
+    }
+
     pub fn ranges(&self) -> &[Range] {
         self.store.as_slice()
     }
@@ -807,6 +816,25 @@ mod test {
             assert_eq!(w[0].end, w[1].start, "{:?}", b.ranges());
             assert!(w[0].start < w[0].end);
         }
+    }
+
+    /// ZCSTACK PATCH 16: the ranges' memory goes back only when all are
+    /// acknowledged.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn release_if_empty_gives_the_memory_back_only_when_empty() {
+        let mut b = Scoreboard::default();
+        for i in 0..40 {
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+        }
+        assert_eq!(b.ranges().len(), 40);
+        b.release_if_empty();
+        assert_eq!(b.ranges().len(), 40, "ranges in flight are kept");
+        b.ack(seq(4000), &mut delivery(100));
+        assert!(b.is_empty());
+        assert!(b.store.0.capacity() >= 40, "acknowledging keeps the capacity");
+        b.release_if_empty();
+        assert_eq!(b.store.0.capacity(), 0);
     }
 
     #[test]
