@@ -131,6 +131,7 @@ fn addr(bed: &TapBed) -> SocketAddr {
 /// its 4 MiB send ring (copy mode: the ring's pages are really written),
 /// then idle: together they cost at most 16 KiB each.
 #[test]
+#[ignore = "needs root"]
 fn idle_keepalive_connections_cost_at_most_16_kib_each() {
     require_root!();
     const N: usize = 800;
@@ -185,6 +186,7 @@ fn idle_keepalive_connections_cost_at_most_16_kib_each() {
 /// the whole ring while busy; idle, it gives it back, and serves the file
 /// again intact afterwards.
 #[test]
+#[ignore = "needs root"]
 fn a_connection_that_sent_a_large_file_gives_its_memory_back() {
     require_root!();
     let dir = TempDir::new("mbig");
@@ -225,6 +227,7 @@ fn a_connection_that_sent_a_large_file_gives_its_memory_back() {
 /// transfer completes with the right bytes; once they are done, new
 /// connections are served again.
 #[test]
+#[ignore = "needs root"]
 fn the_budget_refuses_new_connections_and_admitted_ones_finish() {
     require_root!();
     const CLIENTS: usize = 10;

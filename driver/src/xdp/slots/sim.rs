@@ -118,7 +118,7 @@ impl SlotBed {
         lent
     }
 
-    /// The kernel receives `data` (at most [`MAX_DESCS`] buffers) and
+    /// The kernel receives `data` (at most `MAX_DESCS` buffers) and
     /// hands the descriptors to the driver's receive path.
     pub fn receive(&mut self, data: &[u8], out: &mut Vec<Frame>) -> Received {
         let need = data.len().div_ceil(self.stride).max(1);
