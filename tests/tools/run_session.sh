@@ -20,6 +20,13 @@ if (($# != 2)) || [[ -z ${ZC_SESSION:-} ]]; then
     exit 2
 fi
 export ZC_ROOT=$1 ZC_BIN=$2
+# The session's private /tmp would hide a checkout that lives under /tmp.
+for dir in "$ZC_ROOT" "$ZC_BIN"; do
+    if [[ $(realpath -m "$dir") == /tmp/* ]]; then
+        echo "run_session.sh: $dir is under /tmp, which the session replaces with its own: clone the project elsewhere to run the docs tests" >&2
+        exit 1
+    fi
+done
 
 exec timeout --kill-after=10 300 unshare --mount --propagation private bash -c '
 set -euo pipefail
