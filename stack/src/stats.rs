@@ -46,8 +46,8 @@ pub struct StackStats {
     /// File bytes read into send rings with `pread` (one copy, in the
     /// kernel; files without a read lease).
     pub file_bytes_pread: u64,
-    /// Read leases this stack found broken (a file truncated or opened for
-    /// writing by someone else while served).
+    /// Files whose read lease broke (truncated or opened for writing by
+    /// someone else) while this stack's transfers or rings used them.
     pub lease_breaks: u64,
     /// File transfers stopped before their end (lease break, short file, reset).
     pub file_transfers_aborted: u64,

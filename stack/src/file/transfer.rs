@@ -427,8 +427,13 @@ impl<D: Driver> Stack<D> {
     /// After a lease-break signal: every ring holding pages of a breaking
     /// file keeps its in-flight bytes in anonymous memory; transfers of such
     /// files stop and their connections close after what their rings hold.
+    ///
+    /// The lease registry is process-wide, so whichever stack polls first
+    /// marks a file as breaking; each stack counts the breaking files its
+    /// own transfers and rings were using (once: a handled file leaves them).
     pub(crate) fn handle_lease_breaks(&mut self) {
-        self.file_counters.lease_breaks += super::check_lease_breaks();
+        super::check_lease_breaks();
+        let mut broken: Vec<*const MappedFile> = Vec::new();
         for &slot in &self.file_slots {
             let s = &mut self.tcp[slot as usize];
             let f = &mut s.files;
@@ -436,6 +441,17 @@ impl<D: Driver> Stack<D> {
             let queue_hit = f.queue.iter().any(|t| t.file.file().is_breaking());
             if !ring_hit && !queue_hit {
                 continue;
+            }
+            let files = f
+                .in_ring
+                .iter()
+                .map(|u| u.file())
+                .chain(f.queue.iter().map(|t| t.file.file()));
+            for file in files.filter(|file| file.is_breaking()) {
+                let p = Arc::as_ptr(file);
+                if !broken.contains(&p) {
+                    broken.push(p);
+                }
             }
             let (sock, ring) = self.sockets.tcp_and_ring(s.handle, f.ring);
             if ring_hit {
@@ -451,6 +467,7 @@ impl<D: Driver> Stack<D> {
                 sock.close();
             }
         }
+        self.file_counters.lease_breaks += broken.len() as u64;
     }
 
     /// Rings currently holding file pages.
