@@ -3,7 +3,7 @@
 # TAP bed, rounds alternating A and B; prints the median of each row and
 # the ratio B/A. For checking that a change does not slow the stack down.
 #
-#   sudo scripts/abbench.sh A_DIR B_DIR [--rounds N] [--seconds S] [--rows "ROW..."]
+#   bash scripts/abbench.sh   (as root) A_DIR B_DIR [--rounds N] [--seconds S] [--rows "ROW..."]
 #
 # A_DIR and B_DIR hold zc-perf and zc-httpd binaries (e.g. a copy of an
 # older release build, and target/release). Rows:
@@ -21,6 +21,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tapbed.sh
 source "$HERE/tapbed.sh"
+# shellcheck source=need.sh
+source "$HERE/need.sh"
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 (($# >= 2)) || { usage >&2; exit 2; }
@@ -44,9 +46,7 @@ for d in "$A" "$B"; do
     done
 done
 ((EUID == 0)) || { echo "abbench.sh: namespaces and TAP devices need root" >&2; exit 1; }
-for cmd in wrk curl python3; do
-    command -v "$cmd" >/dev/null || { echo "abbench.sh: $cmd is missing (apt-get install $cmd)" >&2; exit 1; }
-done
+zc_need abbench.sh wrk:wrk curl:curl python3:python3
 log() { printf '%s abbench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 NS=zcab$$ TAP=zcab$$ NET=$(($$ % 200 + 30))

@@ -159,7 +159,7 @@ _zc_lossbed_main() {
         exit 2
     fi
     if ((EUID != 0)); then
-        _zc_bed_err "namespaces, veth pairs and AF_XDP need root: run with sudo"
+        _zc_bed_err "namespaces, veth pairs and AF_XDP need root: run it in a root shell"
         exit 1
     fi
     local cmd=$1 tag=$2 net=220 mtu=1500 dir

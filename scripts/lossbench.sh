@@ -2,7 +2,7 @@
 # lossbench.sh: loss recovery, Linux TCP against zcstack through the
 # impairing relay (zc-impair), measured in one run.
 #
-#   sudo bash scripts/lossbench.sh [--full] [--only REGEX] [--timeout S] [--runs N]
+#   bash scripts/lossbench.sh   (as root) [--full] [--only REGEX] [--timeout S] [--runs N]
 #                                  [--extra "ZC_IMPAIR_FLAGS"] [--seed N] [--out DIR]
 #                                  [--kernel-cc NAME] [--no-calibrate] [--no-install]
 #                                  [--no-build]
@@ -52,6 +52,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 source "$HERE/netns.sh"
 # shellcheck source-path=SCRIPTDIR source=lossbed.sh
 source "$HERE/lossbed.sh"
+# shellcheck source-path=SCRIPTDIR source=need.sh
+source "$HERE/need.sh"
 
 FULL=0
 ONLY=.
@@ -100,7 +102,7 @@ grep -qw -- "$KERNEL_CC" /proc/sys/net/ipv4/tcp_available_congestion_control 2>/
 [[ $EXTRA == *--corrupt* || $EXTRA == *--*-corrupt* ]] &&
     echo "lossbench.sh: note: zcstack on a veth trusts received checksums, so --corrupt hands it corrupted bytes (docs/loss.md)" >&2
 if ((EUID != 0)); then
-    echo "lossbench.sh: namespaces, veth and AF_XDP need root: run with sudo" >&2
+    echo "lossbench.sh: namespaces, veth and AF_XDP need root: run it in a root shell" >&2
     exit 1
 fi
 
@@ -108,25 +110,10 @@ log() { printf '%s lossbench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 # ---- set-up: packages, binaries, files ----
 
-install_packages() {
-    local need=() cmd
-    for cmd in iperf3:iperf3 nginx:nginx curl:curl ethtool:ethtool ip:iproute2 nstat:iproute2 python3:python3; do
-        command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
-    done
-    ((${#need[@]})) || return 0
-    log "installing ${need[*]}"
-    # Debian starts nginx and iperf3 daemons on install unless policy-rc.d
-    # says no: a daemon in the root namespace is not ours to start.
-    local policy=/usr/sbin/policy-rc.d made=0 rc=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || rc=$?
-    ((made)) && rm -f "$policy"
-    ((rc == 0)) || { echo "lossbench.sh: apt-get install ${need[*]} failed" >&2; exit 1; }
-}
-((INSTALL)) && install_packages
+# Debian starts nginx and iperf3 daemons on install unless told not to;
+# need.sh installs without letting any daemon start in the root namespace.
+((INSTALL)) && zc_need lossbench.sh iperf3:iperf3 nginx:nginx curl:curl ethtool:ethtool \
+    ip:iproute2 nstat:iproute2 python3:python3
 for cmd in iperf3 nginx curl ethtool nstat python3; do
     command -v "$cmd" >/dev/null || { echo "lossbench.sh: $cmd is missing (run without --no-install)" >&2; exit 1; }
 done

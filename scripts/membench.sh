@@ -2,7 +2,7 @@
 # membench.sh: memory per idle keep-alive connection, zc-httpd beside nginx
 # (kernel TCP), measured in the same run on the same bed.
 #
-#   sudo scripts/membench.sh [--conns N] [--size KIB] [--settle SECS]
+#   bash scripts/membench.sh   (as root) [--conns N] [--size KIB] [--settle SECS]
 #                            [--httpd LABEL=BIN]... [--send-modes "auto copy"]
 #                            [--no-build] [--no-install]
 #
@@ -34,6 +34,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 # shellcheck source=tapbed.sh
 source "$HERE/tapbed.sh"
+# shellcheck source=need.sh
+source "$HERE/need.sh"
 
 CONNS=2000 SIZE=64 SETTLE=3 BUILD=1 INSTALL=1 MODES=auto
 EXTRA_HTTPD=()
@@ -57,32 +59,15 @@ done
     { echo "membench.sh: --size must be 1 to 65536 (KiB)" >&2; exit 2; }
 [[ $SETTLE =~ ^[0-9]+$ ]] || { echo "membench.sh: --settle must be whole seconds" >&2; exit 2; }
 if ((EUID != 0)); then
-    echo "membench.sh: namespaces and TAP devices need root: run with sudo" >&2
+    echo "membench.sh: namespaces and TAP devices need root: run it in a root shell" >&2
     exit 1
 fi
 log() { printf '%s membench: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
-if ((INSTALL)); then
-    need=()
-    for cmd in nginx:nginx curl:curl ip:iproute2 ss:iproute2 python3:python3; do
-        command -v "${cmd%%:*}" >/dev/null 2>&1 || need+=("${cmd#*:}")
-    done
-    if ((${#need[@]})); then
-        log "installing ${need[*]}"
-        # No daemon in the root namespace: policy-rc.d says no while installing.
-        made=0
-        if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made=1
-        fi
-        rc=0
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || rc=$?
-        ((made)) && rm -f /usr/sbin/policy-rc.d
-        ((rc == 0)) || { echo "membench.sh: apt-get install ${need[*]} failed" >&2; exit 1; }
-    fi
-fi
-for cmd in nginx curl ss python3; do
+# need.sh installs without letting nginx's daemon start in the root namespace.
+((INSTALL)) && zc_need membench.sh nginx:nginx curl:curl ip:iproute2 ss:iproute2 python3:python3 bc:bc
+for cmd in nginx curl ss python3 bc; do
     command -v "$cmd" >/dev/null || { echo "membench.sh: $cmd is missing (run without --no-install)" >&2; exit 1; }
 done
 
@@ -185,8 +170,6 @@ row() {
         "$(bc -l <<<"(${i[1]} - ${b[1]}) * 1024 / $CONNS")" \
         "$(bc -l <<<"(${i[2]} - ${b[2]}) * 1024 / $CONNS")" "$KSOCK")")
 }
-
-command -v bc >/dev/null || { echo "membench.sh: bc is missing (apt-get install bc)" >&2; exit 1; }
 
 for mode in $MODES; do
   for s in "${SERVERS[@]}"; do
