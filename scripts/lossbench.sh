@@ -121,13 +121,7 @@ done
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 ZC_LOSSBED_BIN=$BIN
 if ((BUILD)); then
-    if ! command -v cargo >/dev/null; then
-        for env in "$HOME/.cargo/env" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)/.cargo/env"; do
-            # shellcheck source=/dev/null
-            [[ -f $env ]] && source "$env" && break
-        done
-    fi
-    command -v cargo >/dev/null || { echo "lossbench.sh: cargo not found: install Rust or pass --no-build" >&2; exit 1; }
+    zc_need_cargo lossbench.sh
     log "building release binaries"
     (cd "$ROOT" && cargo build --release -q -p zcstack-apps)
 fi

@@ -73,6 +73,7 @@ done
 
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 if ((BUILD)); then
+    zc_need_cargo membench.sh
     log "building zc-httpd (release)"
     (cd "$ROOT" && cargo build --release -q -p zcstack-apps --bin zc-httpd)
 fi
