@@ -5,37 +5,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::process::Command;
 
 use zcstack_tests::netns::{App, Namespace, TapBed, VETH_SERVER, VethBed, VethOpts};
-use zcstack_tests::{random_bytes, require_root, sha256_hex};
+use zcstack_tests::{TempDir, json_num, random_bytes, require_root, sha256_hex};
 
 /// The bytes a file outside the root holds; no response may contain them.
 const SECRET: &[u8] = b"SECRET-OUTSIDE-THE-ROOT";
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("zc-httpd-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("root")).unwrap();
-        TempDir(p)
-    }
-    fn root(&self) -> PathBuf {
-        self.0.join("root")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Where zc-httpd runs and where its clients run.
 trait HttpBed: Namespace {
@@ -104,18 +83,6 @@ fn stop(app: App, dir: &TempDir) -> String {
     );
     assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
     std::fs::read_to_string(dir.0.join("stats.json")).expect("stats json")
-}
-
-/// A number from the flat JSON object zc-httpd writes.
-fn json_num(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("{key} missing in {json}"))
-        + pat.len();
-    let rest = &json[at..];
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim().parse().unwrap()
 }
 
 /// One parsed response.

@@ -6,32 +6,10 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use zcstack_tests::netns::{App, TapBed};
-use zcstack_tests::{random_bytes, require_root, sha256_hex};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("zc-mem-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("root")).unwrap();
-        TempDir(p)
-    }
-    fn root(&self) -> PathBuf {
-        self.0.join("root")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use zcstack_tests::{TempDir, json_num, random_bytes, require_root, sha256_hex};
 
 fn start(bed: &TapBed, dir: &TempDir, extra: &[&str]) -> App {
     let ip = format!("{}/24", bed.stack_ip());
@@ -61,17 +39,6 @@ fn stop(app: App, dir: &TempDir) -> (String, String) {
     assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
     let json = std::fs::read_to_string(dir.0.join("stats.json")).expect("stats json");
     (json, out)
-}
-
-fn json_num(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\":");
-    let at = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("{key} missing in {json}"))
-        + pat.len();
-    let rest = &json[at..];
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim().parse().unwrap()
 }
 
 /// Anonymous resident memory plus page tables of `pid`, in bytes: what

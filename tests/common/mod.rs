@@ -113,6 +113,42 @@ pub fn assert_concurrent_echoes(
     }
 }
 
+/// A fresh directory `zc-test-TAG-PID` under the system temp dir with a
+/// `root/` inside (what a server serves), removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("zc-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("root")).unwrap();
+        TempDir(p)
+    }
+
+    /// The `root/` directory inside.
+    pub fn root(&self) -> std::path::PathBuf {
+        self.0.join("root")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A number from the flat JSON object the apps write (`--stats-json`).
+pub fn json_num(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("{key} missing in {json}"))
+        + pat.len();
+    let rest = &json[at..];
+    let end = rest.find([',', '}']).unwrap();
+    rest[..end].trim().parse().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     /// Every test that calls `require_root!()` is marked `#[ignore = "needs
