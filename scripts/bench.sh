@@ -53,6 +53,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=netns.sh
 source "$HERE/netns.sh"
+# shellcheck source-path=SCRIPTDIR source=nginx.sh
+source "$HERE/nginx.sh"
 
 RUNS=5
 SECONDS_PER_RUN=2
@@ -503,7 +505,8 @@ http_run() {
 # SNS for one run of ROWS.
 nginx_run() {
     local rows=$1 run=$2 sns=$3 cns=$4 addr=$5 spid
-    nginx_conf "$6" "$addr" "$WORK/www" >"$WORK/nginx.conf"
+    zc_nginx_conf "$WORK" "$addr:80" "$WORK/www" 1024 - "sendfile $6" "tcp_nopush on" \
+        "keepalive_requests 1000000" >"$WORK/nginx.conf"
     ip netns exec "$sns" "${SRV[@]}" timeout $((S * 2 + 90)) nginx -c "$WORK/nginx.conf" \
         -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
     spid=$!
@@ -609,32 +612,6 @@ http_bed() {
     return 0
 }
 
-# nginx_conf on|off ADDR ROOT: a config of our own (no system paths written).
-nginx_conf() {
-    cat <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    proxy_temp_path $WORK/nginx-proxy;
-    fastcgi_temp_path $WORK/nginx-fastcgi;
-    uwsgi_temp_path $WORK/nginx-uwsgi;
-    scgi_temp_path $WORK/nginx-scgi;
-    default_type application/octet-stream;
-    sendfile $1;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    server {
-        listen $2:80;
-        root $3;
-    }
-}
-EOF
-}
 
 STARTED=$(date +%s)
 log "runs per row: $RUNS, seconds per run: $S$( ((QUICK)) && echo ' (quick)'), pinned: ${SRV[*]:-no} / ${CLI[*]:-no}"

@@ -54,6 +54,8 @@ source "$HERE/netns.sh"
 source "$HERE/lossbed.sh"
 # shellcheck source-path=SCRIPTDIR source=need.sh
 source "$HERE/need.sh"
+# shellcheck source-path=SCRIPTDIR source=nginx.sh
+source "$HERE/nginx.sh"
 
 FULL=0
 ONLY=.
@@ -283,28 +285,7 @@ for nd in "$CNS:$ZC_LB_CLIENT" "$SNS:$ZC_LB_SERVER"; do
 done
 log "bed up: $CNS <=> $(zc_lossbed_ns r "$TAG") <=> $SNS on 10.200.$NET.0/24; Linux TCP uses $KERNEL_CC (this machine's default: $SYSTEM_CC)"
 
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    proxy_temp_path $WORK/nginx-proxy;
-    fastcgi_temp_path $WORK/nginx-fastcgi;
-    uwsgi_temp_path $WORK/nginx-uwsgi;
-    scgi_temp_path $WORK/nginx-scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    server {
-        listen $KADDR:80;
-        root $WORK/www;
-    }
-}
-EOF
+zc_nginx_conf "$WORK" "$KADDR:80" "$WORK/www" 1024 - "sendfile on" "tcp_nopush on" >"$WORK/nginx.conf"
 # nginx serves the kernel rows for the whole run (while a zcstack server
 # holds the interface over AF_XDP, it just sees no traffic).
 LIMIT=$(((TIMEOUT + 30) * (${#ROW_IDS[@]} * RUNS * 2 + 4) + 600))

@@ -36,6 +36,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 source "$HERE/tapbed.sh"
 # shellcheck source=need.sh
 source "$HERE/need.sh"
+# shellcheck source=nginx.sh
+source "$HERE/nginx.sh"
 
 CONNS=2000 SIZE=64 SETTLE=3 BUILD=1 INSTALL=1 MODES=auto
 EXTRA_HTTPD=()
@@ -200,30 +202,8 @@ for mode in $MODES; do
 done
 
 log "nginx: $CONNS connections, $SIZE KiB response each"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections $((CONNS + 1024)); }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    proxy_temp_path $WORK/nginx-proxy;
-    fastcgi_temp_path $WORK/nginx-fastcgi;
-    uwsgi_temp_path $WORK/nginx-uwsgi;
-    scgi_temp_path $WORK/nginx-scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    keepalive_timeout 3600s;
-    keepalive_requests 1000000;
-    server {
-        listen $KADDR:8080;
-        root $WORK/www;
-    }
-}
-EOF
+zc_nginx_conf "$WORK" "$KADDR:8080" "$WORK/www" $((CONNS + 1024)) "$NOFILE" \
+    "sendfile on" "keepalive_timeout 3600s" "keepalive_requests 1000000" >"$WORK/nginx.conf"
 ip netns exec "$NS" nginx -c "$WORK/nginx.conf" -p "$WORK" -e "$WORK/nginx-error.log" >"$WORK/nginx.out" 2>&1 &
 npid=$!
 for ((k = 0; k < 100; k++)); do
