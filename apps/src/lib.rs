@@ -59,7 +59,7 @@ pub struct DeviceArgs {
     /// on the same interface (the kernel or the NIC cuts them to the MSS
     /// only where it must); AF_XDP keeps receiving. Adds a pool of 64 KiB
     /// frames (8 MiB).
-    #[arg(long, requires = "xdp")]
+    #[arg(long, requires = "xdp", conflicts_with = "tap")]
     pub tx_gso: bool,
     /// With --tx-gso: the path of frames no larger than the MTU (ACKs,
     /// requests): packet (the AF_PACKET socket, like the large ones) or

@@ -15,7 +15,10 @@
 //! * The socket is bound to the interface with protocol 0: it receives
 //!   nothing (no copy of every packet, unlike `ETH_P_ALL`); receiving stays
 //!   with AF_XDP or whoever else.
-//! * `PACKET_QDISC_BYPASS` sends straight to the driver, as AF_XDP does.
+//! * The packet goes through the interface's queueing discipline, which on
+//!   a veth is `noqueue` (straight to the driver). `PACKET_QDISC_BYPASS`
+//!   is an option, off by default: with it the kernel drops every segment
+//!   it would have to cut in software (an interface with TSO off).
 //! * Sends are batched with `sendmmsg(2)`, up to [`BATCH`] packets per
 //!   call. Each packet is an iovec list: the 10-byte header from this
 //!   socket's own array, then the packet's bytes as one or more slices
@@ -113,17 +116,15 @@ pub enum PacketError {
 }
 
 /// How to open a [`PacketTx`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketTxOptions {
     /// `PACKET_QDISC_BYPASS`: skip the interface's queueing discipline (as
-    /// AF_XDP does). Default on.
+    /// AF_XDP does). Default off: with it the kernel *drops* every packet it
+    /// would have to segment or linearize in software (`__dev_direct_xmit`
+    /// gives up when `validate_xmit_skb` returns a different skb), i.e. every
+    /// 64 KiB segment on an interface whose TSO is off. Only for devices
+    /// known to take every segment as it is.
     pub qdisc_bypass: bool,
-}
-
-impl Default for PacketTxOptions {
-    fn default() -> Self {
-        PacketTxOptions { qdisc_bypass: true }
-    }
 }
 
 /// One packet for [`PacketTx::send`]: its virtio-net header and its bytes
