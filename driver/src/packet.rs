@@ -328,12 +328,15 @@ impl PacketTx {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
                 // The socket's buffer is full (or a signal): offer the rest later.
-                Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR) => break,
+                Some(libc::EAGAIN) | Some(libc::EINTR) => break,
                 // The socket itself is broken: the caller must know.
                 Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => return Err(e),
                 // The first packet was refused (EINVAL: a header the kernel
                 // does not accept; EMSGSIZE: too large; ENETDOWN, ENXIO:
-                // the link is down or gone): drop it, go on with the next.
+                // the link is down or gone) or dropped on the way (ENOBUFS:
+                // a full device queue, or a segment the bypassed qdisc path
+                // would not cut): drop it, as a NIC would, and go on; TCP
+                // sends it again. Retrying it could stall for ever.
                 _ => {
                     out.taken += 1;
                     out.errors += 1;
