@@ -197,7 +197,12 @@ impl Driver for XdpGso {
                 .unwrap_or(frames.len());
             if xdp {
                 self.run.extend(frames.drain(..run));
-                let sent = self.xdp.tx_burst(&mut self.run)?;
+                let r = self.xdp.tx_burst(&mut self.run);
+                if r.is_err() {
+                    // The caller counts the burst lost; these go with it.
+                    self.run.clear();
+                }
+                let sent = r?;
                 done += sent;
                 if !self.run.is_empty() {
                     // The TX ring is full: the rest wait, in order.
