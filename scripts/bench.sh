@@ -29,13 +29,18 @@
 #   tcp/<bed>/xdp-rx             kernel zc-perf client -> zc-perf server on AF_XDP
 #   tcp/<bed>/xdp-tx             the same with --reverse: zcstack sends
 #   tcp/1500-off/xdp-{rx,tx}-stock  xdp-rx/tx with --smoltcp-defaults (stock smoltcp baseline)
+#   tcp/{1500-off,1500-on,9000}/xdp-gso-{tx,rx}   xdp-tx/rx with --tx-gso (64 KiB
+#       segments through AF_PACKET; rx: the ACKs take that path)
+#   tcp/{1500-off,1500-on}/xdp-gso-{tx,rx}-sx    the same with --tx-gso-small xdp
+#       (ACKs and small segments on the AF_XDP ring)
 #   tcp/tap/tap-{rx,tx}, tap-{rx,tx}-stock   zc-perf server on TAP (MTU 1500)
 #   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
 #       segments through IFF_VNET_HDR), when zc-perf has that flag
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
-#   http/{1500-on,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
+#   http/{1500-on,1500-off,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
+#   http/{1500-on,1500-off}/zc-httpd-gso-{1g,64k}   zc-httpd --xdp --tx-gso
 #   http/tap/zc-httpd-tso-{1g,64k}   zc-httpd --tap-offload on a TAP (MTU 1500,
 #       clients in the same namespace); peers: the MTU 1500 nginx rows
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
@@ -367,6 +372,16 @@ tcp_bed() {
         row "udp/$name/xdp-tx" "UDP 64 B, $label" "zcstack AF_XDP sends (kernel receiver)" "udp/$name/kernel-tx"
         ids+=("udp/$name/kernel" "udp/$name/xdp-rx" "udp/$name/xdp-tx")
     fi
+    if [[ $name != 65535 ]]; then
+        row "$pfx/xdp-gso-tx" "TCP, $label" "zcstack AF_XDP --tx-gso sends (TSO through AF_PACKET)" "$pfx/kernel-iperf3"
+        row "$pfx/xdp-gso-rx" "TCP, $label" "zcstack AF_XDP --tx-gso receives (ACKs through AF_PACKET)" "$pfx/kernel-iperf3"
+        ids+=("$pfx/xdp-gso-tx" "$pfx/xdp-gso-rx")
+    fi
+    if [[ $name == 1500-* ]]; then
+        row "$pfx/xdp-gso-tx-sx" "TCP, $label" "zcstack --tx-gso --tx-gso-small xdp sends" "$pfx/kernel-iperf3"
+        row "$pfx/xdp-gso-rx-sx" "TCP, $label" "zcstack --tx-gso --tx-gso-small xdp receives (ACKs on the AF_XDP ring)" "$pfx/kernel-iperf3"
+        ids+=("$pfx/xdp-gso-tx-sx" "$pfx/xdp-gso-rx-sx")
+    fi
     local todo=()
     for id in "${ids[@]}"; do wanted "$id" && todo+=("$id"); done
     ((${#todo[@]})) || return 0
@@ -394,6 +409,10 @@ tcp_bed() {
                     fi ;;
                 xdp-rx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults ;;
                 xdp-tx-stock) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER" "$zcidr" "$id" "$run" --smoltcp-defaults --reverse ;;
+                xdp-gso-rx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso" "$zcidr" "$id" "$run" ;;
+                xdp-gso-tx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso" "$zcidr" "$id" "$run" --reverse ;;
+                xdp-gso-rx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" ;;
+                xdp-gso-tx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" --reverse ;;
                 kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
             esac || failed "$id" "$run"
         done
@@ -544,25 +563,28 @@ httpd_run() {
     return 0
 }
 
-# http_bed NAME MTU [tap]: nginx (sendfile on / off) and zc-httpd on AF_XDP
-# on a veth bed with the kernel's offloads on (nginx's normal setting); with
-# `tap`, also zc-httpd --tap-offload (TSO: 64 KiB segments, partial
+# http_bed NAME MTU OFFLOADS [tap]: nginx (sendfile on / off) and zc-httpd
+# on AF_XDP on a veth bed with the kernel's offloads on (nginx's normal
+# setting) or off; below MTU 65535 also zc-httpd --tx-gso; with `tap`, also zc-httpd --tap-offload (TSO: 64 KiB segments, partial
 # checksums) on a TAP bed of its own, clients in the TAP's namespace, with
 # the MTU 1500 nginx rows as its peers. Every server starts afresh for each
 # run and the runs go round all servers, so the VM's drift between its
 # speeds hits every row alike (an idle AF_XDP server would also take the
 # kernel's packets on the shared veth).
 http_bed() {
-    local name=$1 mtu=$2 with_tap=${3:-} net=$((NET++)) id todo=() srv servers=()
+    local name=$1 mtu=$2 off=$3 with_tap=${4:-} net=$((NET++)) id todo=() srv servers=()
     local pfx=http/$name
     local kaddr=10.200.$net.3 zcidr=10.200.$net.2/24
-    local sec="HTTP, MTU $mtu, offloads on"
-    for srv in nginx-sendfile-on nginx-sendfile-off zc-httpd; do
+    local sec="HTTP, MTU $mtu, offloads $off" kinds=(nginx-sendfile-on nginx-sendfile-off zc-httpd)
+    ((mtu < 65535)) && kinds+=(zc-httpd-gso)
+    for srv in "${kinds[@]}"; do
         local peer1=$pfx/nginx-sendfile-on-1g peer64=$pfx/nginx-sendfile-on-64k
         [[ $srv == nginx-sendfile-on ]] && peer1="" && peer64=""
-        row "$pfx/$srv-1g" "$sec" "$srv: $BIG_MIB MiB file, curl" "$peer1"
-        row "$pfx/$srv-64k" "$sec" "$srv: 64 KiB files, wrk" "$peer64"
-        [[ $srv == zc-httpd ]] && ((!HAVE_HTTPD)) && continue
+        local lab=$srv
+        [[ $srv == zc-httpd-gso ]] && lab="zc-httpd --tx-gso"
+        row "$pfx/$srv-1g" "$sec" "$lab: $BIG_MIB MiB file, curl" "$peer1"
+        row "$pfx/$srv-64k" "$sec" "$lab: 64 KiB files, wrk" "$peer64"
+        [[ $srv == zc-httpd* ]] && ((!HAVE_HTTPD)) && continue
         servers+=("$pfx/$srv")
     done
     local tnet tns ttap tpfx=http/tap/zc-httpd-tso
@@ -580,11 +602,11 @@ http_bed() {
     http_files
     local sns=zcbs$TAG$net cns=zcbc$TAG$net veth=0
     for srv in "${todo[@]}"; do [[ $srv == "$pfx/"* ]] && veth=1; done
-    log "bed http $name: MTU $mtu, offloads on (${#todo[@]} servers x $RUNS runs)"
+    log "bed http $name: MTU $mtu, offloads $off (${#todo[@]} servers x $RUNS runs)"
     if ((veth)); then
         zc_bed_trap "$sns"
         zc_bed_trap "$cns"
-        zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --server-cidr "$kaddr/24"
+        zc_veth_up "$sns" "$cns" "10.200.$net.1/24" --mtu "$mtu" --offloads "$off" --server-cidr "$kaddr/24"
     fi
     if [[ " ${todo[*]} " == *" $tpfx "* ]]; then
         tns=zcbh$TAG$tnet ttap=zch$TAG$tnet
@@ -599,6 +621,7 @@ http_bed() {
                 nginx-sendfile-on) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" on ;;
                 nginx-sendfile-off) nginx_run "$srv" "$run" "$sns" "$cns" "$kaddr" off ;;
                 zc-httpd) httpd_run "$srv" "$run" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER" ;;
+                zc-httpd-gso) httpd_run "$srv" "$run" "$sns" "$cns" "$zcidr" --xdp "$ZC_VETH_SERVER" --tx-gso ;;
                 zc-httpd-tso) httpd_run "$srv" "$run" "$tns" "$tns" "10.200.$tnet.2/24" --tap "$ttap" --tap-offload ;;
             esac
         done
@@ -621,8 +644,9 @@ tcp_bed 9000 9000 on
 tcp_bed 65535 65535 on
 tap_bed plain
 tap_bed tso
-http_bed 1500-on 1500 tap
-http_bed 65535 65535
+http_bed 1500-on 1500 on tap
+http_bed 1500-off 1500 off
+http_bed 65535 65535 on
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

@@ -562,3 +562,25 @@ fn udp_client_against_a_tcp_server_says_to_add_udp() {
     let (code, _) = app.stop();
     assert_eq!(code, Some(0));
 }
+
+/// `--tx-gso` is for AF_XDP (a TAP has its own offloads, `--tap-offload`),
+/// and `--tx-gso-small` only means something with it.
+#[test]
+fn tx_gso_flags_are_refused_where_they_would_do_nothing() {
+    for (args, want) in [
+        (
+            &["--tap", "zcx", "--tx-gso"][..],
+            "'--tap <NAME>' cannot be used with '--tx-gso'",
+        ),
+        (&["--xdp", "zcx", "--tx-gso-small", "xdp"][..], "--tx-gso"),
+        (
+            &["--xdp", "zcx", "--tx-gso", "--tx-gso-small", "ring"][..],
+            "use packet or xdp",
+        ),
+    ] {
+        let (code, err) = run(&[args, &["--ip", "10.200.0.2/24"][..]].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_one_line(&err);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

@@ -54,32 +54,6 @@ fn xdp_attached(bed: &VethBed) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
-/// The client namespace's `TcpInCsumErrors` (`/proc/net/snmp`): segments
-/// its kernel dropped for a bad TCP checksum.
-fn client_tcp_in_csum_errors(bed: &VethBed) -> u64 {
-    let out = bed
-        .client_command("cat")
-        .arg("/proc/net/snmp")
-        .output()
-        .expect("cat /proc/net/snmp");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (
-        tcp.next().expect("Tcp header"),
-        tcp.next().expect("Tcp values"),
-    );
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "InCsumErrors")
-        .expect("InCsumErrors column");
-    values
-        .split_whitespace()
-        .nth(at)
-        .expect("value")
-        .parse()
-        .expect("number")
-}
-
 /// Echoes 64 MiB at `mtu`. On a veth the driver asks the kernel to finish
 /// every sent TCP checksum (TX metadata), also for multi-buffer packets; with
 /// `offloads` off the server end has no TX checksum offload, so the kernel
@@ -109,7 +83,7 @@ fn echo_at_mtu(tag: &str, net: u8, mtu: u32, offloads: bool) {
     assert!(bed.ping(&bed.stack_ip(), 3), "ping went unanswered");
     assert_echo(&bed, 64 << 20, u64::from(mtu));
     assert_eq!(
-        client_tcp_in_csum_errors(&bed),
+        bed.client_tcp_in_csum_errors(),
         0,
         "bad TCP checksums arrived"
     );

@@ -15,25 +15,31 @@
 //! - [`Driver`] (this file): the burst interface every device implements.
 //! - [`tap`]: a Linux TAP device, read and written straight from pool frames;
 //!   optionally with `IFF_VNET_HDR` offloads (64 KiB TCP segments, partial
-//!   checksums), whose header lives in [`vnet`].
+//!   checksums), whose header lives in [`vnet`] (shared with [`packet`]).
 //! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
 //!   the unprivileged device used by deterministic tests.
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
 //!   frames; a six-instruction redirect program loaded with raw `bpf(2)`.
+//!   [`xdp::XdpGso`] adds TCP segmentation offload on transmit through
+//!   [`packet`].
+//! - [`packet`]: an `AF_PACKET` socket that sends frames with virtio-net
+//!   headers ([`vnet`]) in `sendmmsg` batches: 64 KiB TCP segments on any
+//!   Ethernet interface, segmented by the kernel or the NIC.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
 //! - [`impair`]: a seeded path model (loss, bursty loss, delay, jitter,
 //!   reordering, duplication, corruption, a rate-limited bottleneck) driven
 //!   by the caller's clock, and [`impair::Impaired`], a wrapper that puts
 //!   it on any driver (the in-memory wire in deterministic tests; the
 //!   `zc-impair` relay uses the model between two AF_XDP sockets).
-//! - `sys`: the few raw syscalls; with `pool` and `xdp`'s ring, socket and
-//!   bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
+//! - `sys`: the few raw syscalls; with `pool`, `packet` and `xdp`'s ring,
+//!   socket and bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
 //!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
 //!   beside zcstack (`zc-perf --kernel`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod impair;
+pub mod packet;
 pub mod pcap;
 pub mod pool;
 mod sys;
@@ -69,7 +75,8 @@ pub struct DriverStats {
     /// Received frames the driver dropped as malformed or too large (or, for
     /// a TAP with a virtio header, with a bad checksum).
     pub rx_errors: u64,
-    /// TX wake-up syscalls (AF_XDP `sendto` kicks): one per burst, not per packet.
+    /// TX syscalls (AF_XDP `sendto` kicks, packet-socket `sendmmsg` calls):
+    /// one per burst, not per packet.
     pub tx_kicks: u64,
     /// The kernel's own counters for the device, where it keeps them.
     pub kernel: KernelStats,
@@ -120,6 +127,16 @@ pub trait Driver {
     fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize>;
     /// The pool received frames come from; the stack allocates tx frames here.
     fn pool(&self) -> &Pool;
+    /// A second pool, of frames large enough for TCP segments of
+    /// [`Offloads::tcp_segmentation`] bytes, for a device whose [`pool`]
+    /// frames are smaller (AF_XDP with TSO through a packet socket): the
+    /// stack takes a frame longer than a `pool` frame holds from here.
+    /// Default none.
+    ///
+    /// [`pool`]: Driver::pool
+    fn gso_pool(&self) -> Option<&Pool> {
+        None
+    }
     /// The device's IP MTU (Ethernet payload bytes).
     fn mtu(&self) -> usize;
     /// Counters.
@@ -161,6 +178,9 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     }
     fn pool(&self) -> &Pool {
         (**self).pool()
+    }
+    fn gso_pool(&self) -> Option<&Pool> {
+        (**self).gso_pool()
     }
     fn mtu(&self) -> usize {
         (**self).mtu()

@@ -77,6 +77,9 @@ impl<D: Driver> Driver for Pcap<D> {
     fn pool(&self) -> &Pool {
         self.inner.pool()
     }
+    fn gso_pool(&self) -> Option<&Pool> {
+        self.inner.gso_pool()
+    }
     fn mtu(&self) -> usize {
         self.inner.mtu()
     }

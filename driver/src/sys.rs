@@ -231,6 +231,13 @@ pub fn ifreq_hwaddr(req: &IfReq) -> [u8; 6] {
     std::array::from_fn(|i| sa.sa_data[i] as u8)
 }
 
+/// The hardware type (`ARPHRD_*`) an interface's `ifreq` carries after
+/// `SIOCGIFHWADDR`.
+pub fn ifreq_hwaddr_family(req: &IfReq) -> u16 {
+    // SAFETY: the union is fully initialised and every bit pattern is a valid sockaddr.
+    unsafe { req.data.hwaddr }.sa_family
+}
+
 /// `if_nametoindex(3)`: the interface's index in the current network
 /// namespace, `None` if there is no such interface.
 pub fn if_nametoindex(name: &str) -> Option<u32> {

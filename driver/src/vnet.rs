@@ -1,11 +1,14 @@
-//! The `virtio_net_hdr` a TAP opened with `IFF_VNET_HDR` puts in front of
-//! every frame, and the Internet checksums the offload path needs.
+//! The `virtio_net_hdr` in front of every frame of a TAP opened with
+//! `IFF_VNET_HDR` ([`crate::tap`]) and of a packet socket with
+//! `PACKET_VNET_HDR` ([`crate::packet`]), and the Internet checksums the
+//! offload paths need. Both drivers use this module; neither calls into
+//! the other.
 //!
 //! Layout and meaning: `include/uapi/linux/virtio_net.h` and the virtio
-//! spec, section 5.1.6 ("Device Operation"). The TAP uses the 10-byte header
+//! spec, section 5.1.6 ("Device Operation"). Both use the 10-byte header
 //! (no `num_buffers`) in the host's byte order (little-endian here; a
-//! big-endian host would need `TUNSETVNETLE`), so every field is read and
-//! written little-endian.
+//! big-endian host would need `TUNSETVNETLE`; AF_PACKET always uses the
+//! host's), so every field is read and written little-endian.
 //!
 //! * Receive ([`parse_rx`]): the kernel may hand us a TCP segment larger than
 //!   the MTU (its TSO/GSO output, `gso_type` TCPV4) and with a partial

@@ -11,10 +11,13 @@
 //! * Frames are pulled from the driver in bursts; pending tx frames are pushed
 //!   to it in bursts.
 //!
-//! * A device that segments TCP ([`Offloads`]: TAP with `IFF_VNET_HDR`) gets
-//!   smoltcp's `segmentation-offload`: a TCP socket then emits segments of up
-//!   to the device's limit (64 KiB) with a zero checksum, and the segment size
+//! * A device that segments TCP ([`Offloads`]: TAP with `IFF_VNET_HDR`,
+//!   AF_XDP with TSO through a packet socket) gets smoltcp's
+//!   `segmentation-offload`: a TCP socket then emits segments of up to the
+//!   device's limit (64 KiB) with a zero checksum, and the segment size
 //!   smoltcp asks for (its MSS) travels to the driver in [`Frame::gso_size`].
+//!   A segment longer than the driver's pool frames is written into a frame
+//!   of its [`Driver::gso_pool`].
 //!
 //! The tokens also count TCP payload bytes (by reading the IPv4 and TCP header
 //! lengths of each frame), because those are the bytes smoltcp copies between
@@ -56,6 +59,8 @@ pub(crate) struct TxCounters {
 pub(crate) struct Port<D: Driver> {
     pub driver: D,
     pool: Pool,
+    /// The driver's [`Driver::gso_pool`]: frames longer than a `pool` frame.
+    gso_pool: Option<Pool>,
     /// Received frames not yet given to smoltcp, newest first (we pop from the end).
     rx: Vec<Frame>,
     /// Frames smoltcp filled, waiting for `tx_burst`.
@@ -77,12 +82,14 @@ pub(crate) struct Port<D: Driver> {
 impl<D: Driver> Port<D> {
     pub fn new(driver: D, burst: usize) -> Port<D> {
         let pool = driver.pool().clone();
+        let gso_pool = driver.gso_pool().cloned();
         let mtu = driver.mtu() + ETH_HLEN;
         let trusted_checksums = driver.rx_checksums_trusted();
         let offloads = driver.offloads();
         Port {
             driver,
             pool,
+            gso_pool,
             rx: Vec::with_capacity(burst),
             tx: Vec::with_capacity(burst * 2),
             scratch: vec![0; mtu],
@@ -175,6 +182,7 @@ impl<D: Driver> Device for Port<D> {
         };
         let tx = FrameTx {
             pool: &self.pool,
+            gso_pool: self.gso_pool.as_ref(),
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
@@ -193,6 +201,7 @@ impl<D: Driver> Device for Port<D> {
         }
         Some(FrameTx {
             pool: &self.pool,
+            gso_pool: self.gso_pool.as_ref(),
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
@@ -241,6 +250,8 @@ impl phy::RxToken for FrameRx<'_> {
 /// Permission to send one frame; the frame is taken from the pool only in `consume`.
 pub(crate) struct FrameTx<'a> {
     pool: &'a Pool,
+    /// Where frames longer than a `pool` frame come from, if anywhere.
+    gso_pool: Option<&'a Pool>,
     tx: &'a mut Vec<Frame>,
     scratch: &'a mut Vec<u8>,
     counters: &'a mut TxCounters,
@@ -254,7 +265,11 @@ impl phy::TxToken for FrameTx<'_> {
     }
 
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        match self.pool.alloc() {
+        let pool = match self.gso_pool {
+            Some(big) if len > self.pool.frame_capacity() => big,
+            _ => self.pool,
+        };
+        match pool.alloc() {
             Some(mut frame) if len <= frame.capacity() => {
                 frame.set_len(len);
                 frame.set_gso_size(self.gso_size);
@@ -363,8 +378,9 @@ mod tests {
     }
 
     /// A wire end that claims TSO and TCP checksum offload, as a
-    /// vnet-header TAP does.
-    struct Tso(wire::WireEnd);
+    /// vnet-header TAP does; with a GSO pool, as AF_XDP with TSO through a
+    /// packet socket does.
+    struct Tso(wire::WireEnd, Option<Pool>);
 
     impl Driver for Tso {
         fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> std::io::Result<usize> {
@@ -375,6 +391,9 @@ mod tests {
         }
         fn pool(&self) -> &Pool {
             self.0.pool()
+        }
+        fn gso_pool(&self) -> Option<&Pool> {
+            self.1.as_ref()
         }
         fn mtu(&self) -> usize {
             1500
@@ -412,7 +431,7 @@ mod tests {
             .build()
             .unwrap();
         let (wa, _wb) = wire::pair(big.clone(), big.clone(), WireConfig::default());
-        let mut t = Port::new(Tso(wa), 32);
+        let mut t = Port::new(Tso(wa, None), 32);
         let caps = t.capabilities();
         assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(65000));
         assert!(!caps.checksum.tcp.tx() && !caps.checksum.tcp.rx());
@@ -434,5 +453,33 @@ mod tests {
         drop(t);
         assert_eq!(big.stats().free, 8);
         assert_eq!(pool.stats().free, 64);
+    }
+
+    /// With a GSO pool, a segment longer than a pool frame is written into
+    /// a GSO frame, smaller packets into pool frames; both pools fill again.
+    #[test]
+    fn long_segments_come_from_the_gso_pool() {
+        let small = PoolConfig::new().frames(16).build().unwrap();
+        let big = PoolConfig::new()
+            .frames(4)
+            .frame_size(64 << 10)
+            .build()
+            .unwrap();
+        let (wa, _wb) = wire::pair(small.clone(), small.clone(), WireConfig::default());
+        let mut t = Port::new(Tso(wa, Some(big.clone())), 32);
+        t.transmit(Instant::ZERO)
+            .unwrap()
+            .consume(60000, |buf| assert!(big.contains(buf), "not a GSO frame"));
+        t.transmit(Instant::ZERO)
+            .unwrap()
+            .consume(1514, |buf| assert!(small.contains(buf), "not a pool frame"));
+        assert_eq!(big.stats().in_use, 1);
+        assert_eq!(small.stats().in_use, 1);
+        // Larger than even a GSO frame: dropped and counted.
+        t.transmit(Instant::ZERO).unwrap().consume(70000, |_| ());
+        assert_eq!(t.counters.tx.dropped_too_big, 1);
+        drop(t);
+        assert_eq!(big.stats().free, 4);
+        assert_eq!(small.stats().free, 16);
     }
 }

@@ -261,7 +261,11 @@ impl<D: Driver> StackBuilder<D> {
         }
         let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
         let pool = self.driver.pool();
-        let pool_bytes = pool.capacity() * pool.frame_size();
+        let pool_bytes = pool.capacity() * pool.frame_size()
+            + self
+                .driver
+                .gso_pool()
+                .map_or(0, |p| p.capacity() * p.frame_size());
         let mem = Memory::new(self.max_memory, pool_bytes, self.tcp_rx_buffer, tx_ring);
         if let Some(b) = self.max_memory {
             let need = pool_bytes + mem.one_connection();
@@ -638,6 +642,7 @@ impl<D: Driver> Stack<D> {
         StackStats {
             driver: self.port.driver.stats(),
             pool: self.port.driver.pool().stats(),
+            gso_pool: self.port.driver.gso_pool().map(|p| p.stats()),
             tcp_rx_payload: c.tcp_rx_payload,
             tcp_tx_payload: c.tx.tcp_payload,
             app_read_bytes: self.app_read_bytes,

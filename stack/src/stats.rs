@@ -11,6 +11,9 @@ pub struct StackStats {
     pub driver: DriverStats,
     /// The buffer pool.
     pub pool: PoolStats,
+    /// The driver's pool of large frames for TCP segments, if it has one
+    /// (AF_XDP with TSO through a packet socket).
+    pub gso_pool: Option<PoolStats>,
     /// TCP payload bytes received; smoltcp copied each once, frame → socket ring.
     pub tcp_rx_payload: u64,
     /// TCP payload bytes sent, retransmissions included; smoltcp copied each
@@ -236,6 +239,9 @@ impl fmt::Display for StackStats {
             self.tcp_open,
             self.pool
         )?;
+        if let Some(g) = &self.gso_pool {
+            write!(f, ", gso {g}")?;
+        }
         let k = &d.kernel;
         if *k != KernelStats::default() {
             write!(

@@ -293,6 +293,32 @@ impl VethBed {
         ping_from(&self.client, addr, count)
     }
 
+    /// The client namespace's `TcpInCsumErrors` (`/proc/net/snmp`):
+    /// segments its kernel dropped for a bad TCP checksum.
+    pub fn client_tcp_in_csum_errors(&self) -> u64 {
+        let out = self
+            .client_command("cat")
+            .arg("/proc/net/snmp")
+            .output()
+            .expect("cat /proc/net/snmp");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+        let (names, values) = (
+            tcp.next().expect("Tcp header"),
+            tcp.next().expect("Tcp values"),
+        );
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "InCsumErrors")
+            .expect("InCsumErrors column");
+        values
+            .split_whitespace()
+            .nth(at)
+            .expect("value")
+            .parse()
+            .expect("number")
+    }
+
     /// `ip ARGS` in the server namespace.
     pub fn server_ip(&self, args: &[&str]) -> Output {
         let mut cmd = vec!["ip", "netns", "exec", &self.server, "ip"];

@@ -508,7 +508,8 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.tx_copies_per_byte(),
         s.lease_breaks,
         s.file_transfers_aborted,
-        s.pool.in_use,
+        // Both pools (the GSO pool's frames too, with --tx-gso).
+        s.pool.in_use + s.gso_pool.map_or(0, |g| g.in_use),
         s.pool.capacity,
         s.rx_drops(),
         s.tx_drops(),

@@ -427,7 +427,8 @@ fn final_stats(stack: Stack<AppDriver>, json: bool, server: bool) {
             "{}",
             serde_json::json!({
                 "stopped": line,
-                "pool_in_use": s.pool.in_use,
+                // Both pools (the GSO pool's frames too, with --tx-gso).
+                "pool_in_use": s.pool.in_use + s.gso_pool.map_or(0, |g| g.in_use),
                 "pool_capacity": s.pool.capacity,
             })
         ),

@@ -148,6 +148,9 @@ impl<D: Driver> Driver for Impaired<D> {
     fn pool(&self) -> &Pool {
         self.inner.pool()
     }
+    fn gso_pool(&self) -> Option<&Pool> {
+        self.inner.gso_pool()
+    }
     fn mtu(&self) -> usize {
         self.inner.mtu()
     }

@@ -51,13 +51,15 @@
 //! socket and its four rings; `slots.rs` multi-buffer receive in place
 //! (`slots/sim.rs` plays the kernel's side of it for tests and, with the
 //! `fuzzing` feature, the fuzz harness, without a socket); `bpf.rs` the
-//! redirect program; `netlink.rs` which program is attached.
+//! redirect program; `netlink.rs` which program is attached; `gso.rs`
+//! [`XdpGso`], this driver with TSO on transmit through `AF_PACKET`.
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod bpf;
 mod config;
+mod gso;
 #[allow(unsafe_code)]
 mod netlink;
 #[allow(unsafe_code)]
@@ -68,6 +70,7 @@ mod slots;
 mod socket;
 
 pub use config::{AttachMode, XdpConfig, XdpError};
+pub use gso::{GSO_FRAME_SIZE, GsoError, GsoOptions, SmallTx, XdpGso};
 use setup::{attach_program, refused, register_umem};
 /// The slotted receive path with a model of the kernel's side, for fuzzing.
 #[cfg(feature = "fuzzing")]

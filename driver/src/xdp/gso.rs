@@ -1,0 +1,282 @@
+//! AF_XDP receive with TCP segmentation offload on transmit: [`XdpGso`]
+//! sends TCP segments of up to 64 KiB through an `AF_PACKET` socket with
+//! virtio-net headers ([`crate::packet`]) on the same interface, while the
+//! AF_XDP socket keeps receiving.
+//!
+//! ```text
+//!  interface ──XDP redirect──► AF_XDP RX ring ──► UMEM frame ──► stack
+//!  stack ──64 KiB segment (gso pool frame)──► AF_PACKET sendmmsg ──► kernel GSO/TSO ──► interface
+//!  stack ──ACK, small segment (UMEM frame)──► AF_PACKET, or the AF_XDP TX ring ([`SmallTx`])
+//! ```
+//!
+//! * Two pools. Received frames and small sent ones are UMEM frames (the
+//!   AF_XDP pool, sized for the MTU). A segment larger than a UMEM frame
+//!   comes from a second pool of 64 KiB frames ([`Driver::gso_pool`]): the
+//!   packet socket can send from any memory, and a UMEM chunk can't exceed
+//!   a page on this kernel. Frames go back to their pool as soon as
+//!   `sendmmsg` returns (the kernel copied them into its skb).
+//! * Checksums. The stack leaves every TCP checksum to the device; the
+//!   virtio header asks the kernel for it (`NEEDS_CSUM`), and a small
+//!   segment on the AF_XDP ring gets the same through TX metadata. Where
+//!   the AF_XDP driver cannot offload checksums, everything goes through
+//!   the packet socket. Received frames the kernel does not vouch for (a
+//!   NIC, not a veth) have their checksums checked here, since the stack
+//!   then checks none.
+//! * Order. Frames leave in the stack's order: a run of frames for one path
+//!   is sent before the next run starts.
+
+use std::io;
+use std::time::Duration;
+
+use super::Xdp;
+use crate::packet::{PacketError, PacketTx, PacketTxOptions};
+use crate::{Driver, DriverStats, Frame, Offloads, Pool, PoolConfig, PoolError, vnet};
+
+/// Ethernet header bytes on top of the IP MTU.
+const ETH_HLEN: usize = 14;
+/// Largest Ethernet frame a TSO segment can be: a 64 KiB IPv4 packet.
+const MAX_TSO_FRAME: usize = ETH_HLEN + 65535;
+/// Size of a GSO pool frame: a power of two that holds (nearly) a 64 KiB segment.
+pub const GSO_FRAME_SIZE: u32 = 64 << 10;
+
+/// Which path carries frames no larger than the MTU (ACKs, requests, the
+/// last piece of a transfer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SmallTx {
+    /// The packet socket carries everything; AF_XDP only receives.
+    #[default]
+    Packet,
+    /// The AF_XDP TX ring carries UMEM frames up to the MTU (when it can
+    /// offload their checksum); the packet socket the larger segments.
+    Xdp,
+}
+
+impl std::str::FromStr for SmallTx {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "packet" => Ok(SmallTx::Packet),
+            "xdp" => Ok(SmallTx::Xdp),
+            _ => Err(format!("{s:?} is not a path: use packet or xdp")),
+        }
+    }
+}
+
+/// How to add GSO transmit to an AF_XDP driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GsoOptions {
+    /// Frames of [`GSO_FRAME_SIZE`] bytes in the GSO pool (they are held only
+    /// between the stack's write and the next `sendmmsg`).
+    pub frames: u32,
+    /// The packet socket's options.
+    pub packet: PacketTxOptions,
+    /// The path of small frames.
+    pub small: SmallTx,
+}
+
+impl Default for GsoOptions {
+    fn default() -> Self {
+        GsoOptions {
+            frames: 256,
+            packet: PacketTxOptions::default(),
+            small: SmallTx::default(),
+        }
+    }
+}
+
+/// Why GSO transmit could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum GsoError {
+    /// The packet socket.
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+    /// The GSO pool.
+    #[error("creating the pool of 64 KiB frames for TCP segmentation offload")]
+    Pool(#[source] PoolError),
+}
+
+/// An AF_XDP driver whose large TCP segments leave through an `AF_PACKET`
+/// socket with virtio-net headers (see the module doc).
+///
+/// Field order is drop order: the AF_XDP driver (and its in-flight frames)
+/// first, then the packet socket, then the GSO pool.
+pub struct XdpGso {
+    xdp: Xdp,
+    tx: PacketTx,
+    gso_pool: Pool,
+    /// Frames on their way to the AF_XDP TX ring (kept to reuse its memory).
+    run: Vec<Frame>,
+    /// Largest Ethernet frame that needs no segmentation.
+    wire_mtu: usize,
+    /// Small frames go on the AF_XDP ring.
+    small_via_xdp: bool,
+    /// Received checksums are checked here (the AF_XDP driver can't vouch).
+    verify_rx: bool,
+    /// Packet-socket counters, added to the AF_XDP driver's.
+    pkt: DriverStats,
+}
+
+impl XdpGso {
+    /// Opens the packet socket on `xdp`'s interface and the GSO pool.
+    pub fn new(xdp: Xdp, opts: GsoOptions) -> Result<XdpGso, GsoError> {
+        let tx = PacketTx::open(xdp.iface(), opts.packet)?;
+        let gso_pool = PoolConfig::new()
+            .frames(opts.frames)
+            .frame_size(GSO_FRAME_SIZE)
+            .build()
+            .map_err(GsoError::Pool)?;
+        let wire_mtu = xdp.mtu() + ETH_HLEN;
+        // Small frames on the AF_XDP ring only where their checksum can be
+        // offloaded there: the stack computes no TCP checksum at all.
+        let small_via_xdp = opts.small == SmallTx::Xdp && xdp.offloads().tx_tcp_checksum;
+        let verify_rx = !xdp.rx_checksums_trusted();
+        Ok(XdpGso {
+            xdp,
+            tx,
+            gso_pool,
+            run: Vec::with_capacity(64),
+            wire_mtu,
+            small_via_xdp,
+            verify_rx,
+            pkt: DriverStats::default(),
+        })
+    }
+
+    /// The AF_XDP driver underneath.
+    pub fn xdp(&self) -> &Xdp {
+        &self.xdp
+    }
+
+    /// Which path carries small frames.
+    pub fn small_tx(&self) -> SmallTx {
+        if self.small_via_xdp {
+            SmallTx::Xdp
+        } else {
+            SmallTx::Packet
+        }
+    }
+
+    /// Largest TCP segment (Ethernet frame bytes) the stack may hand over.
+    pub fn max_segment(&self) -> usize {
+        self.gso_pool.frame_capacity().min(MAX_TSO_FRAME)
+    }
+
+    /// Whether `frame` goes on the AF_XDP TX ring.
+    fn via_xdp(&self, frame: &Frame) -> bool {
+        self.small_via_xdp && frame.len() <= self.wire_mtu && self.xdp.pool().owns(frame)
+    }
+}
+
+impl Driver for XdpGso {
+    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+        let start = out.len();
+        let n = self.xdp.rx_burst(out, max)?;
+        if !self.verify_rx || n == 0 {
+            return Ok(n);
+        }
+        let before = out.len();
+        let mut kept = start;
+        for i in start..out.len() {
+            if vnet::checksums_ok(out[i].data()) {
+                out.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+        self.pkt.rx_errors += (before - kept) as u64;
+        Ok(kept - start)
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        let mut done = 0;
+        while !frames.is_empty() {
+            let xdp = self.via_xdp(&frames[0]);
+            let run = frames
+                .iter()
+                .position(|f| self.via_xdp(f) != xdp)
+                .unwrap_or(frames.len());
+            if xdp {
+                self.run.extend(frames.drain(..run));
+                let r = self.xdp.tx_burst(&mut self.run);
+                if r.is_err() {
+                    // The caller counts the burst lost; these go with it.
+                    self.run.clear();
+                }
+                let sent = r?;
+                done += sent;
+                if !self.run.is_empty() {
+                    // The TX ring is full: the rest wait, in order.
+                    frames.splice(..0, self.run.drain(..));
+                    break;
+                }
+            } else {
+                let s = self.tx.send_frames(&mut frames[..run])?;
+                self.pkt.tx_packets += (s.taken - s.errors) as u64;
+                self.pkt.tx_bytes += s.bytes;
+                self.pkt.tx_errors += s.errors as u64;
+                self.pkt.tx_kicks += s.calls;
+                frames.drain(..s.taken);
+                done += s.taken;
+                if s.taken < run {
+                    break;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn pool(&self) -> &Pool {
+        self.xdp.pool()
+    }
+
+    fn gso_pool(&self) -> Option<&Pool> {
+        Some(&self.gso_pool)
+    }
+
+    fn mtu(&self) -> usize {
+        self.xdp.mtu()
+    }
+
+    fn stats(&self) -> DriverStats {
+        let mut s = self.xdp.stats();
+        s.tx_packets += self.pkt.tx_packets;
+        s.tx_bytes += self.pkt.tx_bytes;
+        s.tx_errors += self.pkt.tx_errors;
+        s.tx_kicks += self.pkt.tx_kicks;
+        s.rx_errors += self.pkt.rx_errors;
+        s
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}, TSO through AF_PACKET ({} B segments{})",
+            self.xdp.describe(),
+            self.max_segment(),
+            if self.small_via_xdp {
+                "; small frames on the AF_XDP ring"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn mac(&self) -> Option<[u8; 6]> {
+        self.xdp.mac()
+    }
+
+    fn rx_checksums_trusted(&self) -> bool {
+        // A veth's frames come from this kernel; others are checked in rx_burst.
+        true
+    }
+
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            tx_tcp_checksum: true,
+            tcp_segmentation: Some(self.max_segment()),
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        self.xdp.wait(timeout)
+    }
+}
