@@ -192,19 +192,6 @@ impl Delivery {
                 return;
             }
         }
-        #[cfg(feature = "std")]
-        if self.now.total_micros() - sent.total_micros() < 5000
-            && std::env::var_os("ZC_RACK_DEBUG").is_some()
-        {
-            std::eprintln!(
-                "short sample {} us: range {:?} end {} by_sack {} min {:?}",
-                self.now.total_micros() - sent.total_micros(),
-                r,
-                end,
-                by_sack,
-                self.min_rtt
-            );
-        }
         if self
             .latest
             .is_none_or(|(xmit, e)| sent_after(sent, end, xmit, e))
