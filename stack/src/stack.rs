@@ -17,7 +17,7 @@ use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
 use crate::file::{PAGE, SendMode, SocketStore};
 use crate::mem::Memory;
 use crate::stats::{StackStats, TcpRecoveryStats};
-use crate::tcp::{Listener, TcpSlot};
+use crate::tcp::{Congestion, Listener, TcpSlot};
 use crate::udp::UdpSlot;
 
 /// Where the stack reads the time.
@@ -72,6 +72,7 @@ pub struct StackBuilder<D: Driver> {
     syn_cookies: bool,
     synack_retries: u8,
     max_memory: Option<usize>,
+    congestion: Congestion,
 }
 
 /// Linux's minimum retransmission timeout (`TCP_RTO_MIN`); RFC 6298's 1 s
@@ -102,6 +103,11 @@ impl<D: Driver> StackBuilder<D> {
     /// listener (default 3: 1 + 2 + 4 + 8 = 15 s; Linux's default is 5).
     pub fn synack_retries(mut self, n: u8) -> Self {
         self.synack_retries = n;
+        self
+    }
+    /// TCP congestion control for every connection (default Cubic).
+    pub fn congestion(mut self, cc: Congestion) -> Self {
+        self.congestion = cc;
         self
     }
     /// TCP timestamps (RFC 7323): offered on every connection and used when
@@ -332,6 +338,7 @@ impl<D: Driver> StackBuilder<D> {
             rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
             timestamps: self.timestamps,
             synack_retries: self.synack_retries,
+            congestion: self.congestion,
             mem,
             started: Vec::new(),
             syn_cookie_key,
@@ -389,6 +396,7 @@ pub struct Stack<D: Driver> {
     rto_max: smoltcp::time::Duration,
     timestamps: bool,
     synack_retries: u8,
+    congestion: Congestion,
     /// Ring memory accounting and the budget (module `mem`).
     pub(crate) mem: Memory,
     /// Scratch: sockets that left LISTEN in this `maintain`.
@@ -428,6 +436,7 @@ impl<D: Driver> Stack<D> {
             syn_cookies: true,
             synack_retries: 3,
             max_memory: None,
+            congestion: Congestion::Cubic,
         }
     }
 
@@ -619,7 +628,7 @@ impl<D: Driver> Stack<D> {
             .sockets
             .add_tcp(self.tcp_rx_buffer, self.tcp_tx_buffer)?;
         let sock = self.sockets.get_mut::<tcp::Socket>(handle);
-        sock.set_congestion_control(tcp::CongestionControl::Cubic);
+        sock.set_congestion_control(self.congestion.smoltcp());
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
         sock.set_rto_bounds(self.rto_min, self.rto_max);
