@@ -459,8 +459,8 @@ impl Controller for Bbr {
         }
         self.save_cwnd();
         self.in_recovery = true;
-        // One round of packet conservation (RFC 6675's pipe, which the
-        // socket passes as `in_flight`), starting now.
+        // One round of packet conservation, starting now, from what the
+        // socket passes: the bytes outstanding, at most the window.
         self.conservation = true;
         self.next_round_delivered = self.delivered;
         self.cwnd = in_flight.max(self.mss);
