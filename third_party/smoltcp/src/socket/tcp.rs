@@ -505,7 +505,7 @@ pub enum CongestionControl {
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
 
-    /// BBR version 1 with pacing (ZCSTACK PATCH 17): models the path's
+    /// BBR version 1 with pacing (ZCSTACK PATCH 19): models the path's
     /// bandwidth and RTT instead of reading loss as congestion.
     #[cfg(feature = "socket-tcp-bbr")]
     Bbr,
@@ -2487,7 +2487,7 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // ZCSTACK PATCH 17: pacing holds data (new or resent) back.
+        // ZCSTACK PATCH 19: pacing holds data (new or resent) back.
         let paced = self.pacing_blocks(cx.now());
 
         // ZCSTACK PATCH 9: lost bytes the window allows, or a tail loss probe.
@@ -2864,7 +2864,7 @@ impl<'a> Socket<'a> {
                     .unwrap_or(effective_mss)
                 };
 
-                // ZCSTACK PATCH 17: with pacing, a segment carries about a
+                // ZCSTACK PATCH 19: with pacing, a segment carries about a
                 // millisecond's worth at the pacing rate (segmentation
                 // offload then splits it), and none leaves before its time.
                 let device_limit = match self.congestion_controller.inner().send_quantum() {

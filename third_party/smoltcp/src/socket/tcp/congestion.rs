@@ -13,7 +13,7 @@ pub(super) mod reno;
 #[cfg(feature = "socket-tcp-bbr")]
 pub(super) mod bbr;
 
-/// ZCSTACK PATCH 17: what one ACK says about the path's delivery rate
+/// ZCSTACK PATCH 19: what one ACK says about the path's delivery rate
 /// (draft-cheng-iccrg-delivery-rate-estimation), for model-based congestion
 /// control. Bytes throughout.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,20 +78,20 @@ pub(super) trait Controller {
         None
     }
 
-    /// ZCSTACK PATCH 17: a delivery-rate sample, on every ACK that
+    /// ZCSTACK PATCH 19: a delivery-rate sample, on every ACK that
     /// delivered data.
     fn on_rate_sample(&mut self, now: Instant, rs: &RateSample, rtt: &RttEstimator) {}
 
-    /// ZCSTACK PATCH 17: a loss recovery (fast, or after a timeout) ended.
+    /// ZCSTACK PATCH 19: a loss recovery (fast, or after a timeout) ended.
     fn on_recovery_end(&mut self, now: Instant) {}
 
-    /// ZCSTACK PATCH 17: the rate, in bytes per second, at which the socket
+    /// ZCSTACK PATCH 19: the rate, in bytes per second, at which the socket
     /// paces its segments; `None`: no pacing.
     fn pacing_rate(&self) -> Option<u64> {
         None
     }
 
-    /// ZCSTACK PATCH 17: with pacing, the largest segment (bytes, before
+    /// ZCSTACK PATCH 19: with pacing, the largest segment (bytes, before
     /// segmentation offload splits it) the socket sends at once.
     fn send_quantum(&self) -> Option<usize> {
         None
@@ -170,7 +170,7 @@ impl AnyController {
     /// A loss response turned out needless (ZCSTACK PATCH 9): back to
     /// `before`, the controller as it was when the response began. BBR
     /// keeps the path model it measured since and only gives the window
-    /// back (ZCSTACK PATCH 17, as Linux's `bbr_undo_cwnd`).
+    /// back (ZCSTACK PATCH 19, as Linux's `bbr_undo_cwnd`).
     pub fn undo(&mut self, before: AnyController) {
         match self {
             #[cfg(feature = "socket-tcp-bbr")]

@@ -171,13 +171,16 @@ pub(super) struct Recovery {
     /// the window says (RFC 6298 5.4; Linux resends the head from the timer).
     rto_head: bool,
     pub(super) stats: RecoveryStats,
-    /// ZCSTACK PATCH 17: delivery-rate state.
+    /// ZCSTACK PATCH 19: delivery-rate state.
     rate: RateState,
-    /// ZCSTACK PATCH 17: with pacing, when the next segment may leave.
+    /// ZCSTACK PATCH 19: with pacing, when the next segment may leave.
     pace_next: Option<Instant>,
+    /// ZCSTACK PATCH 19: when last polled, only pacing held data back (the
+    /// windows had room).
+    pace_waiting: bool,
 }
 
-/// ZCSTACK PATCH 17: the connection's delivery-rate state
+/// ZCSTACK PATCH 19: the connection's delivery-rate state
 /// (draft-cheng-iccrg-delivery-rate-estimation 3.1).
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -383,7 +386,7 @@ impl<'a> Socket<'a> {
         for (l, r) in blocks.iter().flatten() {
             self.recovery.board.sack(*l, *r, &mut d);
         }
-        // ZCSTACK PATCH 17: the delivery-rate state moves with every
+        // ZCSTACK PATCH 19: the delivery-rate state moves with every
         // delivered byte.
         let rate = &mut self.recovery.rate;
         if d.bytes > 0 {
@@ -562,7 +565,7 @@ impl<'a> Socket<'a> {
         self.tlp_on_ack(cx, ack, advanced, dsack);
     }
 
-    /// ZCSTACK PATCH 17: the delivery-rate sample of an ACK
+    /// ZCSTACK PATCH 19: the delivery-rate sample of an ACK
     /// (draft-cheng-iccrg-delivery-rate-estimation 3.3), handed to the
     /// congestion controller.
     fn rate_sample(&mut self, now: Instant, d: &Delivery, lost: usize, prior_in_flight: usize) {
@@ -601,7 +604,7 @@ impl<'a> Socket<'a> {
             .on_rate_sample(now, &rs, &self.rtte);
     }
 
-    /// ZCSTACK PATCH 17: marks the sends from now on application-limited
+    /// ZCSTACK PATCH 19: marks the sends from now on application-limited
     /// when the application gave less than a segment to send and neither
     /// the window nor loss recovery holds anything back (Linux's
     /// `tcp_rate_check_app_limited`): their rate samples then say the path
@@ -621,12 +624,12 @@ impl<'a> Socket<'a> {
         }
     }
 
-    /// ZCSTACK PATCH 17: whether pacing holds segments back at `now`.
+    /// ZCSTACK PATCH 19: whether pacing holds segments back at `now`.
     pub(super) fn pacing_blocks(&self, now: Instant) -> bool {
         self.recovery.pace_next.is_some_and(|t| t > now)
     }
 
-    /// ZCSTACK PATCH 17: when pacing lets the next segment go, if it is
+    /// ZCSTACK PATCH 19: when pacing lets the next segment go, if it is
     /// holding one back.
     fn pacing_poll_at(&self, now: Instant) -> PollAt {
         match self.recovery.pace_next {
@@ -978,12 +981,20 @@ impl<'a> Socket<'a> {
         }
         let now = cx.now();
         let end = seq + len;
-        // ZCSTACK PATCH 17: the delivery state this send starts from; with
+        // ZCSTACK PATCH 19: the delivery state this send starts from; with
         // nothing in flight, the rate's clocks start now.
+        let host_late = self.pacing_missed(now, len);
+        let pipe = self.pipe();
         let rate = &mut self.recovery.rate;
         if seq_len(prior_nxt, self.local_seq_no) == 0 {
             rate.first_sent_time = now;
             rate.delivered_time = now;
+        }
+        if host_late {
+            // This host, not the path, held the segment back: the rate it
+            // yields says nothing about the path (as an application-limited
+            // one would not).
+            rate.app_limited_until = (rate.delivered + pipe as u64).max(1);
         }
         let tx = TxSnap {
             delivered: rate.delivered,
@@ -992,6 +1003,8 @@ impl<'a> Socket<'a> {
             app_limited: rate.app_limited_until != 0,
         };
         self.pace(now, len);
+        // Whether the next segment will wait for pacing alone.
+        self.recovery_note_paced();
         let grain = self
             .recovery
             .rack
@@ -1036,7 +1049,7 @@ impl<'a> Socket<'a> {
         }
     }
 
-    /// ZCSTACK PATCH 17: with a pacing rate, `len` bytes sent hold the
+    /// ZCSTACK PATCH 19: with a pacing rate, `len` bytes sent hold the
     /// next segment back by `len / rate` on an ideal schedule. A poll loop
     /// does not wake exactly on time (it may yield its CPU, or sleep):
     /// sends that come late may catch up, back to back, on up to 1 ms (or
@@ -1045,15 +1058,48 @@ impl<'a> Socket<'a> {
     /// without unbounded bursts. (Linux paces with a high-resolution
     /// timer and forgives up to half a gap per late send.)
     fn pace(&mut self, now: Instant, len: usize) {
-        let Some(rate) = self.congestion_controller.inner().pacing_rate() else {
+        let Some((gap, slack)) = self.pacing_gap(len) else {
             self.recovery.pace_next = None;
             return;
         };
-        let gap = (len as u128 * 1_000_000 / rate.max(1) as u128).min(1_000_000) as i64;
-        let slack = Duration::from_micros((2 * gap).max(1000) as u64);
         let floor = now - slack;
         let start = self.recovery.pace_next.map_or(now, |p| p.max(floor));
-        self.recovery.pace_next = Some(start + Duration::from_micros(gap as u64));
+        self.recovery.pace_next = Some(start + gap);
+    }
+
+    /// With pacing: the gap `len` bytes take at the pacing rate, and how
+    /// much of a missed schedule a late send may catch up on.
+    fn pacing_gap(&self, len: usize) -> Option<(Duration, Duration)> {
+        let rate = self.congestion_controller.inner().pacing_rate()?;
+        let gap = (len as u128 * 1_000_000 / rate.max(1) as u128).min(1_000_000) as u64;
+        Some((
+            Duration::from_micros(gap),
+            Duration::from_micros((2 * gap).max(1000)),
+        ))
+    }
+
+    /// Whether a send of `len` bytes at `now` comes later than pacing
+    /// allowed by more than it may catch up on: the poll loop was away
+    /// (descheduled, busy elsewhere) and the connection sent less than its
+    /// rate for a while.
+    fn pacing_missed(&self, now: Instant, len: usize) -> bool {
+        if !self.recovery.pace_waiting {
+            return false;
+        }
+        match (self.recovery.pace_next, self.pacing_gap(len)) {
+            (Some(next), Some((_, slack))) => next + slack < now,
+            _ => false,
+        }
+    }
+
+    /// ZCSTACK PATCH 19: after a paced send, notes whether only pacing
+    /// holds the next segment back (there is something to send and the
+    /// windows have room), so a send that then comes late is known to have
+    /// been held back by this host.
+    fn recovery_note_paced(&mut self) {
+        let unsent = self.tx_buffer.len() > self.flight_size();
+        let lost = self.recovery.board.lost_bytes() > 0;
+        self.recovery.pace_waiting = (unsent || lost) && self.send_allowance() > 0;
     }
 
     /// RFC 8985 7.2: schedules a probe two RTTs out, unless recovery is

@@ -77,11 +77,11 @@ pub(super) struct Range {
     /// When the range's bytes were last sent (RACK's `xmit_ts`).
     pub xmit: Instant,
     pub flags: u8,
-    /// ZCSTACK PATCH 17: the delivery-rate state when they were last sent.
+    /// ZCSTACK PATCH 19: the delivery-rate state when they were last sent.
     pub tx: TxSnap,
 }
 
-/// ZCSTACK PATCH 17: the connection's delivery state when a segment left
+/// ZCSTACK PATCH 19: the connection's delivery state when a segment left
 /// (draft-cheng-iccrg-delivery-rate-estimation 3.2): its ACK then gives the
 /// bytes delivered, and the time it took, between that send and the ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,7 @@ pub(super) struct Delivery {
     /// The latest transmit time of delivered bytes never retransmitted: an
     /// RTT sample without Karn's ambiguity.
     pub clean: Option<Instant>,
-    /// ZCSTACK PATCH 17: `(xmit, end, tx)` of the most recently sent range
+    /// ZCSTACK PATCH 19: `(xmit, end, tx)` of the most recently sent range
     /// this ACK delivered, retransmissions included: its send started the
     /// rate sample.
     pub rate: Option<(Instant, TcpSeqNumber, TxSnap)>,

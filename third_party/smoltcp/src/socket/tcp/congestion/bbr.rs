@@ -1,4 +1,4 @@
-//! ZCSTACK PATCH 17 (see ZCSTACK-PATCHES.md): BBR (version 1) congestion
+//! ZCSTACK PATCH 19 (see ZCSTACK-PATCHES.md): BBR (version 1) congestion
 //! control, after draft-cardwell-iccrg-bbr-congestion-control-00 and Linux's
 //! `net/ipv4/tcp_bbr.c`.
 //!
