@@ -4,7 +4,7 @@
 #
 #   bash scripts/lossbench.sh   (as root) [--full] [--only REGEX] [--timeout S] [--runs N]
 #                                  [--extra "ZC_IMPAIR_FLAGS"] [--seed N] [--out DIR]
-#                                  [--kernel-cc NAME] [--no-calibrate] [--no-install]
+#                                  [--kernel-cc NAME] [--zc-cc NAME] [--no-calibrate] [--no-install]
 #                                  [--no-build]
 #
 # Builds the release binaries, installs what it needs (nginx, iperf3, curl,
@@ -36,6 +36,8 @@
 #   (default cubic, as zcstack's; this machine's own default may differ, e.g.
 #   bbr, which does not slow down for random loss: run again with
 #   --kernel-cc bbr to compare with it). Set per namespace, never globally.
+# --zc-cc NAME: zcstack's congestion control, cubic (default) or bbr (the
+#   apps' --cc).
 # --no-calibrate: skip measuring the relay's unimpaired forwarding rate
 #   (iperf3 through the relay against a direct veth pair, same run).
 # Results: OUT/loss.md and OUT/loss.json (default scripts/bench-results/).
@@ -66,6 +68,7 @@ SEED=1
 OUT=$HERE/bench-results
 CALIBRATE=1
 KERNEL_CC=cubic
+ZC_CC=cubic
 INSTALL=1
 BUILD=1
 COMMAND="lossbench.sh $*"
@@ -85,6 +88,7 @@ while (($#)); do
         --seed) SEED=${2:-}; shift 2 || usage ;;
         --out) OUT=${2:-}; shift 2 || usage ;;
         --kernel-cc) KERNEL_CC=${2:-}; shift 2 || usage ;;
+        --zc-cc) ZC_CC=${2:-}; shift 2 || usage ;;
         --no-calibrate) CALIBRATE=0; shift ;;
         --no-install) INSTALL=0; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -101,6 +105,8 @@ grep -qw -- "$KERNEL_CC" /proc/sys/net/ipv4/tcp_available_congestion_control 2>/
     echo "lossbench.sh: --kernel-cc '$KERNEL_CC' is not available here: $(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null)" >&2
     exit 2
 }
+[[ $ZC_CC == cubic || $ZC_CC == bbr ]] ||
+    { echo "lossbench.sh: --zc-cc '$ZC_CC' must be cubic or bbr" >&2; exit 2; }
 [[ $EXTRA == *--corrupt* || $EXTRA == *--*-corrupt* ]] &&
     echo "lossbench.sh: note: zcstack on a veth trusts received checksums, so --corrupt hands it corrupted bytes (docs/loss.md)" >&2
 if ((EUID != 0)); then
@@ -317,7 +323,7 @@ http_run() {
     else
         addr=$ZADDR
         ip netns exec "$SNS" timeout $((TIMEOUT + 60)) "$BIN/zc-httpd" --xdp "$SERVER_DEV" \
-            --ip "$ZADDR/24" --root "$WORK/www" --port 80 --stats-json "$f.srv" >"$f.log" 2>&1 &
+            --cc "$ZC_CC" --ip "$ZADDR/24" --root "$WORK/www" --port 80 --stats-json "$f.srv" >"$f.log" 2>&1 &
         spid=$!
         wait_line "$f.log" "serving" 10 || { stop_pid "$spid" KILL; zc_lossbed_stop_relay "$TAG"; return 1; }
     fi
@@ -353,7 +359,7 @@ bulk_run() {
     else
         addr=$ZADDR
         ip netns exec "$SNS" timeout $((TIMEOUT + 60)) "$BIN/zc-perf" server --xdp "$SERVER_DEV" \
-            --ip "$ZADDR/24" --once --json >"$f.srv" 2>&1 &
+            --cc "$ZC_CC" --ip "$ZADDR/24" --once --json >"$f.srv" 2>&1 &
         spid=$!
         wait_line "$f.srv" listening 10 || { stop_pid "$spid" KILL; zc_lossbed_stop_relay "$TAG"; return 1; }
     fi
@@ -417,5 +423,5 @@ stop_pid "$NGINX" TERM
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"
 python3 "$HERE/lossbench_report.py" --rows "$WORK/rows.tsv" --runs "$WORK/runs.tsv" --out "$OUT" \
     --machine "$MACHINE" --date "$(date -u +%Y-%m-%d)" --elapsed "$ELAPSED" --command "$COMMAND" \
-    --kernel-cc "$KERNEL_CC" --system-cc "$SYSTEM_CC"
+    --kernel-cc "$KERNEL_CC" --system-cc "$SYSTEM_CC" --zc-cc "$ZC_CC"
 log "done in $ELAPSED s: $OUT/loss.md, $OUT/loss.json"

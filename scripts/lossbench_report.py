@@ -205,6 +205,7 @@ def main():
     ap.add_argument("--elapsed", type=int, default=0)
     ap.add_argument("--command", default="")
     ap.add_argument("--kernel-cc", default="")
+    ap.add_argument("--zc-cc", default="cubic")
     ap.add_argument("--system-cc", default="")
     a = ap.parse_args()
 
@@ -252,7 +253,8 @@ def main():
     if a.kernel_cc:
         default = (f" (this machine's default: {a.system_cc})"
                    if a.system_cc and a.system_cc != a.kernel_cc else "")
-        md.append(f"Linux congestion control: {a.kernel_cc}{default}; zcstack: Cubic.")
+        zc = {"cubic": "Cubic", "bbr": "BBR"}.get(a.zc_cc, a.zc_cc)
+        md.append(f"Linux congestion control: {a.kernel_cc}{default}; zcstack: {zc}.")
     md += ["",
            "Each row: one impaired path (zc-impair in a middle namespace, the same seeded "
            "impairment both ways and for both stacks), Linux first (nginx `sendfile on` for "
@@ -319,7 +321,7 @@ def main():
     (out / "loss.md").write_text("\n".join(md) + "\n")
     (out / "loss.json").write_text(json.dumps({
         "machine": a.machine, "date": a.date, "elapsed_seconds": a.elapsed,
-        "kernel_cc": a.kernel_cc, "system_cc": a.system_cc,
+        "kernel_cc": a.kernel_cc, "system_cc": a.system_cc, "zc_cc": a.zc_cc,
         "command": a.command,
         "relay_calibration_gbit_per_s": calib, "rows": result_rows}, indent=1) + "\n")
     print("\n".join(md))

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser};
-use zcstack::{SendMode, Stack, StackStats};
+use zcstack::{Congestion, SendMode, Stack, StackStats};
 use zcstack_driver::pcap::Pcap;
 use zcstack_driver::tap::{Tap, TapOptions};
 use zcstack_driver::xdp::{self, AttachMode, GsoOptions, SmallTx, Xdp, XdpConfig, XdpGso};
@@ -75,6 +75,10 @@ pub struct DeviceArgs {
     /// The stack's MAC address (default 02:5a: followed by the IPv4 address).
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     pub mac: Option<[u8; 6]>,
+    /// TCP congestion control: cubic, or bbr (BBR v1 with pacing; random
+    /// loss does not cut its rate).
+    #[arg(long, value_name = "ALGO", default_value_t = Congestion::Cubic)]
+    pub cc: Congestion,
     /// Print one line of live figures per second.
     #[arg(long)]
     pub stats: bool,
@@ -235,7 +239,8 @@ impl DeviceArgs {
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
             .mac(self.mac)
-            .send_mode(self.send_mode.unwrap_or(SendMode::Auto));
+            .send_mode(self.send_mode.unwrap_or(SendMode::Auto))
+            .congestion(self.cc);
         if let Some((rx, tx)) = self.tcp_buffers {
             stack = stack.tcp_buffers(rx, tx);
         }

@@ -90,7 +90,7 @@ impl<D: Driver> Port<D> {
             driver,
             pool,
             gso_pool,
-            rx: Vec::with_capacity(burst),
+            rx: Vec::with_capacity(burst * 8),
             tx: Vec::with_capacity(burst * 2),
             scratch: vec![0; mtu],
             burst,
@@ -128,16 +128,30 @@ impl<D: Driver> Port<D> {
         !self.tx.is_empty()
     }
 
-    /// Pulls a burst from the driver if smoltcp has consumed the last one.
-    fn refill_rx(&mut self) {
-        if !self.rx.is_empty() || self.rx_budget == 0 {
-            return;
+    /// Takes up to `budget` received frames from the driver, in bursts, for
+    /// the next `Stack::poll`, which reads the clock after this: frames are
+    /// stamped no earlier than they arrived (a clock read before a late
+    /// `rx_burst` made ACKs look early, and RTTs short, whenever the thread
+    /// was descheduled in between). Frames left from the last poll go first.
+    /// Returns how many frames smoltcp may take in this poll.
+    pub fn prefetch_rx(&mut self, budget: usize) -> usize {
+        if self.rx.is_empty() {
+            while self.rx.len() < budget {
+                let before = self.rx.len();
+                let want = self.burst.min(budget - before);
+                match self.driver.rx_burst(&mut self.rx, want) {
+                    Ok(n) if n == want => {}
+                    Ok(_) => break,
+                    Err(_) => {
+                        self.counters.rx_errors += 1;
+                        break;
+                    }
+                }
+            }
+            self.rx.reverse();
         }
-        let want = self.burst.min(self.rx_budget);
-        match self.driver.rx_burst(&mut self.rx, want) {
-            Ok(_) => self.rx.reverse(),
-            Err(_) => self.counters.rx_errors += 1,
-        }
+        self.rx_budget = self.rx.len();
+        self.rx_budget
     }
 }
 
@@ -173,7 +187,6 @@ impl<D: Driver> Device for Port<D> {
         if self.rx_budget == 0 {
             return None;
         }
-        self.refill_rx();
         let frame = self.rx.pop()?;
         self.rx_budget -= 1;
         let rx = FrameRx {
@@ -318,7 +331,7 @@ mod tests {
             buf.as_ptr() as usize
         });
         assert_eq!(a.flush_tx(), 1);
-        b.rx_budget = 16;
+        b.prefetch_rx(16);
         let (rx, _tx) = b.receive(Instant::ZERO).unwrap();
         let read_at = rx.consume(|buf| {
             assert!(pool.contains(buf), "rx buffer outside the pool mapping");
@@ -341,7 +354,7 @@ mod tests {
         let mut f = pool.alloc().unwrap();
         f.set_len(60);
         a.driver.tx_burst(&mut vec![f]).unwrap();
-        b.rx_budget = 16;
+        b.prefetch_rx(16);
         let (rx, tx) = b.receive(Instant::ZERO).unwrap();
         let _ = tx;
         drop(rx);

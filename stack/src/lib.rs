@@ -62,6 +62,6 @@ pub use file::{MappedFile, SendMode};
 pub use mem::MemoryStats;
 pub use stack::{Clock, Stack, StackBuilder, StackError};
 pub use stats::{ListenStats, StackStats, TcpRecoveryStats};
-pub use tcp::{TcpConn, TcpListener, TcpState};
+pub use tcp::{Congestion, TcpConn, TcpListener, TcpState};
 pub use udp::UdpSock;
 pub use zcstack_driver::Driver;

@@ -26,6 +26,49 @@ use crate::stack::{Stack, stale};
 
 pub use smoltcp::socket::tcp::State as TcpState;
 
+/// TCP congestion control, chosen per stack ([`StackBuilder::congestion`](crate::StackBuilder::congestion)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// Cubic (RFC 9438) with SACK-based loss recovery: loss is congestion.
+    #[default]
+    Cubic,
+    /// BBR version 1 with pacing: the window and rate follow the measured
+    /// bottleneck bandwidth and RTT, and random loss does not cut them
+    /// (Linux's `bbr`). For lossy paths and to keep queues short.
+    Bbr,
+}
+
+impl Congestion {
+    pub(crate) fn smoltcp(self) -> tcp::CongestionControl {
+        match self {
+            Congestion::Cubic => tcp::CongestionControl::Cubic,
+            Congestion::Bbr => tcp::CongestionControl::Bbr,
+        }
+    }
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Congestion::Cubic => "cubic",
+            Congestion::Bbr => "bbr",
+        })
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(Congestion::Cubic),
+            "bbr" => Ok(Congestion::Bbr),
+            _ => Err(format!(
+                "{s:?} is not a congestion control: give cubic or bbr"
+            )),
+        }
+    }
+}
+
 /// Who holds a TCP socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {

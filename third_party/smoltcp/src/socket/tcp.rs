@@ -504,6 +504,11 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// BBR version 1 with pacing (ZCSTACK PATCH 19): models the path's
+    /// bandwidth and RTT instead of reading loss as congestion.
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// A Transmission Control Protocol socket.
@@ -790,6 +795,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -805,6 +813,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -2476,8 +2487,11 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
+        // ZCSTACK PATCH 19: pacing holds data (new or resent) back.
+        let paced = self.pacing_blocks(cx.now());
+
         // ZCSTACK PATCH 9: lost bytes the window allows, or a tail loss probe.
-        if self.recovery_wants_to_send(cx) {
+        if !paced && self.recovery_wants_to_send(cx) {
             return true;
         }
 
@@ -2519,7 +2533,7 @@ impl<'a> Socket<'a> {
         let max_send = self.cwnd_admits(capped_send_seq, effective_mss);
 
         // Can we send at least 1 octet?
-        let mut can_send = max_send != 0;
+        let mut can_send = max_send != 0 && !paced;
         // Can we send at least 1 full segment?
         let can_send_full = max_send >= effective_mss;
 
@@ -2850,9 +2864,23 @@ impl<'a> Socket<'a> {
                     .unwrap_or(effective_mss)
                 };
 
+                // ZCSTACK PATCH 19: with pacing, a segment carries about a
+                // millisecond's worth at the pacing rate (segmentation
+                // offload then splits it), and none leaves before its time.
+                let device_limit = match self.congestion_controller.inner().send_quantum() {
+                    Some(q) => device_limit.min(q.max(effective_mss)),
+                    None => device_limit,
+                };
+                let paced = self.pacing_blocks(cx.now());
+                self.recovery_check_app_limited(cx);
+
                 // ZCSTACK PATCH 9: bytes declared lost go first; a tail loss
                 // probe may send one segment of new data past the window.
-                let recovery_send = self.recovery_next_send(cx, device_limit);
+                let recovery_send = if paced {
+                    None
+                } else {
+                    self.recovery_next_send(cx, device_limit)
+                };
                 tlp_probe = recovery_send.is_some() && self.recovery_probe_pending();
 
                 let offset = if let Some(recovery::Send::Retransmit { seq, len }) = recovery_send {
@@ -2898,6 +2926,8 @@ impl<'a> Socket<'a> {
                     } else if tlp_probe {
                         // RFC 8985 7.3: a probe of new data is one segment.
                         win_limit.min(effective_mss)
+                    } else if paced {
+                        0
                     } else {
                         // ZCSTACK PATCH 9: whole segments when the
                         // congestion window is the limit.
@@ -3123,7 +3153,7 @@ impl<'a> Socket<'a> {
                 self.timer.poll_at(),
                 timeout_poll_at,
                 delayed_ack_poll_at,
-                self.recovery_poll_at(),
+                self.recovery_poll_at(cx.now()),
                 // ZCSTACK PATCH 11
                 self.half_open_deadline()
                     .map_or(PollAt::Ingress, PollAt::Time),

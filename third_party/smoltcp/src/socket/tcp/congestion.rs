@@ -1,4 +1,4 @@
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 use super::RttEstimator;
 
@@ -9,6 +9,42 @@ pub(super) mod cubic;
 
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
+
+#[cfg(feature = "socket-tcp-bbr")]
+pub(super) mod bbr;
+
+/// ZCSTACK PATCH 19: what one ACK says about the path's delivery rate
+/// (draft-cheng-iccrg-delivery-rate-estimation), for model-based congestion
+/// control. Bytes throughout.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct RateSample {
+    /// Bytes delivered over the connection's life, this ACK included.
+    pub delivered_total: u64,
+    /// `delivered_total` when the most recently sent segment this ACK
+    /// delivered was sent.
+    pub prior_delivered: u64,
+    /// Bytes delivered over `interval`.
+    pub delivered: u64,
+    /// How long `delivered` took: the longer of its send and ACK spans;
+    /// `None` when this ACK gives no valid rate (nothing new delivered, or a
+    /// span shorter than the minimum RTT, which ACK compression shortens).
+    pub interval: Option<Duration>,
+    /// RTT of the most recently sent segment this ACK delivered (never
+    /// from a retransmission).
+    pub rtt: Option<Duration>,
+    /// The application had nothing to send when that segment left: the
+    /// rate may be below what the path can do.
+    pub app_limited: bool,
+    /// Bytes this ACK newly delivered (cumulatively or selectively).
+    pub acked: usize,
+    /// Bytes this ACK newly declared lost.
+    pub lost: usize,
+    /// Bytes in flight after this ACK (RFC 6675 pipe).
+    pub in_flight: usize,
+    /// Bytes in flight before this ACK.
+    pub prior_in_flight: usize,
+}
 
 #[allow(unused_variables)]
 pub(super) trait Controller {
@@ -41,6 +77,25 @@ pub(super) trait Controller {
     fn ssthresh(&self) -> Option<usize> {
         None
     }
+
+    /// ZCSTACK PATCH 19: a delivery-rate sample, on every ACK that
+    /// delivered data.
+    fn on_rate_sample(&mut self, now: Instant, rs: &RateSample, rtt: &RttEstimator) {}
+
+    /// ZCSTACK PATCH 19: a loss recovery (fast, or after a timeout) ended.
+    fn on_recovery_end(&mut self, now: Instant) {}
+
+    /// ZCSTACK PATCH 19: the rate, in bytes per second, at which the socket
+    /// paces its segments; `None`: no pacing.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+
+    /// ZCSTACK PATCH 19: with pacing, the largest segment (bytes, before
+    /// segmentation offload splits it) the socket sends at once.
+    fn send_quantum(&self) -> Option<usize> {
+        None
+    }
 }
 
 // ZCSTACK PATCH 9: `Clone`, so a recovery episode can be undone.
@@ -54,6 +109,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr(bbr::Bbr),
 }
 
 /// RFC 6928: the initial congestion window, `min(10 * MSS, max(2 * MSS,
@@ -75,6 +133,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -106,6 +167,18 @@ impl AnyController {
         AnyController::None(no_control::NoControl)
     }
 
+    /// A loss response turned out needless (ZCSTACK PATCH 9): back to
+    /// `before`, the controller as it was when the response began. BBR
+    /// keeps the path model it measured since and only gives the window
+    /// back (ZCSTACK PATCH 19, as Linux's `bbr_undo_cwnd`).
+    pub fn undo(&mut self, before: AnyController) {
+        match self {
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b.undo(before.inner().window()),
+            _ => *self = before,
+        }
+    }
+
     #[inline]
     pub fn inner_mut(&mut self) -> &mut dyn Controller {
         match self {
@@ -116,6 +189,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -129,6 +205,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 }

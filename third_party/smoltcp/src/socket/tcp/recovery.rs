@@ -39,8 +39,8 @@
 //!
 //! Counters for all of it are in [`RecoveryStats`].
 
-use super::congestion::AnyController;
-use super::scoreboard::{Delivery, Scoreboard, sent_after, seq_len};
+use super::congestion::{AnyController, RateSample};
+use super::scoreboard::{Delivery, Scoreboard, TxSnap, sent_after, seq_len};
 use super::{Socket, State, Timer};
 use crate::iface::Context;
 use crate::socket::PollAt;
@@ -171,6 +171,28 @@ pub(super) struct Recovery {
     /// the window says (RFC 6298 5.4; Linux resends the head from the timer).
     rto_head: bool,
     pub(super) stats: RecoveryStats,
+    /// ZCSTACK PATCH 19: delivery-rate state.
+    rate: RateState,
+    /// ZCSTACK PATCH 19: with pacing, when the next segment may leave.
+    pace_next: Option<Instant>,
+    /// ZCSTACK PATCH 19: when last polled, only pacing held data back (the
+    /// windows had room).
+    pace_waiting: bool,
+}
+
+/// ZCSTACK PATCH 19: the connection's delivery-rate state
+/// (draft-cheng-iccrg-delivery-rate-estimation 3.1).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct RateState {
+    /// Bytes delivered (cumulatively or selectively acknowledged).
+    delivered: u64,
+    /// When `delivered` last grew.
+    delivered_time: Instant,
+    /// Send time of the segment whose delivery last produced a sample.
+    first_sent_time: Instant,
+    /// Nonzero: sends are application-limited until `delivered` passes this.
+    app_limited_until: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +202,17 @@ struct LateUndo {
     recovery_point: TcpSeqNumber,
     undo_retrans: isize,
     before: AnyController,
+}
+
+impl Default for RateState {
+    fn default() -> Self {
+        RateState {
+            delivered: 0,
+            delivered_time: Instant::ZERO,
+            first_sent_time: Instant::ZERO,
+            app_limited_until: 0,
+        }
+    }
 }
 
 impl Recovery {
@@ -228,7 +261,7 @@ impl<'a> Socket<'a> {
     /// control), and the bytes in flight it is held against.
     pub fn congestion_window(&self) -> (usize, usize) {
         let cwnd = match &self.recovery.episode {
-            Some(ep) if ep.kind == EpisodeKind::Fast => ep.prr_cwnd,
+            Some(ep) if ep.kind == EpisodeKind::Fast && ep.ssthresh.is_some() => ep.prr_cwnd,
             _ => self.congestion_controller.inner().window(),
         };
         (cwnd, self.pipe())
@@ -252,7 +285,7 @@ impl<'a> Socket<'a> {
     /// lets into the network now.
     pub(super) fn send_allowance(&self) -> usize {
         let cwnd = match &self.recovery.episode {
-            Some(ep) if ep.kind == EpisodeKind::Fast => ep.prr_cwnd,
+            Some(ep) if ep.kind == EpisodeKind::Fast && ep.ssthresh.is_some() => ep.prr_cwnd,
             _ => self.congestion_controller.inner().window(),
         };
         cwnd.saturating_sub(self.pipe())
@@ -325,8 +358,10 @@ impl<'a> Socket<'a> {
         let prior_una = self.local_seq_no;
         let snd_nxt = self.remote_last_seq;
         let prior_flight = self.flight_size();
+        let prior_pipe = self.pipe();
         let advanced = ack > prior_una;
         let mss = self.send_mss(cx);
+        let mut newly_lost = 0;
 
         // RFC 5681 duplicate ACK.
         let dup = matches!(self.local_rx_last_ack, Some(last)
@@ -350,6 +385,16 @@ impl<'a> Socket<'a> {
         self.recovery.board.ack(ack, &mut d);
         for (l, r) in blocks.iter().flatten() {
             self.recovery.board.sack(*l, *r, &mut d);
+        }
+        // ZCSTACK PATCH 19: the delivery-rate state moves with every
+        // delivered byte.
+        let rate = &mut self.recovery.rate;
+        if d.bytes > 0 {
+            rate.delivered += d.bytes as u64;
+            rate.delivered_time = now;
+        }
+        if rate.app_limited_until != 0 && rate.delivered > rate.app_limited_until {
+            rate.app_limited_until = 0;
         }
 
         // SND.UNA moves. A retransmission may have been overtaken by the
@@ -392,10 +437,10 @@ impl<'a> Socket<'a> {
                 && usize::from(self.local_rx_dup_acks) == DUP_THRESH
                 && self.recovery.episode.is_none();
             if third_dup || partial {
-                self.recovery.board.mark_lost(ack, ack + mss);
+                newly_lost += self.recovery.board.mark_lost(ack, ack + mss);
             }
         }
-        self.rack_detect_loss(now, mss);
+        newly_lost += self.rack_detect_loss(now, mss);
 
         let eifel = |ep: &Episode| {
             ep.first_retrans
@@ -425,21 +470,21 @@ impl<'a> Socket<'a> {
         };
         if spurious {
             self.undo_episode();
-        } else if done
-            && let Some(ep) = self.recovery.episode.take()
-            && ep.kind == EpisodeKind::Fast
-        {
-            // Leave fast recovery: the controller sets cwnd to ssthresh.
-            let flight = self.flight_size();
-            self.congestion_controller
-                .inner_mut()
-                .on_ack(now, ack_len.max(1), flight, &self.rtte);
-            self.recovery.late_undo = Some(LateUndo {
-                undo_marker: ep.undo_marker,
-                recovery_point: ep.recovery_point,
-                undo_retrans: ep.undo_retrans,
-                before: ep.before,
-            });
+        } else if done && let Some(ep) = self.recovery.episode.take() {
+            self.congestion_controller.inner_mut().on_recovery_end(now);
+            if ep.kind == EpisodeKind::Fast {
+                // Leave fast recovery: the controller sets cwnd to ssthresh.
+                let flight = self.flight_size();
+                self.congestion_controller
+                    .inner_mut()
+                    .on_ack(now, ack_len.max(1), flight, &self.rtte);
+                self.recovery.late_undo = Some(LateUndo {
+                    undo_marker: ep.undo_marker,
+                    recovery_point: ep.recovery_point,
+                    undo_retrans: ep.undo_retrans,
+                    before: ep.before,
+                });
+            }
         }
         // D-SACKs that arrived after the episode ended.
         if self.recovery.episode.is_none()
@@ -452,7 +497,7 @@ impl<'a> Socket<'a> {
         {
             net_debug!("late undo: every retransmission was reported needless");
             if late.before.inner().window() > self.congestion_controller.inner().window() {
-                self.congestion_controller = late.before;
+                self.congestion_controller.undo(late.before);
             }
             self.recovery.stats.undos += 1;
         }
@@ -513,7 +558,90 @@ impl<'a> Socket<'a> {
             _ => {}
         }
 
+        if d.bytes > 0 || newly_lost > 0 {
+            self.rate_sample(now, &d, newly_lost, prior_pipe);
+        }
+
         self.tlp_on_ack(cx, ack, advanced, dsack);
+    }
+
+    /// ZCSTACK PATCH 19: the delivery-rate sample of an ACK
+    /// (draft-cheng-iccrg-delivery-rate-estimation 3.3), handed to the
+    /// congestion controller.
+    fn rate_sample(&mut self, now: Instant, d: &Delivery, lost: usize, prior_in_flight: usize) {
+        let min_rtt = self.recovery.rack.min_rtt;
+        let rate = &mut self.recovery.rate;
+        let mut rs = RateSample {
+            delivered_total: rate.delivered,
+            acked: d.bytes,
+            lost,
+            prior_in_flight,
+            ..RateSample::default()
+        };
+        if let Some((xmit, _, tx)) = d.rate {
+            rs.prior_delivered = tx.delivered;
+            rs.delivered = rate.delivered.saturating_sub(tx.delivered);
+            rs.app_limited = tx.app_limited;
+            rate.first_sent_time = xmit;
+            // The longer of the send and the ACK spans: ACKs can come
+            // compressed, sends can come in a burst.
+            let send_us = xmit.total_micros() - tx.first_sent_time.total_micros();
+            let ack_us = now.total_micros() - tx.delivered_time.total_micros();
+            let us = send_us.max(ack_us);
+            // A span shorter than the minimum RTT is ACK compression, not
+            // the path's rate.
+            if rs.delivered > 0
+                && us > 0
+                && min_rtt.is_none_or(|m| us >= m.total_micros() as i64)
+            {
+                rs.interval = Some(Duration::from_micros(us as u64));
+            }
+        }
+        rs.rtt = d.latest.map(|(sent, _)| now - sent);
+        rs.in_flight = self.pipe();
+        self.congestion_controller
+            .inner_mut()
+            .on_rate_sample(now, &rs, &self.rtte);
+    }
+
+    /// ZCSTACK PATCH 19: marks the sends from now on application-limited
+    /// when the application gave less than a segment to send and neither
+    /// the window nor loss recovery holds anything back (Linux's
+    /// `tcp_rate_check_app_limited`): their rate samples then say the path
+    /// can do at least that much, not that it can do no more.
+    pub(super) fn recovery_check_app_limited(&mut self, cx: &Context) {
+        if !self.in_data_state() {
+            return;
+        }
+        let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
+        let pipe = self.pipe();
+        if unsent < self.send_mss(cx)
+            && pipe < self.congestion_controller.inner().window()
+            && self.recovery.board.lost_bytes() == 0
+        {
+            let rate = &mut self.recovery.rate;
+            rate.app_limited_until = (rate.delivered + pipe as u64).max(1);
+        }
+    }
+
+    /// ZCSTACK PATCH 19: whether pacing holds segments back at `now`.
+    pub(super) fn pacing_blocks(&self, now: Instant) -> bool {
+        self.recovery.pace_next.is_some_and(|t| t > now)
+    }
+
+    /// ZCSTACK PATCH 19: when pacing lets the next segment go, if it is
+    /// holding one back.
+    fn pacing_poll_at(&self, now: Instant) -> PollAt {
+        match self.recovery.pace_next {
+            Some(t)
+                if t > now
+                    && (self.tx_buffer.len() > self.flight_size()
+                        || self.recovery.board.lost_bytes() > 0) =>
+            {
+                PollAt::Time(t)
+            }
+            _ => PollAt::Ingress,
+        }
     }
 
     /// The SACK blocks of `repr` that carry news, and its D-SACK block: the
@@ -664,7 +792,7 @@ impl<'a> Socket<'a> {
     fn undo_episode(&mut self) {
         if let Some(ep) = self.recovery.episode.take() {
             net_debug!("undoing recovery: retransmissions were spurious");
-            self.congestion_controller = ep.before;
+            self.congestion_controller.undo(ep.before);
             self.recovery.board.unmark_lost();
             self.recovery.stats.undos += 1;
         }
@@ -853,6 +981,30 @@ impl<'a> Socket<'a> {
         }
         let now = cx.now();
         let end = seq + len;
+        // ZCSTACK PATCH 19: the delivery state this send starts from; with
+        // nothing in flight, the rate's clocks start now.
+        let host_late = self.pacing_missed(now, len);
+        let pipe = self.pipe();
+        let rate = &mut self.recovery.rate;
+        if seq_len(prior_nxt, self.local_seq_no) == 0 {
+            rate.first_sent_time = now;
+            rate.delivered_time = now;
+        }
+        if host_late {
+            // This host, not the path, held the segment back: the rate it
+            // yields says nothing about the path (as an application-limited
+            // one would not).
+            rate.app_limited_until = (rate.delivered + pipe as u64).max(1);
+        }
+        let tx = TxSnap {
+            delivered: rate.delivered,
+            delivered_time: rate.delivered_time,
+            first_sent_time: rate.first_sent_time,
+            app_limited: rate.app_limited_until != 0,
+        };
+        self.pace(now, len);
+        // Whether the next segment will wait for pacing alone.
+        self.recovery_note_paced();
         let grain = self
             .recovery
             .rack
@@ -864,7 +1016,7 @@ impl<'a> Socket<'a> {
         let resent = seq_len(resent_end, seq);
         if resent > 0 {
             self.recovery.rto_head = false;
-            self.recovery.board.retransmitted(seq, resent_end, now);
+            self.recovery.board.retransmitted(seq, resent_end, now, tx);
             self.rtte.on_retransmit();
             let stats = &mut self.recovery.stats;
             stats.retransmits += 1;
@@ -877,7 +1029,7 @@ impl<'a> Socket<'a> {
         let new_start = seq.max(prior_nxt);
         let new = seq_len(end, new_start);
         if new > 0 {
-            self.recovery.board.sent(new_start, end, now, grain);
+            self.recovery.board.sent(new_start, end, now, grain, tx);
         }
         if let Some(ep) = &mut self.recovery.episode
             && ep.kind == EpisodeKind::Fast
@@ -895,6 +1047,59 @@ impl<'a> Socket<'a> {
         } else if new > 0 {
             self.tlp_arm(cx);
         }
+    }
+
+    /// ZCSTACK PATCH 19: with a pacing rate, `len` bytes sent hold the
+    /// next segment back by `len / rate` on an ideal schedule. A poll loop
+    /// does not wake exactly on time (it may yield its CPU, or sleep):
+    /// sends that come late may catch up, back to back, on up to 1 ms (or
+    /// two gaps, if longer) of the schedule they missed: about one send
+    /// quantum, which BBR's window allows for. The average rate holds
+    /// without unbounded bursts. (Linux paces with a high-resolution
+    /// timer and forgives up to half a gap per late send.)
+    fn pace(&mut self, now: Instant, len: usize) {
+        let Some((gap, slack)) = self.pacing_gap(len) else {
+            self.recovery.pace_next = None;
+            return;
+        };
+        let floor = now - slack;
+        let start = self.recovery.pace_next.map_or(now, |p| p.max(floor));
+        self.recovery.pace_next = Some(start + gap);
+    }
+
+    /// With pacing: the gap `len` bytes take at the pacing rate, and how
+    /// much of a missed schedule a late send may catch up on.
+    fn pacing_gap(&self, len: usize) -> Option<(Duration, Duration)> {
+        let rate = self.congestion_controller.inner().pacing_rate()?;
+        let gap = (len as u128 * 1_000_000 / rate.max(1) as u128).min(1_000_000) as u64;
+        Some((
+            Duration::from_micros(gap),
+            Duration::from_micros((2 * gap).max(1000)),
+        ))
+    }
+
+    /// Whether a send of `len` bytes at `now` comes later than pacing
+    /// allowed by more than it may catch up on: the poll loop was away
+    /// (descheduled, busy elsewhere) and the connection sent less than its
+    /// rate for a while.
+    fn pacing_missed(&self, now: Instant, len: usize) -> bool {
+        if !self.recovery.pace_waiting {
+            return false;
+        }
+        match (self.recovery.pace_next, self.pacing_gap(len)) {
+            (Some(next), Some((_, slack))) => next + slack < now,
+            _ => false,
+        }
+    }
+
+    /// ZCSTACK PATCH 19: after a paced send, notes whether only pacing
+    /// holds the next segment back (there is something to send and the
+    /// windows have room), so a send that then comes late is known to have
+    /// been held back by this host.
+    fn recovery_note_paced(&mut self) {
+        let unsent = self.tx_buffer.len() > self.flight_size();
+        let lost = self.recovery.board.lost_bytes() > 0;
+        self.recovery.pace_waiting = (unsent || lost) && self.send_allowance() > 0;
     }
 
     /// RFC 8985 7.2: schedules a probe two RTTs out, unless recovery is
@@ -970,15 +1175,16 @@ impl<'a> Socket<'a> {
     }
 
     /// When loss recovery's timers next need a poll.
-    pub(super) fn recovery_poll_at(&self) -> PollAt {
+    pub(super) fn recovery_poll_at(&self, now: Instant) -> PollAt {
         let r = &self.recovery;
         if r.tlp.pending {
             return PollAt::Now;
         }
-        match (r.rack.timer, r.tlp.pto) {
+        let timers = match (r.rack.timer, r.tlp.pto) {
             (Some(a), Some(b)) => PollAt::Time(a.min(b)),
             (Some(t), None) | (None, Some(t)) => PollAt::Time(t),
             (None, None) => PollAt::Ingress,
-        }
+        };
+        timers.min(self.pacing_poll_at(now))
     }
 }

@@ -77,6 +77,33 @@ pub(super) struct Range {
     /// When the range's bytes were last sent (RACK's `xmit_ts`).
     pub xmit: Instant,
     pub flags: u8,
+    /// ZCSTACK PATCH 19: the delivery-rate state when they were last sent.
+    pub tx: TxSnap,
+}
+
+/// ZCSTACK PATCH 19: the connection's delivery state when a segment left
+/// (draft-cheng-iccrg-delivery-rate-estimation 3.2): its ACK then gives the
+/// bytes delivered, and the time it took, between that send and the ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub(super) struct TxSnap {
+    /// Bytes delivered by then (`C.delivered`).
+    pub delivered: u64,
+    /// When the last of them was delivered (`C.delivered_time`).
+    pub delivered_time: Instant,
+    /// When the segment delivered last had been sent (`C.first_sent_time`).
+    pub first_sent_time: Instant,
+    /// The application had nothing more to send.
+    pub app_limited: bool,
+}
+
+impl TxSnap {
+    pub const ZERO: TxSnap = TxSnap {
+        delivered: 0,
+        delivered_time: Instant::ZERO,
+        first_sent_time: Instant::ZERO,
+        app_limited: false,
+    };
 }
 
 impl Range {
@@ -86,6 +113,7 @@ impl Range {
         first: Instant::ZERO,
         xmit: Instant::ZERO,
         flags: 0,
+        tx: TxSnap::ZERO,
     };
 
     #[inline]
@@ -130,6 +158,10 @@ pub(super) struct Delivery {
     /// The latest transmit time of delivered bytes never retransmitted: an
     /// RTT sample without Karn's ambiguity.
     pub clean: Option<Instant>,
+    /// ZCSTACK PATCH 19: `(xmit, end, tx)` of the most recently sent range
+    /// this ACK delivered, retransmissions included: its send started the
+    /// rate sample.
+    pub rate: Option<(Instant, TcpSeqNumber, TxSnap)>,
     /// The highest sequence delivered before this ACK (RACK.fack).
     fack: Option<TcpSeqNumber>,
     now: Instant,
@@ -145,6 +177,7 @@ impl Delivery {
             reordered: false,
             highest: None,
             clean: None,
+            rate: None,
             fack,
             now,
             min_rtt,
@@ -166,6 +199,12 @@ impl Delivery {
         }
         if self.highest.is_none_or(|h| end > h) {
             self.highest = Some(end);
+        }
+        if self
+            .rate
+            .is_none_or(|(xmit, e, _)| sent_after(r.xmit, end, xmit, e))
+        {
+            self.rate = Some((r.xmit, end, r.tx));
         }
         let retransmitted = r.has(EVER_RETRANS);
         if !retransmitted && self.fack.is_some_and(|fack| end < fack) {
@@ -191,19 +230,6 @@ impl Delivery {
             {
                 return;
             }
-        }
-        #[cfg(feature = "std")]
-        if self.now.total_micros() - sent.total_micros() < 5000
-            && std::env::var_os("ZC_RACK_DEBUG").is_some()
-        {
-            std::eprintln!(
-                "short sample {} us: range {:?} end {} by_sack {} min {:?}",
-                self.now.total_micros() - sent.total_micros(),
-                r,
-                end,
-                by_sack,
-                self.min_rtt
-            );
         }
         if self
             .latest
@@ -558,7 +584,14 @@ impl Scoreboard {
 
     /// Records the first transmission of `[start, end)` at `now`; ranges
     /// sent less than `grain` apart share a range.
-    pub fn sent(&mut self, start: TcpSeqNumber, end: TcpSeqNumber, now: Instant, grain: Duration) {
+    pub fn sent(
+        &mut self,
+        start: TcpSeqNumber,
+        end: TcpSeqNumber,
+        now: Instant,
+        grain: Duration,
+        tx: TxSnap,
+    ) {
         if end <= start {
             return;
         }
@@ -568,9 +601,9 @@ impl Scoreboard {
             Some(e) if start < e => {
                 // Already on the board (cannot happen for new data; be safe):
                 // treat the known part as a retransmission.
-                self.retransmitted(start, end.min(e), now);
+                self.retransmitted(start, end.min(e), now, tx);
                 if end > e {
-                    self.sent(e, end, now, grain);
+                    self.sent(e, end, now, grain, tx);
                 }
                 return;
             }
@@ -607,12 +640,19 @@ impl Scoreboard {
                 first: now,
                 xmit: now,
                 flags: 0,
+                tx,
             },
         );
     }
 
     /// Records a retransmission of `[start, end)` at `now`.
-    pub fn retransmitted(&mut self, start: TcpSeqNumber, end: TcpSeqNumber, now: Instant) {
+    pub fn retransmitted(
+        &mut self,
+        start: TcpSeqNumber,
+        end: TcpSeqNumber,
+        now: Instant,
+        tx: TxSnap,
+    ) {
         let (Some(s), Some(e)) = (self.start(), self.end()) else {
             return;
         };
@@ -630,6 +670,7 @@ impl Scoreboard {
                 r.flags = (r.flags & !(LOST | COARSE)) | RETRANS | EVER_RETRANS;
                 r.xmit = now;
                 r.first = now;
+                r.tx = tx;
             }
         }
         self.coalesce();
@@ -825,7 +866,7 @@ mod test {
     fn release_if_empty_gives_the_memory_back_only_when_empty() {
         let mut b = Scoreboard::default();
         for i in 0..40 {
-            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN, TxSnap::ZERO);
         }
         assert_eq!(b.ranges().len(), 40);
         b.release_if_empty();
@@ -840,10 +881,10 @@ mod test {
     #[test]
     fn sends_in_one_grain_share_a_range() {
         let mut b = Scoreboard::default();
-        b.sent(seq(0), seq(100), ms(0), GRAIN);
-        b.sent(seq(100), seq(200), ms(0), GRAIN);
+        b.sent(seq(0), seq(100), ms(0), GRAIN, TxSnap::ZERO);
+        b.sent(seq(100), seq(200), ms(0), GRAIN, TxSnap::ZERO);
         assert_eq!(b.ranges().len(), 1);
-        b.sent(seq(200), seq(300), ms(1), GRAIN);
+        b.sent(seq(200), seq(300), ms(1), GRAIN, TxSnap::ZERO);
         assert_eq!(b.ranges().len(), 2);
         assert_eq!(b.total_bytes(), 300);
         check_contiguous(&b);
@@ -853,7 +894,7 @@ mod test {
     fn sack_splits_and_counts() {
         let mut b = Scoreboard::default();
         for i in 0..10 {
-            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN, TxSnap::ZERO);
         }
         let mut d = delivery(20);
         b.sack(seq(150), seq(450), &mut d);
@@ -880,7 +921,7 @@ mod test {
     fn rack_declares_earlier_sent_ranges_lost_after_rtt_and_window() {
         let mut b = Scoreboard::default();
         for i in 0..4 {
-            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN, TxSnap::ZERO);
         }
         let mut d = delivery(13);
         b.sack(seq(300), seq(400), &mut d);
@@ -893,7 +934,7 @@ mod test {
         assert_eq!(b.first_lost(1000), Some((seq(0), 200)));
         assert_eq!(b.first_lost(150), Some((seq(0), 150)));
         // Retransmitting clears the mark and restarts the range's clock.
-        b.retransmitted(seq(0), seq(200), ms(14));
+        b.retransmitted(seq(0), seq(200), ms(14), TxSnap::ZERO);
         assert_eq!(b.lost_bytes(), 0);
         assert!(b.ranges()[0].has(EVER_RETRANS));
         check_contiguous(&b);
@@ -903,7 +944,7 @@ mod test {
     fn reordering_is_seen_when_older_data_arrives_below_fack() {
         let mut b = Scoreboard::default();
         for i in 0..4 {
-            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN);
+            b.sent(seq(i * 100), seq(i * 100 + 100), ms(i as i64), GRAIN, TxSnap::ZERO);
         }
         let mut d = Delivery::new(ms(10), Some(seq(400)), None);
         b.ack(seq(100), &mut d);
@@ -913,8 +954,8 @@ mod test {
     #[test]
     fn a_retransmission_delivered_faster_than_any_rtt_is_ambiguous() {
         let mut b = Scoreboard::default();
-        b.sent(seq(0), seq(100), ms(0), GRAIN);
-        b.retransmitted(seq(0), seq(100), ms(20));
+        b.sent(seq(0), seq(100), ms(0), GRAIN, TxSnap::ZERO);
+        b.retransmitted(seq(0), seq(100), ms(20), TxSnap::ZERO);
         // Delivered 5 ms after the retransmission, with a 10 ms minimum RTT:
         // the ACK was for the original.
         let mut d = Delivery::new(ms(25), None, Some(Duration::from_millis(10)));
@@ -930,7 +971,7 @@ mod test {
         // RANGES + 8 transmissions, each a different time; two close ones.
         for i in 0..(RANGES as i32 + 8) {
             let t = Instant::from_micros(i as i64 * 1000 + if i == 5 { -990 } else { 0 });
-            b.sent(seq(i * 10), seq(i * 10 + 10), t, GRAIN);
+            b.sent(seq(i * 10), seq(i * 10 + 10), t, GRAIN, TxSnap::ZERO);
         }
         assert_eq!(b.ranges().len(), RANGES);
         assert_eq!(b.total_bytes(), (RANGES + 8) * 10);
@@ -951,6 +992,7 @@ mod test {
                 seq(i * 10 + 10),
                 Instant::from_micros(i as i64 * 1000),
                 GRAIN,
+                TxSnap::ZERO,
             );
         }
         let mut d = delivery(1000);
@@ -974,14 +1016,15 @@ mod test {
     fn merged_ranges_never_give_too_short_rtts() {
         let mut b = Scoreboard::default();
         // Two transmissions 20 ms apart, then RANGES more that force merges.
-        b.sent(seq(0), seq(10), ms(0), GRAIN);
-        b.sent(seq(10), seq(20), ms(20), GRAIN);
+        b.sent(seq(0), seq(10), ms(0), GRAIN, TxSnap::ZERO);
+        b.sent(seq(10), seq(20), ms(20), GRAIN, TxSnap::ZERO);
         for i in 2..(RANGES as i32 + 2) {
             b.sent(
                 seq(i * 10),
                 seq(i * 10 + 10),
                 ms(20 + i as i64 * 100),
                 GRAIN,
+                TxSnap::ZERO,
             );
         }
         assert_eq!(b.ranges().len(), RANGES);
@@ -1006,6 +1049,7 @@ mod test {
             first: ms(first),
             xmit: ms(xmit),
             flags,
+            tx: TxSnap::ZERO,
         };
         // Merged: bytes sent from 0 to 992 ms; a plain range sent at 995 ms.
         b.store.insert(0, range(0, 1000, 0, 992, COARSE));
@@ -1036,7 +1080,7 @@ mod test {
                 match rnd(10) {
                     0..=3 => {
                         let len = 10 * (1 + rnd(4));
-                        b.sent(seq(nxt), seq(nxt + len), Instant::from_micros(t), GRAIN);
+                        b.sent(seq(nxt), seq(nxt + len), Instant::from_micros(t), GRAIN, TxSnap::ZERO);
                         nxt += len;
                     }
                     4..=5 if nxt > una => {
@@ -1059,7 +1103,7 @@ mod test {
                     _ => {
                         let mut steps = 0;
                         while let Some((start, len)) = b.first_lost(10 * (1 + rnd(3)) as usize) {
-                            b.retransmitted(start, start + len, Instant::from_micros(t));
+                            b.retransmitted(start, start + len, Instant::from_micros(t), TxSnap::ZERO);
                             steps += 1;
                             assert!(
                                 steps <= 4 * RANGES + (nxt - una) as usize,
@@ -1089,8 +1133,8 @@ mod test {
     fn sequence_wraps() {
         let mut b = Scoreboard::default();
         let s = TcpSeqNumber(i32::MAX - 50);
-        b.sent(s, s + 100, ms(0), GRAIN);
-        b.sent(s + 100, s + 200, ms(5), GRAIN);
+        b.sent(s, s + 100, ms(0), GRAIN, TxSnap::ZERO);
+        b.sent(s + 100, s + 200, ms(5), GRAIN, TxSnap::ZERO);
         let mut d = delivery(10);
         b.sack(s + 100, s + 200, &mut d);
         assert_eq!(d.bytes, 100);
