@@ -21,6 +21,14 @@
 //! and takes the same from us: it finishes the checksum and cuts the segment
 //! into MSS-sized ones ([`Frame::gso_size`]), so one syscall moves up to
 //! 64 KiB instead of 1.5 KiB. Such frames need pool frames of 64 KiB.
+//!
+//! Send by reference ([`Driver::tx_gather`], plain or with the virtio
+//! header): a TCP segment whose payload the stack hands over as slices —
+//! of a socket's send ring or of a mapped file — goes out with one
+//! `writev(2)` of [virtio header, the headers in a pool frame, the payload
+//! slices]. The kernel copies the payload into its skb during the call
+//! (as `sendfile` does), so no CPU copy is made in user space and the
+//! slices are free again when the call returns.
 
 #![deny(unsafe_code)]
 

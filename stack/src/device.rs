@@ -16,6 +16,13 @@
 //!   to the device's limit (64 KiB) with a zero checksum, and the segment size
 //!   smoltcp asks for (its MSS) travels to the driver in [`Frame::gso_size`].
 //!
+//! * A device that takes payload slices ([`Offloads`] `tx_gather`: TAP) gets
+//!   smoltcp's `socket-tcp-extents` gather path: `consume_gather` puts only
+//!   the headers into a pool frame and the driver sends them with the
+//!   payload slices (of a socket ring, or of a file mapping the socket
+//!   references) at once, after the frames queued before; those payload
+//!   bytes are counted as sent by reference, not copied.
+//!
 //! The tokens also count TCP payload bytes (by reading the IPv4 and TCP header
 //! lengths of each frame), because those are the bytes smoltcp copies between
 //! its socket rings and frames: the one CPU copy per direction that the copy
