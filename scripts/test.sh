@@ -130,6 +130,9 @@ step smoltcp-patch smoltcp_tests
 # Again with the congestion controllers zcstack uses (their tests, and the
 # loss-recovery tests that need a controller, only build with them).
 step smoltcp-patch-cc smoltcp_tests --features socket-tcp-cubic,socket-tcp-reno
+# Again with send by reference (patch 20: its own tests, and every upstream
+# test with the send buffer of extents in place of the ring).
+step smoltcp-patch-extents smoltcp_tests --features socket-tcp-extents
 # The demo (README's first command), small: it must keep working.
 if ((EUID == 0)); then
     step demo env DEMO_MIB=64 DEMO_FETCHES=1 bash scripts/demo.sh

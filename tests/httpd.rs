@@ -162,19 +162,19 @@ fn addr(bed: &impl HttpBed) -> SocketAddr {
 fn big_fetch(tag: &str, net: u8, mode: &str, xdp: bool) -> String {
     if xdp {
         let bed = VethBed::new(tag, net, VethOpts::default());
-        big_fetch_on(&bed, tag, mode)
+        big_fetch_on(&bed, tag, mode, &[])
     } else {
-        big_fetch_on(&TapBed::new(tag, net), tag, mode)
+        big_fetch_on(&TapBed::new(tag, net), tag, mode, &[])
     }
 }
 
-fn big_fetch_on(bed: &impl HttpBed, tag: &str, mode: &str) -> String {
+fn big_fetch_on(bed: &impl HttpBed, tag: &str, mode: &str, extra: &[&str]) -> String {
     let dir = TempDir::new(tag);
     let data = random_bytes(256 << 20, tag.len() as u64);
     let want = sha256_hex(&data);
     std::fs::write(dir.root().join("big.bin"), &data).unwrap();
     drop(data);
-    let app = start(bed, &dir, &["--send-mode", mode]);
+    let app = start(bed, &dir, &[&["--send-mode", mode], extra].concat());
     let out = dir.0.join("got.bin");
     let url = format!("http://{}/big.bin", bed.stack_ip());
     let t = Instant::now();
@@ -222,18 +222,72 @@ fn remap_mode_copies_once(json: &str) {
     assert!(remapped >= 0.95 * (256u64 << 20) as f64, "{json}");
 }
 
+/// Over TAP the send ring's bytes leave by reference (one `writev` per
+/// segment), so only the copy into the ring is left.
+fn copy_mode_over_tap_copies_once(json: &str) {
+    let cpb = json_num(json, "tx_copies_per_byte");
+    assert!((0.99..=1.05).contains(&cpb), "copy mode over TAP: {json}");
+    assert!(
+        json_num(json, "tcp_tx_payload_ref") >= (256u64 << 20) as f64,
+        "{json}"
+    );
+    assert_eq!(json_num(json, "file_bytes_remapped"), 0.0, "{json}");
+}
+
+/// File bytes queued by reference and sent by reference: no CPU copy.
+fn sent_by_reference(json: &str) {
+    let cpb = json_num(json, "tx_copies_per_byte");
+    assert!(cpb <= 0.01, "{cpb} copies per byte: {json}");
+    assert_eq!(
+        json_num(json, "file_bytes_referenced"),
+        (256u64 << 20) as f64,
+        "{json}"
+    );
+    assert!(
+        json_num(json, "tcp_tx_payload_ref") >= (256u64 << 20) as f64,
+        "{json}"
+    );
+    assert_eq!(json_num(json, "file_bytes_copied"), 0.0, "{json}");
+}
+
 #[test]
 #[ignore = "needs root"]
 fn big_file_copy_mode() {
     require_root!();
-    copy_mode_copies_twice(&big_fetch("hcopy", 21, "copy", false));
+    copy_mode_over_tap_copies_once(&big_fetch("hcopy", 21, "copy", false));
 }
 
 #[test]
 #[ignore = "needs root"]
 fn big_file_remap_mode_copies_once() {
     require_root!();
-    remap_mode_copies_once(&big_fetch("hremap", 22, "remap", false));
+    // Remapped into the ring, then sent from the ring by reference: no copy.
+    let json = big_fetch("hremap", 22, "remap", false);
+    let cpb = json_num(&json, "tx_copies_per_byte");
+    assert!(
+        cpb <= 0.01,
+        "remap mode over TAP: {cpb} copies per byte: {json}"
+    );
+    let remapped = json_num(&json, "file_bytes_remapped");
+    assert!(remapped >= 0.95 * (256u64 << 20) as f64, "{json}");
+}
+
+/// Send by reference over a TAP with TSO (the default send mode picks it):
+/// the 256 MiB arrive SHA-equal, no CPU copy of a file byte.
+#[test]
+#[ignore = "needs root"]
+fn big_file_by_reference_tap_offload() {
+    require_root!();
+    let bed = TapBed::new("hrefo", 66);
+    sent_by_reference(&big_fetch_on(&bed, "hrefo", "auto", &["--tap-offload"]));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn big_file_by_reference_tap_plain() {
+    require_root!();
+    let bed = TapBed::new("hrefp", 67);
+    sent_by_reference(&big_fetch_on(&bed, "hrefp", "reference", &[]));
 }
 
 #[test]
@@ -589,7 +643,7 @@ fn setup_and_usage_errors_are_one_line() {
     let (code, err) = run(&[&dev[..], &["--root", "/", "--send-mode", "fast"]].concat());
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--send-mode") && err.contains("copy, remap, auto"),
+        err.contains("--send-mode") && err.contains("copy, remap, reference, auto"),
         "{err}"
     );
     let (code, err) = run(&dev);

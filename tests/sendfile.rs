@@ -68,6 +68,18 @@ fn sixty_four_mib(mode: SendMode) {
             // One connection's ring fits the cache: Auto copies.
             assert_eq!(st.file_bytes_copied, data.len() as u64);
         }
+        SendMode::Reference => {
+            // Queued by reference; the wire takes no payload slices, so
+            // smoltcp copies them into frames, straight from the mapping.
+            assert_eq!(st.file_bytes_referenced, data.len() as u64);
+            assert_eq!(st.file_bytes_copied + st.file_bytes_pread, 0);
+            assert_eq!(st.tcp_tx_payload_ref, 0);
+            assert!(
+                (1.0..1.05).contains(&st.tx_copies_per_byte()),
+                "tx copies per byte {}",
+                st.tx_copies_per_byte()
+            );
+        }
     }
     drop(file);
     bed.assert_pools_full();
@@ -81,6 +93,11 @@ fn sixty_four_mib_file_by_copy() {
 #[test]
 fn sixty_four_mib_file_by_remap() {
     sixty_four_mib(SendMode::Remap);
+}
+
+#[test]
+fn sixty_four_mib_file_by_reference() {
+    sixty_four_mib(SendMode::Reference);
 }
 
 #[test]
@@ -102,7 +119,7 @@ fn header_and_ranges(mode: SendMode) {
     let (c, s) = connect_pair(&mut bed, 80);
     let header = b"HTTP/1.1 200 OK\r\n";
     let pad = bed.a.tcp_send_file_pad(c, header.len(), 100);
-    if mode == SendMode::Copy {
+    if matches!(mode, SendMode::Copy | SendMode::Reference) {
         assert_eq!(pad, 0);
     } else {
         assert_eq!((header.len() + pad) % 4096, 100);
@@ -135,6 +152,9 @@ fn header_and_ranges(mode: SendMode) {
             got.len()
         );
         if !trailer_written && bed.a.tcp_send_file_pending(c) == 0 {
+            // File bytes queued by reference take no room in the ring.
+            let room = bed.a.tcp_send_room(c);
+            assert!((7..=256 << 10).contains(&room), "send room {room}");
             assert_eq!(bed.a.tcp_write(c, b"trailer").unwrap(), 7);
             trailer_written = true;
         }
@@ -175,6 +195,11 @@ fn header_ranges_and_trailer_in_order_copy() {
 #[test]
 fn header_ranges_and_trailer_in_order_remap() {
     header_and_ranges(SendMode::Remap);
+}
+
+#[test]
+fn header_ranges_and_trailer_in_order_reference() {
+    header_and_ranges(SendMode::Reference);
 }
 
 /// A file someone keeps open for writing cannot be leased: it is sent with pread.
@@ -352,6 +377,11 @@ fn truncated_while_sent_by_copy() {
 #[test]
 fn truncated_while_sent_by_remap() {
     truncated_while_sent(SendMode::Remap, true);
+}
+
+#[test]
+fn truncated_while_sent_by_reference() {
+    truncated_while_sent(SendMode::Reference, true);
 }
 
 #[test]

@@ -286,6 +286,11 @@ pub struct Report {
     /// retransmissions). Copies the kernel makes (TAP, AF_XDP copy mode) are
     /// not counted. Kernel: not known (`None`).
     pub copies_per_byte: Option<f64>,
+    /// zcstack TCP sender: payload bytes the device sent by reference (from
+    /// the socket's ring, no CPU copy into a frame; TAP), retransmissions
+    /// included. Kernel and receivers: `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_by_reference: Option<u64>,
     /// Why the transfer ended ("bytes", "time", "peer").
     pub ended_by: &'static str,
 }
@@ -355,6 +360,9 @@ impl Report {
         s += &format!(", {:.2} CPU s/GB", self.cpu_seconds_per_gb);
         if let Some(c) = self.copies_per_byte {
             s += &format!(", {c:.2} copies per byte");
+        }
+        if let Some(b) = self.bytes_by_reference {
+            s += &format!(" ({b} bytes sent by reference)");
         }
         match self.pattern_ok {
             Some(true) => s += ", data ok",

@@ -111,6 +111,11 @@ pub struct Offloads {
     /// into segments of [`Frame::gso_size`] payload bytes (TSO); `None`: the
     /// stack sends MTU-sized frames only.
     pub tcp_segmentation: Option<usize>,
+    /// The device sends a frame's payload from borrowed memory
+    /// ([`Driver::tx_gather`]): a TCP payload then goes by reference, with
+    /// no CPU copy in user space (a kernel-backed device copies it once,
+    /// during the call).
+    pub tx_gather: bool,
 }
 
 /// A poll-mode device that moves bursts of pool frames.
@@ -161,6 +166,18 @@ pub trait Driver {
     fn offloads(&self) -> Offloads {
         Offloads::default()
     }
+    /// Sends one packet now: `frame`'s bytes (its headers) followed by the
+    /// bytes of `payload`, which are borrowed for this call only — the
+    /// device has sent or copied them when it returns. `Ok(true)`: sent (or
+    /// refused and counted in [`DriverStats::tx_errors`], as `tx_burst`
+    /// does); `Ok(false)`: nothing sent (the device cannot gather, or cannot
+    /// take a packet now), the caller copies the payload into the frame and
+    /// sends it with `tx_burst`. Only called if [`Offloads::tx_gather`];
+    /// the default sends nothing.
+    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
+        let _ = (frame, payload);
+        Ok(false)
+    }
     /// Blocks until the device may have input or `timeout` passes; the
     /// stack calls it when idle. The default sleeps.
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -199,6 +216,9 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     }
     fn offloads(&self) -> Offloads {
         (**self).offloads()
+    }
+    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
+        (**self).tx_gather(frame, payload)
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         (**self).wait(timeout)

@@ -96,7 +96,11 @@ impl<D: Driver> Driver for Pcap<D> {
         self.inner.rx_checksums_trusted()
     }
     fn offloads(&self) -> crate::Offloads {
-        self.inner.offloads()
+        // Frames pass through this wrapper whole: no payload slices.
+        crate::Offloads {
+            tx_gather: false,
+            ..self.inner.offloads()
+        }
     }
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
         self.inner.wait(timeout)

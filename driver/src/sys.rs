@@ -45,6 +45,18 @@ pub fn write(fd: &impl AsRawFd, buf: &[u8]) -> io::Result<Option<usize>> {
     would_block(n)
 }
 
+/// `writev(2)`: one packet from several buffers (TUN/TAP takes each call
+/// as one frame). `Ok(None)` if it would block.
+pub fn writev(fd: &impl AsRawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<Option<usize>> {
+    let n = libc::c_int::try_from(bufs.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many buffers"))?;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std
+    // documents it), and every buffer is valid for reads of its length for
+    // the whole call.
+    let r = unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast::<libc::iovec>(), n) };
+    would_block(r)
+}
+
 fn would_block(n: isize) -> io::Result<Option<usize>> {
     if n >= 0 {
         return Ok(Some(n as usize));

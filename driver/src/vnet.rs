@@ -189,6 +189,14 @@ pub fn checksums_ok(frame: &[u8]) -> bool {
 /// it asks the kernel to segment. Anything else goes as it is (the stack
 /// computed its checksums). Never panics, whatever the bytes.
 pub fn tx_header(frame: &mut [u8], gso_size: u16) -> VnetHdr {
+    tx_header_split(frame, 0, gso_size)
+}
+
+/// [`tx_header`] for a packet sent as `headers` (Ethernet, IPv4 and the
+/// whole TCP header) followed by `payload_len` more bytes that are not in
+/// the buffer (a gathered send). The IPv4 total length must count them.
+pub fn tx_header_split(headers: &mut [u8], payload_len: usize, gso_size: u16) -> VnetHdr {
+    let frame = headers;
     let none = VnetHdr::default();
     if frame.len() < ETH_HLEN + 20 || frame[12..14] != ETHERTYPE_IPV4 {
         return none;
@@ -196,11 +204,16 @@ pub fn tx_header(frame: &mut [u8], gso_size: u16) -> VnetHdr {
     let ip = &frame[ETH_HLEN..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if ip[9] != PROTO_TCP || ihl < 20 || total > ip.len() || total < ihl + 20 {
+    if ip[9] != PROTO_TCP
+        || ihl < 20
+        || total > ip.len() + payload_len
+        || total < ihl + 20
+        || ip.len() < ihl + 20
+    {
         return none;
     }
     let doff = usize::from(ip[ihl + 12] >> 4) * 4;
-    if doff < 20 || ihl + doff > total {
+    if doff < 20 || ihl + doff > total || ihl + doff > ip.len() {
         return none;
     }
     let seg_len = total - ihl;
@@ -485,5 +498,24 @@ mod tests {
         let mut arp = vec![0xff; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(tx_header(&mut arp, 1448), VnetHdr::default());
+    }
+
+    /// Headers alone with the payload counted but not in the buffer (a
+    /// gathered send): the same header and partial checksum as for the
+    /// whole frame; a total length beyond headers + payload asks for nothing.
+    #[test]
+    fn split_header_matches_the_whole_frame() {
+        let whole = tcp_frame(&[5; 3001]);
+        let mut f = whole.clone();
+        f[50..52].copy_from_slice(&[0, 0]);
+        let mut headers = f[..54].to_vec();
+        let want = tx_header(&mut f, 1448);
+        assert_eq!(tx_header_split(&mut headers, 3001, 1448), want);
+        assert_eq!(headers, f[..54]);
+        let mut short = whole[..54].to_vec();
+        assert_eq!(tx_header_split(&mut short, 3000, 1448), VnetHdr::default());
+        // A TCP header cut short in the buffer is never read or written.
+        let mut cut = whole[..40].to_vec();
+        assert_eq!(tx_header_split(&mut cut, 3015, 1448), VnetHdr::default());
     }
 }

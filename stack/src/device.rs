@@ -19,6 +19,13 @@
 //!   A segment longer than the driver's pool frames is written into a frame
 //!   of its [`Driver::gso_pool`].
 //!
+//! * A device that takes payload slices ([`Offloads`] `tx_gather`: TAP) gets
+//!   smoltcp's `socket-tcp-extents` gather path: `consume_gather` puts only
+//!   the headers into a pool frame and the driver sends them with the
+//!   payload slices (of a socket ring, or of a file mapping the socket
+//!   references) at once, after the frames queued before; those payload
+//!   bytes are counted as sent by reference, not copied.
+//!
 //! The tokens also count TCP payload bytes (by reading the IPv4 and TCP header
 //! lengths of each frame), because those are the bytes smoltcp copies between
 //! its socket rings and frames: the one CPU copy per direction that the copy
@@ -40,15 +47,22 @@ pub(crate) struct PortCounters {
     pub tcp_rx_payload: u64,
     pub tx: TxCounters,
     pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub tx_pushed_back: u64,
 }
 
 /// Counters the tx token updates.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TxCounters {
-    /// TCP payload bytes sent (smoltcp copies them socket ring → frame).
+    /// TCP payload bytes copied into frames (smoltcp's emit, socket ring or
+    /// file → frame; or this adapter's copy when a gathering device could
+    /// not take a packet now).
     pub tcp_payload: u64,
+    /// TCP payload bytes the device sent from smoltcp's slices (ring or
+    /// referenced memory): no CPU copy in user space.
+    pub tcp_payload_ref: u64,
+    /// Frames lost to driver transmit errors.
+    pub errors: u64,
+    /// Times the driver took fewer frames than offered.
+    pub pushed_back: u64,
     /// Packets dropped because the pool was empty.
     pub dropped_no_frame: u64,
     /// Packets dropped because they did not fit a frame.
@@ -104,23 +118,12 @@ impl<D: Driver> Port<D> {
 
     /// Pushes pending tx frames to the driver; returns how many it took.
     pub fn flush_tx(&mut self) -> usize {
-        if self.tx.is_empty() {
-            return 0;
-        }
-        match self.driver.tx_burst(&mut self.tx) {
-            Ok(n) => {
-                if !self.tx.is_empty() {
-                    self.counters.tx_pushed_back += 1;
-                }
-                n
-            }
-            Err(_) => {
-                // The device failed: those frames are lost (like a NIC error); count them.
-                self.counters.tx_errors += self.tx.len() as u64;
-                self.tx.clear();
-                0
-            }
-        }
+        flush(&mut self.driver, &mut self.tx, &mut self.counters.tx)
+    }
+
+    /// Whether the driver takes TCP payloads as slices (`Offloads::tx_gather`).
+    pub fn gathers(&self) -> bool {
+        self.offloads.tx_gather
     }
 
     /// Whether frames are waiting to be sent.
@@ -155,6 +158,27 @@ impl<D: Driver> Port<D> {
     }
 }
 
+/// Pushes `tx` to the driver; returns how many frames it took.
+fn flush<D: Driver>(driver: &mut D, tx: &mut Vec<Frame>, c: &mut TxCounters) -> usize {
+    if tx.is_empty() {
+        return 0;
+    }
+    match driver.tx_burst(tx) {
+        Ok(n) => {
+            if !tx.is_empty() {
+                c.pushed_back += 1;
+            }
+            n
+        }
+        Err(_) => {
+            // The device failed: those frames are lost (like a NIC error); count them.
+            c.errors += tx.len() as u64;
+            tx.clear();
+            0
+        }
+    }
+}
+
 /// Payload length of a TCP/IPv4 segment in an Ethernet frame, 0 for anything else.
 /// Reads four header fields; never panics on short or malformed frames.
 #[inline]
@@ -179,11 +203,11 @@ impl<D: Driver> Device for Port<D> {
     where
         Self: 'a;
     type TxToken<'a>
-        = FrameTx<'a>
+        = FrameTx<'a, D>
     where
         Self: 'a;
 
-    fn receive(&mut self, _now: Instant) -> Option<(FrameRx<'_>, FrameTx<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(FrameRx<'_>, FrameTx<'_, D>)> {
         if self.rx_budget == 0 {
             return None;
         }
@@ -194,6 +218,7 @@ impl<D: Driver> Device for Port<D> {
             rx_payload: &mut self.counters.tcp_rx_payload,
         };
         let tx = FrameTx {
+            driver: &mut self.driver,
             pool: &self.pool,
             gso_pool: self.gso_pool.as_ref(),
             tx: &mut self.tx,
@@ -204,7 +229,7 @@ impl<D: Driver> Device for Port<D> {
         Some((rx, tx))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
+    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_, D>> {
         if self.tx.len() >= self.burst {
             self.flush_tx();
             if self.tx.len() >= self.burst {
@@ -213,6 +238,7 @@ impl<D: Driver> Device for Port<D> {
             }
         }
         Some(FrameTx {
+            driver: &mut self.driver,
             pool: &self.pool,
             gso_pool: self.gso_pool.as_ref(),
             tx: &mut self.tx,
@@ -241,6 +267,8 @@ impl<D: Driver> Device for Port<D> {
             // smoltcp asserts that segmentation comes with checksum offload.
             caps.segmentation.tcpv4 = self.offloads.tcp_segmentation.and_then(NonZeroUsize::new);
         }
+        // TCP payloads go to the driver as slices (smoltcp patch 20).
+        caps.tx_gather = self.offloads.tx_gather;
         caps
     }
 }
@@ -261,7 +289,9 @@ impl phy::RxToken for FrameRx<'_> {
 }
 
 /// Permission to send one frame; the frame is taken from the pool only in `consume`.
-pub(crate) struct FrameTx<'a> {
+pub(crate) struct FrameTx<'a, D: Driver> {
+    /// For `consume_gather`, which sends at once.
+    driver: &'a mut D,
     pool: &'a Pool,
     /// Where frames longer than a `pool` frame come from, if anywhere.
     gso_pool: Option<&'a Pool>,
@@ -272,7 +302,7 @@ pub(crate) struct FrameTx<'a> {
     gso_size: u16,
 }
 
-impl phy::TxToken for FrameTx<'_> {
+impl<D: Driver> phy::TxToken for FrameTx<'_, D> {
     fn set_meta(&mut self, meta: PacketMeta) {
         self.gso_size = meta.segmentation_offload_size.map_or(0, |s| s.get());
     }
@@ -303,6 +333,63 @@ impl phy::TxToken for FrameTx<'_> {
                 f(&mut self.scratch[..len])
             }
         }
+    }
+
+    /// A TCP segment whose payload smoltcp hands over as slices (of a
+    /// socket ring, or of memory it sends by reference): the headers go
+    /// into a pool frame, and the driver sends frame and slices at once
+    /// (TAP: one `writev`), after the frames queued before it so the order
+    /// on the wire stays smoltcp's. If the driver cannot take it now, the
+    /// payload is copied into the frame, which is queued as usual.
+    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        let len = header_len + payload_len;
+        let mut frame = match self.pool.alloc() {
+            // Room for the whole packet: the copy fallback must fit.
+            Some(frame) if len <= frame.capacity() => frame,
+            other => {
+                if other.is_some() {
+                    self.counters.dropped_too_big += 1;
+                } else {
+                    self.counters.dropped_no_frame += 1;
+                }
+                if self.scratch.len() < header_len {
+                    self.scratch.resize(header_len, 0);
+                }
+                return f(&mut self.scratch[..header_len]);
+            }
+        };
+        frame.set_len(header_len);
+        frame.set_gso_size(self.gso_size);
+        let r = f(frame.data_mut());
+        flush(self.driver, self.tx, self.counters);
+        if self.tx.is_empty() {
+            match self.driver.tx_gather(&mut frame, payload) {
+                Ok(true) => {
+                    // Sent: `frame` (the headers) goes back to the pool.
+                    self.counters.tcp_payload_ref += payload_len as u64;
+                    return r;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    self.counters.errors += 1;
+                    return r;
+                }
+            }
+        }
+        frame.set_len(len);
+        let mut at = header_len;
+        let data = frame.data_mut();
+        for p in payload {
+            data[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        self.counters.tcp_payload += payload_len as u64;
+        self.tx.push(frame);
+        r
     }
 }
 
@@ -424,6 +511,7 @@ mod tests {
             Offloads {
                 tx_tcp_checksum: true,
                 tcp_segmentation: Some(65000),
+                tx_gather: false,
             }
         }
     }
@@ -494,5 +582,99 @@ mod tests {
         drop(t);
         assert_eq!(big.stats().free, 4);
         assert_eq!(small.stats().free, 16);
+    }
+
+    /// A wire end that takes payload slices as TAP does: it sends the
+    /// packet at once (assembling it in a frame stands in for the kernel's
+    /// copy), or declines when `accept` is false.
+    struct Gatherer {
+        end: wire::WireEnd,
+        accept: bool,
+        gathered: usize,
+    }
+
+    impl Driver for Gatherer {
+        fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> std::io::Result<usize> {
+            self.end.rx_burst(out, max)
+        }
+        fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+            self.end.tx_burst(frames)
+        }
+        fn pool(&self) -> &Pool {
+            self.end.pool()
+        }
+        fn mtu(&self) -> usize {
+            1500
+        }
+        fn stats(&self) -> zcstack_driver::DriverStats {
+            self.end.stats()
+        }
+        fn describe(&self) -> String {
+            "gatherer".into()
+        }
+        fn offloads(&self) -> Offloads {
+            Offloads {
+                tx_gather: true,
+                ..Offloads::default()
+            }
+        }
+        fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> std::io::Result<bool> {
+            if !self.accept {
+                return Ok(false);
+            }
+            let mut f = self.end.pool().alloc().unwrap();
+            let mut bytes = frame.data().to_vec();
+            for p in payload {
+                bytes.extend_from_slice(p);
+            }
+            f.set_len(bytes.len());
+            f.data_mut().copy_from_slice(&bytes);
+            self.gathered += 1;
+            self.end.tx_burst(&mut vec![f])?;
+            Ok(true)
+        }
+    }
+
+    /// Gathered packets leave at once, after the frames queued before them
+    /// (the order smoltcp made them in); their payload is counted as sent
+    /// by reference. A driver that declines gets the payload copied into
+    /// the frame, queued as usual, counted as a copy.
+    #[test]
+    fn gathered_packets_keep_their_order_and_are_counted() {
+        let (a, mut b, pool) = ports();
+        let mut g = Port::new(
+            Gatherer {
+                end: a.driver,
+                accept: true,
+                gathered: 0,
+            },
+            32,
+        );
+        assert!(g.capabilities().tx_gather);
+        g.transmit(Instant::ZERO)
+            .unwrap()
+            .consume(60, |buf| buf.fill(1));
+        let payload: &[u8] = &[7; 1000];
+        g.transmit(Instant::ZERO)
+            .unwrap()
+            .consume_gather(54, &[payload, &payload[..3]], |h| h.fill(2));
+        assert_eq!(g.driver.gathered, 1);
+        assert_eq!(g.counters.tx.tcp_payload_ref, 1003);
+        assert_eq!(g.counters.tx.tcp_payload, 0);
+        assert!(!g.tx_pending(), "the queued frame went first");
+        g.driver.accept = false;
+        g.transmit(Instant::ZERO)
+            .unwrap()
+            .consume_gather(54, &[payload], |h| h.fill(3));
+        assert_eq!(g.counters.tx.tcp_payload, 1000, "declined: copied");
+        assert_eq!(g.flush_tx(), 1);
+        b.prefetch_rx(16);
+        let mut firsts = Vec::new();
+        while let Some((rx, _)) = b.receive(Instant::ZERO) {
+            firsts.push(rx.consume(|d| (d[0], d.len(), d[d.len() - 1])));
+        }
+        assert_eq!(firsts, vec![(1, 60, 1), (2, 1057, 7), (3, 1054, 7)]);
+        drop(g);
+        assert_eq!(pool.stats().free, 64, "header frames went back to the pool");
     }
 }

@@ -11,6 +11,7 @@
 //!                     app: tcp_read / tcp_read_with (in place) / tcp_write / tcp_write_with
 //!                                   │ socket ring → frame (copy #1 on send, smoltcp's emit)
 //!  driver tx_burst ◄── Frame ◄── device::Port (TxToken lets smoltcp write into a pool frame)
+//!  TAP tx_gather  ◄── headers + payload slices (send by reference: no copy; one writev)
 //! ```
 //!
 //! Modules:
@@ -20,8 +21,9 @@
 //!   adaptive idle back-off; socket bookkeeping.
 //! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
 //! - [`udp`]: bind, send_to, recv_from.
-//! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by copy or
-//!   by remapping file pages into the send ring ([`SendMode`]); read leases
+//! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by
+//!   reference to the file's pages (smoltcp patch 20), by copy or by remapping
+//!   file pages into the send ring ([`SendMode`]); read leases
 //!   make truncation by another process safe. Its `remap` submodule is the
 //!   only `unsafe` code in this crate.
 //! - [`mem`]: idle connections give their ring memory back; the memory

@@ -260,7 +260,10 @@ impl<D: Driver> StackBuilder<D> {
                     "send mode remap needs 4 KiB pages: use send mode copy".into(),
                 ));
             }
-            send_mode = SendMode::Copy;
+            // Auto never remaps on a device that takes payload slices.
+            if send_mode == SendMode::Auto && !self.driver.offloads().tx_gather {
+                send_mode = SendMode::Copy;
+            }
         }
         let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
         let pool = self.driver.pool();
@@ -601,7 +604,10 @@ impl<D: Driver> Stack<D> {
         let free = &mut self.tcp_free;
         self.closing.retain(|&slot| {
             let s = &mut tcp[slot as usize];
-            if sockets.get::<tcp::Socket>(s.handle).state() == tcp::State::Closed {
+            let sock = sockets.get_mut::<tcp::Socket>(s.handle);
+            if sock.state() == tcp::State::Closed {
+                // References it still holds are released (their files' leases too).
+                sock.release_send_buffer_if_closed();
                 s.files.drop_queue();
                 s.release();
                 free.push(slot);
@@ -660,13 +666,15 @@ impl<D: Driver> Stack<D> {
             tx_dropped_no_frame: c.tx.dropped_no_frame,
             tx_dropped_too_big: c.tx.dropped_too_big,
             rx_errors: c.rx_errors,
-            tx_errors: c.tx_errors,
-            tx_pushed_back: c.tx_pushed_back,
+            tx_errors: c.tx.errors,
+            tx_pushed_back: c.tx.pushed_back,
             polls: self.polls,
             idle_sleeps: self.idle_sleeps,
             tcp_sockets: self.tcp.len(),
             tcp_open: self.tcp.iter().filter(|s| s.is_open()).count(),
             file_bytes_remapped: self.file_counters.remapped,
+            file_bytes_referenced: self.file_counters.referenced,
+            tcp_tx_payload_ref: c.tx.tcp_payload_ref,
             file_bytes_copied: self.file_counters.copied,
             file_bytes_pread: self.file_counters.pread,
             lease_breaks: self.file_counters.lease_breaks,

@@ -16,9 +16,13 @@ pub struct StackStats {
     pub gso_pool: Option<PoolStats>,
     /// TCP payload bytes received; smoltcp copied each once, frame → socket ring.
     pub tcp_rx_payload: u64,
-    /// TCP payload bytes sent, retransmissions included; smoltcp copied each
-    /// once, socket ring → frame.
+    /// TCP payload bytes copied into frames, retransmissions included
+    /// (smoltcp's emit: socket ring or referenced file → frame).
     pub tcp_tx_payload: u64,
+    /// TCP payload bytes sent by reference, retransmissions included: the
+    /// device sent them from the socket ring or the file mapping (TAP: one
+    /// `writev`, the kernel's copy the only one). No CPU copy in user space.
+    pub tcp_tx_payload_ref: u64,
     /// Bytes the application copied out of socket rings (`tcp_read`, `udp_recv_from`).
     pub app_read_bytes: u64,
     /// Bytes copied into socket rings from the application (`tcp_write`,
@@ -44,6 +48,9 @@ pub struct StackStats {
     pub tcp_open: usize,
     /// File bytes put into send rings by mapping file pages (no CPU copy).
     pub file_bytes_remapped: u64,
+    /// File bytes queued in sockets by reference to the file mapping (no
+    /// CPU copy; [`SendMode::Reference`](crate::SendMode::Reference)).
+    pub file_bytes_referenced: u64,
     /// File bytes copied from the file mapping into send rings (one copy).
     pub file_bytes_copied: u64,
     /// File bytes read into send rings with `pread` (one copy, in the
@@ -195,14 +202,19 @@ impl StackStats {
 
     /// File bytes moved into send rings, by any path.
     pub fn file_bytes(&self) -> u64 {
-        self.file_bytes_remapped + self.file_bytes_copied + self.file_bytes_pread
+        self.file_bytes_remapped
+            + self.file_bytes_referenced
+            + self.file_bytes_copied
+            + self.file_bytes_pread
     }
 
     /// CPU copies per TCP payload byte on the send path: the copy into the
-    /// ring (application writes, file copies and `pread`s; remapped file
-    /// bytes are no copy) plus smoltcp's ring → frame copy (retransmissions
-    /// included), per byte the application handed over. The driver ⇄ smoltcp
-    /// hand-off copies nothing (frames move by handle).
+    /// ring (application writes, file copies and `pread`s; remapped and
+    /// referenced file bytes are no copy) plus the copies into frames
+    /// (smoltcp's emit, retransmissions included; bytes sent by reference,
+    /// [`tcp_tx_payload_ref`](Self::tcp_tx_payload_ref), are none), per byte
+    /// the application handed over. The driver ⇄ smoltcp hand-off copies
+    /// nothing (frames move by handle).
     pub fn tx_copies_per_byte(&self) -> f64 {
         let handed = self.app_write_bytes + self.file_bytes();
         if handed == 0 {

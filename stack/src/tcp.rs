@@ -566,7 +566,7 @@ impl<D: Driver> Stack<D> {
     /// Bytes that can be written now without blocking.
     pub fn tcp_send_room(&self, c: TcpConn) -> usize {
         self.sock(c)
-            .map(|s| s.send_capacity() - s.send_queue())
+            .map(|s| s.send_capacity() - crate::file::transfer::ring_queue(s))
             .unwrap_or(0)
     }
 

@@ -1,7 +1,7 @@
 //! zc-httpd: an HTTP/1.1 static-file server on zcstack.
 //!
 //! ```text
-//! zc-httpd --tap zctap0 --ip 10.200.1.2/24 --root DIR [--port 80] [--send-mode copy|remap|auto]
+//! zc-httpd --tap zctap0 --ip 10.200.1.2/24 --root DIR [--port 80] [--send-mode copy|remap|reference|auto]
 //! ```
 //! GET and HEAD of the files under `--root`: keep-alive and pipelining,
 //! single byte ranges, `ETag`/`Last-Modified` with 304, a directory's
@@ -55,9 +55,11 @@ struct Cli {
     /// TCP port to listen on.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// How file bytes get into TCP send rings: copy, remap (map file pages
-    /// over the ring, no CPU copy), or auto (remap once many connections
-    /// send at once, copy otherwise).
+    /// How file bytes are sent: copy (into the send ring), remap (map file
+    /// pages over the ring, no CPU copy), reference (queue references to the
+    /// file's pages; a TAP sends them with no CPU copy), or auto (reference
+    /// on a TAP; elsewhere remap once many connections send at once, copy
+    /// otherwise).
     #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
     send_mode: SendMode,
     /// Most connections served at once; more wait in the listen backlog.
@@ -457,7 +459,7 @@ impl Server {
 fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
     let c = &n.by_class;
     format!(
-        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes remapped {} copied {} pread {})",
+        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes referenced {} remapped {} copied {} pread {}; bytes sent by reference {})",
         n.requests,
         c[2],
         c[3],
@@ -469,9 +471,11 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
         conns,
         n.timeouts,
         s.tx_copies_per_byte(),
+        s.file_bytes_referenced,
         s.file_bytes_remapped,
         s.file_bytes_copied,
         s.file_bytes_pread,
+        s.tcp_tx_payload_ref,
     )
 }
 
@@ -480,7 +484,8 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         concat!(
             "{{\"requests\":{},\"status_2xx\":{},\"status_3xx\":{},\"status_4xx\":{},\"status_5xx\":{},",
             "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
-            "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"file_bytes_remapped\":{},",
+            "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"tcp_tx_payload_ref\":{},",
+            "\"file_bytes_referenced\":{},\"file_bytes_remapped\":{},",
             "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
             "\"lease_breaks\":{},\"file_transfers_aborted\":{},",
             "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{},",
@@ -502,6 +507,8 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         n.timeouts,
         s.app_write_bytes,
         s.tcp_tx_payload,
+        s.tcp_tx_payload_ref,
+        s.file_bytes_referenced,
         s.file_bytes_remapped,
         s.file_bytes_copied,
         s.file_bytes_pread,
@@ -586,7 +593,7 @@ fn main() -> ExitCode {
             date: (0, String::new()),
             // Auto remaps once enough connections send files; tcp_send_file_pad
             // says 0 whenever the stack would copy, so asking costs nothing.
-            remap: stack.send_mode() != SendMode::Copy,
+            remap: matches!(stack.send_mode(), SendMode::Remap | SendMode::Auto),
             scratch: vec![0; MAX_HEAD],
         };
         let mut conns: Vec<Conn> = Vec::new();

@@ -313,6 +313,9 @@ impl Meter {
                     tcp_reorderings: t.reorderings - u.reorderings,
                 });
                 // The same sums as StackStats::{tx,rx}_copies_per_byte, over the test only.
+                if r.role == "sender" {
+                    r.bytes_by_reference = Some(b.tcp_tx_payload_ref - a.tcp_tx_payload_ref);
+                }
                 r.copies_per_byte = if r.role == "sender" {
                     (written > 0).then(|| (written + emitted) as f64 / written as f64)
                 } else {

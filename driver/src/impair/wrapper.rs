@@ -169,7 +169,11 @@ impl<D: Driver> Driver for Impaired<D> {
         self.inner.rx_checksums_trusted()
     }
     fn offloads(&self) -> Offloads {
-        self.inner.offloads()
+        // Frames pass through this wrapper whole: no payload slices.
+        Offloads {
+            tx_gather: false,
+            ..self.inner.offloads()
+        }
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         let timeout = match self.next_due() {

@@ -273,6 +273,11 @@ impl Driver for XdpGso {
         Offloads {
             tx_tcp_checksum: true,
             tcp_segmentation: Some(self.max_segment()),
+            // The packet socket could take payload slices (an iovec each),
+            // but its sends are batched into one sendmmsg after the stack's
+            // poll, and smoltcp lends the slices only inside a token's
+            // consume: not yet (issue 12 item 3 with issue 15 item 2).
+            tx_gather: false,
         }
     }
 

@@ -782,6 +782,7 @@ impl Driver for Xdp {
         Offloads {
             tx_tcp_checksum: self.tx_csum,
             tcp_segmentation: None,
+            tx_gather: false,
         }
     }
 

@@ -48,6 +48,8 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
+use smoltcp::socket::tcp::TxSource;
+
 pub use remap::lease_signal;
 pub(crate) use remap::{PAGE, Region, SocketStore};
 
@@ -73,6 +75,12 @@ pub enum SendMode {
     Copy,
     /// Map file pages over the ring (no CPU copy for whole pages).
     Remap,
+    /// Queue the file's bytes in the socket by reference (smoltcp patch
+    /// 17): nothing is copied into the ring; a device that takes payload
+    /// slices (TAP) sends them from the file mapping with no CPU copy, any
+    /// other gets them copied once into its frames. Files without a lease
+    /// are `pread` into the ring as in copy mode.
+    Reference,
     /// Decided at every poll from what was measured (README, "copy vs
     /// remap"): remap while the send rings of the connections sending files
     /// add up to at least [`AUTO_REMAP_RINGS`] (16 MiB: they no longer fit
@@ -80,6 +88,8 @@ pub enum SendMode {
     /// of a remap), copy below that (a cache-resident ring makes the copy
     /// cheap: one connection was 0.90-0.95x at MTU 1500 and 0.73-0.79x at
     /// MTU 9000 for remap).
+    ///
+    /// On a device that takes payload slices (TAP), always [`Reference`](SendMode::Reference).
     #[default]
     Auto,
 }
@@ -91,7 +101,10 @@ impl FromStr for SendMode {
             "copy" => Ok(SendMode::Copy),
             "remap" => Ok(SendMode::Remap),
             "auto" => Ok(SendMode::Auto),
-            _ => Err(format!("send mode '{s}' is not one of copy, remap, auto")),
+            "reference" | "ref" => Ok(SendMode::Reference),
+            _ => Err(format!(
+                "send mode '{s}' is not one of copy, remap, reference, auto"
+            )),
         }
     }
 }
@@ -102,6 +115,7 @@ impl fmt::Display for SendMode {
             SendMode::Copy => "copy",
             SendMode::Remap => "remap",
             SendMode::Auto => "auto",
+            SendMode::Reference => "reference",
         })
     }
 }
@@ -122,7 +136,7 @@ pub struct MappedFile {
     len: u64,
     /// The mapping; `Some` only while the lease is held. Declared before
     /// `file` so it is unmapped before the descriptor (and lease) goes.
-    map: RwLock<Option<remap::FileMap>>,
+    map: RwLock<Option<Arc<remap::FileMap>>>,
     /// The lease is held (the mapping and remapped pages may be read).
     leased: AtomicBool,
     /// The lease is being broken: no new reads, release when `users` is 0.
@@ -194,7 +208,7 @@ impl MappedFile {
                         )
                     })?;
                     match remap::FileMap::new(&file, n) {
-                        Ok(m) => map = Some(m),
+                        Ok(m) => map = Some(Arc::new(m)),
                         Err(e) => {
                             remap::release_lease(&file);
                             return Err(what(e, "cannot map"));
@@ -317,6 +331,36 @@ impl Drop for MappedFile {
     }
 }
 
+/// File bytes a TCP socket sends by reference (smoltcp's `TxRef`): the
+/// mapping, and a use of the file that keeps its lease (and so its pages
+/// readable) until every reference is acknowledged or replaced.
+struct FileSource {
+    map: Arc<remap::FileMap>,
+    _use: FileUse,
+}
+
+impl TxSource for FileSource {
+    fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+}
+
+impl MappedFile {
+    /// The file as a source of send-by-reference extents, while it is
+    /// leased and mapped; `None` otherwise (then it is copied or `pread`).
+    fn tx_source(self: &Arc<Self>) -> Option<Arc<dyn TxSource>> {
+        if !self.is_leased() {
+            return None;
+        }
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let map = map.as_ref()?.clone();
+        Some(Arc::new(FileSource {
+            map,
+            _use: FileUse::new(self),
+        }))
+    }
+}
+
 /// A counted use of a file's pages: while any exists, a broken lease is not
 /// released (so those pages stay readable).
 pub(crate) struct FileUse(Arc<MappedFile>);
@@ -366,13 +410,18 @@ mod tests {
 
     #[test]
     fn send_mode_parses_and_prints() {
-        for m in [SendMode::Copy, SendMode::Remap, SendMode::Auto] {
+        for m in [
+            SendMode::Copy,
+            SendMode::Remap,
+            SendMode::Reference,
+            SendMode::Auto,
+        ] {
             assert_eq!(m.to_string().parse::<SendMode>(), Ok(m));
         }
         assert_eq!(SendMode::default(), SendMode::Auto);
         assert_eq!(
             "zero".parse::<SendMode>().unwrap_err(),
-            "send mode 'zero' is not one of copy, remap, auto"
+            "send mode 'zero' is not one of copy, remap, reference, auto"
         );
     }
 

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
-use smoltcp::socket::tcp;
+use smoltcp::socket::tcp::{self, TxRef, TxSource};
 use zcstack_driver::Driver;
 
 use super::remap::{self, PAGE, Region, SocketStore};
@@ -22,6 +22,14 @@ struct Transfer {
     file: FileUse,
     pos: u64,
     end: u64,
+    /// The file as a source of references, once this transfer sends by
+    /// reference (taken when the first bytes go).
+    src: Option<Arc<dyn TxSource>>,
+}
+
+/// Bytes queued in the socket's ring (not by reference).
+pub(crate) fn ring_queue(sock: &tcp::Socket<'_>) -> usize {
+    sock.send_queue() - sock.send_ref_queue()
 }
 
 /// Per TCP socket: queued transfers and the files whose pages its ring maps.
@@ -31,6 +39,10 @@ pub(crate) struct SlotFiles {
     queue: VecDeque<Transfer>,
     /// Files with pages mapped in the ring (held so their leases stay).
     in_ring: Vec<FileUse>,
+    /// Files the socket may hold references to (smoltcp's send buffer
+    /// holds the references; this says which slots to check on a lease
+    /// break). Cleared once the socket holds none.
+    in_refs: Vec<Arc<MappedFile>>,
     /// Ring offset where the last enqueue ended (meaningful while the ring
     /// holds bytes): the in-flight bytes are the `send_queue()` bytes before it.
     pub tx_end: usize,
@@ -47,6 +59,7 @@ impl SlotFiles {
             ring,
             queue: VecDeque::new(),
             in_ring: Vec::new(),
+            in_refs: Vec::new(),
             tx_end: 0,
             close_after: false,
             listed: false,
@@ -56,7 +69,7 @@ impl SlotFiles {
     /// Transfers are queued, or file pages are mapped in the ring (the pump
     /// looks after such a ring).
     pub fn busy(&self) -> bool {
-        !self.queue.is_empty() || !self.in_ring.is_empty()
+        !self.queue.is_empty() || !self.in_ring.is_empty() || !self.in_refs.is_empty()
     }
 
     /// File bytes queued and not in the ring yet.
@@ -77,6 +90,7 @@ impl SlotFiles {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FileCounters {
     pub remapped: u64,
+    pub referenced: u64,
     pub copied: u64,
     pub pread: u64,
     pub lease_breaks: u64,
@@ -84,6 +98,8 @@ pub(crate) struct FileCounters {
     pub remap_calls: u64,
     pub remap_failures: u64,
     pub ring_resets: u64,
+    /// Bytes by reference copied out of a file whose lease broke.
+    pub snapshot: u64,
 }
 
 /// What one fill step did.
@@ -140,7 +156,7 @@ fn fill_copy(
     f.tx_end = end;
     match out {
         Ok((0, _)) if limited => Fill::Wait,
-        Ok((0, _)) if rem > 0 && sock.send_capacity() > sock.send_queue() => Fill::Short,
+        Ok((0, _)) if rem > 0 && sock.send_capacity() > ring_queue(sock) => Fill::Short,
         Ok((0, _)) => Fill::Wait,
         Ok((k, true)) => {
             c.copied += k as u64;
@@ -151,6 +167,44 @@ fn fill_copy(
             Fill::Sent(k)
         }
         Err(_) => Fill::Short,
+    }
+}
+
+/// Queues the front transfer's bytes by reference, up to `limit` bytes by
+/// reference in the socket (the send buffer's size: what the ring would
+/// hold). No syscall, no copy; a continuing reference merges with the
+/// last one, so a transfer stays one extent in the socket.
+fn fill_ref(sock: &mut tcp::Socket<'static>, f: &mut SlotFiles, limit: usize) -> Fill {
+    let room = limit.saturating_sub(sock.send_ref_queue());
+    let t = &mut f.queue[0];
+    let n = usize::try_from(t.end - t.pos)
+        .unwrap_or(usize::MAX)
+        .min(room);
+    if n == 0 {
+        return Fill::Wait;
+    }
+    let file = t.file.file();
+    if t.src.is_none() {
+        t.src = file.tx_source();
+    }
+    let Some(src) = &t.src else {
+        return Fill::Wait;
+    };
+    let Some(r) = usize::try_from(t.pos)
+        .ok()
+        .and_then(|pos| TxRef::new(src.clone(), pos, n))
+    else {
+        // The range is beyond the mapping: the file was shorter than the transfer.
+        return Fill::Short;
+    };
+    match sock.send_ref(r) {
+        Ok(k) if k > 0 => {
+            if !f.in_refs.iter().any(|u| Arc::ptr_eq(u, file)) {
+                f.in_refs.push(file.clone());
+            }
+            Fill::Sent(k)
+        }
+        _ => Fill::Wait,
     }
 }
 
@@ -166,14 +220,14 @@ fn fill_remap(
     limit: usize,
 ) -> Fill {
     let cap = ring.len();
-    let free_total = sock.send_capacity() - sock.send_queue();
+    let free_total = sock.send_capacity() - ring_queue(sock);
     let t = &f.queue[0];
     let (file, pos, rem) = (t.file.file().clone(), t.pos, t.end - t.pos);
     let to_eof = t.end == file.len();
     if (free_total as u64) < rem && free_total < batch {
         return Fill::Wait;
     }
-    let ring_busy = sock.send_queue() > 0;
+    let ring_busy = ring_queue(sock) > 0;
     let base = ring.base();
     let rem_us = usize::try_from(rem).unwrap_or(usize::MAX);
     let mut result = Fill::Wait;
@@ -331,6 +385,7 @@ impl<D: Driver> Stack<D> {
             file: FileUse::new(file),
             pos: offset,
             end: offset + len,
+            src: None,
         });
         if !s.files.listed {
             s.files.listed = true;
@@ -362,7 +417,7 @@ impl<D: Driver> Stack<D> {
         }
         let sock = self.sockets.get::<tcp::Socket>(s.handle);
         let cap = sock.send_capacity();
-        let queued = sock.send_queue();
+        let queued = ring_queue(sock);
         let write_at = if queued == 0 && s.files.queue.is_empty() {
             0
         } else {
@@ -372,11 +427,24 @@ impl<D: Driver> Stack<D> {
         (PAGE + (offset % PAGE as u64) as usize - at % PAGE) % PAGE
     }
 
+    /// Whether file bytes are queued by reference: [`SendMode::Reference`],
+    /// or [`SendMode::Auto`] on a device that takes payload slices.
+    pub(crate) fn by_reference(&self) -> bool {
+        match self.send_mode {
+            SendMode::Reference => true,
+            SendMode::Auto => self.port.gathers(),
+            SendMode::Copy | SendMode::Remap => false,
+        }
+    }
+
     /// Whether file pages are remapped right now, with `more` connections
     /// about to start sending files (see [`SendMode::Auto`]).
     fn remapping(&self, more: usize) -> bool {
+        if self.by_reference() {
+            return false;
+        }
         match self.send_mode {
-            SendMode::Copy => false,
+            SendMode::Copy | SendMode::Reference => false,
             SendMode::Remap => true,
             SendMode::Auto => {
                 let sending = self
@@ -394,6 +462,7 @@ impl<D: Driver> Stack<D> {
     pub(crate) fn pump_files(&mut self) -> bool {
         let mut moved = false;
         let (remap, batch) = (self.remapping(0), self.remap_batch);
+        let by_ref = self.by_reference().then_some(self.tcp_tx_buffer);
         let mut i = 0;
         while i < self.file_slots.len() {
             let slot = self.file_slots[i] as usize;
@@ -405,16 +474,19 @@ impl<D: Driver> Stack<D> {
                 ring,
                 &mut s.files,
                 &mut self.file_counters,
-                remap,
-                batch,
-                limit,
+                Pump {
+                    remap,
+                    batch,
+                    limit,
+                    by_ref,
+                },
             );
             if let Some(end) = end {
                 moved = true;
                 self.mem_note_tx(slot as u32, end);
             }
             let f = &mut self.tcp[slot].files;
-            if f.queue.is_empty() && f.in_ring.is_empty() {
+            if !f.busy() {
                 f.listed = false;
                 self.file_slots.swap_remove(i);
             } else {
@@ -439,14 +511,16 @@ impl<D: Driver> Stack<D> {
             let f = &mut s.files;
             let ring_hit = f.in_ring.iter().any(|u| u.file().is_breaking());
             let queue_hit = f.queue.iter().any(|t| t.file.file().is_breaking());
-            if !ring_hit && !queue_hit {
+            let refs_hit = f.in_refs.iter().any(|u| u.is_breaking());
+            if !ring_hit && !queue_hit && !refs_hit {
                 continue;
             }
             let files = f
                 .in_ring
                 .iter()
                 .map(|u| u.file())
-                .chain(f.queue.iter().map(|t| t.file.file()));
+                .chain(f.queue.iter().map(|t| t.file.file()))
+                .chain(f.in_refs.iter());
             for file in files.filter(|file| file.is_breaking()) {
                 let p = Arc::as_ptr(file);
                 if !broken.contains(&p) {
@@ -455,12 +529,22 @@ impl<D: Driver> Stack<D> {
             }
             let (sock, ring) = self.sockets.tcp_and_ring(s.handle, f.ring);
             if ring_hit {
-                let keep = in_flight(f.tx_end, sock.send_queue(), ring.len());
+                let keep = in_flight(f.tx_end, ring_queue(sock), ring.len());
                 if ring.detach(&keep).is_err() {
                     // The in-flight bytes could not be kept: reset.
                     sock.abort();
                 }
                 f.in_ring.clear();
+            }
+            if refs_hit {
+                // The bytes in flight by reference are copied out of the
+                // file (rarely: a lease break), so the lease can go now.
+                for r in sock.send_refs_mut() {
+                    let copy: Arc<dyn TxSource> = Arc::new(r.bytes().to_vec());
+                    self.file_counters.snapshot += r.len() as u64;
+                    *r = TxRef::new(copy, 0, r.len()).expect("a copy of the same length");
+                }
+                f.in_refs.clear();
             }
             if queue_hit {
                 self.file_counters.aborted += f.drop_queue() as u64;
@@ -479,15 +563,29 @@ impl<D: Driver> Stack<D> {
     }
 }
 
+/// How [`pump_slot`] moves bytes this poll.
+struct Pump {
+    remap: bool,
+    batch: usize,
+    /// Ring bytes the memory budget lets this socket write.
+    limit: usize,
+    /// Queue by reference, up to this many bytes per socket.
+    by_ref: Option<usize>,
+}
+
 fn pump_slot(
     sock: &mut tcp::Socket<'static>,
     ring: &Region,
     f: &mut SlotFiles,
     c: &mut FileCounters,
-    remap: bool,
-    batch: usize,
-    limit: usize,
+    p: Pump,
 ) -> Option<usize> {
+    let Pump {
+        remap,
+        batch,
+        limit,
+        by_ref,
+    } = p;
     // The furthest ring offset written (fills never wrap within one call).
     let mut moved: Option<usize> = None;
     while let Some(t) = f.queue.front() {
@@ -501,10 +599,26 @@ fn pump_slot(
             }
             break;
         }
-        if sock.send_queue() == sock.send_capacity() {
+        let leased = t.file.file().is_leased();
+        if let Some(ref_limit) = by_ref.filter(|_| leased) {
+            match fill_ref(sock, f, ref_limit) {
+                Fill::Sent(n) => {
+                    f.queue[0].pos += n as u64;
+                    c.referenced += n as u64;
+                    continue;
+                }
+                Fill::Wait => break,
+                Fill::Short => {
+                    c.aborted += f.drop_queue() as u64;
+                    sock.abort();
+                    break;
+                }
+            }
+        }
+        if ring_queue(sock) == sock.send_capacity() {
             break;
         }
-        let r = if remap && t.file.file().is_leased() {
+        let r = if remap && leased {
             fill_remap(sock, ring, f, c, batch, limit)
         } else {
             fill_copy(sock, ring, f, c, limit)
@@ -525,6 +639,11 @@ fn pump_slot(
     if f.queue.is_empty() && f.close_after {
         f.close_after = false;
         sock.close();
+    }
+    // A CLOSED socket never sends what its buffer holds: references go now.
+    sock.release_send_buffer_if_closed();
+    if sock.send_ref_queue() == 0 {
+        f.in_refs.clear();
     }
     // A CLOSED socket (reset, or done) never reads its ring again, even if
     // smoltcp left bytes counted in it.

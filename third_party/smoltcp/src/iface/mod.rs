@@ -17,6 +17,9 @@ mod socket_meta;
 mod socket_set;
 
 mod packet;
+// ZCSTACK PATCH 20: TCP payloads handed to the device by reference.
+#[cfg(feature = "socket-tcp-extents")]
+mod gather;
 
 #[cfg(feature = "multicast")]
 pub use self::interface::multicast::MulticastError;

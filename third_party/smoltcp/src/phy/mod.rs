@@ -321,6 +321,12 @@ pub struct DeviceCapabilities {
     /// The device needs to support checksum offload in the send direction for
     /// the corresponding protocol.
     pub segmentation: SegmentationCapabilities,
+
+    #[cfg(feature = "socket-tcp-extents")]
+    /// ZCSTACK PATCH 20: the device sends a TCP segment's payload from
+    /// borrowed slices ([`TxToken::consume_gather`]) instead of having it
+    /// copied into its buffer. Default `false`: payloads are copied.
+    pub tx_gather: bool,
 }
 
 impl DeviceCapabilities {
@@ -453,4 +459,34 @@ pub trait TxToken {
     /// The Packet ID to be associated with the frame to be transmitted by this [`TxToken`].
     #[allow(unused_variables)]
     fn set_meta(&mut self, meta: PacketMeta) {}
+
+    /// ZCSTACK PATCH 20: consumes the token to send one packet made of
+    /// `header_len` bytes that `f` writes (the headers, all checksums
+    /// already final or left to the device as for [`consume`]) followed by
+    /// the bytes of `payload`, in order.
+    ///
+    /// Called instead of [`consume`] for TCP segments with a payload when
+    /// the device sets [`DeviceCapabilities::tx_gather`]. The slices are
+    /// borrowed for this call only: the device sends them (or copies them)
+    /// before it returns. The default copies them after the headers into
+    /// one buffer from [`consume`].
+    ///
+    /// [`consume`]: #tymethod.consume
+    #[cfg(feature = "socket-tcp-extents")]
+    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    where
+        Self: Sized,
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let len = header_len + payload.iter().map(|p| p.len()).sum::<usize>();
+        self.consume(len, |buf| {
+            let r = f(&mut buf[..header_len]);
+            let mut at = header_len;
+            for p in payload {
+                buf[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            r
+        })
+    }
 }

@@ -30,6 +30,15 @@ mod listen;
 mod rfc5961;
 // ZCSTACK PATCH 13: PAWS lets reordered duplicate ACKs through.
 mod paws;
+// ZCSTACK PATCH 20: the send buffer holds extents (ring bytes and references).
+#[cfg(feature = "socket-tcp-extents")]
+mod extents;
+#[cfg(feature = "socket-tcp-extents")]
+use extents::TxBuffer;
+#[cfg(feature = "socket-tcp-extents")]
+pub use extents::{TxRef, TxSource, MAX_SEND_BUFFER};
+#[cfg(not(feature = "socket-tcp-extents"))]
+type TxBuffer<'a> = SocketBuffer<'a>;
 
 pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
@@ -525,7 +534,7 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
-    tx_buffer: SocketBuffer<'a>,
+    tx_buffer: TxBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
@@ -661,7 +670,7 @@ impl<'a> Socket<'a> {
             timer: Timer::new(),
             rtte: RttEstimator::default(),
             assembler: Assembler::new(),
-            tx_buffer,
+            tx_buffer: TxBuffer::from(tx_buffer),
             rx_buffer,
             rx_fin_received: false,
             timeout: None,
@@ -1387,7 +1396,7 @@ impl<'a> Socket<'a> {
 
     fn send_impl<'b, F, R>(&'b mut self, f: F) -> Result<R, SendError>
     where
-        F: FnOnce(&'b mut SocketBuffer<'a>) -> (usize, R),
+        F: FnOnce(&'b mut TxBuffer<'a>) -> (usize, R),
     {
         if !self.may_send() {
             return Err(SendError::InvalidState);
@@ -7803,7 +7812,7 @@ mod test {
     #[test]
     fn test_maximum_segment_size() {
         let mut s = socket_listen();
-        s.tx_buffer = SocketBuffer::new(vec![0; 32767]);
+        s.tx_buffer = SocketBuffer::new(vec![0; 32767]).into();
         send!(
             s,
             TcpRepr {
@@ -7857,7 +7866,7 @@ mod test {
             cx: interface.inner,
             ..socket_listen()
         };
-        s.tx_buffer = SocketBuffer::new(vec![0; 2 * MAX_SEGMENTABLE_SIZE]);
+        s.tx_buffer = SocketBuffer::new(vec![0; 2 * MAX_SEGMENTABLE_SIZE]).into();
 
         send!(
             s,
@@ -9344,7 +9353,7 @@ mod test {
         let mut s = socket_established();
         s.set_nagle_enabled(false);
 
-        s.tx_buffer = SocketBuffer::new(vec![b'.'; 9]);
+        s.tx_buffer = SocketBuffer::new(vec![b'.'; 9]).into();
         assert_eq!(s.send_slice(b"xxxyyy"), Ok(6));
         assert_eq!(s.tx_buffer.dequeue_many(3), &b"xxx"[..]);
         assert_eq!(s.tx_buffer.len(), 3);

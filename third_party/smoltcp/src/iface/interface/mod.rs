@@ -1468,6 +1468,22 @@ impl InterfaceInner {
                 } else {
                     tx_token.set_meta(meta);
 
+                    // ZCSTACK PATCH 20: a device that gathers takes a TCP
+                    // payload as a slice instead of a copy.
+                    #[cfg(feature = "socket-tcp-extents")]
+                    if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
+                        let (header_len, payload) = (total_len - payload.len(), [payload]);
+                        tx_token.consume_gather(header_len, &payload, |mut buf| {
+                            #[cfg(feature = "medium-ethernet")]
+                            if matches!(self.caps.medium, Medium::Ethernet) {
+                                emit_ethernet(&ip_repr, buf);
+                                buf = &mut buf[EthernetFrame::<&[u8]>::header_len()..];
+                            }
+                            packet.emit_gather_headers(&ip_repr, buf, &payload, &caps);
+                        });
+                        return Ok(());
+                    }
+
                     // No fragmentation is required.
                     tx_token.consume(total_len, |mut tx_buffer| {
                         #[cfg(feature = "medium-ethernet")]
@@ -1490,6 +1506,21 @@ impl InterfaceInner {
                     net_debug!("IPv6 fragmentation support is unimplemented. Dropping.");
                     Ok(())
                 } else {
+                    // ZCSTACK PATCH 20: as for IPv4.
+                    #[cfg(feature = "socket-tcp-extents")]
+                    if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
+                        let (header_len, payload) = (total_len - payload.len(), [payload]);
+                        tx_token.consume_gather(header_len, &payload, |mut buf| {
+                            #[cfg(feature = "medium-ethernet")]
+                            if matches!(self.caps.medium, Medium::Ethernet) {
+                                emit_ethernet(&ip_repr, buf);
+                                buf = &mut buf[EthernetFrame::<&[u8]>::header_len()..];
+                            }
+                            packet.emit_gather_headers(&ip_repr, buf, &payload, &caps);
+                        });
+                        return Ok(());
+                    }
+
                     tx_token.consume(total_len, |mut tx_buffer| {
                         #[cfg(feature = "medium-ethernet")]
                         if matches!(self.caps.medium, Medium::Ethernet) {

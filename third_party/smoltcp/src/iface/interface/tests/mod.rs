@@ -11,6 +11,12 @@ mod sixlowpan;
     feature = "alloc"
 ))]
 mod zcstack;
+#[cfg(all(
+    feature = "medium-ip",
+    feature = "proto-ipv4",
+    feature = "socket-tcp-extents"
+))]
+mod zcstack_gather;
 
 #[allow(unused)]
 use std::vec::Vec;

@@ -1,0 +1,225 @@
+//! ZCSTACK PATCH 20 tests: TCP payloads sent by reference (see
+//! `third_party/smoltcp/ZCSTACK-PATCHES.md`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::vec::Vec;
+
+use crate::iface::{Config, Interface, SocketSet};
+use crate::phy::{self, Device, DeviceCapabilities, Medium};
+use crate::socket::tcp::{self, TxRef, TxSource};
+use crate::time::{Duration, Instant};
+use crate::wire::{HardwareAddress, IpAddress, IpCidr};
+
+/// A loopback that may take payloads as slices. It records, per data
+/// segment it gathers, where the payload was read from; it can drop the
+/// first `drop` gathered segments (lost on the wire).
+struct Loop {
+    queue: VecDeque<Vec<u8>>,
+    gather: bool,
+    /// Payload slices it was given: (address, length).
+    gathered: Vec<(usize, usize)>,
+    drop: usize,
+}
+
+struct Rx(Vec<u8>);
+
+struct Tx<'a>(&'a mut Loop);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.queue.push_back(buf);
+        r
+    }
+
+    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        assert!(self.0.gather, "gathered by a device that did not ask");
+        let mut buf = vec![0; header_len];
+        let r = f(&mut buf);
+        for p in payload {
+            self.0.gathered.push((p.as_ptr() as usize, p.len()));
+            buf.extend_from_slice(p);
+        }
+        if self.0.drop > 0 {
+            self.0.drop -= 1;
+        } else {
+            self.0.queue.push_back(buf);
+        }
+        r
+    }
+}
+
+impl Device for Loop {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.max_transmission_unit = 1500;
+        caps.medium = Medium::Ip;
+        // Checksums computed on send and verified on receive: a wrong sum
+        // over the slices would drop every segment.
+        caps.tx_gather = self.gather;
+        caps
+    }
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let buf = self.queue.pop_front()?;
+        Some((Rx(buf), Tx(self)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(self))
+    }
+}
+
+fn socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 65536]),
+        tcp::SocketBuffer::new(vec![0; 4096]),
+    );
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(None);
+    s
+}
+
+struct Run {
+    received: Vec<u8>,
+    gathered: Vec<(usize, usize)>,
+    src_refs_after: usize,
+}
+
+/// A header written into the ring, 20000 bytes of a source by reference
+/// (odd offset, odd length: the checksum over slices must handle both),
+/// and a trailer in the ring; received by a second socket on the loopback.
+fn run(gather: bool, drop: usize) -> (Run, Arc<Vec<u8>>) {
+    let body: Vec<u8> = (0..30001u32).map(|i| (i * 7 % 253) as u8).collect();
+    let src = Arc::new(body);
+    let mut dev = Loop {
+        queue: VecDeque::new(),
+        gather,
+        gathered: Vec::new(),
+        drop: 0,
+    };
+    let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
+    iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap());
+    let mut sockets = SocketSet::new(vec![]);
+    let mut server = socket();
+    server.listen(80).unwrap();
+    let server = sockets.add(server);
+    let mut client = socket();
+    client
+        .connect(iface.context(), (IpAddress::v4(127, 0, 0, 1), 80), 4000)
+        .unwrap();
+    let client = sockets.add(client);
+    let mut now = Instant::ZERO;
+    for _ in 0..5 {
+        iface.poll(now, &mut dev, &mut sockets);
+        now += Duration::from_millis(1);
+    }
+    dev.drop = drop;
+    {
+        let c = sockets.get_mut::<tcp::Socket>(client);
+        assert_eq!(c.state(), tcp::State::Established);
+        assert_eq!(c.send_slice(b"HEADER\r\n").unwrap(), 8);
+        let r = TxRef::new(src.clone() as Arc<dyn TxSource>, 1, 20001).unwrap();
+        assert_eq!(c.send_ref(r).unwrap(), 20001);
+        assert_eq!(c.send_slice(b"TRAILER").unwrap(), 7);
+        assert_eq!(c.send_queue(), 8 + 20001 + 7);
+        assert_eq!(c.send_ref_queue(), 20001);
+    }
+    let mut received = Vec::new();
+    for _ in 0..3000 {
+        iface.poll(now, &mut dev, &mut sockets);
+        let s = sockets.get_mut::<tcp::Socket>(server);
+        while s.can_recv() {
+            s.recv(|b| {
+                received.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        if sockets.get::<tcp::Socket>(client).send_queue() == 0 {
+            break;
+        }
+        now += Duration::from_millis(10);
+    }
+    let run = Run {
+        received,
+        gathered: dev.gathered,
+        src_refs_after: Arc::strong_count(&src),
+    };
+    (run, src)
+}
+
+fn expected(src: &[u8]) -> Vec<u8> {
+    let mut want = b"HEADER\r\n".to_vec();
+    want.extend_from_slice(&src[1..20002]);
+    want.extend_from_slice(b"TRAILER");
+    want
+}
+
+/// Payload bytes of gathered segments that were read from `src`, and
+/// whether they cover all of the referenced range `src[1..20002]`.
+fn from_src(run: &Run, src: &[u8]) -> (usize, bool) {
+    let base = src.as_ptr() as usize;
+    let mut seen = vec![false; src.len()];
+    let mut n = 0;
+    for &(at, len) in &run.gathered {
+        if at >= base && at + len <= base + src.len() {
+            seen[at - base..at - base + len].fill(true);
+            n += len;
+        }
+    }
+    (n, seen[1..20002].iter().all(|&x| x))
+}
+
+#[test]
+fn zcstack_payload_goes_by_reference_to_a_gathering_device() {
+    let (run, src) = run(true, 0);
+    assert_eq!(run.received, expected(&src), "bytes equal, in order");
+    let (n, all) = from_src(&run, &src);
+    assert!(
+        all && n >= 20001,
+        "every referenced byte left from its source"
+    );
+    let total: usize = run.gathered.iter().map(|g| g.1).sum();
+    assert_eq!(total - n, 8 + 7, "ring bytes go as slices too");
+    assert_eq!(
+        run.src_refs_after, 1,
+        "the reference is released once acknowledged"
+    );
+}
+
+#[test]
+fn zcstack_a_lost_segment_is_resent_from_its_extent() {
+    // The first two segments (the header, then the first of the source's)
+    // are lost; the retransmission reads the source again.
+    let (run, src) = run(true, 2);
+    assert_eq!(run.received, expected(&src));
+    let (n, all) = from_src(&run, &src);
+    assert!(
+        all && n > 20001,
+        "lost source bytes left again, from the source: {n}"
+    );
+    assert_eq!(run.src_refs_after, 1);
+}
+
+#[test]
+fn zcstack_other_devices_get_a_copy() {
+    let (run, src) = run(false, 0);
+    assert_eq!(run.received, expected(&src));
+    assert!(run.gathered.is_empty());
+    assert_eq!(run.src_refs_after, 1);
+}
