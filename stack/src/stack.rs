@@ -645,6 +645,7 @@ impl<D: Driver> Stack<D> {
             tx_dropped_no_frame: c.tx.dropped_no_frame,
             tx_dropped_too_big: c.tx.dropped_too_big,
             rx_errors: c.rx_errors,
+            rx_malformed: self.iface.rx_malformed(),
             tx_errors: c.tx_errors,
             tx_pushed_back: c.tx_pushed_back,
             polls: self.polls,
