@@ -19,8 +19,9 @@
 //! What it asserts is what a user would notice: nothing panics; every
 //! connection the fuzzer did not touch (no injected frame carried its port)
 //! delivers every byte of both streams intact, and the end of stream where
-//! the writer shut down; both stacks keep polling; and after the stacks are
-//! dropped, every pool frame is back.
+//! the writer shut down; both stacks keep polling, and neither spins (asks
+//! to be polled again at once, poll after poll, with nothing to do); and
+//! after the stacks are dropped, every pool frame is back.
 
 use std::cell::RefCell;
 use std::io::ErrorKind;
@@ -47,6 +48,9 @@ const POOL_FRAMES: u32 = 256;
 const SETTLE: Duration = Duration::from_secs(900);
 /// Rounds the settling phase may take.
 const SETTLE_ROUNDS: usize = 20_000;
+/// Idle polls in a row after which a stack that keeps asking to be polled
+/// at once is spinning (each is 1.1 ms of simulated time).
+const SPIN_LIMIT: usize = 1000;
 
 thread_local! {
     /// Pools are kept across runs (creating one maps memory); every run
@@ -943,6 +947,9 @@ impl Bed {
             }
         }
         let deadline = self.now_us() + SETTLE.as_micros() as i64;
+        // Rounds in a row in which a stack did nothing yet asked to be
+        // polled again at once.
+        let mut spins = [0usize; 2];
         for _ in 0..SETTLE_ROUNDS {
             let busy = self.round();
             let done = self
@@ -954,6 +961,17 @@ impl Bed {
                 break;
             }
             if !busy {
+                for (n, d) in spins
+                    .iter_mut()
+                    .zip([self.a.poll_delay(), self.b.poll_delay()])
+                {
+                    *n = if d == Some(Duration::ZERO) { *n + 1 } else { 0 };
+                }
+                assert!(
+                    spins.iter().all(|&n| n < SPIN_LIMIT),
+                    "a stack spins: stack {} did nothing in {SPIN_LIMIT} polls in a row, each time asking to be polled again at once (an idle application would burn a core)",
+                    if spins[0] >= SPIN_LIMIT { "A" } else { "B" }
+                );
                 self.next_timer();
             }
         }
