@@ -221,6 +221,8 @@ struct Seen {
     isn: u32,
     nxt: u32,
     ack: u32,
+    /// The highest ACK seen (sequence-number order).
+    max_ack: Option<u32>,
     window: u16,
     wscale: Option<u8>,
     tsval: u32,
@@ -322,8 +324,10 @@ fn mac(ip: [u8; 4]) -> [u8; 6] {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KnownIssue {
     /// TIME-WAIT expiry resets the socket, which empties its receive
-    /// buffer: bytes received but not yet read are gone, and the reader
-    /// sees a clean end of stream instead.
+    /// buffer: bytes received (and acknowledged) but not yet read are
+    /// gone, and the reader sees a clean end of stream instead. Met by a
+    /// reader that stopped reading, or that read too slowly: 10 s after
+    /// both FINs.
     TimeWaitDiscardsUnread,
 }
 
@@ -569,6 +573,9 @@ impl Bed {
         if seg.flags & ACK != 0 {
             s.ack = seg.ack;
             s.window = seg.window;
+            if s.max_ack.is_none_or(|m| after(seg.ack, m)) {
+                s.max_ack = Some(seg.ack);
+            }
         }
         if let Some(ts) = seg.tsval {
             s.tsval = ts;
@@ -988,7 +995,22 @@ impl Bed {
         } else {
             Some(self.a.tcp_state(c.a))
         };
-        if s.eof && s.ever_paused && s.read < s.written && reader == Some(TcpState::Closed) {
+        // The reader's stack had acknowledged every byte and the FIN, then
+        // its application met the end of stream short of them: the bytes
+        // were lost from the receive buffer. The reader stopped reading
+        // (paused), or read too slowly (the operations jumped the clock
+        // past TIME-WAIT between two of its reads).
+        let fin = c.seen[dir]
+            .isn
+            .wrapping_add(1)
+            .wrapping_add(s.written as u32)
+            .wrapping_add(1);
+        let all_acked = c.seen[1 - dir].max_ack.is_some_and(|a| !after(fin, a));
+        if s.eof
+            && (s.ever_paused || all_acked)
+            && s.read < s.written
+            && reader == Some(TcpState::Closed)
+        {
             return Some(KnownIssue::TimeWaitDiscardsUnread);
         }
         None
