@@ -8,82 +8,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use std::process::Command;
-
-use zcstack_tests::netns::{App, Namespace, TapBed, VETH_SERVER, VethBed, VethOpts};
+use zcstack_tests::httpd::{HttpBed, addr, start, stop};
+use zcstack_tests::netns::{TapBed, VethBed, VethOpts};
 use zcstack_tests::{TempDir, json_num, random_bytes, require_root, sha256_hex};
 
 /// The bytes a file outside the root holds; no response may contain them.
 const SECRET: &[u8] = b"SECRET-OUTSIDE-THE-ROOT";
-
-/// Where zc-httpd runs and where its clients run.
-trait HttpBed: Namespace {
-    /// The device flags for the server (`--tap NAME` or `--xdp IFACE`).
-    fn device(&self) -> [&str; 2];
-    /// The server's address.
-    fn stack_ip(&self) -> String;
-    /// A command in the clients' namespace.
-    fn client(&self, program: &str) -> Command;
-}
-
-impl HttpBed for TapBed {
-    fn device(&self) -> [&str; 2] {
-        ["--tap", &self.tap]
-    }
-    fn stack_ip(&self) -> String {
-        TapBed::stack_ip(self)
-    }
-    fn client(&self, program: &str) -> Command {
-        self.command(program)
-    }
-}
-
-impl HttpBed for VethBed {
-    fn device(&self) -> [&str; 2] {
-        ["--xdp", VETH_SERVER]
-    }
-    fn stack_ip(&self) -> String {
-        VethBed::stack_ip(self)
-    }
-    fn client(&self, program: &str) -> Command {
-        self.client_command(program)
-    }
-}
-
-/// Starts zc-httpd in `bed` serving `dir`'s root on port 80, with extra flags.
-fn start(bed: &impl HttpBed, dir: &TempDir, extra: &[&str]) -> App {
-    let ip = format!("{}/24", bed.stack_ip());
-    let root = dir.root();
-    let json = dir.0.join("stats.json");
-    let [dev, name] = bed.device();
-    let mut args = vec![
-        dev,
-        name,
-        "--ip",
-        &ip,
-        "--root",
-        root.to_str().unwrap(),
-        "--stats-json",
-        json.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let app = App::start(bed, "zc-httpd", &args);
-    assert!(app.banner.contains("serving"), "banner: {}", app.banner);
-    app
-}
-
-/// Stops the server (SIGINT), checks it exited cleanly with its pool full,
-/// and returns its final counters (the `--stats-json` file).
-fn stop(app: App, dir: &TempDir) -> String {
-    let (code, out) = app.stop();
-    assert_eq!(code, Some(0), "zc-httpd exit code; output: {out}");
-    assert!(
-        out.contains("zc-httpd: stopped; requests"),
-        "summary line: {out}"
-    );
-    assert!(out.contains("pool 0/"), "pool not full at exit: {out}");
-    std::fs::read_to_string(dir.0.join("stats.json")).expect("stats json")
-}
 
 /// One parsed response.
 #[derive(Debug)]
@@ -151,10 +81,6 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> Resp {
     s.write_all(raw).expect("send request");
     let head = raw.starts_with(b"HEAD ");
     read_resp(&mut BufReader::new(s), head).expect("a response")
-}
-
-fn addr(bed: &impl HttpBed) -> SocketAddr {
-    format!("{}:80", bed.stack_ip()).parse().unwrap()
 }
 
 /// Fetches a 256 MiB random file with curl in send mode `mode`, over TAP or
@@ -764,110 +690,4 @@ fn a_thousand_pipelined_requests_in_order() {
     }
     let json = stop(app, &dir);
     assert_eq!(json_num(&json, "requests"), 1000.0, "{json}");
-}
-
-/// Sends `count` spoofed SYNs to the server's port 80 from the clients' side
-/// of `bed` (`tools/syn_flood.py`), spread over `seconds`; returns the child.
-fn syn_flood(
-    bed: &impl HttpBed,
-    iface: &str,
-    mac: &str,
-    count: u32,
-    seconds: u32,
-) -> std::process::Child {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/syn_flood.py");
-    bed.client("python3")
-        .args([script, iface, mac, &bed.stack_ip(), "80"])
-        .args([count.to_string(), seconds.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3")
-}
-
-/// Seconds curl took to connect and fetch `/index.html` (panics if it failed).
-fn timed_fetch(bed: &impl HttpBed) -> (f64, f64) {
-    let url = format!("http://{}/index.html", bed.stack_ip());
-    let out = bed
-        .client("curl")
-        .args(["-sS", "-o", "/dev/null", "--max-time", "5"])
-        .args(["-w", "%{http_code} %{time_connect} %{time_total}", &url])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<&str> = text.split_whitespace().collect();
-    assert!(
-        out.status.success() && f.first() == Some(&"200"),
-        "fetch during the flood failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (f[1].parse().unwrap(), f[2].parse().unwrap())
-}
-
-/// Spoofed SYN floods (sources nobody in the bed owns, on and off the
-/// subnet): 200 at once, then 30 000 over ten seconds. Clients connect
-/// within a second throughout (SYN cookies once the backlog is full of
-/// half-open connections), the server stays up, counts the flood, and
-/// exits with its pool full.
-fn flood_bed(bed: &impl HttpBed, iface: &str, mac: &str, tag: &str) {
-    let dir = TempDir::new(tag);
-    std::fs::write(dir.root().join("index.html"), b"hello under flood\n").unwrap();
-    let app = start(bed, &dir, &["--backlog", "32"]);
-    let mut once = syn_flood(bed, iface, mac, 200, 0);
-    assert!(once.wait().unwrap().success());
-    for _ in 0..3 {
-        let (connect, total) = timed_fetch(bed);
-        assert!(
-            connect < 1.0 && total < 1.0,
-            "after 200 SYNs: {connect} s / {total} s"
-        );
-    }
-    let mut sustained = syn_flood(bed, iface, mac, 30_000, 10);
-    let started = Instant::now();
-    let mut fetches = 0;
-    while started.elapsed() < Duration::from_secs(9) {
-        let (connect, total) = timed_fetch(bed);
-        assert!(
-            connect < 1.0 && total < 1.0,
-            "during the flood: {connect} s / {total} s"
-        );
-        fetches += 1;
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    assert!(sustained.wait().unwrap().success());
-    let (connect, _) = timed_fetch(bed);
-    assert!(connect < 1.0, "after the flood: {connect} s");
-    assert!(fetches >= 5, "{fetches} fetches during the flood");
-    let json = stop(app, &dir);
-    assert!(json_num(&json, "listen_syns") >= 30_200.0 * 0.9, "{json}");
-    assert!(json_num(&json, "listen_cookies_sent") > 0.0, "{json}");
-    assert!(json_num(&json, "listen_cookies_accepted") >= 1.0, "{json}");
-    assert_eq!(
-        json_num(&json, "status_2xx"),
-        (fetches + 4) as f64,
-        "{json}"
-    );
-}
-
-#[test]
-#[ignore = "needs root"]
-fn syn_flood_on_tap_leaves_room_for_clients() {
-    require_root!();
-    let bed = TapBed::new("hflood", 20);
-    let mac = "02:5a:0a:c8:14:02";
-    flood_bed(&bed, &bed.tap.clone(), mac, "flood-tap");
-}
-
-#[test]
-#[ignore = "needs root"]
-fn syn_flood_on_af_xdp_leaves_room_for_clients() {
-    require_root!();
-    let bed = VethBed::new("hfx", 65, VethOpts::default());
-    let out = bed.server_ip(&["-br", "link", "show", VETH_SERVER]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mac = text
-        .split_whitespace()
-        .nth(2)
-        .expect("the server end's MAC")
-        .to_string();
-    flood_bed(&bed, zcstack_tests::netns::VETH_CLIENT, &mac, "flood-xdp");
 }

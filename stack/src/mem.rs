@@ -422,6 +422,36 @@ mod tests {
         );
     }
 
+    /// Bytes that arrived on a connection that then closed (in LAST-ACK:
+    /// the peer's FIN, our FIN, its ACK) stay readable: the idle sweep
+    /// does not give a CLOSED socket's receive ring back while the
+    /// application has not read it (found by the `stack_frames` fuzz
+    /// target: the reader got zeros).
+    #[test]
+    fn unread_bytes_of_a_closed_connection_survive_the_idle_sweep() {
+        let mut p = pair(None);
+        let l = p.b.tcp_listen(80, 2).unwrap();
+        let (c, s) = p.connect(l);
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 13 + 1) as u8).collect();
+        assert_eq!(p.a.tcp_write(c, &data).unwrap(), data.len());
+        p.a.tcp_shutdown(c).unwrap();
+        p.run(200);
+        // B has not read; it closes its side and the peer acknowledges.
+        p.b.tcp_shutdown(s).unwrap();
+        p.run(200);
+        assert_eq!(p.b.tcp_state(s), TcpState::Closed);
+        // Two sweep periods.
+        p.run(6000);
+        let mut got = vec![0; 8192];
+        let n = p.b.tcp_read(s, &mut got).unwrap();
+        assert_eq!(&got[..n], &data[..], "the unread bytes, unchanged");
+        assert_eq!(p.b.tcp_read(s, &mut got).unwrap(), 0, "then end of stream");
+        // Read: now the sweep gives the rings back.
+        let before = p.b.memory_stats().idle_releases;
+        p.run(6000);
+        assert!(p.b.memory_stats().idle_releases > before);
+    }
+
     /// A connection that keeps moving bytes is never given back mid-way.
     #[test]
     fn a_busy_connection_keeps_its_rings() {

@@ -666,6 +666,7 @@ impl<D: Driver> Stack<D> {
             tx_dropped_no_frame: c.tx.dropped_no_frame,
             tx_dropped_too_big: c.tx.dropped_too_big,
             rx_errors: c.rx_errors,
+            rx_malformed: self.iface.rx_malformed(),
             tx_errors: c.tx.errors,
             tx_pushed_back: c.tx.pushed_back,
             polls: self.polls,

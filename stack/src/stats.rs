@@ -34,6 +34,11 @@ pub struct StackStats {
     pub tx_dropped_too_big: u64,
     /// Driver receive errors.
     pub rx_errors: u64,
+    /// Received frames the stack dropped as malformed: a header (Ethernet,
+    /// ARP, IPv4, ICMP, UDP, TCP) that did not parse, or a wrong checksum
+    /// (smoltcp's `Interface::rx_malformed`, ZCSTACK PATCH 17). Frames the
+    /// driver already refused are in the driver's `rx_errors`.
+    pub rx_malformed: u64,
     /// Frames lost to driver transmit errors.
     pub tx_errors: u64,
     /// Times the driver took fewer frames than offered (they were kept and retried).
@@ -267,6 +272,9 @@ impl fmt::Display for StackStats {
         }
         if self.tcp != TcpRecoveryStats::default() {
             write!(f, ", tcp: {}", self.tcp)?;
+        }
+        if self.rx_malformed > 0 {
+            write!(f, ", rx malformed {}", self.rx_malformed)?;
         }
         let l = &self.listen;
         if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {

@@ -2,6 +2,7 @@
 //!
 //! - [`echo_through`] and friends: kernel TCP clients that check an echo
 //!   server's bytes (used against the apps and the stack on a TAP bed).
+//! - [`httpd`]: zc-httpd in a test bed, started and stopped with its counters.
 //! - [`netns`]: creates and always deletes network namespaces, veth pairs and
 //!   TAP devices (names start with `zc`, addresses in 10.200.0.0/16), and runs
 //!   closures inside a namespace on their own thread.
@@ -11,6 +12,7 @@
 //!   corpus replay (`fuzz_replay.rs`).
 
 pub mod fuzz;
+pub mod httpd;
 pub mod netns;
 pub mod rawtcp;
 

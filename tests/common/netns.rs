@@ -59,14 +59,62 @@ pub trait Namespace {
 /// Runs `f` on a thread that has joined namespace `ns` (sockets it opens
 /// live there); returns its result.
 pub fn within_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_ns(ns, f)
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Like [`within_ns`], without waiting: `f` runs on a thread that has
+/// joined namespace `ns`; join the handle for its result.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
         f()
     })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Starts `tools/fuzz_frames.py` with `python3`, a command in a bed's
+/// namespace: `count` seeded garbage frames (random, truncated, lying
+/// lengths, garbage TCP headers to `port`, garbage ARP) to `mac` and `ip`
+/// out of `iface`. [`frames_sent`] waits for it.
+pub fn spawn_fuzz_frames(
+    mut python3: Command,
+    iface: &str,
+    mac: &str,
+    ip: &str,
+    port: u16,
+    count: u32,
+    seed: u64,
+) -> Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
+    python3
+        .args([script, iface, mac, ip])
+        .args([count.to_string(), seed.to_string(), port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+/// Waits for a frame sender (`tools/fuzz_frames.py`, `tools/syn_flood.py`)
+/// started with its output piped; returns how many frames the kernel
+/// accepted (what it printed). Panics with its stderr if it failed.
+pub fn frames_sent(child: Child) -> u32 {
+    let out = child.wait_with_output().expect("frame sender");
+    assert!(
+        out.status.success(),
+        "frame sender failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a frame count")
 }
 
 fn ns_command(ns: &str, program: &str) -> Command {
@@ -135,6 +183,11 @@ impl TapBed {
         format!("10.200.{}.2", self.net)
     }
 
+    /// The stack's default MAC on this bed's TAP (02:5a, then its address).
+    pub fn stack_mac(&self) -> String {
+        format!("02:5a:0a:c8:{:02x}:02", self.net)
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         ns_command(&self.ns, program)
@@ -144,23 +197,16 @@ impl TapBed {
     /// stack's default MAC and address from the kernel side of the TAP;
     /// returns how many the kernel accepted.
     pub fn fuzz_frames(&self, count: u32, seed: u64) -> u32 {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fuzz_frames.py");
-        let mac = format!("02:5a:0a:c8:{:02x}:02", self.net);
-        let out = self
-            .command("python3")
-            .args([script, &self.tap, &mac, &self.stack_ip()])
-            .args([count.to_string(), seed.to_string()])
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "fuzzer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let child = spawn_fuzz_frames(
+            self.command("python3"),
+            &self.tap,
+            &self.stack_mac(),
+            &self.stack_ip(),
+            7,
+            count,
+            seed,
         );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("count")
+        frames_sent(child)
     }
 
     /// Runs `f` on a thread that has joined this namespace (sockets it opens
@@ -480,6 +526,11 @@ impl App {
     /// The app's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the app is still running (it has not exited or died).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the app with SIGKILL (no clean-up runs in it) and reaps it.

@@ -1,7 +1,11 @@
 """Writes malformed Ethernet frames into an interface (AF_PACKET), for the
-"network input never crashes the stack" test. Usage:
-    fuzz_frames.py IFACE DST_MAC DST_IP COUNT SEED
-Prints how many frames the kernel accepted."""
+"network input never crashes the stack" tests. Usage:
+    fuzz_frames.py IFACE DST_MAC DST_IP COUNT SEED [DST_PORT]
+A fifth of the frames each: random bytes; Ethernet with a truncated IPv4
+header; IPv4 headers with a right checksum but lying lengths, flags and
+fragment offsets; well-formed IPv4 with a garbage TCP header to DST_PORT
+(default 7); truncated or garbage ARP. Prints how many frames the kernel
+accepted."""
 import random
 import socket
 import struct
@@ -19,6 +23,7 @@ def csum(b):
 
 def main():
     iface, mac, dst_ip, count, seed = sys.argv[1:6]
+    dport = int(sys.argv[6]) if len(sys.argv) > 6 else 7
     mac = bytes.fromhex(mac.replace(":", ""))
     dst = socket.inet_aton(dst_ip)
     src_mac = bytes.fromhex("02feedfacade")
@@ -45,7 +50,7 @@ def main():
         elif kind == 3:  # well-formed IPv4, TCP header with garbage offsets/options/flags
             tcp = bytearray(rng.randbytes(rng.randint(0, 60)))
             if len(tcp) >= 14:
-                tcp[2:4] = struct.pack("!H", 7)  # to the echo port
+                tcp[2:4] = struct.pack("!H", dport)
                 tcp[12] = rng.randint(0, 255)  # data offset / reserved
             total = 20 + len(tcp)
             hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, i & 0xFFFF, 0x4000,

@@ -94,7 +94,9 @@ struct Cli {
     /// or go idle; connections being served are not cut short.
     #[arg(long, value_name = "SIZE", value_parser = zcstack_apps::parse_size)]
     max_memory: Option<usize>,
-    /// On exit, also write the final counters to this file as JSON.
+    /// Write the counters to this file as one JSON object: every second
+    /// while running (replaced whole, so a reader never sees half of it),
+    /// and the final ones on exit.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
 }
@@ -103,6 +105,8 @@ struct Cli {
 const FILE_CACHE: usize = 256;
 /// How often timeouts are checked.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
+/// How often `--stats-json` is rewritten while running.
+const JSON_EVERY: Duration = Duration::from_secs(1);
 
 /// The response being written on a connection.
 enum Out {
@@ -147,6 +151,9 @@ struct Counters {
     accepted: u64,
     peak_conns: usize,
     timeouts: u64,
+    /// Of `timeouts`, request heads not complete within `--header-timeout`
+    /// (answered 408 and closed: slowloris clients end here).
+    header_timeouts: u64,
 }
 
 struct Server {
@@ -434,6 +441,7 @@ impl Server {
             && now - since > Duration::from_secs(cli.header_timeout)
         {
             self.n.timeouts += 1;
+            self.n.header_timeouts += 1;
             let date = self.date().to_string();
             c.out = Some(self.out(serve::status_only(Status::RequestTimeout, &date)));
             c.closing = true;
@@ -459,7 +467,7 @@ impl Server {
 fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
     let c = &n.by_class;
     format!(
-        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}); {s}; copies per byte tx {:.3} (file bytes referenced {} remapped {} copied {} pread {}; bytes sent by reference {})",
+        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}, of them 408 {}); {s}; copies per byte tx {:.3} (file bytes referenced {} remapped {} copied {} pread {}; bytes sent by reference {})",
         n.requests,
         c[2],
         c[3],
@@ -470,6 +478,7 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
         n.peak_conns,
         conns,
         n.timeouts,
+        n.header_timeouts,
         s.tx_copies_per_byte(),
         s.file_bytes_referenced,
         s.file_bytes_remapped,
@@ -484,6 +493,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         concat!(
             "{{\"requests\":{},\"status_2xx\":{},\"status_3xx\":{},\"status_4xx\":{},\"status_5xx\":{},",
             "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
+            "\"header_timeouts\":{},\"rx_packets\":{},\"rx_malformed\":{},",
             "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"tcp_tx_payload_ref\":{},",
             "\"file_bytes_referenced\":{},\"file_bytes_remapped\":{},",
             "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
@@ -505,6 +515,9 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         n.accepted,
         n.peak_conns,
         n.timeouts,
+        n.header_timeouts,
+        s.driver.rx_packets,
+        s.rx_malformed,
         s.app_write_bytes,
         s.tcp_tx_payload,
         s.tcp_tx_payload_ref,
@@ -541,6 +554,18 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.memory.refused,
         s.memory.socket_bytes,
     )
+}
+
+/// Replaces `path` with `json` whole: writes a temporary file beside it,
+/// then renames it over (a reader sees the old or the new counters).
+fn write_json(path: &Path, json: &str) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(json.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing --stats-json {}", path.display()))
 }
 
 fn check_root(root: &Path) -> anyhow::Result<Root> {
@@ -599,6 +624,8 @@ fn main() -> ExitCode {
         let mut conns: Vec<Conn> = Vec::new();
         let mut ticker = StatsTicker::new(cli.dev.stats);
         let mut last_scan = Instant::now();
+        let mut last_json = Instant::now();
+        let mut json_failed = false;
         let mut at_limit = false;
         while !stop.load(Ordering::Relaxed) {
             stack.poll_wait();
@@ -666,15 +693,25 @@ fn main() -> ExitCode {
                 }
             }
             ticker.tick(APP, &stack);
+            if let Some(path) = &cli.stats_json
+                && now - last_json >= JSON_EVERY
+            {
+                last_json = now;
+                // Serving goes on if the file cannot be written (said
+                // once; tried again every second, and at exit).
+                if let Err(e) = write_json(path, &stats_json(&srv.n, &stack.stats())) {
+                    if !json_failed {
+                        eprintln!("{APP}: {e:#}; serving goes on");
+                    }
+                    json_failed = true;
+                }
+            }
         }
         // Counted after the driver let go of every frame (AF_XDP lends some to the kernel).
         let s = zcstack_apps::shutdown(stack);
         println!("{APP}: stopped; {}", summary(&srv.n, &s, conns.len()));
         if let Some(path) = &cli.stats_json {
-            let mut f = std::fs::File::create(path)
-                .with_context(|| format!("writing --stats-json {}", path.display()))?;
-            f.write_all(stats_json(&srv.n, &s).as_bytes())
-                .with_context(|| format!("writing --stats-json {}", path.display()))?;
+            write_json(path, &stats_json(&srv.n, &s))?;
         }
         Ok(())
     })

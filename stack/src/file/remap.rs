@@ -293,12 +293,16 @@ impl SocketStore {
     /// whole receive ring and the first `tx_touched` bytes of the send ring
     /// (the part written since the last discard; the rest holds no page).
     /// Only if no byte in them will be read again: the socket's buffers are
-    /// idle (nothing unsent, unacknowledged, unread or out of order) or it
-    /// is CLOSED (smoltcp clears both buffers before it uses the socket
-    /// again). Returns whether the memory was given back.
+    /// idle (nothing unsent, unacknowledged, unread or out of order), or it
+    /// is CLOSED with nothing left to read (unsent bytes of a closed
+    /// connection are never sent, and smoltcp clears both buffers before it
+    /// uses the socket again). A connection closed in LAST-ACK keeps bytes
+    /// it received and the application has not read yet: those stay.
+    /// Returns whether the memory was given back.
     pub fn discard_idle(&mut self, h: SocketHandle, ring: usize, tx_touched: usize) -> bool {
         let sock = self.set.get::<tcp::Socket>(h);
-        if !(sock.buffers_idle() || sock.state() == tcp::State::Closed) {
+        let closed_and_read = sock.state() == tcp::State::Closed && sock.recv_queue() == 0;
+        if !(sock.buffers_idle() || closed_and_read) {
             return false;
         }
         // The SACK scoreboard's heap memory too (kept after loss recovery).

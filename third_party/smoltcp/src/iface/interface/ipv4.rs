@@ -100,7 +100,7 @@ impl InterfaceInner {
         ipv4_packet: &Ipv4Packet<&'a [u8]>,
         frag: &'a mut FragmentsBuffer,
     ) -> Option<Packet<'a>> {
-        let mut ipv4_repr = check!(Ipv4Repr::parse(ipv4_packet, &self.caps.checksum));
+        let mut ipv4_repr = check!(self, Ipv4Repr::parse(ipv4_packet, &self.caps.checksum));
         if !self.is_unicast_v4(ipv4_repr.src_addr) && !ipv4_repr.src_addr.is_unspecified() {
             // Discard packets with non-unicast source addresses but allow unspecified
             net_debug!("non-unicast or unspecified source address");
@@ -122,7 +122,7 @@ impl InterfaceInner {
 
                 if !ipv4_packet.more_frags() {
                     // This is the last fragment, so we know the total size
-                    check!(f.set_total_size(
+                    check!(self, f.set_total_size(
                         ipv4_packet.total_len() as usize - ipv4_packet.header_len() as usize
                             + ipv4_packet.frag_offset() as usize,
                     ));
@@ -159,7 +159,7 @@ impl InterfaceInner {
             if ipv4_repr.next_header == IpProtocol::Udp
                 && matches!(self.caps.medium, Medium::Ethernet)
             {
-                let udp_packet = check!(UdpPacket::new_checked(ip_payload));
+                let udp_packet = check!(self, UdpPacket::new_checked(ip_payload));
                 if let Some(dhcp_socket) = sockets
                     .items_mut()
                     .find_map(|i| Dhcpv4Socket::downcast_mut(&mut i.socket))
@@ -169,7 +169,7 @@ impl InterfaceInner {
                     if udp_packet.src_port() == dhcp_socket.server_port
                         && udp_packet.dst_port() == dhcp_socket.client_port
                     {
-                        let udp_repr = check!(UdpRepr::parse(
+                        let udp_repr = check!(self, UdpRepr::parse(
                             &udp_packet,
                             &ipv4_repr.src_addr.into(),
                             &ipv4_repr.dst_addr.into(),
@@ -257,8 +257,8 @@ impl InterfaceInner {
         timestamp: Instant,
         eth_frame: &EthernetFrame<&'frame [u8]>,
     ) -> Option<EthernetPacket<'frame>> {
-        let arp_packet = check!(ArpPacket::new_checked(eth_frame.payload()));
-        let arp_repr = check!(ArpRepr::parse(&arp_packet));
+        let arp_packet = check!(self, ArpPacket::new_checked(eth_frame.payload()));
+        let arp_repr = check!(self, ArpRepr::parse(&arp_packet));
 
         match arp_repr {
             ArpRepr::EthernetIpv4 {
@@ -323,8 +323,8 @@ impl InterfaceInner {
         ip_repr: Ipv4Repr,
         ip_payload: &'frame [u8],
     ) -> Option<Packet<'frame>> {
-        let icmp_packet = check!(Icmpv4Packet::new_checked(ip_payload));
-        let icmp_repr = check!(Icmpv4Repr::parse(&icmp_packet, &self.caps.checksum));
+        let icmp_packet = check!(self, Icmpv4Packet::new_checked(ip_payload));
+        let icmp_repr = check!(self, Icmpv4Repr::parse(&icmp_packet, &self.caps.checksum));
 
         #[cfg(feature = "socket-icmp")]
         let mut handled_by_icmp_socket = false;

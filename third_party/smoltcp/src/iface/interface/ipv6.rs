@@ -193,7 +193,7 @@ impl InterfaceInner {
         source_hardware_addr: HardwareAddress,
         ipv6_packet: &Ipv6Packet<&'frame [u8]>,
     ) -> Option<Packet<'frame>> {
-        let ipv6_repr = check!(Ipv6Repr::parse(ipv6_packet));
+        let ipv6_repr = check!(self, Ipv6Repr::parse(ipv6_packet));
 
         if !ipv6_repr.src_addr.x_is_unicast() {
             // Discard packets with non-unicast source addresses.
@@ -279,10 +279,10 @@ impl InterfaceInner {
             )
         };
 
-        let ext_hdr = check!(Ipv6ExtHeader::new_checked(ip_payload));
-        let ext_repr = check!(Ipv6ExtHeaderRepr::parse(&ext_hdr));
-        let hbh_hdr = check!(Ipv6HopByHopHeader::new_checked(ext_repr.data));
-        let hbh_repr = check!(Ipv6HopByHopRepr::parse(&hbh_hdr));
+        let ext_hdr = check!(self, Ipv6ExtHeader::new_checked(ip_payload));
+        let ext_repr = check!(self, Ipv6ExtHeaderRepr::parse(&ext_hdr));
+        let hbh_hdr = check!(self, Ipv6HopByHopHeader::new_checked(ext_repr.data));
+        let hbh_repr = check!(self, Ipv6HopByHopRepr::parse(&hbh_hdr));
 
         for opt_repr in &hbh_repr.options {
             match opt_repr {
@@ -371,8 +371,8 @@ impl InterfaceInner {
         ip_repr: Ipv6Repr,
         ip_payload: &'frame [u8],
     ) -> Option<Packet<'frame>> {
-        let icmp_packet = check!(Icmpv6Packet::new_checked(ip_payload));
-        let icmp_repr = check!(Icmpv6Repr::parse(
+        let icmp_packet = check!(self, Icmpv6Packet::new_checked(ip_payload));
+        let icmp_repr = check!(self, Icmpv6Repr::parse(
             &ip_repr.src_addr,
             &ip_repr.dst_addr,
             &icmp_packet,
@@ -461,7 +461,7 @@ impl InterfaceInner {
             } => {
                 let ip_addr = ip_repr.src_addr.into();
                 if let Some(lladdr) = lladdr {
-                    let lladdr = check!(lladdr.parse(self.caps.medium));
+                    let lladdr = check!(self, lladdr.parse(self.caps.medium));
                     if !lladdr.is_unicast() || !target_addr.x_is_unicast() {
                         return None;
                     }
@@ -479,7 +479,7 @@ impl InterfaceInner {
                 ..
             } => {
                 if let Some(lladdr) = lladdr {
-                    let lladdr = check!(lladdr.parse(self.caps.medium));
+                    let lladdr = check!(self, lladdr.parse(self.caps.medium));
                     if !lladdr.is_unicast() || !target_addr.x_is_unicast() {
                         return None;
                     }

@@ -58,11 +58,15 @@ use crate::time::{Duration, Instant};
 
 use crate::wire::*;
 
+/// Unwraps a parse result or drops the packet: returns `Default::default()`
+/// (no reply). ZCSTACK PATCH 17: the drop is counted in `$inner`'s
+/// `rx_malformed` ([`Interface::rx_malformed`]).
 macro_rules! check {
-    ($e:expr) => {
+    ($inner:ident, $e:expr) => {
         match $e {
             Ok(x) => x,
             Err(_) => {
+                $inner.rx_malformed = $inner.rx_malformed.wrapping_add(1);
                 // concat!/stringify! doesn't work with defmt macros
                 #[cfg(not(feature = "defmt"))]
                 net_trace!(concat!("iface: malformed ", stringify!($e)));
@@ -169,6 +173,9 @@ pub struct InterfaceInner {
     syn_cookies: Option<syncookie::SynCookies>,
     #[cfg(feature = "socket-tcp")]
     pub(crate) listen_stats: ListenStats,
+    /// ZCSTACK PATCH 17: packets dropped because a header did not parse or
+    /// a checksum was wrong.
+    rx_malformed: u64,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -310,6 +317,7 @@ impl Interface {
                 syn_cookies: None,
                 #[cfg(feature = "socket-tcp")]
                 listen_stats: ListenStats::default(),
+                rx_malformed: 0,
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -481,6 +489,14 @@ impl Interface {
     #[cfg(feature = "socket-tcp")]
     pub fn listen_stats(&self) -> ListenStats {
         self.inner.listen_stats
+    }
+
+    /// Packets dropped as malformed: a header (Ethernet, ARP, IP, ICMP,
+    /// UDP, TCP, ...) that did not parse, or a checksum that was wrong.
+    /// Packets that parsed but were not for this interface, or that no
+    /// socket wanted, are not counted. (ZCSTACK PATCH 17.)
+    pub fn rx_malformed(&self) -> u64 {
+        self.inner.rx_malformed
     }
 
     pub fn set_any_ip(&mut self, any_ip: bool) {
@@ -1027,12 +1043,12 @@ impl InterfaceInner {
         match IpVersion::of_packet(ip_payload) {
             #[cfg(feature = "proto-ipv4")]
             Ok(IpVersion::Ipv4) => {
-                let ipv4_packet = check!(Ipv4Packet::new_checked(ip_payload));
+                let ipv4_packet = check!(self, Ipv4Packet::new_checked(ip_payload));
                 self.process_ipv4(sockets, meta, HardwareAddress::Ip, &ipv4_packet, frag)
             }
             #[cfg(feature = "proto-ipv6")]
             Ok(IpVersion::Ipv6) => {
-                let ipv6_packet = check!(Ipv6Packet::new_checked(ip_payload));
+                let ipv6_packet = check!(self, Ipv6Packet::new_checked(ip_payload));
                 self.process_ipv6(sockets, meta, HardwareAddress::Ip, &ipv6_packet)
             }
             // Drop all other traffic.

@@ -401,8 +401,8 @@ impl InterfaceInner {
     ) -> Option<Packet<'frame>> {
         use crate::time::Duration;
 
-        let igmp_packet = check!(IgmpPacket::new_checked(ip_payload));
-        let igmp_repr = check!(IgmpRepr::parse(&igmp_packet));
+        let igmp_packet = check!(self, IgmpPacket::new_checked(ip_payload));
+        let igmp_repr = check!(self, IgmpRepr::parse(&igmp_packet));
 
         // FIXME: report membership after a delay
         match igmp_repr {

@@ -403,6 +403,12 @@ impl<'a> Socket<'a> {
         if self.remote_last_seq < self.local_seq_no {
             self.remote_last_seq = self.local_seq_no;
         }
+        // ZCSTACK PATCH 18: a probe that became due but could not leave
+        // (the device refused it, the neighbour was being resolved) is moot
+        // once nothing is in flight.
+        if self.flight_size() == 0 {
+            self.recovery.tlp.pending = false;
+        }
 
         // RTT: from the scoreboard when delivered bytes were never
         // retransmitted (microseconds, every ACK), else from the echoed
@@ -1177,7 +1183,10 @@ impl<'a> Socket<'a> {
     /// When loss recovery's timers next need a poll.
     pub(super) fn recovery_poll_at(&self, now: Instant) -> PollAt {
         let r = &self.recovery;
-        if r.tlp.pending {
+        // ZCSTACK PATCH 18: only while the probe can still go (what
+        // `recovery_next_send` asks); a stale one would have the socket
+        // polled "now" for ever with nothing to send.
+        if r.tlp.pending && self.in_data_state() && self.flight_size() > 0 {
             return PollAt::Now;
         }
         let timers = match (r.rack.timer, r.tlp.pto) {

@@ -87,7 +87,12 @@ impl<'a> Socket<'a> {
                     return Verdict::Pass;
                 }
                 let max_wnd = self.max_remote_win.max(self.remote_win_len).max(1);
-                if self.local_seq_no - ack > max_wnd {
+                // ZCSTACK PATCH 21: how far ACK lies below SND.UNA, as an
+                // unsigned distance. `SND.UNA - ack` panicked for an ACK
+                // exactly 2^31 away, which is "before" SND.UNA in sequence
+                // order while the signed difference overflows.
+                let behind = self.local_seq_no.0.wrapping_sub(ack.0) as u32 as usize;
+                if behind > max_wnd {
                     net_debug!("ACK older than SND.UNA - MAX.SND.WND: challenge ACK");
                     return Verdict::Drop(self.challenge_ack_reply(cx, ip_repr, repr));
                 }

@@ -1548,3 +1548,113 @@ fn test_ipv4_fragment_size() {
         );
     }
 }
+
+/// ZCSTACK PATCH 17: frames whose Ethernet, ARP, IPv4 or TCP header does
+/// not parse, or whose checksum is wrong, are counted in `rx_malformed`;
+/// well-formed frames that are merely not for us are not.
+#[rstest]
+#[case(Medium::Ethernet)]
+#[cfg(all(feature = "medium-ethernet", feature = "socket-tcp"))]
+fn zcstack_malformed_frames_are_counted(#[case] medium: Medium) {
+    let (mut iface, mut sockets, _) = setup(medium);
+    let ours = EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x02]);
+    let peer = EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x03]);
+    let eth = |dst: EthernetAddress, ethertype, payload: &[u8]| {
+        let repr = EthernetRepr {
+            src_addr: peer,
+            dst_addr: dst,
+            ethertype,
+        };
+        let mut buf = vec![0u8; repr.buffer_len() + payload.len()];
+        repr.emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        buf[repr.buffer_len()..].copy_from_slice(payload);
+        buf
+    };
+    // A well-formed TCP SYN to 192.168.1.1 (no socket listens: RST).
+    let (src, dst) = (
+        Ipv4Address::new(192, 168, 1, 2),
+        Ipv4Address::new(192, 168, 1, 1),
+    );
+    let tcp = TcpRepr {
+        src_port: 4242,
+        dst_port: 80,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut good = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut good[..]), &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut good[ip.buffer_len()..]),
+        &src.into(),
+        &dst.into(),
+        &caps,
+    );
+    let mut feed = |frame: Vec<u8>| {
+        let _ = iface.inner.process_ethernet(
+            &mut sockets,
+            PacketMeta::default(),
+            &frame,
+            &mut iface.fragments,
+        );
+        iface.rx_malformed()
+    };
+    assert_eq!(feed(eth(ours, EthernetProtocol::Ipv4, &good)), 0, "good SYN");
+    assert_eq!(
+        feed(eth(
+            EthernetAddress([0x02, 0, 0, 0, 0, 9]),
+            EthernetProtocol::Ipv4,
+            &good
+        )),
+        0,
+        "for another MAC: ignored, not malformed"
+    );
+    assert_eq!(feed(vec![0x02; 10]), 1, "shorter than an Ethernet header");
+    assert_eq!(
+        feed(eth(ours, EthernetProtocol::Ipv4, &good[..12])),
+        2,
+        "truncated IPv4 header"
+    );
+    let mut bad_ip = good.clone();
+    bad_ip[10] ^= 0xff;
+    assert_eq!(
+        feed(eth(ours, EthernetProtocol::Ipv4, &bad_ip)),
+        3,
+        "IPv4 header checksum"
+    );
+    let mut bad_tcp = good.clone();
+    bad_tcp[ip.buffer_len() + 16] ^= 0xff;
+    assert_eq!(
+        feed(eth(ours, EthernetProtocol::Ipv4, &bad_tcp)),
+        4,
+        "TCP checksum"
+    );
+    let mut bad_offset = good.clone();
+    bad_offset[ip.buffer_len() + 12] = 0x10; // data offset 1 word
+    assert_eq!(
+        feed(eth(ours, EthernetProtocol::Ipv4, &bad_offset)),
+        5,
+        "TCP data offset below the header"
+    );
+    assert_eq!(
+        feed(eth(ours, EthernetProtocol::Arp, &[0, 1, 8, 0])),
+        6,
+        "truncated ARP"
+    );
+    assert_eq!(feed(eth(ours, EthernetProtocol::Ipv4, &good)), 6, "good again");
+}

@@ -682,3 +682,33 @@ fn paws_lets_a_reordered_duplicate_ack_through() {
     ack_ts(&mut s, 45, base + 50, 519, 4096, &[]);
     assert_eq!(rejects(&s), 3, "a late duplicate ACK");
 }
+
+/// ZCSTACK PATCH 18 (fuzzing finding): a tail loss probe that became due
+/// but could not leave (here the device refused the segment; in the fuzzer,
+/// the neighbour's address was being resolved) stayed pending after an ACK
+/// left nothing in flight. `poll_at` then said "now" for ever while
+/// `dispatch` had nothing to send: the application's poll loop never slept,
+/// and a test driving simulated time never got past that instant.
+#[test]
+fn a_probe_that_could_not_leave_is_dropped_once_nothing_is_in_flight() {
+    let mut s = sacking_socket(400, 64);
+    let base = warm_up(&mut s, 10);
+    send_bytes(&mut s, 20, base, MSS);
+    // The probe timer (2 * SRTT + 200 ms for one segment) fires; the
+    // device takes nothing.
+    s.cx.set_now(Instant::from_millis(300));
+    let _ = s
+        .socket
+        .dispatch(&mut s.cx, |_, _, _| -> Result<(), ()> { Err(()) });
+    assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Now, "the probe is due");
+    // The segment's ACK arrives before the probe could go.
+    ack(&mut s, 301, base + MSS, &[]);
+    assert_eq!(s.send_queue(), 0);
+    assert_eq!(drain(&mut s, 302), vec![], "nothing to send");
+    assert_eq!(
+        s.socket.poll_at(&mut s.cx),
+        PollAt::Ingress,
+        "nothing in flight, no timer: wait for input"
+    );
+    assert_eq!(s.recovery_stats().tail_loss_probes, 0);
+}

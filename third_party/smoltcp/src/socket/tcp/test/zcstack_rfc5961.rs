@@ -94,3 +94,22 @@ fn data_with_an_old_ack_is_taken_and_a_blind_ack_is_not() {
     assert_eq!(reply.map(|r| r.ack_number), Some(Some(REMOTE_SEQ + 1 + 3)));
     assert_eq!(s.recv_queue(), 3, "the injected bytes were not taken");
 }
+
+/// ZCSTACK PATCH 21 (fuzzing finding): an ACK exactly 2^31 below SND.UNA
+/// (before it in sequence order, by the largest possible distance) is a
+/// blind ACK like any other: challenge ACK, no panic.
+#[test]
+fn an_ack_half_the_sequence_space_away_gets_a_challenge_ack() {
+    let mut s = socket_established();
+    let expect = challenge_ack(&s);
+    let far = TcpSeqNumber((LOCAL_SEQ + 1).0.wrapping_add(i32::MIN));
+    assert!(far < LOCAL_SEQ + 1, "before SND.UNA in sequence order");
+    send!(s, time 0, TcpRepr {
+        seq_number: REMOTE_SEQ + 1,
+        ack_number: Some(far),
+        payload: &b"evil"[..],
+        ..SEND_TEMPL
+    }, Some(TcpRepr { ack_number: Some(REMOTE_SEQ + 1), ..expect }));
+    assert_eq!(s.state, State::Established);
+    assert_eq!(s.recv_queue(), 0, "the injected bytes were not taken");
+}
