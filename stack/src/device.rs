@@ -138,6 +138,10 @@ impl<D: Driver> Port<D> {
     /// was descheduled in between). Frames left from the last poll go first.
     /// Returns how many frames smoltcp may take in this poll.
     pub fn prefetch_rx(&mut self, budget: usize) -> usize {
+        // Frames held here are out of the pool until smoltcp has read them:
+        // at most an eighth of a small pool (a 512-frame TSO pool must keep
+        // frames for sending), and at least one burst.
+        let budget = budget.min((self.pool.capacity() / 8).max(self.burst));
         if self.rx.is_empty() {
             while self.rx.len() < budget {
                 let before = self.rx.len();
