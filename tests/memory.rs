@@ -8,28 +8,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use zcstack_tests::httpd::start;
 use zcstack_tests::netns::{App, TapBed};
 use zcstack_tests::{TempDir, json_num, random_bytes, require_root, sha256_hex};
-
-fn start(bed: &TapBed, dir: &TempDir, extra: &[&str]) -> App {
-    let ip = format!("{}/24", bed.stack_ip());
-    let root = dir.root();
-    let json = dir.0.join("stats.json");
-    let mut args = vec![
-        "--tap",
-        &bed.tap,
-        "--ip",
-        &ip,
-        "--root",
-        root.to_str().unwrap(),
-        "--stats-json",
-        json.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let app = App::start(bed, "zc-httpd", &args);
-    assert!(app.banner.contains("serving"), "banner: {}", app.banner);
-    app
-}
 
 /// Stops the server, checks a clean exit with the pool full, returns its
 /// counters (JSON) and everything it printed after the banner.
