@@ -78,6 +78,15 @@ pub(super) trait Controller {
         None
     }
 
+    /// ZCSTACK PATCH 19: whether the controller wants [`on_rate_sample`]
+    /// (the socket then builds a sample per ACK and tracks
+    /// application-limited sends; others skip that work).
+    ///
+    /// [`on_rate_sample`]: Controller::on_rate_sample
+    fn uses_rate_samples(&self) -> bool {
+        false
+    }
+
     /// ZCSTACK PATCH 19: a delivery-rate sample, on every ACK that
     /// delivered data.
     fn on_rate_sample(&mut self, now: Instant, rs: &RateSample, rtt: &RttEstimator) {}

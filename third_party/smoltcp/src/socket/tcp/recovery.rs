@@ -564,7 +564,8 @@ impl<'a> Socket<'a> {
             _ => {}
         }
 
-        if d.bytes > 0 || newly_lost > 0 {
+        if (d.bytes > 0 || newly_lost > 0) && self.congestion_controller.inner().uses_rate_samples()
+        {
             self.rate_sample(now, &d, newly_lost, prior_pipe);
         }
 
@@ -616,7 +617,7 @@ impl<'a> Socket<'a> {
     /// `tcp_rate_check_app_limited`): their rate samples then say the path
     /// can do at least that much, not that it can do no more.
     pub(super) fn recovery_check_app_limited(&mut self, cx: &Context) {
-        if !self.in_data_state() {
+        if !self.in_data_state() || !self.congestion_controller.inner().uses_rate_samples() {
             return;
         }
         let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
@@ -989,14 +990,13 @@ impl<'a> Socket<'a> {
         let end = seq + len;
         // ZCSTACK PATCH 19: the delivery state this send starts from; with
         // nothing in flight, the rate's clocks start now.
-        let host_late = self.pacing_missed(now, len);
-        let pipe = self.pipe();
+        let host_late = self.pacing_missed(now, len).then(|| self.pipe());
         let rate = &mut self.recovery.rate;
         if seq_len(prior_nxt, self.local_seq_no) == 0 {
             rate.first_sent_time = now;
             rate.delivered_time = now;
         }
-        if host_late {
+        if let Some(pipe) = host_late {
             // This host, not the path, held the segment back: the rate it
             // yields says nothing about the path (as an application-limited
             // one would not).
@@ -1009,8 +1009,6 @@ impl<'a> Socket<'a> {
             app_limited: rate.app_limited_until != 0,
         };
         self.pace(now, len);
-        // Whether the next segment will wait for pacing alone.
-        self.recovery_note_paced();
         let grain = self
             .recovery
             .rack
@@ -1071,6 +1069,8 @@ impl<'a> Socket<'a> {
         let floor = now - slack;
         let start = self.recovery.pace_next.map_or(now, |p| p.max(floor));
         self.recovery.pace_next = Some(start + gap);
+        // Whether the next segment will wait for pacing alone.
+        self.recovery_note_paced();
     }
 
     /// With pacing: the gap `len` bytes take at the pacing rate, and how

@@ -492,6 +492,10 @@ impl Controller for Bbr {
         self.mss = mss.max(1);
     }
 
+    fn uses_rate_samples(&self) -> bool {
+        true
+    }
+
     fn pacing_rate(&self) -> Option<u64> {
         (self.pacing_rate > 0).then_some(self.pacing_rate)
     }
