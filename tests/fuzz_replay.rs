@@ -84,39 +84,6 @@ fn http_request() {
     replay("http_request");
 }
 
-/// Each `fuzz/findings/stack_frames/smoltcp-<issue>` input either still
-/// meets the smoltcp bug it is named after — and nothing else: the harness
-/// reports that issue and lets the run pass, and fails it when told to be
-/// strict about it — or, once the vendored smoltcp no longer has the bug,
-/// passes even strictly (then drop the issue from `KnownIssue` and rename
-/// the file; it stays a regression input). Either way it may not fail for
-/// any other reason.
-#[test]
-fn smoltcp_findings_meet_their_issue_or_pass_strictly() {
-    use zcstack_tests::fuzz::stack::{KnownIssue, run_with};
-    let dir = fuzz_dir().join("findings/stack_frames");
-    for k in KnownIssue::ALL {
-        let path = dir.join(format!("smoltcp-{}", k.name()));
-        let data = std::fs::read(&path).expect("the reproducer of a known smoltcp issue");
-        let met = run_with(&data, false, &[]);
-        assert!(
-            met.iter().all(|m| *m == k),
-            "{}: meets {met:?}, not only {k:?}",
-            path.display()
-        );
-        let strict = std::panic::catch_unwind(|| run_with(&data, false, &[k]));
-        if met.is_empty() {
-            assert!(strict.is_ok(), "{}: fails strictly", path.display());
-            eprintln!(
-                "{}: passes strictly: smoltcp no longer has {k:?}, drop it from KnownIssue",
-                path.display()
-            );
-        } else {
-            assert!(strict.is_err(), "{}: passes strictly", path.display());
-        }
-    }
-}
-
 /// A corpus file that panics is reported by its path; the others are not.
 #[test]
 fn a_panicking_file_is_named() {

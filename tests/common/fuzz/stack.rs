@@ -245,8 +245,6 @@ struct Stream {
     shut_done: bool,
     eof: bool,
     paused: bool,
-    /// The reader stopped reading at some point.
-    ever_paused: bool,
     /// First offset at which the reader saw a wrong byte.
     corrupt_at: Option<u64>,
     /// The last error either end got on this stream.
@@ -313,43 +311,6 @@ fn fill_pattern(conn: usize, dir: usize, off: u64, out: &mut [u8]) {
 
 fn mac(ip: [u8; 4]) -> [u8; 6] {
     [0x02, 0x5a, ip[0], ip[1], ip[2], ip[3]]
-}
-
-/// Bugs of smoltcp's this harness found, described in docs/fuzzing.md and
-/// reproduced by `fuzz/findings/stack_frames/smoltcp-*`. While smoltcp has
-/// them, a stream that fails in exactly their way is reported as that issue
-/// instead of failing the run, so fuzzing goes on past them; set
-/// `ZC_FUZZ_STRICT` to a comma-separated list of their names (or `all`) to
-/// fail on them again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KnownIssue {
-    /// TIME-WAIT expiry resets the socket, which empties its receive
-    /// buffer: bytes received (and acknowledged) but not yet read are
-    /// gone, and the reader sees a clean end of stream instead. Met by a
-    /// reader that stopped reading, or that read too slowly: 10 s after
-    /// both FINs.
-    TimeWaitDiscardsUnread,
-}
-
-impl KnownIssue {
-    /// The name `ZC_FUZZ_STRICT` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            KnownIssue::TimeWaitDiscardsUnread => "time-wait-discards-unread",
-        }
-    }
-
-    /// Every known issue.
-    pub const ALL: [KnownIssue; 1] = [KnownIssue::TimeWaitDiscardsUnread];
-
-    /// The issues `ZC_FUZZ_STRICT` names.
-    fn strict_from_env() -> Vec<KnownIssue> {
-        let v = std::env::var("ZC_FUZZ_STRICT").unwrap_or_default();
-        Self::ALL
-            .into_iter()
-            .filter(|k| v.split(',').any(|n| n == "all" || n == k.name()))
-            .collect()
-    }
 }
 
 /// Wrapping "a is after b" in sequence space.
@@ -903,7 +864,6 @@ impl Bed {
             } => {
                 let s = &mut self.conns[conn(c, n)].streams[usize::from(!*to_b)];
                 s.paused = *paused;
-                s.ever_paused |= *paused;
             }
             Op::Write {
                 conn: c,
@@ -984,56 +944,13 @@ impl Bed {
         }
     }
 
-    /// Whether stream `dir` of `c` failed in the way of a known smoltcp bug.
-    fn known_issue(&self, c: &Conn, dir: usize) -> Option<KnownIssue> {
-        let s = &c.streams[dir];
-        if s.done() || s.error.is_some() || s.corrupt_at.is_some() {
-            return None;
-        }
-        let reader = if dir == 0 {
-            c.b.map(|b| self.b.tcp_state(b))
-        } else {
-            Some(self.a.tcp_state(c.a))
-        };
-        // The reader's stack had acknowledged every byte and the FIN, then
-        // its application met the end of stream short of them: the bytes
-        // were lost from the receive buffer. The reader stopped reading
-        // (paused), or read too slowly (the operations jumped the clock
-        // past TIME-WAIT between two of its reads).
-        let fin = c.seen[dir]
-            .isn
-            .wrapping_add(1)
-            .wrapping_add(s.written as u32)
-            .wrapping_add(1);
-        let all_acked = c.seen[1 - dir].max_ack.is_some_and(|a| !after(fin, a));
-        if s.eof
-            && (s.ever_paused || all_acked)
-            && s.read < s.written
-            && reader == Some(TcpState::Closed)
-        {
-            return Some(KnownIssue::TimeWaitDiscardsUnread);
-        }
-        None
-    }
-
-    /// The user-visible promises for connections nobody attacked; a
-    /// known issue not in `strict` is returned instead of failing.
-    fn check(&self, strict: &[KnownIssue]) -> Vec<KnownIssue> {
-        let mut known = Vec::new();
+    /// The user-visible promises for connections nobody attacked.
+    fn check(&self) {
         for (i, c) in self.conns.iter().enumerate() {
             if !Self::checked(c) {
                 continue;
             }
             for (dir, s) in c.streams.iter().enumerate() {
-                if let Some(k) = self.known_issue(c, dir)
-                    && !strict.contains(&k)
-                {
-                    if self.trace {
-                        eprintln!("connection {i} stream {dir}: known smoltcp issue {k:?}: {s:?}");
-                    }
-                    known.push(k);
-                    continue;
-                }
                 let what = format!(
                     "connection {i} (port {}), stream {} (not attacked): {s:?}, A {}, B {:?}",
                     c.port,
@@ -1046,27 +963,20 @@ impl Bed {
                 assert!(s.done(), "stream not delivered: {what}");
             }
         }
-        known
     }
 }
 
 /// Runs one input. Panics (the fuzzer's finding) if a promise is broken.
-/// `ZC_FUZZ_TRACE` set prints every operation and segment; `ZC_FUZZ_STRICT`
-/// (see [`KnownIssue`]) fails on known smoltcp issues too.
+/// `ZC_FUZZ_TRACE` set prints every operation and segment.
 pub fn run(data: &[u8]) {
-    run_with(
-        data,
-        std::env::var_os("ZC_FUZZ_TRACE").is_some(),
-        &KnownIssue::strict_from_env(),
-    );
+    run_with(data, std::env::var_os("ZC_FUZZ_TRACE").is_some());
 }
 
-/// [`run`], printing every operation and segment if `trace`, failing on
-/// the known issues in `strict`; returns the known issues it met and let pass.
-pub fn run_with(data: &[u8], trace: bool, strict: &[KnownIssue]) -> Vec<KnownIssue> {
+/// [`run`], printing every operation and segment if `trace`.
+pub fn run_with(data: &[u8], trace: bool) {
     let mut u = Unstructured::new(data);
     let Ok(setup) = Setup::arbitrary(&mut u) else {
-        return Vec::new();
+        return;
     };
     let pools = pools();
     // Which frame a buffer is does not change what the stacks do, so
@@ -1088,7 +998,7 @@ pub fn run_with(data: &[u8], trace: bool, strict: &[KnownIssue]) -> Vec<KnownIss
         bed.apply(&op);
     }
     bed.settle();
-    let known = bed.check(strict);
+    bed.check();
     // Both stacks still poll after all of it.
     bed.a.poll();
     bed.b.poll();
@@ -1097,7 +1007,6 @@ pub fn run_with(data: &[u8], trace: bool, strict: &[KnownIssue]) -> Vec<KnownIss
         let st = p.stats();
         assert_eq!(st.free, st.capacity, "pool {name} is not full: {st}");
     }
-    known
 }
 
 #[cfg(test)]
@@ -1114,7 +1023,7 @@ mod tests {
             let mut bed = super::Bed::new(&setup, &super::pools(), false);
             bed.settle();
             bed.conns[0].streams[0].corrupt_at = Some(3);
-            bed.check(&[]);
+            bed.check();
         });
         assert!(r.is_err(), "a corrupted stream must fail the check");
     }

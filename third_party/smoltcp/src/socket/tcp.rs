@@ -30,6 +30,8 @@ mod listen;
 mod rfc5961;
 // ZCSTACK PATCH 13: PAWS lets reordered duplicate ACKs through.
 mod paws;
+// ZCSTACK PATCH 22: the end of TIME-WAIT keeps unread bytes.
+mod time_wait;
 // ZCSTACK PATCH 20: the send buffer holds extents (ring bytes and references).
 #[cfg(feature = "socket-tcp-extents")]
 mod extents;
@@ -2745,7 +2747,8 @@ impl<'a> Socket<'a> {
         } else if self.timer.should_close(cx.now()) {
             // If we have spent enough time in the TIME-WAIT state, close the socket.
             tcp_trace!("TIME-WAIT timer expired");
-            self.reset();
+            // ZCSTACK PATCH 22: keep what the application has not read.
+            self.time_wait_expired();
             return Ok(());
         } else {
             return Ok(());
@@ -10333,4 +10336,6 @@ mod test {
     mod zcstack_zero_window;
     // ZCSTACK PATCH 16.
     mod zcstack_idle;
+    // ZCSTACK PATCH 22.
+    mod zcstack_time_wait;
 }
