@@ -490,3 +490,101 @@ fn ack_beyond_a_zero_window_is_taken() {
     assert_eq!(pa.stats().free, pa.capacity(), "peer's pool is full again");
     assert_eq!(pb.stats().free, pb.capacity(), "stack's pool is full again");
 }
+
+impl Bed {
+    /// A connection from a to b's port 7, accepted: (client on a, server on b).
+    fn connected(&mut self) -> (zcstack::TcpConn, zcstack::TcpConn) {
+        let listener = self.b.tcp_listen(7, 1).unwrap();
+        let client = self.a.tcp_connect(SocketAddrV4::new(B, 7)).unwrap();
+        for _ in 0..1000 {
+            self.step(false);
+            if let Some(s) = self.b.tcp_accept(listener) {
+                return (client, s);
+            }
+        }
+        panic!("not accepted");
+    }
+
+    /// Steps until `done` holds (at most 10 000 rounds).
+    fn step_until(&mut self, what: &str, mut done: impl FnMut(&mut Bed) -> bool) {
+        for _ in 0..10_000 {
+            if done(self) {
+                return;
+            }
+            self.step(false);
+        }
+        panic!("never happened: {what}");
+    }
+}
+
+/// A reader that shut down its own side first and then stopped reading: its
+/// socket passes TIME-WAIT (10 s) with the peer's bytes unread. They must
+/// still be there afterwards, followed by a clean end of stream — before
+/// smoltcp patch 22 the end of TIME-WAIT emptied the receive buffer and
+/// the reader met the end of stream 2 KiB early.
+#[test]
+fn unread_bytes_outlive_time_wait() {
+    let mut bed = bed(WireConfig::default(), true);
+    let (client, server) = bed.connected();
+    bed.b.tcp_shutdown(server).unwrap();
+    let data = random_bytes(2000, 47);
+    assert_eq!(bed.a.tcp_write(client, &data).unwrap(), data.len());
+    bed.a.tcp_close(client).unwrap();
+    bed.step_until("b in TIME-WAIT", |bed| {
+        bed.b.tcp_state(server) == TcpState::TimeWait
+    });
+    let sim = bed.sim.clone().unwrap();
+    let start = sim.load(Ordering::Relaxed);
+    bed.step_until("TIME-WAIT over", |bed| {
+        bed.b.tcp_state(server) == TcpState::Closed
+    });
+    let waited = Duration::from_micros((sim.load(Ordering::Relaxed) - start) as u64);
+    assert!(
+        waited >= Duration::from_secs(9),
+        "TIME-WAIT lasted {waited:?}"
+    );
+    let mut got = vec![0u8; 4096];
+    let n = bed.b.tcp_read(server, &mut got).unwrap();
+    assert_eq!(sha256_hex(&got[..n]), sha256_hex(&data), "all {n} bytes");
+    assert_eq!(
+        bed.b.tcp_read(server, &mut got).unwrap(),
+        0,
+        "end of stream"
+    );
+    bed.b.tcp_close(server).unwrap();
+    for _ in 0..100 {
+        bed.step(false);
+    }
+    bed.assert_pools_full();
+}
+
+/// A connection the peer resets mid-stream gives the bytes that arrived,
+/// then `ConnectionReset`: never `Ok(0)`, which would pass a truncated
+/// transfer off as complete.
+#[test]
+fn a_reset_stream_does_not_read_as_finished() {
+    let mut bed = bed(WireConfig::default(), true);
+    let (client, server) = bed.connected();
+    let data = random_bytes(3000, 48);
+    assert_eq!(bed.a.tcp_write(client, &data).unwrap(), data.len());
+    bed.step_until("bytes arrived", |bed| bed.b.tcp_readable(server) == 3000);
+    bed.a.tcp_abort(client).unwrap();
+    bed.step_until("reset arrived", |bed| {
+        bed.b.tcp_state(server) == TcpState::Closed
+    });
+    let mut got = vec![0u8; 4096];
+    assert_eq!(bed.b.tcp_read(server, &mut got).unwrap(), 3000);
+    let err = bed.b.tcp_read(server, &mut got).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    assert_eq!(
+        err.to_string(),
+        "connection reset or timed out before the peer finished sending"
+    );
+    let err = bed.b.tcp_read_with(server, |d| (d.len(), ())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+    bed.b.tcp_close(server).unwrap();
+    for _ in 0..100 {
+        bed.step(false);
+    }
+    bed.assert_pools_full();
+}

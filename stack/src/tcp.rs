@@ -10,6 +10,9 @@
 //!
 //! Reads and writes follow non-blocking socket conventions: `Ok(0)` from
 //! `read` is end of stream, [`io::ErrorKind::WouldBlock`] means poll and retry.
+//! Only a stream the peer finished with its FIN ends in `Ok(0)`: one that was
+//! reset or timed out first gives its remaining bytes, then
+//! [`io::ErrorKind::ConnectionReset`], so a short transfer never looks whole.
 
 use std::collections::VecDeque;
 use std::io;
@@ -191,12 +194,20 @@ impl Listener {
 }
 
 /// For a socket with nothing buffered: `WouldBlock` while more may arrive
-/// (also during the handshake), `Ok` at end of stream.
-fn end_of_stream(sock: &tcp::Socket) -> io::Result<()> {
+/// (also during the handshake), `Ok` at the end of a stream the peer
+/// finished with its FIN, `ConnectionReset` when it ended without one
+/// (reset by the peer, timed out or aborted: the bytes read may be short).
+fn end_of_stream(sock: &mut tcp::Socket) -> io::Result<()> {
     if sock.may_recv() || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
-        Err(io::ErrorKind::WouldBlock.into())
-    } else {
-        Ok(())
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    // An empty read tells a finished stream from a broken one.
+    match sock.recv_slice(&mut []) {
+        Err(tcp::RecvError::Finished) => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "connection reset or timed out before the peer finished sending",
+        )),
     }
 }
 
@@ -451,7 +462,8 @@ impl<D: Driver> Stack<D> {
     }
 
     /// Copies received bytes into `buf` (copy counted). `Ok(0)` at end of
-    /// stream; `WouldBlock` when nothing is buffered yet.
+    /// stream; `WouldBlock` when nothing is buffered yet; `ConnectionReset`
+    /// once the bytes of a connection reset or timed out are all read.
     pub fn tcp_read(&mut self, c: TcpConn, buf: &mut [u8]) -> io::Result<usize> {
         let sock = self.sock_mut(c)?;
         if sock.can_recv() {
@@ -465,7 +477,8 @@ impl<D: Driver> Stack<D> {
 
     /// Reads in place: `f` sees the received bytes in the socket's ring (the
     /// longest contiguous run) and returns how many it consumed. No copy by
-    /// the stack. `WouldBlock` when nothing is buffered; `Ok(None)` at end of stream.
+    /// the stack. `WouldBlock` when nothing is buffered; `Ok(None)` at end of
+    /// stream; `ConnectionReset` as for [`Stack::tcp_read`].
     pub fn tcp_read_with<R>(
         &mut self,
         c: TcpConn,
