@@ -584,3 +584,28 @@ fn tx_gso_flags_are_refused_where_they_would_do_nothing() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// Flags of one device are refused with the other, naming both: before,
+/// `--xdp IFACE --tap-offload` was taken and the offload silently ignored.
+#[test]
+fn flags_of_the_other_device_are_refused() {
+    for (args, want) in [
+        (
+            &["--xdp", "zcx", "--tap-offload"][..],
+            "'--xdp <IFACE>' cannot be used with '--tap-offload'",
+        ),
+        (
+            &["--tap", "zct", "--queue", "1"][..],
+            "'--tap <NAME>' cannot be used with '--queue <N>'",
+        ),
+        (
+            &["--tap", "zct", "--xdp-mode", "native"][..],
+            "'--tap <NAME>' cannot be used with '--xdp-mode <MODE>'",
+        ),
+    ] {
+        let (code, err) = run(&[args, &["--ip", "10.200.0.2/24"][..]].concat());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_one_line(&err);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

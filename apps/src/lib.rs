@@ -41,18 +41,18 @@ pub struct DeviceArgs {
     /// With --tap: IFF_VNET_HDR offloads: 64 KiB TCP segments and partial
     /// checksums both ways (the kernel segments and checksums; pool frames
     /// become 64 KiB, as many as fit the same memory, at least 512).
-    #[arg(long, requires = "tap")]
+    #[arg(long, requires = "tap", conflicts_with = "xdp")]
     pub tap_offload: bool,
     /// Run on interface IFACE with AF_XDP (the kernel keeps no address on it).
     #[arg(long, value_name = "IFACE")]
     pub xdp: Option<String>,
     /// With --xdp: the device queue to bind to (default 0).
-    #[arg(long, value_name = "N", requires = "xdp")]
+    #[arg(long, value_name = "N", requires = "xdp", conflicts_with = "tap")]
     pub queue: Option<u32>,
     /// With --xdp: where the XDP program runs: native, generic, or auto
     /// (native, then generic) (default auto). Generic mode sees GRO/GSO
     /// packets up to 64 KiB, so it gets 64 KiB frames.
-    #[arg(long, value_name = "MODE", requires = "xdp")]
+    #[arg(long, value_name = "MODE", requires = "xdp", conflicts_with = "tap")]
     pub xdp_mode: Option<AttachMode>,
     /// With --xdp: TCP segmentation offload on transmit. TCP segments of up
     /// to 64 KiB leave through an AF_PACKET socket with virtio-net headers
@@ -199,9 +199,6 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 impl DeviceArgs {
     /// Opens the device and builds the stack.
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
-        if self.tap.is_some() && (self.queue.is_some() || self.xdp_mode.is_some()) {
-            anyhow::bail!("--queue and --xdp-mode apply to --xdp, not to --tap");
-        }
         let device: AppDriver = match (&self.tap, &self.xdp) {
             (Some(name), _) if self.tap_offload => {
                 const FRAME: u32 = 64 << 10;
