@@ -123,6 +123,11 @@ impl<T: Copy> Ring<T> {
         self.size() - self.local.wrapping_sub(self.cached)
     }
 
+    /// Entries submitted that the kernel has not taken yet (TX ring).
+    pub fn unconsumed(&self) -> u32 {
+        self.local.wrapping_sub(self.cons().load(Ordering::Acquire))
+    }
+
     /// Writes `item` into the next slot; call [`Ring::free`] first and don't
     /// write more than it said. Invisible to the kernel until [`Ring::submit`].
     pub fn write(&mut self, item: T) {
