@@ -45,6 +45,10 @@ pub struct StackStats {
     pub tx_pushed_back: u64,
     /// Poll iterations.
     pub polls: u64,
+    /// Polls whose TCP data reached the device more than 1 ms after the
+    /// poll read its clock (the thread lost its CPU in between: a sign of a
+    /// shared core); their tail loss probes were pushed back by as much.
+    pub late_tx_polls: u64,
     /// Idle back-offs that slept.
     pub idle_sleeps: u64,
     /// TCP sockets the stack has created (open, listening or recyclable).
@@ -275,6 +279,9 @@ impl fmt::Display for StackStats {
         }
         if self.rx_malformed > 0 {
             write!(f, ", rx malformed {}", self.rx_malformed)?;
+        }
+        if self.late_tx_polls > 0 {
+            write!(f, ", late tx polls {}", self.late_tx_polls)?;
         }
         let l = &self.listen;
         if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {

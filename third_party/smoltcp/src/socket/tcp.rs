@@ -32,6 +32,8 @@ mod rfc5961;
 mod paws;
 // ZCSTACK PATCH 22: the end of TIME-WAIT keeps unread bytes.
 mod time_wait;
+// ZCSTACK PATCH 25: transmissions that left late do not probe early.
+mod late_tx;
 // ZCSTACK PATCH 20: the send buffer holds extents (ring bytes and references).
 #[cfg(feature = "socket-tcp-extents")]
 mod extents;
@@ -10338,4 +10340,6 @@ mod test {
     mod zcstack_idle;
     // ZCSTACK PATCH 22.
     mod zcstack_time_wait;
+    // ZCSTACK PATCH 25.
+    mod zcstack_late_tx;
 }

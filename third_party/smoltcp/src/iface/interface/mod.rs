@@ -499,6 +499,32 @@ impl Interface {
         self.inner.rx_malformed
     }
 
+    /// ZCSTACK PATCH 25: what the TCP sockets of `sockets` sent in the
+    /// poll at `at` left the host `by` later than that (the caller's thread
+    /// lost its CPU before its device sent the frames): the tail loss
+    /// probes those transmissions armed wait `by` longer, so they do not
+    /// fire before the peer could answer (see
+    /// [`tcp::Socket::transmitted_late`](crate::socket::tcp::Socket::transmitted_late)).
+    /// Returns how many sockets' probes moved.
+    #[cfg(feature = "socket-tcp")]
+    pub fn transmitted_late(
+        &self,
+        sockets: &mut SocketSet<'_>,
+        at: Instant,
+        by: Duration,
+    ) -> usize {
+        let mut moved = 0;
+        for item in sockets.items_mut() {
+            if let Socket::Tcp(s) = &mut item.socket
+                && s.transmitted_late(at, by)
+            {
+                item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     pub fn set_any_ip(&mut self, any_ip: bool) {
         self.inner.any_ip = any_ip;
     }

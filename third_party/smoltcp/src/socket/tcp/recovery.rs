@@ -147,6 +147,9 @@ struct Rack {
 struct Tlp {
     /// When to send a probe.
     pto: Option<Instant>,
+    /// ZCSTACK PATCH 25: the time `pto` was armed at (the transmission it
+    /// follows), for [`Socket::transmitted_late`].
+    armed_at: Option<Instant>,
     /// The timer fired: the next dispatch sends a probe.
     pending: bool,
     /// SND.NXT after the outstanding probe was sent.
@@ -1108,6 +1111,20 @@ impl<'a> Socket<'a> {
         self.recovery.pace_waiting = (unsent || lost) && self.send_allowance() > 0;
     }
 
+    /// ZCSTACK PATCH 25: the probe armed by a transmission at `at` waits
+    /// `by` longer. Returns whether it did.
+    pub(super) fn tlp_defer(&mut self, at: Instant, by: Duration) -> bool {
+        let tlp = &mut self.recovery.tlp;
+        match (tlp.pto, tlp.armed_at) {
+            (Some(pto), Some(armed)) if armed == at => {
+                tlp.pto = Some(pto + by);
+                tlp.armed_at = Some(at + by);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// RFC 8985 7.2: schedules a probe two RTTs out, unless recovery is
     /// under way, a probe is outstanding, or the retransmission timer would
     /// fire first.
@@ -1138,6 +1155,7 @@ impl<'a> Socket<'a> {
         // due then goes instead of the timeout (which would collapse the
         // congestion window).
         let pto = now + srtt + srtt + extra;
+        self.recovery.tlp.armed_at = Some(now);
         self.recovery.tlp.pto = Some(match self.timer {
             Timer::Retransmit { expires_at } => pto.min(expires_at),
             _ => pto,

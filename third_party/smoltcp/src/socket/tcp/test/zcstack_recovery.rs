@@ -10,7 +10,7 @@ const MSS: usize = 10;
 
 /// What one transmitted segment looked like.
 #[derive(Debug, Clone, PartialEq)]
-struct Seg {
+pub(super) struct Seg {
     /// Offset of the first byte from the first data byte (LOCAL_SEQ + 1).
     off: i64,
     len: usize,
@@ -18,7 +18,7 @@ struct Seg {
     timestamp: Option<TcpTimestampRepr>,
 }
 
-fn sacking_socket(tx: usize, rx: usize) -> TestSocket {
+pub(super) fn sacking_socket(tx: usize, rx: usize) -> TestSocket {
     let mut s = socket_established_with_buffer_sizes(tx, rx);
     // Tests that want a congestion controller set one.
     s.set_congestion_control(CongestionControl::None);
@@ -30,7 +30,7 @@ fn sacking_socket(tx: usize, rx: usize) -> TestSocket {
 }
 
 /// Everything the socket sends at `ms`, until it sends nothing more.
-fn drain(s: &mut TestSocket, ms: i64) -> Vec<Seg> {
+pub(super) fn drain(s: &mut TestSocket, ms: i64) -> Vec<Seg> {
     s.cx.set_now(Instant::from_millis(ms));
     let mut out = Vec::new();
     loop {
@@ -55,7 +55,7 @@ fn drain(s: &mut TestSocket, ms: i64) -> Vec<Seg> {
     out
 }
 
-fn data(off: i64, len: usize) -> Seg {
+pub(super) fn data(off: i64, len: usize) -> Seg {
     Seg {
         off,
         len,
@@ -66,7 +66,7 @@ fn data(off: i64, len: usize) -> Seg {
 
 /// The peer acknowledges `ack` bytes (from the first data byte) and
 /// selectively `sacks` (offsets, end exclusive); returns the socket's reply.
-fn ack(
+pub(super) fn ack(
     s: &mut TestSocket,
     ms: i64,
     ack: usize,
@@ -91,7 +91,7 @@ fn ack(
 }
 
 /// Sends `n` bytes at `ms` and checks they leave as MSS-sized segments.
-fn send_bytes(s: &mut TestSocket, ms: i64, from: usize, n: usize) {
+pub(super) fn send_bytes(s: &mut TestSocket, ms: i64, from: usize, n: usize) {
     s.send_slice(&vec![b'x'; n]).unwrap();
     let segs = drain(s, ms);
     let expect: Vec<Seg> = (0..n.div_ceil(MSS))
@@ -101,7 +101,7 @@ fn send_bytes(s: &mut TestSocket, ms: i64, from: usize, n: usize) {
 }
 
 /// One RTT sample of `rtt` ms first, so RACK and TLP have an RTT.
-fn warm_up(s: &mut TestSocket, rtt: i64) -> usize {
+pub(super) fn warm_up(s: &mut TestSocket, rtt: i64) -> usize {
     send_bytes(s, 0, 0, MSS);
     ack(s, rtt, MSS, &[]);
     MSS
