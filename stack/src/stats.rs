@@ -81,6 +81,8 @@ pub struct StackStats {
     /// Memory accounted for, idle connections that gave it back, the
     /// budget and connections refused at it.
     pub memory: crate::MemoryStats,
+    /// Datagrams by frame handle ([`crate::dgram`]).
+    pub dgram: crate::DgramStats,
 }
 
 /// What listening ports saw (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
@@ -275,6 +277,9 @@ impl fmt::Display for StackStats {
         }
         if self.rx_malformed > 0 {
             write!(f, ", rx malformed {}", self.rx_malformed)?;
+        }
+        if self.dgram != crate::DgramStats::default() {
+            write!(f, ", {}", self.dgram)?;
         }
         let l = &self.listen;
         if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {
