@@ -36,7 +36,9 @@
 #   tcp/tap/tap-{rx,tx}, tap-{rx,tx}-stock   zc-perf server on TAP (MTU 1500)
 #   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
 #       segments through IFF_VNET_HDR), when zc-perf has that flag
-#   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
+#   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second (zcstack:
+#       the datagram API, no payload copy; kernel: sendmmsg/recvmmsg, 32/64 a call)
+#   udp/1500-off-1472/{kernel,xdp-rx,xdp-tx}   the same with 1472-byte datagrams
 #   http/{1500-on,1500-off,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
@@ -309,13 +311,18 @@ run_zcperf_zc() {
     record "$id" "$run" zcperf "$f.cli" "$f.srv"
 }
 
-# udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel, 64-byte datagrams.
+# udp_size ID: the datagram size of a UDP row (udp/<bed>-1472/...: 1472, else 64).
+udp_size() {
+    if [[ $1 == udp/*-1472/* ]]; then echo 1472; else echo 64; fi
+}
+
+# udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel.
 run_udp_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
     ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_listen "$sns" udp 5201
-    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size "$(udp_size "$id")" \
         --server "$addr" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -328,7 +335,7 @@ run_udp_xdp_rx() {
         --ip "$cidr" --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_line "$f.srv" listening 10
-    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size "$(udp_size "$id")" \
         --server "${cidr%/*}" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -341,7 +348,7 @@ run_udp_xdp_tx() {
     local spid=$!
     wait_listen "$cns" udp 5201
     ip netns exec "$sns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
-        --ip "$cidr" --udp --size 64 --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
+        --ip "$cidr" --udp --size "$(udp_size "$id")" --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
 }
@@ -366,11 +373,16 @@ tcp_bed() {
         row "$pfx/xdp-rx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP receives" "$pfx/kernel-iperf3"
         row "$pfx/xdp-tx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP sends" "$pfx/kernel-iperf3"
         ids+=("$pfx/xdp-rx-stock" "$pfx/xdp-tx-stock")
-        row "udp/$name/kernel" "UDP 64 B, $label" "kernel receives (zc-perf --kernel --udp)" ""
-        row "udp/$name/kernel-tx" "UDP 64 B, $label" "kernel sends (same runs)" ""
-        row "udp/$name/xdp-rx" "UDP 64 B, $label" "zcstack AF_XDP receives (kernel sender)" "udp/$name/kernel"
-        row "udp/$name/xdp-tx" "UDP 64 B, $label" "zcstack AF_XDP sends (kernel receiver)" "udp/$name/kernel-tx"
-        ids+=("udp/$name/kernel" "udp/$name/xdp-rx" "udp/$name/xdp-tx")
+        local u size
+        for size in 64 1472; do
+            u=udp/$name
+            [[ $size == 64 ]] || u=udp/$name-$size
+            row "$u/kernel" "UDP $size B, $label" "kernel receives (zc-perf --kernel --udp, recvmmsg)" ""
+            row "$u/kernel-tx" "UDP $size B, $label" "kernel sends (same runs, sendmmsg)" ""
+            row "$u/xdp-rx" "UDP $size B, $label" "zcstack AF_XDP receives, datagram API (kernel sender)" "$u/kernel"
+            row "$u/xdp-tx" "UDP $size B, $label" "zcstack AF_XDP sends, datagram API (kernel receiver)" "$u/kernel-tx"
+            ids+=("$u/kernel" "$u/xdp-rx" "$u/xdp-tx")
+        done
     fi
     if [[ $name != 65535 ]]; then
         row "$pfx/xdp-gso-tx" "TCP, $label" "zcstack AF_XDP --tx-gso sends (TSO through AF_PACKET)" "$pfx/kernel-iperf3"
