@@ -39,6 +39,10 @@
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second (zcstack:
 #       the datagram API, no payload copy; kernel: sendmmsg/recvmmsg, 32/64 a call)
 #   udp/1500-off-1472/{kernel,xdp-rx,xdp-tx}   the same with 1472-byte datagrams
+#   udp/mq/{q1,q2}   two kernel UDP clients (64 B, pinned to CPU 0 and CPU 1)
+#       -> one zc-perf server on AF_XDP on a two-queue veth, with --queues 1
+#       (both flows steered to queue 0) and --queues 2 (one flow per queue):
+#       the total received; XPS on the client's veth picks the queue by CPU
 #   http/{1500-on,1500-off,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
@@ -48,7 +52,7 @@
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-218.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-219.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -353,6 +357,35 @@ run_udp_xdp_tx() {
     record "$id" "$run" udp "$f.cli" "$f.srv"
 }
 
+# udp_mq SNS CNS CIDR ID RUN Q: two kernel clients, pinned to CPU 0 and
+# CPU 1, each one flow of 64-byte datagrams -> one zc-perf server with
+# --queues Q on AF_XDP. Steering: a veth delivers on the RX queue numbered
+# like the sender's TX queue, and XPS on the client's veth picks the TX
+# queue by the sending CPU: for Q=2 CPU 0 -> queue 0, CPU 1 -> queue 1; for
+# Q=1 both CPUs -> queue 0. The server is not pinned as a whole: its queue
+# threads pin themselves, queue q to CPU q.
+run_udp_mq() {
+    local sns=$1 cns=$2 cidr=$3 id=$4 run=$5 q=$6 f=$RAW/${4//\//_}.$5 x0=1 x1=2
+    ((q == 1)) && x0=3 x1=0
+    ip netns exec "$cns" sh -c "echo $x0 > /sys/class/net/$ZC_VETH_CLIENT/queues/tx-0/xps_cpus && \
+        echo $x1 > /sys/class/net/$ZC_VETH_CLIENT/queues/tx-1/xps_cpus" || return
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+        --ip "$cidr" --udp --queues "$q" --json >"$f.srv" 2>&1 &
+    local spid=$! c0 c1 rc=0
+    wait_line "$f.srv" listening 10
+    ip netns exec "$cns" taskset -c 0 timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "${cidr%/*}" --seconds "$S" --json >"$f.cli0" &
+    c0=$!
+    ip netns exec "$cns" taskset -c 1 timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "${cidr%/*}" --seconds "$S" --json >"$f.cli1" &
+    c1=$!
+    wait "$c0" || rc=1
+    wait "$c1" || rc=1
+    stop_job "$spid"
+    record "$id" "$run" udpmq "$f.srv" "$f.cli0" "$f.cli1"
+    return $rc
+}
+
 # ---- the beds ----
 
 NET=210
@@ -429,6 +462,33 @@ tcp_bed() {
             esac || failed "$id" "$run"
         done
         log "bed $name: run $run of $RUNS done"
+    done
+    zc_bed_down "$cns"
+    zc_bed_down "$sns"
+}
+
+# mq_bed: a two-queue veth (MTU 1500, offloads off), zc-perf --queues 1 vs 2.
+mq_bed() {
+    local net=$((NET++)) id todo=()
+    local zcidr=10.200.$net.2/24 caddr=10.200.$net.1
+    row "udp/mq/q1" "UDP 64 B, two flows, two-queue veth" "zcstack AF_XDP, --queues 1 (both flows on queue 0)" ""
+    row "udp/mq/q2" "UDP 64 B, two flows, two-queue veth" "zcstack AF_XDP, --queues 2 (a flow per queue)" "udp/mq/q1"
+    for id in udp/mq/q1 udp/mq/q2; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    if (($(nproc) < 2)); then
+        log "bed mq: skipped, it needs 2 CPUs"
+        return 0
+    fi
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net run
+    zc_bed_trap "$sns"
+    zc_bed_trap "$cns"
+    log "bed mq: two queues (${#todo[@]} rows x $RUNS runs)"
+    zc_veth_up "$sns" "$cns" "$caddr/24" --offloads off --queues 2
+    for ((run = 1; run <= RUNS; run++)); do
+        for id in "${todo[@]}"; do
+            run_udp_mq "$sns" "$cns" "$zcidr" "$id" "$run" "${id##*/q}" || failed "$id" "$run"
+        done
+        log "bed mq: run $run of $RUNS done"
     done
     zc_bed_down "$cns"
     zc_bed_down "$sns"
@@ -659,6 +719,7 @@ tap_bed tso
 http_bed 1500-on 1500 on tap
 http_bed 1500-off 1500 off
 http_bed 65535 65535 on
+mq_bed
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

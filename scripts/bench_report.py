@@ -91,6 +91,20 @@ def parse_run(kind, files):
             if zc and zc["datagrams"]
             else None,
         }
+    if kind == "udpmq":
+        # One server with --queues: a receiver report per flow (each tagged
+        # with its queue), two kernel clients.
+        srv = [r for r in json_lines(files[0]) if r.get("role") == "receiver"]
+        clients = [r for f in files[1:] for r in json_lines(f) if r.get("role") == "sender"]
+        if not srv or not clients:
+            raise ValueError("no reports")
+        got = sum(r["datagrams"] for r in srv)
+        sent = sum(c["datagrams"] for c in clients)
+        return {
+            "rx_pps": sum(r["datagrams"] / r["seconds"] for r in srv if r["seconds"]),
+            "loss": 1 - got / sent if sent else None,
+            "queues_used": len({r.get("queue") for r in srv}),
+        }
     if kind in ("1g", "64k"):
         d = json_lines(files[0])
         cpu = json_lines(files[1])
@@ -329,6 +343,9 @@ def markdown(doc, rows, order):
             loss = med([m.get("loss") for m in r["runs"]])
             if loss is not None:
                 label += f" [lost {loss:.1%}]"
+            used = [m["queues_used"] for m in r["runs"] if "queues_used" in m]
+            if used:
+                label += f" [queues with traffic: {min(used)}–{max(used)}]"
         if r["id"].endswith("-64k") and r.get("gbit_per_s_median"):
             label += f" [{fmt(r['gbit_per_s_median'])} Gbit/s]"
         peer = rows.get(r["peer"]) if r["peer"] else None

@@ -293,14 +293,19 @@ pub fn udp_server(
     ticker: &mut StatsTicker,
     port: u16,
     once: bool,
+    queue: Option<usize>,
     json: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let s = stack.dgram_bind(port)?;
-    let mut rx = UdpRx::default();
-    let mut got: Vec<RxDatagram> = Vec::with_capacity(UDP_BATCH * 2);
+    let mut rx = UdpRx {
+        queue,
+        ..UdpRx::default()
+    };
+    let mut got: Vec<RxDatagram> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
-        let n = stack.dgram_recv_burst(s, &mut got, UDP_BATCH * 2)?;
+        // Everything queued: the stack steers up to a poll's budget at once.
+        let n = stack.dgram_recv_burst(s, &mut got, 1024)?;
         for d in got.drain(..) {
             let from = d.source();
             if let Some(reply) = rx.on_datagram(d.payload(), from.into(), "zcstack", json) {
