@@ -39,6 +39,10 @@
 #   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second (zcstack:
 #       the datagram API, no payload copy; kernel: sendmmsg/recvmmsg, 32/64 a call)
 #   udp/1500-off-1472/{kernel,xdp-rx,xdp-tx}   the same with 1472-byte datagrams
+#   udp/1500-off/{kernel-rx-zc,xdp-rx-zc}   64-byte datagrams from a zcstack
+#       sender (AF_XDP on the client's veth end, which outpaces a kernel
+#       sender) to the kernel and to zcstack: the receivers side by side
+#       with the same sender
 #   udp/mq/{q1,q2}   two kernel UDP clients (64 B, pinned to CPU 0 and CPU 1)
 #       -> one zc-perf server on AF_XDP on a two-queue veth, with --queues 1
 #       (both flows steered to queue 0) and --queues 2 (one flow per queue):
@@ -315,6 +319,27 @@ run_zcperf_zc() {
     record "$id" "$run" zcperf "$f.cli" "$f.srv"
 }
 
+# udp_zc_sender SNS CNS KADDR ZCIDR SENDER_CIDR ID RUN kernel|xdp: a
+# zcstack client on AF_XDP on the client's veth end sends 64-byte datagrams
+# to a kernel server (KADDR) or a zcstack server (ZCIDR).
+run_udp_zc_sender() {
+    local sns=$1 cns=$2 kaddr=$3 zcidr=$4 scidr=$5 id=$6 run=$7 target=$8 f=$RAW/${6//\//_}.$7 to
+    if [[ $target == kernel ]]; then
+        ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+        to=$kaddr
+    else
+        ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+            --ip "$zcidr" --udp --once --json >"$f.srv" 2>&1 &
+        to=${zcidr%/*}
+    fi
+    local spid=$!
+    if [[ $target == kernel ]]; then wait_listen "$sns" udp 5201; else wait_line "$f.srv" listening 10; fi
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_CLIENT" \
+        --ip "$scidr" --udp --size 64 --server "$to" --seconds "$S" --json >"$f.cli" 2>"$f.err"
+    stop_job "$spid"
+    record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
 # udp_size ID: the datagram size of a UDP row (udp/<bed>-1472/...: 1472, else 64).
 udp_size() {
     if [[ $1 == udp/*-1472/* ]]; then echo 1472; else echo 64; fi
@@ -416,6 +441,9 @@ tcp_bed() {
             row "$u/xdp-tx" "UDP $size B, $label" "zcstack AF_XDP sends, datagram API (kernel receiver)" "$u/kernel-tx"
             ids+=("$u/kernel" "$u/xdp-rx" "$u/xdp-tx")
         done
+        row "udp/$name/kernel-rx-zc" "UDP 64 B, $label" "kernel receives from a zcstack sender" ""
+        row "udp/$name/xdp-rx-zc" "UDP 64 B, $label" "zcstack AF_XDP receives from a zcstack sender" "udp/$name/kernel-rx-zc"
+        ids+=("udp/$name/kernel-rx-zc" "udp/$name/xdp-rx-zc")
     fi
     if [[ $name != 65535 ]]; then
         row "$pfx/xdp-gso-tx" "TCP, $label" "zcstack AF_XDP --tx-gso sends (TSO through AF_PACKET)" "$pfx/kernel-iperf3"
@@ -459,6 +487,8 @@ tcp_bed() {
                 xdp-gso-rx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" ;;
                 xdp-gso-tx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" --reverse ;;
                 kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
+                kernel-rx-zc) run_udp_zc_sender "$sns" "$cns" "$kaddr" "$zcidr" "10.200.$net.4/24" "$id" "$run" kernel ;;
+                xdp-rx-zc) run_udp_zc_sender "$sns" "$cns" "$kaddr" "$zcidr" "10.200.$net.4/24" "$id" "$run" xdp ;;
             esac || failed "$id" "$run"
         done
         log "bed $name: run $run of $RUNS done"

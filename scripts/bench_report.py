@@ -90,6 +90,8 @@ def parse_run(kind, files):
             "zc_cpu_s_per_mpkt": (zc["cpu_seconds"] / (zc["datagrams"] / 1e6))
             if zc and zc["datagrams"]
             else None,
+            # zcstack sending: socket-buffer copies per byte (0 with the datagram API).
+            "copies_per_byte": zc.get("copies_per_byte") if zc else None,
         }
     if kind == "udpmq":
         # One server with --queues: a receiver report per flow (each tagged
@@ -264,6 +266,8 @@ def main():
          "UDP 64 B, datagram API on AF_XDP receiving vs kernel (recvmmsg)"),
         ("udp/1500-off/xdp-tx", ["udp/1500-off/kernel-tx"], 2.0,
          "UDP 64 B, datagram API on AF_XDP sending vs kernel (sendmmsg)"),
+        ("udp/1500-off/xdp-rx-zc", ["udp/1500-off/kernel-rx-zc"], 2.0,
+         "UDP 64 B, datagram API on AF_XDP receiving vs kernel (recvmmsg), both from a zcstack sender"),
     ] + [
         # Issue 15: TSO through AF_PACKET beside AF_XDP receive (--tx-gso).
         ("tcp/1500-on/xdp-gso-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
