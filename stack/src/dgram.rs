@@ -28,7 +28,10 @@
 //! most [`PENDING_FOR`]) while the stack's ARP request is answered; beyond
 //! that [`Stack::dgram_send`] gives the datagram back with `WouldBlock`,
 //! and datagrams that waited too long are dropped and counted in
-//! [`DgramStats::tx_unresolved`].
+//! [`DgramStats::tx_unresolved`]. smoltcp keeps a neighbor for 60 s after
+//! its last ARP exchange (steered datagrams do not refresh it, as they
+//! never reach smoltcp), so a long one-way flow waits for one ARP round
+//! trip a minute.
 //!
 //! No byte of payload is copied in user space on this path: the only CPU
 //! work on it is the checksum, which reads the payload once.

@@ -522,12 +522,9 @@ impl<D: Driver> Stack<D> {
             self.maintain();
         }
         self.mem_sweep(now);
-        received > 0
-            || sent > 0
-            || changed
-            || filled
-            || self.port.tx_pending()
-            || self.dgram.has_pending()
+        // Datagrams waiting for ARP do not count: the reply is a device
+        // input, which ends an idle sleep.
+        received > 0 || sent > 0 || changed || filled || self.port.tx_pending()
     }
 
     /// [`poll`](Self::poll), then back off if the stack has been idle: spin a
