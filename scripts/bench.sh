@@ -36,7 +36,17 @@
 #   tcp/tap/tap-{rx,tx}, tap-{rx,tx}-stock   zc-perf server on TAP (MTU 1500)
 #   tcp/tap/tap-tso-rx, tap-tso-tx   the same with --tap-offload (TSO, 64 KiB
 #       segments through IFF_VNET_HDR), when zc-perf has that flag
-#   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second
+#   udp/1500-off/{kernel,xdp-rx,xdp-tx}    64-byte datagrams per second (zcstack:
+#       the datagram API, no payload copy; kernel: sendmmsg/recvmmsg, 32/64 a call)
+#   udp/1500-off-1472/{kernel,xdp-rx,xdp-tx}   the same with 1472-byte datagrams
+#   udp/1500-off/{kernel-rx-zc,xdp-rx-zc}   64-byte datagrams from a zcstack
+#       sender (AF_XDP on the client's veth end, which outpaces a kernel
+#       sender) to the kernel and to zcstack: the receivers side by side
+#       with the same sender
+#   udp/mq/{q1,q2}   two kernel UDP clients (64 B, pinned to CPU 0 and CPU 1)
+#       -> one zc-perf server on AF_XDP on a two-queue veth, with --queues 1
+#       (both flows steered to queue 0) and --queues 2 (one flow per queue):
+#       the total received; XPS on the client's veth picks the queue by CPU
 #   http/{1500-on,1500-off,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
 #       (16 keep-alive connections, one thread), MTU 1500 and 65535
@@ -46,7 +56,7 @@
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-218.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-219.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -309,13 +319,39 @@ run_zcperf_zc() {
     record "$id" "$run" zcperf "$f.cli" "$f.srv"
 }
 
-# udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel, 64-byte datagrams.
+# udp_zc_sender SNS CNS KADDR ZCIDR SENDER_CIDR ID RUN kernel|xdp: a
+# zcstack client on AF_XDP on the client's veth end sends 64-byte datagrams
+# to a kernel server (KADDR) or a zcstack server (ZCIDR).
+run_udp_zc_sender() {
+    local sns=$1 cns=$2 kaddr=$3 zcidr=$4 scidr=$5 id=$6 run=$7 target=$8 f=$RAW/${6//\//_}.$7 to
+    if [[ $target == kernel ]]; then
+        ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
+        to=$kaddr
+    else
+        ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+            --ip "$zcidr" --udp --once --json >"$f.srv" 2>&1 &
+        to=${zcidr%/*}
+    fi
+    local spid=$!
+    if [[ $target == kernel ]]; then wait_listen "$sns" udp 5201; else wait_line "$f.srv" listening 10; fi
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_CLIENT" \
+        --ip "$scidr" --udp --size 64 --server "$to" --seconds "$S" --json >"$f.cli" 2>"$f.err"
+    stop_job "$spid"
+    record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
+# udp_size ID: the datagram size of a UDP row (udp/<bed>-1472/...: 1472, else 64).
+udp_size() {
+    if [[ $1 == udp/*-1472/* ]]; then echo 1472; else echo 64; fi
+}
+
+# udp_kernel SNS CNS ADDR ID RUN: kernel -> kernel.
 run_udp_kernel() {
     local sns=$1 cns=$2 addr=$3 id=$4 run=$5 f=$RAW/${4//\//_}.$5
     ip netns exec "$sns" "${SRV[@]}" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --kernel --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_listen "$sns" udp 5201
-    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size "$(udp_size "$id")" \
         --server "$addr" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -328,7 +364,7 @@ run_udp_xdp_rx() {
         --ip "$cidr" --udp --once --json >"$f.srv" 2>&1 &
     local spid=$!
     wait_line "$f.srv" listening 10
-    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+    ip netns exec "$cns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size "$(udp_size "$id")" \
         --server "${cidr%/*}" --seconds "$S" --json >"$f.cli"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
@@ -341,9 +377,38 @@ run_udp_xdp_tx() {
     local spid=$!
     wait_listen "$cns" udp 5201
     ip netns exec "$sns" "${CLI[@]}" timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --xdp "$ZC_VETH_SERVER" \
-        --ip "$cidr" --udp --size 64 --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
+        --ip "$cidr" --udp --size "$(udp_size "$id")" --server "$kaddr" --seconds "$S" --json >"$f.cli" 2>"$f.err"
     stop_job "$spid"
     record "$id" "$run" udp "$f.cli" "$f.srv"
+}
+
+# udp_mq SNS CNS CIDR ID RUN Q: two kernel clients, pinned to CPU 0 and
+# CPU 1, each one flow of 64-byte datagrams -> one zc-perf server with
+# --queues Q on AF_XDP. Steering: a veth delivers on the RX queue numbered
+# like the sender's TX queue, and XPS on the client's veth picks the TX
+# queue by the sending CPU: for Q=2 CPU 0 -> queue 0, CPU 1 -> queue 1; for
+# Q=1 both CPUs -> queue 0. The server is not pinned as a whole: its queue
+# threads pin themselves, queue q to CPU q.
+run_udp_mq() {
+    local sns=$1 cns=$2 cidr=$3 id=$4 run=$5 q=$6 f=$RAW/${4//\//_}.$5 x0=1 x1=2
+    ((q == 1)) && x0=3 x1=0
+    ip netns exec "$cns" sh -c "echo $x0 > /sys/class/net/$ZC_VETH_CLIENT/queues/tx-0/xps_cpus && \
+        echo $x1 > /sys/class/net/$ZC_VETH_CLIENT/queues/tx-1/xps_cpus" || return
+    ip netns exec "$sns" timeout "$SERVER_LIMIT" "$BIN/zc-perf" server --xdp "$ZC_VETH_SERVER" \
+        --ip "$cidr" --udp --queues "$q" --json >"$f.srv" 2>&1 &
+    local spid=$! c0 c1 rc=0
+    wait_line "$f.srv" listening 10
+    ip netns exec "$cns" taskset -c 0 timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "${cidr%/*}" --seconds "$S" --json >"$f.cli0" &
+    c0=$!
+    ip netns exec "$cns" taskset -c 1 timeout "$CLIENT_LIMIT" "$BIN/zc-perf" client --kernel --udp --size 64 \
+        --server "${cidr%/*}" --seconds "$S" --json >"$f.cli1" &
+    c1=$!
+    wait "$c0" || rc=1
+    wait "$c1" || rc=1
+    stop_job "$spid"
+    record "$id" "$run" udpmq "$f.srv" "$f.cli0" "$f.cli1"
+    return $rc
 }
 
 # ---- the beds ----
@@ -366,11 +431,19 @@ tcp_bed() {
         row "$pfx/xdp-rx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP receives" "$pfx/kernel-iperf3"
         row "$pfx/xdp-tx-stock" "TCP, $label" "stock smoltcp settings, AF_XDP sends" "$pfx/kernel-iperf3"
         ids+=("$pfx/xdp-rx-stock" "$pfx/xdp-tx-stock")
-        row "udp/$name/kernel" "UDP 64 B, $label" "kernel receives (zc-perf --kernel --udp)" ""
-        row "udp/$name/kernel-tx" "UDP 64 B, $label" "kernel sends (same runs)" ""
-        row "udp/$name/xdp-rx" "UDP 64 B, $label" "zcstack AF_XDP receives (kernel sender)" "udp/$name/kernel"
-        row "udp/$name/xdp-tx" "UDP 64 B, $label" "zcstack AF_XDP sends (kernel receiver)" "udp/$name/kernel-tx"
-        ids+=("udp/$name/kernel" "udp/$name/xdp-rx" "udp/$name/xdp-tx")
+        local u size
+        for size in 64 1472; do
+            u=udp/$name
+            [[ $size == 64 ]] || u=udp/$name-$size
+            row "$u/kernel" "UDP $size B, $label" "kernel receives (zc-perf --kernel --udp, recvmmsg)" ""
+            row "$u/kernel-tx" "UDP $size B, $label" "kernel sends (same runs, sendmmsg)" ""
+            row "$u/xdp-rx" "UDP $size B, $label" "zcstack AF_XDP receives, datagram API (kernel sender)" "$u/kernel"
+            row "$u/xdp-tx" "UDP $size B, $label" "zcstack AF_XDP sends, datagram API (kernel receiver)" "$u/kernel-tx"
+            ids+=("$u/kernel" "$u/xdp-rx" "$u/xdp-tx")
+        done
+        row "udp/$name/kernel-rx-zc" "UDP 64 B, $label" "kernel receives from a zcstack sender" ""
+        row "udp/$name/xdp-rx-zc" "UDP 64 B, $label" "zcstack AF_XDP receives from a zcstack sender" "udp/$name/kernel-rx-zc"
+        ids+=("udp/$name/kernel-rx-zc" "udp/$name/xdp-rx-zc")
     fi
     if [[ $name != 65535 ]]; then
         row "$pfx/xdp-gso-tx" "TCP, $label" "zcstack AF_XDP --tx-gso sends (TSO through AF_PACKET)" "$pfx/kernel-iperf3"
@@ -414,9 +487,38 @@ tcp_bed() {
                 xdp-gso-rx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" ;;
                 xdp-gso-tx-sx) run_zcperf_zc "$sns" "$cns" "--xdp $ZC_VETH_SERVER --tx-gso --tx-gso-small xdp" "$zcidr" "$id" "$run" --reverse ;;
                 kernel) run_udp_kernel "$sns" "$cns" "$kaddr" "$id" "$run" ;;
+                kernel-rx-zc) run_udp_zc_sender "$sns" "$cns" "$kaddr" "$zcidr" "10.200.$net.4/24" "$id" "$run" kernel ;;
+                xdp-rx-zc) run_udp_zc_sender "$sns" "$cns" "$kaddr" "$zcidr" "10.200.$net.4/24" "$id" "$run" xdp ;;
             esac || failed "$id" "$run"
         done
         log "bed $name: run $run of $RUNS done"
+    done
+    zc_bed_down "$cns"
+    zc_bed_down "$sns"
+}
+
+# mq_bed: a two-queue veth (MTU 1500, offloads off), zc-perf --queues 1 vs 2.
+mq_bed() {
+    local net=$((NET++)) id todo=()
+    local zcidr=10.200.$net.2/24 caddr=10.200.$net.1
+    row "udp/mq/q1" "UDP 64 B, two flows, two-queue veth" "zcstack AF_XDP, --queues 1 (both flows on queue 0)" ""
+    row "udp/mq/q2" "UDP 64 B, two flows, two-queue veth" "zcstack AF_XDP, --queues 2 (a flow per queue)" "udp/mq/q1"
+    for id in udp/mq/q1 udp/mq/q2; do wanted "$id" && todo+=("$id"); done
+    ((${#todo[@]})) || return 0
+    if (($(nproc) < 2)); then
+        log "bed mq: skipped, it needs 2 CPUs"
+        return 0
+    fi
+    local sns=zcbs$TAG$net cns=zcbc$TAG$net run
+    zc_bed_trap "$sns"
+    zc_bed_trap "$cns"
+    log "bed mq: two queues (${#todo[@]} rows x $RUNS runs)"
+    zc_veth_up "$sns" "$cns" "$caddr/24" --offloads off --queues 2
+    for ((run = 1; run <= RUNS; run++)); do
+        for id in "${todo[@]}"; do
+            run_udp_mq "$sns" "$cns" "$zcidr" "$id" "$run" "${id##*/q}" || failed "$id" "$run"
+        done
+        log "bed mq: run $run of $RUNS done"
     done
     zc_bed_down "$cns"
     zc_bed_down "$sns"
@@ -647,6 +749,7 @@ tap_bed tso
 http_bed 1500-on 1500 on tap
 http_bed 1500-off 1500 off
 http_bed 65535 65535 on
+mq_bed
 ELAPSED=$(($(date +%s) - STARTED))
 
 MACHINE="$(nproc) vCPU, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(rustc --version 2>/dev/null | awk '{print "Rust " $2}')"

@@ -90,6 +90,22 @@ def parse_run(kind, files):
             "zc_cpu_s_per_mpkt": (zc["cpu_seconds"] / (zc["datagrams"] / 1e6))
             if zc and zc["datagrams"]
             else None,
+            # zcstack sending: socket-buffer copies per byte (0 with the datagram API).
+            "copies_per_byte": zc.get("copies_per_byte") if zc else None,
+        }
+    if kind == "udpmq":
+        # One server with --queues: a receiver report per flow (each tagged
+        # with its queue), two kernel clients.
+        srv = [r for r in json_lines(files[0]) if r.get("role") == "receiver"]
+        clients = [r for f in files[1:] for r in json_lines(f) if r.get("role") == "sender"]
+        if not srv or not clients:
+            raise ValueError("no reports")
+        got = sum(r["datagrams"] for r in srv)
+        sent = sum(c["datagrams"] for c in clients)
+        return {
+            "rx_pps": sum(r["datagrams"] / r["seconds"] for r in srv if r["seconds"]),
+            "loss": 1 - got / sent if sent else None,
+            "queues_used": len({r.get("queue") for r in srv}),
         }
     if kind in ("1g", "64k"):
         d = json_lines(files[0])
@@ -245,6 +261,14 @@ def main():
          ["http/1500-on/nginx-sendfile-on-64k", "http/1500-on/nginx-sendfile-off-64k"], 1.0,
          "zc-httpd on TAP with TSO vs nginx's best, 64 KiB files, MTU 1500"),
     ] + [
+        # Issue 14: UDP by frame handle vs the kernel's UDP, 64-byte datagrams.
+        ("udp/1500-off/xdp-rx", ["udp/1500-off/kernel"], 2.0,
+         "UDP 64 B, datagram API on AF_XDP receiving vs kernel (recvmmsg)"),
+        ("udp/1500-off/xdp-tx", ["udp/1500-off/kernel-tx"], 2.0,
+         "UDP 64 B, datagram API on AF_XDP sending vs kernel (sendmmsg)"),
+        ("udp/1500-off/xdp-rx-zc", ["udp/1500-off/kernel-rx-zc"], 2.0,
+         "UDP 64 B, datagram API on AF_XDP receiving vs kernel (recvmmsg), both from a zcstack sender"),
+    ] + [
         # Issue 15: TSO through AF_PACKET beside AF_XDP receive (--tx-gso).
         ("tcp/1500-on/xdp-gso-tx", ["tcp/1500-on/kernel-iperf3"], 1.0,
          "AF_XDP --tx-gso, MTU 1500, sending vs kernel TCP, offloads on"),
@@ -323,6 +347,9 @@ def markdown(doc, rows, order):
             loss = med([m.get("loss") for m in r["runs"]])
             if loss is not None:
                 label += f" [lost {loss:.1%}]"
+            used = [m["queues_used"] for m in r["runs"] if "queues_used" in m]
+            if used:
+                label += f" [queues with traffic: {min(used)}–{max(used)}]"
         if r["id"].endswith("-64k") and r.get("gbit_per_s_median"):
             label += f" [{fmt(r['gbit_per_s_median'])} Gbit/s]"
         peer = rows.get(r["peer"]) if r["peer"] else None
@@ -332,7 +359,7 @@ def markdown(doc, rows, order):
             f"| {r['unit']} | {ratio} | {cpu_s} | {fmt(r['copies_per_byte'])} |"
         )
         del peer
-    lines += ["", "Targets (issues 4 and 15):", "", "| target | ratio | goal | met |", "|---|---:|---:|---|"]
+    lines += ["", "Targets (issues 4, 14 and 15):", "", "| target | ratio | goal | met |", "|---|---:|---:|---|"]
     for t in doc["targets"]:
         got = f"{t['ratio']:.2f}×" if t["ratio"] is not None else "not measured"
         met = {True: "yes", False: "no", None: "—"}[t["met"]]
@@ -350,7 +377,7 @@ def chart(doc, rows, order, path):
         ("TCP throughput (Gbit/s)", [i for i in order if i.startswith("tcp/")], "gbit_per_s", 1.0),
         ("HTTP (Gbit/s of response bytes)", [i for i in order if i.startswith("http/")],
          "gbit_per_s", 1.0),
-        ("UDP, 64-byte datagrams (Mpkt/s)", [i for i in order if i.startswith("udp/")], None, 1e-6),
+        ("UDP datagrams, 64 and 1472 bytes (Mpkt/s)", [i for i in order if i.startswith("udp/")], None, 1e-6),
     ]
     panels = [(t, [i for i in ids if rows[i]["runs"]], k, s) for t, ids, k, s in panels]
     panels = [p for p in panels if p[1]]

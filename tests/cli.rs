@@ -585,6 +585,36 @@ fn tx_gso_flags_are_refused_where_they_would_do_nothing() {
     }
 }
 
+/// `--queues`: zc-perf's server runs one stack per queue; its client and
+/// the other apps say what to do instead.
+#[test]
+fn queues_are_refused_where_they_do_not_apply() {
+    let dev = ["--tap", "zcx", "--ip", "10.200.0.2/24", "--queues", "2"];
+    let (code, err) = run_bin(
+        "zc-perf",
+        &[&["client", "--server", "10.200.0.1", "--udp"][..], &dev].concat(),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("--queues is for the server: a client test is one flow"),
+        "{err}"
+    );
+    let (code, err) = run_bin("zc-perf", &[&["server", "--once"][..], &dev].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("drop --once and stop the server with Ctrl-C"),
+        "{err}"
+    );
+    let (code, err) = run(&dev);
+    assert_eq!(code, Some(1), "{err}");
+    assert_one_line(&err);
+    assert!(
+        err.contains("--queues 2: this app runs one stack on one queue"),
+        "{err}"
+    );
+}
+
 /// Flags of one device are refused with the other, naming both: before,
 /// `--xdp IFACE --tap-offload` was taken and the offload silently ignored.
 #[test]

@@ -1,5 +1,5 @@
 //! zc-echo on AF_XDP on the server end of a veth pair, kernel TCP clients in
-//! the client namespace (root only; CI runs these). Nets 41–49, 63 and 64.
+//! the client namespace (root only; CI runs these). Nets 41–49, 63, 64 and 66.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -459,6 +459,99 @@ fn kernel_address_and_af_xdp_share_the_server_end() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!xdp_attached(&bed), "program still attached after exit");
     assert!(bed.ping("10.200.48.3", 2), "kernel address after the stack");
+}
+
+/// One zc-perf process with `--queues 2` on a two-queue veth: two stacks,
+/// each on its own AF_XDP socket, thread and core. Two kernel UDP clients,
+/// pinned to CPU 0 and CPU 1, reach queues 0 and 1 (XPS on the client's
+/// veth: CPU 0 → TX queue 0, CPU 1 → TX queue 1, and a veth delivers on
+/// the RX queue numbered like the sender's TX queue). Both queues carry a
+/// test, each answers its client's count (so ARP, learnt on one queue,
+/// reached the other), and both pools are full at the end.
+#[test]
+#[ignore = "needs root"]
+fn one_process_two_queues_udp_both_carry() {
+    require_root!();
+    let bed = VethBed::new(
+        "xmq",
+        66,
+        VethOpts {
+            queues: 2,
+            ..VethOpts::default()
+        },
+    );
+    let st = bed
+        .client_command("sh")
+        .args([
+            "-c",
+            "echo 1 > /sys/class/net/zccv0/queues/tx-0/xps_cpus && \
+             echo 2 > /sys/class/net/zccv0/queues/tx-1/xps_cpus",
+        ])
+        .status()
+        .expect("sh");
+    assert!(st.success(), "XPS setup");
+    let ip = format!("{}/24", bed.stack_ip());
+    let srv = App::start(
+        &bed,
+        "zc-perf",
+        &[
+            "server",
+            "--xdp",
+            VETH_SERVER,
+            "--ip",
+            &ip,
+            "--udp",
+            "--queues",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(srv.banner.contains("2 queues"), "{}", srv.banner);
+    let target = bed.stack_ip();
+    let clients: Vec<_> = (0..2)
+        .map(|cpu| {
+            bed.client_command("taskset")
+                .args(["-c", &cpu.to_string()])
+                .arg(bin("zc-perf"))
+                .args(["client", "--kernel", "--udp", "--server", &target])
+                .args(["--count", "20000", "--seconds", "5", "--json"])
+                .output()
+                .expect("client")
+        })
+        .collect();
+    let (code, out) = srv.stop();
+    assert_eq!(code, Some(0), "{out}");
+    let sent: Vec<serde_json::Value> = clients
+        .iter()
+        .map(|o| {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).expect("client JSON")
+        })
+        .collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let reports: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v["role"] == "receiver").collect();
+    let mut queues: Vec<u64> = reports
+        .iter()
+        .map(|r| r["queue"].as_u64().unwrap())
+        .collect();
+    queues.sort();
+    assert_eq!(queues, vec![0, 1], "one test per queue: {out}");
+    for r in &reports {
+        assert_eq!(r["pattern_ok"], true, "{r}");
+        assert!(r["datagrams"].as_u64().unwrap() > 0, "{r}");
+        // The client heard this queue's count: the Result came back.
+        assert!(
+            sent.iter().any(|c| c["peer_count"] == r["datagrams"]),
+            "no client got the count of {r}"
+        );
+    }
+    let total = lines.iter().find(|v| v["queues"] == 2).expect("total line");
+    assert_eq!(total["pool_in_use"], 0, "{total}");
+    assert_eq!(total["pool_capacity"].as_u64().unwrap() % 2, 0);
 }
 
 /// The client end's received-packet counter (`/proc/thread-self/net/dev`

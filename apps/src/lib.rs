@@ -8,6 +8,7 @@
 
 pub mod impair;
 pub mod perf;
+pub mod queues;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -26,8 +27,10 @@ use zcstack_driver::{Driver, PoolConfig};
 
 pub mod http;
 
-/// The driver type the apps run on (TAP, optionally wrapped for pcap capture).
-pub type AppDriver = Box<dyn Driver>;
+/// The driver type the apps run on (TAP or AF_XDP, optionally wrapped for
+/// pcap capture); `Send`, so a stack can be built on one thread and polled
+/// on another (`--queues`).
+pub type AppDriver = Box<dyn Driver + Send>;
 
 /// Device and address flags shared by every app.
 #[derive(Args, Debug, Clone)]
@@ -49,6 +52,13 @@ pub struct DeviceArgs {
     /// With --xdp: the device queue to bind to (default 0).
     #[arg(long, value_name = "N", requires = "xdp", conflicts_with = "tap")]
     pub queue: Option<u32>,
+    /// Run one stack per device queue, each on a thread of its own pinned
+    /// to its own core: AF_XDP sockets on queues --queue .. --queue+N-1, or
+    /// N queues of a multi-queue TAP. Each queue has its own pool of
+    /// --pool-frames frames. (zc-perf servers; the other apps run one.)
+    #[arg(long, value_name = "N", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub queues: u32,
     /// With --xdp: where the XDP program runs: native, generic, or auto
     /// (native, then generic) (default auto). Generic mode sees GRO/GSO
     /// packets up to 64 KiB, so it gets 64 KiB frames.
@@ -197,8 +207,44 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 }
 
 impl DeviceArgs {
-    /// Opens the device and builds the stack.
+    /// Opens the device and builds the stack (one queue; see
+    /// [`build_stacks`](Self::build_stacks) for `--queues`).
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
+        if self.queues > 1 {
+            anyhow::bail!(
+                "--queues {}: this app runs one stack on one queue; drop --queues (zc-perf's server runs one per queue)",
+                self.queues
+            );
+        }
+        let driver = self.open_queue(self.queue.unwrap_or(0), false)?;
+        self.stack_on(driver)
+    }
+
+    /// `--queues N`: opens N queues of the device and builds a stack on
+    /// each, all with the same address and MAC ([`queues`] says how they
+    /// share nothing but ARP). Run them with [`queues::run_queues`].
+    pub fn build_stacks(&self) -> anyhow::Result<Vec<Stack<AppDriver>>> {
+        if self.queues == 1 {
+            return Ok(vec![self.build_stack()?]);
+        }
+        if self.pcap.is_some() {
+            anyhow::bail!("--pcap records one queue: drop --pcap or --queues");
+        }
+        let first = self.queue.unwrap_or(0);
+        let hub = queues::ArpHub::new(self.queues as usize);
+        (0..self.queues)
+            .map(|q| {
+                let driver = self.open_queue(first + q, true)?;
+                let shared: AppDriver =
+                    Box::new(queues::ArpShare::new(driver, q as usize, hub.clone()));
+                self.stack_on(shared)
+            })
+            .collect()
+    }
+
+    /// Opens the device's queue `queue` (a TAP: one queue of a multi-queue
+    /// TAP when `multi`), with a pool of its own.
+    fn open_queue(&self, queue: u32, multi: bool) -> anyhow::Result<AppDriver> {
         let device: AppDriver = match (&self.tap, &self.xdp) {
             (Some(name), _) if self.tap_offload => {
                 const FRAME: u32 = 64 << 10;
@@ -208,14 +254,22 @@ impl DeviceArgs {
                     .frame_size(FRAME)
                     .build()
                     .context("creating the buffer pool")?;
-                Box::new(Tap::open_with(name, pool, TapOptions::offloads())?)
+                let opts = TapOptions {
+                    multi_queue: multi,
+                    ..TapOptions::offloads()
+                };
+                Box::new(Tap::open_with(name, pool, opts)?)
             }
             (Some(name), _) => {
                 let pool = PoolConfig::new()
                     .frames(self.pool_frames)
                     .build()
                     .context("creating the buffer pool")?;
-                Box::new(Tap::open(name, pool)?)
+                let opts = TapOptions {
+                    multi_queue: multi,
+                    ..TapOptions::default()
+                };
+                Box::new(Tap::open_with(name, pool, opts)?)
             }
             (None, Some(iface)) if self.tx_gso => {
                 let opts = GsoOptions {
@@ -223,15 +277,19 @@ impl DeviceArgs {
                     small: self.tx_gso_small.unwrap_or_default(),
                     ..GsoOptions::default()
                 };
-                Box::new(XdpGso::new(self.open_xdp(iface)?, opts)?)
+                Box::new(XdpGso::new(self.open_xdp(iface, queue)?, opts)?)
             }
-            (None, Some(iface)) => Box::new(self.open_xdp(iface)?),
+            (None, Some(iface)) => Box::new(self.open_xdp(iface, queue)?),
             (None, None) => anyhow::bail!("give a device: --tap NAME or --xdp IFACE"),
         };
-        let driver: AppDriver = match &self.pcap {
+        Ok(match &self.pcap {
             Some(path) => Box::new(Pcap::create(device, path)?),
             None => device,
-        };
+        })
+    }
+
+    /// Builds a stack with the address flags over `driver`.
+    fn stack_on(&self, driver: AppDriver) -> anyhow::Result<Stack<AppDriver>> {
         let mut stack = Stack::builder(driver)
             .ip(self.ip.0, self.ip.1)
             .gateway(self.gateway)
@@ -256,7 +314,7 @@ impl DeviceArgs {
     /// AF_XDP on `iface`: pool frames sized for its MTU (in generic mode for
     /// the 64 KiB GRO/GSO packets the generic hook sees), rings sized for
     /// the pool.
-    fn open_xdp(&self, iface: &str) -> anyhow::Result<Xdp> {
+    fn open_xdp(&self, iface: &str, queue: u32) -> anyhow::Result<Xdp> {
         let mtu = xdp::interface_mtu(iface)?;
         let frame_size = xdp::frame_size_for(mtu, self.xdp_mode.unwrap_or_default());
         let bytes = self.pool_frames as u64 * 2048;
@@ -271,7 +329,7 @@ impl DeviceArgs {
             .build()
             .context("creating the buffer pool")?;
         let cfg = XdpConfig::new(iface)
-            .queue(self.queue.unwrap_or(0))
+            .queue(queue)
             .mode(self.xdp_mode.unwrap_or_default())
             .ring_size(ring);
         Ok(Xdp::open(&cfg, pool)?)
@@ -400,6 +458,10 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 /// time of the stack's last poll, so it reads no clock of its own.
 pub struct StatsTicker {
     on: bool,
+    /// With `--queues`: this ticker's queue and where the queues post
+    /// their counters; queue 0 prints the total too.
+    queue: Option<(usize, queues::QueueBoard)>,
+    prev_total: StackStats,
     /// When the next line is due; `None` before the first call.
     next: Option<Instant>,
     last: Instant,
@@ -411,9 +473,20 @@ impl StatsTicker {
     pub fn new(on: bool) -> StatsTicker {
         StatsTicker {
             on,
+            queue: None,
+            prev_total: StackStats::default(),
             next: None,
             last: Instant::now(),
             prev: StackStats::default(),
+        }
+    }
+
+    /// A ticker for queue `q` of several: its lines say which queue, and
+    /// queue 0's ticker adds a line with the total over every queue.
+    pub fn for_queue(on: bool, q: usize, board: queues::QueueBoard) -> StatsTicker {
+        StatsTicker {
+            queue: Some((q, board)),
+            ..StatsTicker::new(on)
         }
     }
 
@@ -434,7 +507,17 @@ impl StatsTicker {
         }
         let s = stack.stats();
         let secs = now.duration_since(self.last).as_secs_f64();
-        eprintln!("{app}: {}", rate_line(&self.prev, &s, secs));
+        match &self.queue {
+            None => eprintln!("{app}: {}", rate_line(&self.prev, &s, secs)),
+            Some((q, board)) => {
+                eprintln!("{app}: queue {q}: {}", rate_line(&self.prev, &s, secs));
+                let t = board.post(*q, s);
+                if *q == 0 {
+                    eprintln!("{app}: total: {}", rate_line(&self.prev_total, &t, secs));
+                    self.prev_total = t;
+                }
+            }
+        }
         self.prev = s;
         self.last = now;
         // Keep to the one-second grid; a loop held up longer starts afresh.

@@ -293,6 +293,9 @@ pub struct Report {
     pub bytes_by_reference: Option<u64>,
     /// Why the transfer ended ("bytes", "time", "peer").
     pub ended_by: &'static str,
+    /// The device queue whose stack ran the test (servers with `--queues`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
 }
 
 /// zcstack's loss-recovery counters over one test (see
@@ -340,6 +343,9 @@ impl Report {
             self.gbit_per_s,
             self.packets_per_s
         );
+        if let Some(q) = self.queue {
+            s += &format!(" (queue {q})");
+        }
         if let Some(d) = self.datagrams {
             s += &format!(", {d} datagrams");
         }

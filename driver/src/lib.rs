@@ -49,7 +49,7 @@ pub mod wire;
 pub mod xdp;
 
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
-pub use sys::{TcpInfo, tcp_info};
+pub use sys::{MMSG_MAX, TcpInfo, recv_datagrams, send_datagrams, tcp_info};
 
 use std::io;
 use std::time::Duration;

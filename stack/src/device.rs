@@ -131,6 +131,36 @@ impl<D: Driver> Port<D> {
         !self.tx.is_empty()
     }
 
+    /// Whether one more frame may be queued for sending now (pushing a
+    /// full burst to the driver first if one is waiting).
+    pub fn tx_room(&mut self) -> bool {
+        if self.tx.len() >= self.burst {
+            self.flush_tx();
+        }
+        self.tx.len() < self.burst
+    }
+
+    /// Queues a frame built outside smoltcp (the datagram path) behind
+    /// smoltcp's; a full burst goes to the driver at once. Call after
+    /// [`tx_room`](Self::tx_room) said yes.
+    pub fn queue_tx(&mut self, frame: Frame) {
+        self.tx.push(frame);
+        if self.tx.len() >= self.burst {
+            self.flush_tx();
+        }
+    }
+
+    /// The received frames not yet given to smoltcp (the datagram path
+    /// takes its own out of them).
+    pub fn rx_frames(&mut self) -> &mut Vec<Frame> {
+        &mut self.rx
+    }
+
+    /// The driver's [`Driver::rx_checksums_trusted`].
+    pub fn rx_trusted(&self) -> bool {
+        self.trusted_checksums
+    }
+
     /// Takes up to `budget` received frames from the driver, in bursts, for
     /// the next `Stack::poll`, which reads the clock after this: frames are
     /// stamped no earlier than they arrived (a clock read before a late

@@ -20,7 +20,12 @@
 //! - [`stack`]: [`Stack`] and its builder; the run-to-completion poll loop with
 //!   adaptive idle back-off; socket bookkeeping.
 //! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
-//! - [`udp`]: bind, send_to, recv_from.
+//! - [`udp`]: bind, send_to, recv_from (through smoltcp's socket buffers:
+//!   two copies each way).
+//! - [`dgram`]: UDP by frame handle, fbufs style: the application writes a
+//!   payload into a pool frame and the stack writes the headers in front of
+//!   it; received datagrams for a bound port are steered past smoltcp and
+//!   handed over in place. No payload copy either way.
 //! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by
 //!   reference to the file's pages (smoltcp patch 20), by copy or by remapping
 //!   file pages into the send ring ([`SendMode`]); read leases
@@ -53,6 +58,7 @@
 #![warn(missing_docs)]
 
 mod device;
+pub mod dgram;
 pub mod file;
 pub mod mem;
 pub mod stack;
@@ -60,6 +66,7 @@ pub mod stats;
 pub mod tcp;
 pub mod udp;
 
+pub use dgram::{DgramSendError, DgramSock, DgramStats, RxDatagram, TxDatagram};
 pub use file::{MappedFile, SendMode};
 pub use mem::MemoryStats;
 pub use stack::{Clock, Stack, StackBuilder, StackError};

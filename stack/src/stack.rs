@@ -13,6 +13,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 use zcstack_driver::Driver;
 
 use crate::device::Port;
+use crate::dgram::Dgram;
 use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
 use crate::file::{PAGE, SendMode, SocketStore};
 use crate::mem::Memory;
@@ -341,6 +342,7 @@ impl<D: Driver> StackBuilder<D> {
             polls: 0,
             late_tx_polls: 0,
             last_now: Instant::ZERO,
+            dgram: Dgram::default(),
             idle: 0,
             idle_sleeps: 0,
             dirty: false,
@@ -394,11 +396,13 @@ pub struct Stack<D: Driver> {
     pub(crate) listeners: Vec<Option<Listener>>,
     pub(crate) udp: Vec<UdpSlot>,
     pub(crate) next_ephemeral: u16,
-    polls: u64,
+    pub(crate) polls: u64,
     /// Polls whose TCP data left at least `LATE_TX` after their clock reading.
     late_tx_polls: u64,
     /// The time the last poll used.
-    last_now: Instant,
+    pub(crate) last_now: Instant,
+    /// Datagrams by frame handle (module `dgram`).
+    pub(crate) dgram: Dgram,
     idle: u32,
     idle_sleeps: u64,
     /// Sockets changed hands outside `poll`: run bookkeeping on the next poll.
@@ -497,6 +501,11 @@ impl<D: Driver> Stack<D> {
         }
         let filled = !self.file_slots.is_empty() && self.pump_files();
         let fetched = self.port.prefetch_rx(self.rx_budget);
+        // Datagrams for ports bound with `dgram_bind` go to their queues
+        // before smoltcp sees them.
+        if self.dgram.active() {
+            self.dgram_steer();
+        }
         // Every poll reads the clock, after taking its frames from the
         // driver: the frames are stamped with it, and RTT samples (RACK's
         // reordering window, BBR's model) come from those stamps. A time
@@ -509,6 +518,10 @@ impl<D: Driver> Stack<D> {
         let tx = &self.port.counters.tx;
         let payload_before = tx.tcp_payload + tx.tcp_payload_ref;
         let res = self.iface.poll(now, &mut self.port, &mut self.sockets);
+        // ARP replies this poll processed may let waiting datagrams go.
+        if self.dgram.has_pending() {
+            self.dgram_flush_pending(now);
+        }
         let sent = self.port.flush_tx();
         let tx = &self.port.counters.tx;
         if tx.tcp_payload + tx.tcp_payload_ref != payload_before {
@@ -532,6 +545,8 @@ impl<D: Driver> Stack<D> {
             self.maintain();
         }
         self.mem_sweep(now);
+        // Datagrams waiting for ARP do not count: the reply is a device
+        // input, which ends an idle sleep.
         received > 0 || sent > 0 || changed || filled || self.port.tx_pending()
     }
 
@@ -711,6 +726,7 @@ impl<D: Driver> Stack<D> {
             tcp: self.tcp_recovery_stats(),
             listen: self.iface.listen_stats().into(),
             memory: self.memory_stats(),
+            dgram: self.dgram.stats(),
         }
     }
 

@@ -85,6 +85,8 @@ pub struct StackStats {
     /// Memory accounted for, idle connections that gave it back, the
     /// budget and connections refused at it.
     pub memory: crate::MemoryStats,
+    /// Datagrams by frame handle ([`crate::dgram`]).
+    pub dgram: crate::DgramStats,
 }
 
 /// What listening ports saw (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
@@ -282,6 +284,9 @@ impl fmt::Display for StackStats {
         }
         if self.late_tx_polls > 0 {
             write!(f, ", late tx polls {}", self.late_tx_polls)?;
+        }
+        if self.dgram != crate::DgramStats::default() {
+            write!(f, ", {}", self.dgram)?;
         }
         let l = &self.listen;
         if l.cookies_sent + l.cookies_rejected + l.half_open_expired > 0 {

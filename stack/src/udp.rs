@@ -37,13 +37,11 @@ impl<D: Driver> Stack<D> {
                 "cannot bind UDP port 0",
             ));
         }
-        for s in self.udp.iter().filter(|s| s.open) {
-            if self.sockets.get::<udp::Socket>(s.handle).endpoint().port == port {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("UDP port {port} is already bound"),
-                ));
-            }
+        if self.udp_port_bound(port) || self.dgram.port_bound(port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("UDP port {port} is already bound"),
+            ));
         }
         let mut sock = udp::Socket::new(
             udp::PacketBuffer::new(
@@ -60,6 +58,14 @@ impl<D: Driver> Stack<D> {
         let handle = self.sockets.add(sock);
         self.udp.push(UdpSlot { handle, open: true });
         Ok(UdpSock((self.udp.len() - 1) as u32))
+    }
+
+    /// Whether a smoltcp UDP socket is bound to `port`.
+    pub(crate) fn udp_port_bound(&self, port: u16) -> bool {
+        self.udp
+            .iter()
+            .filter(|s| s.open)
+            .any(|s| self.sockets.get::<udp::Socket>(s.handle).endpoint().port == port)
     }
 
     fn udp_sock(&mut self, s: UdpSock) -> io::Result<&mut udp::Socket<'static>> {

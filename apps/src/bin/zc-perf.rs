@@ -20,16 +20,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use zcstack::{Stack, StackStats, TcpConn, TcpState};
+use zcstack::{DgramSock, RxDatagram, Stack, StackStats, TcpConn, TcpState, TxDatagram};
 use zcstack_apps::perf::{
     DEFAULT_PORT, HEADER_LEN, Header, MAX_CHUNK, Pattern, Report, TRAILER_LEN, Trailer,
     UDP_HEAD_LEN, UdpHead, UdpKind, cpu_time, parse_bytes,
 };
+use zcstack_apps::queues::{QueueBoard, run_queues, total};
 use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, run, stop_flag, usage_exit};
 
 const APP: &str = "zc-perf";
 /// A server never sends for longer than this, whatever the client asks.
 const SERVER_SEND_CAP: Duration = Duration::from_secs(300);
+/// Datagrams a UDP sender hands over per call (zcstack and kernel alike).
+const UDP_BATCH: usize = 32;
 /// TCP ring size with --smoltcp-defaults (what smoltcp's examples use).
 const STOCK_RING: usize = 64 * 1024;
 
@@ -159,11 +162,14 @@ impl ClientArgs {
 enum Net {
     Kernel,
     Zc(Box<(Stack<AppDriver>, StatsTicker)>),
+    /// `--queues N` (servers): the stacks are built by `server_queues`.
+    Queues(DeviceArgs),
 }
 
 fn open(common: &Common) -> anyhow::Result<Net> {
     match &common.dev {
         None => Ok(Net::Kernel),
+        Some(dev) if dev.queues > 1 => Ok(Net::Queues(dev.clone())),
         Some(dev) => Ok(Net::Zc(Box::new((
             dev.build_stack()?,
             StatsTicker::new(dev.stats),
@@ -206,6 +212,7 @@ fn parse() -> Cli {
         std::process::exit(2);
     }
     let server = matches!(cli.mode, Mode::Server(_));
+    let once = matches!(&cli.mode, Mode::Server(a) if a.once);
     let common = match &mut cli.mode {
         Mode::Server(a) => &mut a.common,
         Mode::Client(a) => &mut a.common,
@@ -244,6 +251,18 @@ fn parse() -> Cli {
         );
     } else {
         let mut dev = DeviceArgs::from_arg_matches(sm).unwrap_or_else(|e| usage_exit(APP, e));
+        if dev.queues > 1 {
+            if !server {
+                usage(
+                    "--queues is for the server: a client test is one flow, which one queue carries",
+                );
+            }
+            if once {
+                usage(
+                    "--once stops after one test, --queues runs one per queue: drop --once and stop the server with Ctrl-C",
+                );
+            }
+        }
         if common.smoltcp_defaults {
             dev.tcp_buffers = Some((STOCK_RING, STOCK_RING));
             dev.burst = Some(1);
@@ -324,6 +343,12 @@ impl Meter {
                         + (b.driver.rx_copied_bytes - a.driver.rx_copied_bytes);
                     (got > 0).then(|| (got + copied) as f64 / got as f64)
                 };
+            } else if r.role == "sender" {
+                // UDP by frame handle: bytes copied into socket buffers
+                // (none on this path) per payload byte sent.
+                let sent = b.dgram.tx_bytes - a.dgram.tx_bytes;
+                let copied = b.app_write_bytes - a.app_write_bytes;
+                r.copies_per_byte = (sent > 0).then(|| copied as f64 / sent as f64);
             }
         } else {
             r.stack = "kernel";
@@ -357,6 +382,7 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
                 kernel::tcp_server(l, a.once, c.json, stop)
             }
         }
+        Net::Queues(dev) => server_queues(&dev, a, stop),
         Net::Zc(zc) => {
             let (mut stack, mut ticker) = *zc;
             let (ip, _) = stack.ip();
@@ -369,7 +395,7 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
                 dev.print_notes(APP);
             }
             let r = if c.udp {
-                zc::udp_server(&mut stack, &mut ticker, c.port, a.once, c.json, stop)
+                zc::udp_server(&mut stack, &mut ticker, c.port, a.once, None, c.json, stop)
             } else {
                 zc::tcp_server(&mut stack, &mut ticker, a, stop)
             };
@@ -377,6 +403,81 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
             r
         }
     }
+}
+
+/// `--queues N`: one stack per queue, each on its own pinned thread
+/// serving the tests whose flows the device steers to its queue; per-queue
+/// and total counters at the end (and each second with `--stats`).
+fn server_queues(dev: &DeviceArgs, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
+    let c = &a.common;
+    let proto = if c.udp { "UDP" } else { "TCP" };
+    let stacks = dev.build_stacks()?;
+    let n = stacks.len();
+    let (ip, _) = stacks[0].ip();
+    let via: Vec<String> = stacks.iter().map(|s| s.driver().describe()).collect();
+    banner(
+        c.json,
+        format!(
+            "{ip}:{} ({proto}, zcstack, {n} queues: {})",
+            c.port,
+            via.join("; ")
+        ),
+    );
+    dev.print_notes(APP);
+    let board = QueueBoard::new(n);
+    let results = run_queues(stacks, |q, mut stack| {
+        let mut ticker = StatsTicker::for_queue(dev.stats, q, board.clone());
+        let r = if c.udp {
+            zc::udp_server(
+                &mut stack,
+                &mut ticker,
+                c.port,
+                false,
+                Some(q),
+                c.json,
+                stop,
+            )
+        } else {
+            zc::tcp_server(&mut stack, &mut ticker, a, stop)
+        };
+        let s = zcstack_apps::shutdown(stack);
+        r.map(|()| s)
+    });
+    let mut all = Vec::with_capacity(n);
+    let mut first_err = None;
+    for (q, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(s) => {
+                let line = format!("{APP}: queue {q} stopped; {s}");
+                if c.json {
+                    println!("{}", serde_json::json!({ "queue": q, "stopped": line }));
+                } else {
+                    println!("{line}");
+                }
+                all.push(s);
+            }
+            Err(e) => {
+                eprintln!("{APP}: queue {q}: {e:#}");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let t = total(&all);
+    let line = format!("{APP}: stopped; total over {n} queues: {t}");
+    if c.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "stopped": line,
+                "queues": n,
+                "pool_in_use": t.pool.in_use,
+                "pool_capacity": t.pool.capacity,
+            })
+        );
+    } else {
+        println!("{line}");
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -390,6 +491,7 @@ fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
         seed: a.seed,
     };
     let report = match net {
+        Net::Queues(_) => unreachable!("parse refuses --queues for clients"),
         Net::Kernel if c.udp => kernel::udp_client(peer, a, limit, stop)?,
         Net::Kernel => kernel::tcp_client(peer, &header, stop)?,
         Net::Zc(zc) => {
@@ -472,20 +574,65 @@ fn send_loop(
 #[path = "zc-perf/kernel.rs"]
 mod kernel;
 
-/// The UDP receiver's bookkeeping for the current run (server side).
+/// Concurrent UDP tests a server keeps apart (several clients whose flows
+/// one queue carries); the oldest finished one makes room.
+const UDP_RUNS: usize = 8;
+
+/// The UDP receiver's bookkeeping (server side): one [`UdpRun`] per client
+/// test in progress or recently finished.
 #[derive(Default)]
 struct UdpRx {
-    run: Option<(SocketAddr, u32)>,
+    /// The queue this server's stack runs on (with `--queues`).
+    queue: Option<usize>,
+    runs: Vec<UdpRun>,
+    /// The last run this receiver saw (most datagrams belong to it).
+    last: usize,
+    reported: Option<Instant>,
+}
+
+/// One client's test.
+struct UdpRun {
+    id: (SocketAddr, u32),
     got: u64,
     bytes: u64,
     ok: bool,
-    meter: Option<Meter>,
-    reported: Option<Instant>,
+    meter: Meter,
+    reported: bool,
     /// The run's pattern, made once per run (not per datagram).
-    pattern: Option<Pattern>,
+    pattern: Pattern,
 }
 
 impl UdpRx {
+    /// The run `id`, created on its first datagram.
+    fn run(&mut self, id: (SocketAddr, u32), create: bool) -> Option<&mut UdpRun> {
+        if self.runs.get(self.last).is_some_and(|r| r.id == id) {
+            return self.runs.get_mut(self.last);
+        }
+        if let Some(i) = self.runs.iter().position(|r| r.id == id) {
+            self.last = i;
+            return self.runs.get_mut(i);
+        }
+        if !create {
+            return None;
+        }
+        if self.runs.len() >= UDP_RUNS {
+            // Forget the oldest finished run, else the oldest.
+            let i = self.runs.iter().position(|r| r.reported).unwrap_or(0);
+            self.runs.remove(i);
+        }
+        self.runs.push(UdpRun {
+            id,
+            got: 0,
+            bytes: 0,
+            ok: true,
+            meter: Meter::start(None),
+            reported: false,
+            pattern: Pattern::new(id.1),
+        });
+        self.last = self.runs.len() - 1;
+        self.runs.last_mut()
+    }
+
     /// Handles one datagram; returns the reply to send, if any.
     fn on_datagram(
         &mut self,
@@ -495,78 +642,65 @@ impl UdpRx {
         json: bool,
     ) -> Option<[u8; UDP_HEAD_LEN]> {
         let head = UdpHead::read(d)?;
-        let this = Some((from, head.run));
+        let id = (from, head.run);
+        let queue = self.queue;
+        let result = |number| {
+            let mut reply = [0u8; UDP_HEAD_LEN];
+            UdpHead {
+                kind: UdpKind::Result,
+                run: head.run,
+                number,
+            }
+            .write(&mut reply);
+            Some(reply)
+        };
         match head.kind {
             UdpKind::Data => {
-                if self.run != this {
-                    *self = UdpRx {
-                        run: this,
-                        ok: true,
-                        meter: Some(Meter::start(None)),
-                        pattern: Some(Pattern::new(head.run)),
-                        ..UdpRx::default()
-                    };
-                }
-                if self.reported.is_none() {
-                    self.got += 1;
-                    self.bytes += d.len() as u64;
-                    self.ok &= self
-                        .pattern
-                        .as_ref()
-                        .is_some_and(|p| p.matches(0, &d[UDP_HEAD_LEN..]));
+                let r = self.run(id, true)?;
+                if !r.reported {
+                    r.got += 1;
+                    r.bytes += d.len() as u64;
+                    r.ok &= r.pattern.matches(0, &d[UDP_HEAD_LEN..]);
                 }
                 None
             }
-            UdpKind::End if self.run == this => {
-                if self.reported.is_none() {
-                    self.reported = Some(Instant::now());
-                    let mut r = Report {
+            UdpKind::End => {
+                // An End for a run that sent nothing we saw: 0.
+                let Some(r) = self.run(id, false) else {
+                    return result(0);
+                };
+                let got = r.got;
+                if !r.reported {
+                    r.reported = true;
+                    let mut rep = Report {
                         side: "server",
                         role: "receiver",
                         proto: "udp",
                         peer: from.to_string(),
-                        bytes: self.bytes,
-                        datagrams: Some(self.got),
+                        bytes: r.bytes,
+                        datagrams: Some(r.got),
                         peer_count: Some(head.number),
-                        pattern_ok: Some(self.ok),
-                        packets: self.got,
+                        pattern_ok: Some(r.ok),
+                        packets: r.got,
                         ended_by: "peer",
+                        queue,
                         ..Report::default()
                     };
-                    if let Some(m) = &self.meter {
-                        m.finish(&mut r, None);
-                    }
-                    r.stack = stack;
-                    r.print(APP, json);
+                    r.meter.finish(&mut rep, None);
+                    rep.stack = stack;
+                    rep.print(APP, json);
+                    self.reported = Some(Instant::now());
                 }
-                let mut reply = [0u8; UDP_HEAD_LEN];
-                UdpHead {
-                    kind: UdpKind::Result,
-                    run: head.run,
-                    number: self.got,
-                }
-                .write(&mut reply);
-                Some(reply)
-            }
-            // An End for a run that sent nothing we saw.
-            UdpKind::End => {
-                let mut reply = [0u8; UDP_HEAD_LEN];
-                UdpHead {
-                    kind: UdpKind::Result,
-                    run: head.run,
-                    number: 0,
-                }
-                .write(&mut reply);
-                Some(reply)
+                result(got)
             }
             UdpKind::Result => None,
         }
     }
 
     /// A run was reported at least `linger` ago (its client has had time to
-    /// get the answer).
+    /// get the answer) and no other is in progress.
     fn done_for(&self, linger: Duration) -> bool {
-        self.reported.is_some_and(|t| t.elapsed() >= linger)
+        self.reported.is_some_and(|t| t.elapsed() >= linger) && self.runs.iter().all(|r| r.reported)
     }
 }
 
@@ -599,29 +733,40 @@ impl UdpTx {
         }
     }
 
-    /// The next datagram to send (`sent` is counted by the caller), or `None` when done.
-    fn next(&mut self, stop: &AtomicBool) -> Option<&[u8]> {
-        if self.sent == self.count {
-            return None;
+    /// How many datagrams the next batch of at most `max` may send; 0 when
+    /// the test is over. Reads the clock and the stop flag once per batch.
+    fn batch(&mut self, max: usize, stop: &AtomicBool) -> usize {
+        if self.sent >= self.count {
+            return 0;
         }
-        // The clock and the stop flag every 64 datagrams.
-        if self.sent.is_multiple_of(64) {
-            if Instant::now() >= self.deadline {
-                self.ended_by = "time";
-                return None;
-            }
-            if stop.load(Ordering::Relaxed) {
-                self.ended_by = "interrupt";
-                return None;
-            }
+        if Instant::now() >= self.deadline {
+            self.ended_by = "time";
+            return 0;
+        }
+        if stop.load(Ordering::Relaxed) {
+            self.ended_by = "interrupt";
+            return 0;
+        }
+        (self.count - self.sent).min(max as u64) as usize
+    }
+
+    /// The datagram size.
+    fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes datagram number `number` into `buf` (`size()` bytes): the
+    /// pattern too unless `pattern_in_place` (a reused buffer has it).
+    fn write(&self, number: u64, buf: &mut [u8], pattern_in_place: bool) {
+        if !pattern_in_place {
+            buf.copy_from_slice(&self.buf);
         }
         UdpHead {
             kind: UdpKind::Data,
             run: self.run,
-            number: self.sent,
+            number,
         }
-        .write(&mut self.buf);
-        Some(&self.buf)
+        .write(buf);
     }
 
     fn end(&self) -> [u8; UDP_HEAD_LEN] {

@@ -2,7 +2,7 @@
 //! retransmissions and segment counts come from TCP_INFO.
 
 use super::*;
-use zcstack_driver::tcp_info;
+use zcstack_driver::{MMSG_MAX, recv_datagrams, send_datagrams, tcp_info};
 
 /// The server's listening socket on every address of the namespace.
 pub fn tcp_bind(port: u16) -> anyhow::Result<TcpListener> {
@@ -149,12 +149,15 @@ pub fn udp_bind(port: u16) -> anyhow::Result<UdpSocket> {
     Ok(s)
 }
 
+/// Receives with `recvmmsg` (up to 64 datagrams a call), as a tuned
+/// kernel UDP server does.
 pub fn udp_server(s: UdpSocket, once: bool, json: bool, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut rx = UdpRx::default();
-    let mut buf = [0u8; 2048];
+    let mut bufs = vec![vec![0u8; 2048]; MMSG_MAX];
+    let mut got = [(0usize, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); MMSG_MAX];
     while !stop.load(Ordering::Relaxed) {
-        let (n, from) = match s.recv_from(&mut buf) {
-            Ok(x) => x,
+        let n = match recv_datagrams(&s, &mut bufs, &mut got) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -168,8 +171,10 @@ pub fn udp_server(s: UdpSocket, once: bool, json: bool, stop: &AtomicBool) -> an
             }
             Err(e) => return Err(e).context("receiving"),
         };
-        if let Some(reply) = rx.on_datagram(&buf[..n], from, "kernel", json) {
-            s.send_to(&reply, from)?;
+        for (buf, &(len, from)) in bufs.iter().zip(&got[..n]) {
+            if let Some(reply) = rx.on_datagram(&buf[..len], from.into(), "kernel", json) {
+                s.send_to(&reply, from)?;
+            }
         }
     }
     Ok(())
@@ -192,9 +197,22 @@ pub fn udp_client(
         )
     };
     let mut tx = UdpTx::new(a, limit);
-    while let Some(d) = tx.next(stop) {
-        match s.send(d) {
-            Ok(_) => tx.sent += 1,
+    // `sendmmsg` batches of 32, as the zcstack client sends.
+    let mut bufs = vec![vec![0u8; tx.size()]; UDP_BATCH];
+    for b in &mut bufs {
+        tx.write(0, b, false);
+    }
+    loop {
+        let n = tx.batch(UDP_BATCH, stop);
+        if n == 0 {
+            break;
+        }
+        for (i, b) in bufs[..n].iter_mut().enumerate() {
+            tx.write(tx.sent + i as u64, b, true);
+        }
+        let slices: [&[u8]; UDP_BATCH] = std::array::from_fn(|i| &bufs[i][..]);
+        match send_datagrams(&s, &slices[..n]) {
+            Ok(k) => tx.sent += k as u64,
             // The device queue is full (ENOBUFS): that datagram is lost here.
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => tx.sent += 1,
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Err(refused()),

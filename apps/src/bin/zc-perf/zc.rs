@@ -286,34 +286,56 @@ fn receive(
     Ok(r)
 }
 
+/// UDP by frame handle (`dgram_*`): datagrams are read where the driver
+/// put them and dropped back to the pool; no payload byte is copied.
 pub fn udp_server(
     stack: &mut Zc,
     ticker: &mut StatsTicker,
     port: u16,
     once: bool,
+    queue: Option<usize>,
     json: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let s = stack.udp_bind(port)?;
-    let mut rx = UdpRx::default();
-    let mut buf = [0u8; 2048];
+    let s = stack.dgram_bind(port)?;
+    let mut rx = UdpRx {
+        queue,
+        ..UdpRx::default()
+    };
+    let mut got: Vec<RxDatagram> = Vec::with_capacity(1024);
     while !stop.load(Ordering::Relaxed) {
-        let mut moved = false;
-        while let Ok((n, from)) = stack.udp_recv_from(s, &mut buf) {
-            moved = true;
-            if let Some(reply) = rx.on_datagram(&buf[..n], from.into(), "zcstack", json) {
-                // A full send ring loses this answer; the client asks again.
-                let _ = stack.udp_send_to(s, &reply, from);
+        // Everything queued: the stack steers up to a poll's budget at once.
+        let n = stack.dgram_recv_burst(s, &mut got, 1024)?;
+        for d in got.drain(..) {
+            let from = d.source();
+            if let Some(reply) = rx.on_datagram(d.payload(), from.into(), "zcstack", json) {
+                // The answer goes back in the frame it came in.
+                let mut t = d.into_reply();
+                t.set_len(reply.len());
+                t.payload_mut().copy_from_slice(&reply);
+                // A full device queue loses this answer; the client asks again.
+                let _ = stack.dgram_send(s, t, from);
             }
         }
         if once && rx.done_for(Duration::from_millis(300)) {
             break;
         }
-        tick(stack, ticker, moved);
+        tick(stack, ticker, n > 0);
     }
     Ok(())
 }
 
+/// Sends one small control datagram (best effort).
+fn send_small(stack: &mut Zc, s: DgramSock, msg: &[u8], to: SocketAddrV4) {
+    if let Some(mut d) = stack.dgram_alloc() {
+        d.set_len(msg.len());
+        d.payload_mut().copy_from_slice(msg);
+        let _ = stack.dgram_send(s, d, to);
+    }
+}
+
+/// UDP by frame handle: each datagram is written straight into a pool
+/// frame, in batches of 32 handed to the stack at once.
 pub fn udp_client(
     stack: &mut Zc,
     ticker: &mut StatsTicker,
@@ -324,34 +346,47 @@ pub fn udp_client(
 ) -> anyhow::Result<Report> {
     // An ephemeral-range port derived from the process id.
     let local = 49152 + (std::process::id() % 16000) as u16;
-    let s = stack.udp_bind(local)?;
+    let s = stack.dgram_bind(local)?;
     let mut tx = UdpTx::new(a, limit);
+    let size = tx.size();
+    let mut batch: Vec<(TxDatagram, SocketAddrV4)> = Vec::with_capacity(UDP_BATCH);
+    let mut fresh: Vec<TxDatagram> = Vec::with_capacity(UDP_BATCH);
     let mut meter_set = false;
-    while let Some(d) = tx.next(stop) {
-        match stack.udp_send_to(s, d, peer) {
-            Ok(()) => tx.sent += 1,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                tick(stack, ticker, true);
+    loop {
+        if batch.is_empty() {
+            let n = tx.batch(UDP_BATCH, stop);
+            if n == 0 {
+                break;
             }
-            Err(e) => return Err(e).context("sending"),
+            stack.dgram_alloc_burst(n, &mut fresh);
+            for (i, mut d) in fresh.drain(..).enumerate() {
+                tx.write(tx.sent + i as u64, &mut d.room_mut()[..size], false);
+                d.set_len(size);
+                batch.push((d, peer));
+            }
         }
-        if !meter_set {
+        let n = stack.dgram_send_burst(s, &mut batch).context("sending")?;
+        tx.sent += n as u64;
+        if !meter_set && n > 0 {
             // Measure from the first datagram queued (ARP comes before it).
             tx.meter = Meter::start(Some(stack));
             meter_set = true;
         }
+        // Pool empty or device backed up: let the stack catch up.
+        tick(stack, ticker, n > 0);
     }
-    let mut buf = [0u8; 64];
+    drop(batch);
+    let mut got: Vec<RxDatagram> = Vec::new();
     for _ in 0..20 {
-        // Best effort: a full ring just means this End waits for the next round.
-        let _ = stack.udp_send_to(s, &tx.end(), peer);
+        send_small(stack, s, &tx.end(), peer);
         let until = Instant::now() + Duration::from_millis(100);
         while Instant::now() < until {
             tick(stack, ticker, false);
-            while let Ok((n, _)) = stack.udp_recv_from(s, &mut buf) {
-                if let Some(got) = tx.result(&buf[..n]) {
-                    stack.udp_close(s);
-                    return Ok(tx.report(peer, got, Some(stack)));
+            stack.dgram_recv_burst(s, &mut got, 16)?;
+            for d in got.drain(..) {
+                if let Some(n) = tx.result(d.payload()) {
+                    stack.dgram_close(s);
+                    return Ok(tx.report(peer, n, Some(stack)));
                 }
             }
         }

@@ -28,6 +28,8 @@ pub use self::interface::{
 };
 #[cfg(feature = "socket-tcp")]
 pub use self::interface::ListenStats;
+#[cfg(all(feature = "medium-ethernet", feature = "proto-ipv4"))]
+pub use self::interface::NeighborLookup;
 
 pub use self::route::{Route, RouteTableFull, Routes};
 #[cfg(feature = "proto-ipv6-slaac")]

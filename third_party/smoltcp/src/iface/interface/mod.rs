@@ -128,6 +128,18 @@ pub struct Interface {
     fragmenter: Fragmenter,
 }
 
+/// What [`Interface::neighbor_for`] knows about a destination (ZCSTACK PATCH 23).
+#[cfg(all(feature = "medium-ethernet", feature = "proto-ipv4"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighborLookup {
+    /// Send to this Ethernet address.
+    Found(EthernetAddress),
+    /// Not known yet: an ARP request is out (or was sent less than a second ago).
+    Pending,
+    /// Off-link and no route to it, or no address to ask from.
+    NoRoute,
+}
+
 /// The device independent part of an Ethernet network interface.
 ///
 /// Separating the device from the data required for processing and dispatching makes
@@ -489,6 +501,47 @@ impl Interface {
     #[cfg(feature = "socket-tcp")]
     pub fn listen_stats(&self) -> ListenStats {
         self.inner.listen_stats
+    }
+
+    /// The Ethernet address to send an IPv4 packet for `dst` to: `dst`'s
+    /// own, or its router's when `dst` is off-link; broadcast and multicast
+    /// addresses map without asking. An address the neighbor cache does
+    /// not hold is asked for with an ARP request through `device` (at most
+    /// one a second per address, as the interface's own sockets do) and
+    /// answered `Pending`; the reply fills the cache during a later
+    /// [`poll`](Self::poll). For traffic the application builds itself
+    /// next to the interface's sockets (ZCSTACK PATCH 23).
+    #[cfg(all(feature = "medium-ethernet", feature = "proto-ipv4"))]
+    pub fn neighbor_for(
+        &mut self,
+        timestamp: Instant,
+        device: &mut (impl Device + ?Sized),
+        dst: Ipv4Address,
+    ) -> NeighborLookup {
+        self.inner.now = timestamp;
+        let dst = IpAddress::Ipv4(dst);
+        // The common case asks the device for nothing.
+        if let Some(hop) = self.inner.route(&dst, timestamp)
+            && !self.inner.is_broadcast(&dst)
+            && !dst.is_multicast()
+            && let NeighborAnswer::Found(HardwareAddress::Ethernet(mac)) =
+                self.inner.neighbor_cache.lookup(&hop, timestamp)
+        {
+            return NeighborLookup::Found(mac);
+        }
+        let Some(token) = device.transmit(timestamp) else {
+            return NeighborLookup::Pending;
+        };
+        match self
+            .inner
+            .lookup_hardware_addr(token, &dst, &mut self.fragmenter)
+        {
+            Ok((HardwareAddress::Ethernet(mac), _unused)) => NeighborLookup::Found(mac),
+            #[allow(unreachable_patterns)]
+            Ok(_) => NeighborLookup::NoRoute,
+            Err(DispatchError::NeighborPending) => NeighborLookup::Pending,
+            Err(_) => NeighborLookup::NoRoute,
+        }
     }
 
     /// Packets dropped as malformed: a header (Ethernet, ARP, IP, ICMP,

@@ -1658,3 +1658,75 @@ fn zcstack_malformed_frames_are_counted(#[case] medium: Medium) {
     );
     assert_eq!(feed(eth(ours, EthernetProtocol::Ipv4, &good)), 6, "good again");
 }
+
+/// ZCSTACK PATCH 23: `neighbor_for` asks for an unknown neighbor once (one
+/// ARP request, then silence for a second), learns the reply, maps
+/// broadcast without asking, and says `NoRoute` for an off-link address
+/// with no router.
+#[rstest]
+#[case(Medium::Ethernet)]
+#[cfg(feature = "medium-ethernet")]
+fn zcstack_neighbor_for_asks_once_and_learns_the_reply(#[case] medium: Medium) {
+    let (mut iface, mut sockets, mut device) = setup(medium);
+    let peer_ip = Ipv4Address::new(192, 168, 1, 2);
+    let peer_mac = EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x03]);
+    let t0 = Instant::from_millis(10);
+    assert_eq!(
+        iface.neighbor_for(t0, &mut device, peer_ip),
+        NeighborLookup::Pending
+    );
+    let sent = recv_all(&mut device, t0);
+    assert_eq!(sent.len(), 1, "one ARP request");
+    let frame = EthernetFrame::new_checked(&sent[0][..]).unwrap();
+    assert_eq!(frame.dst_addr(), EthernetAddress::BROADCAST);
+    let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        target_protocol_addr,
+        ..
+    } = arp
+    else {
+        unreachable!()
+    };
+    assert_eq!(operation, ArpOperation::Request);
+    assert_eq!(target_protocol_addr, peer_ip);
+    // Asked again within the second: no second request.
+    assert_eq!(
+        iface.neighbor_for(t0 + Duration::from_millis(500), &mut device, peer_ip),
+        NeighborLookup::Pending
+    );
+    assert!(recv_all(&mut device, t0).is_empty());
+    // The reply fills the cache.
+    let reply = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: peer_mac,
+        source_protocol_addr: peer_ip,
+        target_hardware_addr: EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x02]),
+        target_protocol_addr: Ipv4Address::new(192, 168, 1, 1),
+    };
+    let mut buf = vec![0u8; 14 + reply.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.set_dst_addr(EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x02]));
+    eth.set_src_addr(peer_mac);
+    eth.set_ethertype(EthernetProtocol::Arp);
+    reply.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    let _ = iface.inner.process_ethernet(
+        &mut sockets,
+        PacketMeta::default(),
+        &buf,
+        &mut iface.fragments,
+    );
+    assert_eq!(
+        iface.neighbor_for(t0 + Duration::from_millis(600), &mut device, peer_ip),
+        NeighborLookup::Found(peer_mac)
+    );
+    assert_eq!(
+        iface.neighbor_for(t0, &mut device, Ipv4Address::BROADCAST),
+        NeighborLookup::Found(EthernetAddress::BROADCAST)
+    );
+    assert_eq!(
+        iface.neighbor_for(t0, &mut device, Ipv4Address::new(10, 9, 8, 7)),
+        NeighborLookup::NoRoute
+    );
+    assert!(recv_all(&mut device, t0).is_empty(), "nothing else sent");
+}

@@ -1,0 +1,788 @@
+//! Datagrams by frame handle, in the fbufs style: UDP with no payload copy.
+//!
+//! Sending: [`Stack::dgram_alloc`] takes a frame from the driver's pool and
+//! hands it out as a [`TxDatagram`] whose payload area starts behind 42
+//! bytes of headroom; the application writes its payload there, in place,
+//! and [`Stack::dgram_send`] writes the Ethernet, IPv4 and UDP headers into
+//! the headroom (UDP checksum included) and queues that same frame for the
+//! driver's next burst.
+//!
+//! Receiving: a port bound with [`Stack::dgram_bind`] is steered before
+//! smoltcp sees the frame: each poll looks at the IPv4/UDP headers of the
+//! frames the driver delivered, and those for a bound port (checksums
+//! verified unless the driver vouches for them) go to that port's queue as
+//! [`RxDatagram`]s: a view of the payload inside the frame and the source
+//! address. Dropping one gives the frame back to the pool;
+//! [`RxDatagram::into_reply`] turns it into a [`TxDatagram`] with the
+//! payload where it lies (an echo moves no byte).
+//!
+//! ```text
+//!  driver rx_burst ─► Frame ─► steer (IPv4/UDP to a bound port?) ─► port queue ─► RxDatagram (payload view)
+//!                               └─ anything else ─► smoltcp
+//!  app: dgram_alloc ─► TxDatagram ─► write payload ─► dgram_send: headers into the headroom ─► driver tx_burst
+//! ```
+//!
+//! The destination's Ethernet address comes from smoltcp's neighbor cache
+//! (ZCSTACK PATCH 23), so ARP is the stack's own. A datagram for a
+//! neighbor not resolved yet waits (at most [`PENDING_MAX`] per stack, at
+//! most [`PENDING_FOR`]) while the stack's ARP request is answered; beyond
+//! that [`Stack::dgram_send`] gives the datagram back with `WouldBlock`,
+//! and datagrams that waited too long are dropped and counted in
+//! [`DgramStats::tx_unresolved`]. smoltcp keeps a neighbor for 60 s after
+//! its last ARP exchange (steered datagrams do not refresh it, as they
+//! never reach smoltcp), so a long one-way flow waits for one ARP round
+//! trip a minute.
+//!
+//! No byte of payload is copied in user space on this path: the only CPU
+//! work on it is the checksum, which reads the payload once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use smoltcp::iface::NeighborLookup;
+use smoltcp::time::Instant;
+use zcstack_driver::{Driver, Frame};
+
+use crate::device::ETH_HLEN;
+use crate::stack::Stack;
+
+/// Ethernet + IPv4 (no options) + UDP header bytes in front of a payload.
+pub const DGRAM_HEADROOM: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
+const IPV4_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// Datagrams waiting for ARP, per stack.
+pub const PENDING_MAX: usize = 64;
+/// How long a datagram waits for its neighbor before it is dropped.
+pub const PENDING_FOR: Duration = Duration::from_secs(3);
+/// Default receive queue of a bound port, in datagrams (at most a quarter
+/// of the pool: queued datagrams hold pool frames).
+pub const DEFAULT_QUEUE: usize = 1024;
+
+/// A port bound for datagrams by frame handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DgramSock(u32);
+
+/// A datagram being written: a pool frame whose payload area starts after
+/// [`DGRAM_HEADROOM`] bytes kept for the headers.
+pub struct TxDatagram {
+    frame: Frame,
+    /// Largest payload: the MTU's, or what the frame holds.
+    max: usize,
+}
+
+impl TxDatagram {
+    /// The payload written so far.
+    pub fn payload(&self) -> &[u8] {
+        self.frame.data()
+    }
+    /// The payload, writable, at its current length.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.frame.data_mut()
+    }
+    /// The whole payload area, up to [`capacity`](Self::capacity), writable:
+    /// fill it, then [`set_len`](Self::set_len).
+    pub fn room_mut(&mut self) -> &mut [u8] {
+        let max = self.max;
+        &mut self.frame.room_mut()[..max]
+    }
+    /// Sets the payload length; panics above [`capacity`](Self::capacity)
+    /// (a bug in the caller).
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.max,
+            "datagram payload {len} exceeds its capacity {}",
+            self.max
+        );
+        self.frame.set_len(len);
+    }
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+    /// Largest payload this datagram can carry (MTU − 28, or less if the
+    /// frame is smaller).
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+}
+
+impl fmt::Debug for TxDatagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxDatagram")
+            .field("len", &self.len())
+            .field("capacity", &self.max)
+            .finish()
+    }
+}
+
+/// A received datagram: its payload where the driver put it, and its sender.
+pub struct RxDatagram {
+    frame: Frame,
+    src: SocketAddrV4,
+    /// The stack's largest payload, for [`into_reply`](Self::into_reply).
+    max: u16,
+}
+
+impl RxDatagram {
+    /// The payload, in place in the pool frame.
+    pub fn payload(&self) -> &[u8] {
+        self.frame.data()
+    }
+    /// The payload, writable in place.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        self.frame.data_mut()
+    }
+    /// Who sent it.
+    pub fn source(&self) -> SocketAddrV4 {
+        self.src
+    }
+    /// Turns the received frame into one to send, its payload where it
+    /// lies, writable and resizable up to the stack's largest payload (an
+    /// echo copies nothing). The headers go in front of it, where the
+    /// received ones were.
+    pub fn into_reply(self) -> TxDatagram {
+        let room = self.frame.capacity();
+        TxDatagram {
+            frame: self.frame,
+            max: usize::from(self.max).min(room),
+        }
+    }
+}
+
+impl fmt::Debug for RxDatagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RxDatagram")
+            .field("len", &self.frame.len())
+            .field("source", &self.src)
+            .finish()
+    }
+}
+
+/// Why [`Stack::dgram_send`] did not take a datagram; the datagram comes
+/// back with the error, to send later or drop.
+pub struct DgramSendError {
+    /// What went wrong: `WouldBlock` (the device is backed up, or too many
+    /// datagrams wait for ARP: poll and try again), `InvalidInput` (no
+    /// route), `NotConnected` (a closed handle).
+    pub error: io::Error,
+    /// The datagram, unchanged.
+    pub datagram: TxDatagram,
+}
+
+impl fmt::Debug for DgramSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.error, f)
+    }
+}
+impl fmt::Display for DgramSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+impl std::error::Error for DgramSendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+impl From<DgramSendError> for io::Error {
+    fn from(e: DgramSendError) -> io::Error {
+        e.error
+    }
+}
+
+/// Counters of the datagram path. Payload bytes only; none of them copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DgramStats {
+    /// Datagrams handed to the driver.
+    pub tx_datagrams: u64,
+    /// Their payload bytes (written in place by the application).
+    pub tx_bytes: u64,
+    /// Datagrams steered to a bound port's queue.
+    pub rx_datagrams: u64,
+    /// Their payload bytes (left in place for the application).
+    pub rx_bytes: u64,
+    /// Datagrams for a bound port dropped because its queue was full.
+    pub rx_queue_full: u64,
+    /// Datagrams for a bound port dropped for a wrong IPv4 or UDP checksum
+    /// or inconsistent lengths.
+    pub rx_malformed: u64,
+    /// Datagrams dropped after waiting [`PENDING_FOR`] for ARP.
+    pub tx_unresolved: u64,
+    /// Datagrams waiting for ARP now.
+    pub tx_waiting: usize,
+}
+
+impl fmt::Display for DgramStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "datagrams tx {} ({} B), rx {} ({} B), 0 B copied; rx queue full {}, malformed {}, tx unresolved {}",
+            self.tx_datagrams,
+            self.tx_bytes,
+            self.rx_datagrams,
+            self.rx_bytes,
+            self.rx_queue_full,
+            self.rx_malformed,
+            self.tx_unresolved
+        )
+    }
+}
+
+struct Slot {
+    port: u16,
+    open: bool,
+    cap: usize,
+    queue: VecDeque<RxDatagram>,
+}
+
+/// A datagram whose headers are written but for the destination MAC.
+struct Pending {
+    frame: Frame,
+    dst: Ipv4Addr,
+    since: Instant,
+}
+
+/// The stack's datagram state.
+#[derive(Default)]
+pub(crate) struct Dgram {
+    slots: Vec<Slot>,
+    /// (port, slot) of the open slots: what steering looks up.
+    ports: Vec<(u16, u32)>,
+    pending: VecDeque<Pending>,
+    /// The other half of the driver's receive vector while steering.
+    spare: Vec<Frame>,
+    ip_id: u16,
+    /// The last neighbor looked up, valid during one poll.
+    neighbor: Option<(Ipv4Addr, [u8; 6], u64)>,
+    stats: DgramStats,
+}
+
+impl Dgram {
+    pub(crate) fn stats(&self) -> DgramStats {
+        DgramStats {
+            tx_waiting: self.pending.len(),
+            ..self.stats
+        }
+    }
+    /// Whether steering has anything to do.
+    pub(crate) fn active(&self) -> bool {
+        !self.ports.is_empty()
+    }
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+    pub(crate) fn port_bound(&self, port: u16) -> bool {
+        self.ports.iter().any(|&(p, _)| p == port)
+    }
+
+    /// Takes from `rx` every frame for a bound port; the rest stay, in order.
+    /// Returns how many were taken (queued or dropped).
+    pub(crate) fn steer(
+        &mut self,
+        rx: &mut Vec<Frame>,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        trusted: bool,
+        max_payload: usize,
+    ) -> usize {
+        let max = max_payload.min(usize::from(u16::MAX)) as u16;
+        std::mem::swap(rx, &mut self.spare);
+        let before = self.spare.len();
+        let ip = ip.octets();
+        // `rx` is newest first (smoltcp pops from its end): walk it oldest
+        // first so each queue keeps arrival order, then restore its order.
+        for frame in self.spare.drain(..).rev() {
+            let Some(h) = classify(frame.data(), ip, mac) else {
+                rx.push(frame);
+                continue;
+            };
+            let Some(&(_, slot)) = self.ports.iter().find(|&&(p, _)| p == h.dst_port) else {
+                rx.push(frame);
+                continue;
+            };
+            if !trusted && !checksums_ok(frame.data(), &h) {
+                self.stats.rx_malformed += 1;
+                continue;
+            }
+            let slot = &mut self.slots[slot as usize];
+            if slot.queue.len() >= slot.cap {
+                self.stats.rx_queue_full += 1;
+                continue;
+            }
+            let mut frame = frame;
+            let start = frame.offset() + h.payload_at;
+            frame.set_offset(start);
+            frame.set_len(h.payload_len);
+            self.stats.rx_datagrams += 1;
+            self.stats.rx_bytes += h.payload_len as u64;
+            slot.queue.push_back(RxDatagram {
+                frame,
+                src: h.src,
+                max,
+            });
+        }
+        rx.reverse();
+        before - rx.len()
+    }
+}
+
+/// What steering reads from a frame's headers.
+struct UdpHead {
+    src: SocketAddrV4,
+    dst_port: u16,
+    /// Payload offset from the frame's data start.
+    payload_at: usize,
+    payload_len: usize,
+    ihl: usize,
+}
+
+/// An unfragmented IPv4/UDP datagram to `ip` (Ethernet to `mac` or
+/// broadcast) with consistent lengths; `None` for anything else, which
+/// smoltcp then handles. Never panics on short or malformed frames.
+#[inline]
+fn classify(f: &[u8], ip: [u8; 4], mac: [u8; 6]) -> Option<UdpHead> {
+    if f.len() < DGRAM_HEADROOM || f[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    if f[0..6] != mac && f[0..6] != [0xff; 6] {
+        return None;
+    }
+    let p = &f[ETH_HLEN..];
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    if p[0] >> 4 != 4 || ihl < IPV4_HLEN || p[9] != 17 || p[16..20] != ip {
+        return None;
+    }
+    // More fragments, or a fragment offset: smoltcp's business (it drops them).
+    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if total > p.len() || total < ihl + UDP_HLEN {
+        return None;
+    }
+    let u = &p[ihl..];
+    let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    if ulen < UDP_HLEN || ulen > total - ihl {
+        return None;
+    }
+    Some(UdpHead {
+        src: SocketAddrV4::new(
+            Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+            u16::from_be_bytes([u[0], u[1]]),
+        ),
+        dst_port: u16::from_be_bytes([u[2], u[3]]),
+        payload_at: ETH_HLEN + ihl + UDP_HLEN,
+        payload_len: ulen - UDP_HLEN,
+        ihl,
+    })
+}
+
+/// RFC 791's header checksum and RFC 768's UDP checksum (0: none sent).
+fn checksums_ok(f: &[u8], h: &UdpHead) -> bool {
+    let p = &f[ETH_HLEN..];
+    if fold(sum(&p[..h.ihl], 0)) != 0xffff {
+        return false;
+    }
+    let udp = &p[h.ihl..h.ihl + UDP_HLEN + h.payload_len];
+    if udp[6..8] == [0, 0] {
+        return true;
+    }
+    fold(sum(udp, pseudo(&p[12..16], &p[16..20], udp.len()))) == 0xffff
+}
+
+/// The pseudo-header's part of a UDP checksum (RFC 768).
+#[inline]
+fn pseudo(src: &[u8], dst: &[u8], udp_len: usize) -> u64 {
+    sum(src, 0) + sum(dst, 0) + 17 + udp_len as u64
+}
+
+/// One's-complement sum of `b` as big-endian 16-bit words (RFC 1071),
+/// added to `acc`, unfolded: 32 bits at a time into 64.
+#[inline]
+fn sum(b: &[u8], mut acc: u64) -> u64 {
+    let mut chunks = b.chunks_exact(4);
+    for c in &mut chunks {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let r = chunks.remainder();
+    let mut i = 0;
+    while i + 1 < r.len() {
+        acc += u64::from(u16::from_be_bytes([r[i], r[i + 1]]));
+        i += 2;
+    }
+    if i < r.len() {
+        acc += u64::from(r[i]) << 8;
+    }
+    acc
+}
+
+/// Folds a sum to 16 bits.
+#[inline]
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+impl<D: Driver> Stack<D> {
+    /// Binds `port` for datagrams by frame handle, with a receive queue of
+    /// [`DEFAULT_QUEUE`] datagrams (at most a quarter of the pool).
+    pub fn dgram_bind(&mut self, port: u16) -> io::Result<DgramSock> {
+        let cap = DEFAULT_QUEUE
+            .min(self.port.driver.pool().capacity() / 4)
+            .max(1);
+        self.dgram_bind_with_queue(port, cap)
+    }
+
+    /// [`dgram_bind`](Self::dgram_bind) with a queue of `queue` datagrams:
+    /// each holds a pool frame until the application drops it; more are
+    /// dropped and counted ([`DgramStats::rx_queue_full`]).
+    pub fn dgram_bind_with_queue(&mut self, port: u16, queue: usize) -> io::Result<DgramSock> {
+        if port == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot bind UDP port 0",
+            ));
+        }
+        if queue == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a datagram queue needs room for at least one datagram",
+            ));
+        }
+        if self.port.driver.pool().headroom() < DGRAM_HEADROOM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "datagrams need {DGRAM_HEADROOM} bytes of pool headroom for their headers; the pool has {}: build it with more",
+                    self.port.driver.pool().headroom()
+                ),
+            ));
+        }
+        if self.dgram.port_bound(port) || self.udp_port_bound(port) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("UDP port {port} is already bound"),
+            ));
+        }
+        let d = &mut self.dgram;
+        d.slots.push(Slot {
+            port,
+            open: true,
+            cap: queue,
+            queue: VecDeque::with_capacity(queue.min(4096)),
+        });
+        let s = (d.slots.len() - 1) as u32;
+        d.ports.push((port, s));
+        Ok(DgramSock(s))
+    }
+
+    /// Closes a datagram port: its queued datagrams go back to the pool,
+    /// and the handle is invalid afterwards.
+    pub fn dgram_close(&mut self, s: DgramSock) {
+        let d = &mut self.dgram;
+        if let Some(slot) = d.slots.get_mut(s.0 as usize)
+            && slot.open
+        {
+            slot.open = false;
+            slot.queue.clear();
+            let port = slot.port;
+            d.ports.retain(|&(p, _)| p != port);
+        }
+    }
+
+    /// Largest payload of one datagram on this device: MTU − 28.
+    pub fn dgram_max_payload(&self) -> usize {
+        self.port.driver.mtu() - IPV4_HLEN - UDP_HLEN
+    }
+
+    /// Takes a frame from the pool for one datagram, its payload empty;
+    /// `None` when the pool is empty (counted in the pool's allocation
+    /// failures).
+    pub fn dgram_alloc(&mut self) -> Option<TxDatagram> {
+        let pool = self.port.driver.pool();
+        let mut frame = pool.alloc()?;
+        let at = pool.headroom();
+        frame.set_offset(at);
+        frame.set_len(0);
+        let max = self.dgram_max_payload().min(pool.frame_size() - at);
+        Some(TxDatagram { frame, max })
+    }
+
+    /// Appends up to `n` datagrams from the pool to `out`; returns how many.
+    pub fn dgram_alloc_burst(&mut self, n: usize, out: &mut Vec<TxDatagram>) -> usize {
+        out.reserve(n);
+        for i in 0..n {
+            match self.dgram_alloc() {
+                Some(d) => out.push(d),
+                None => return i,
+            }
+        }
+        n
+    }
+
+    /// Sends `datagram` from the bound port `s` to `dst`: writes its
+    /// headers into the headroom and queues the frame for the driver
+    /// (pushed in bursts; [`poll`](Self::poll) pushes the rest). A
+    /// datagram for a neighbor whose address ARP has not found yet waits
+    /// for it (see the module doc).
+    pub fn dgram_send(
+        &mut self,
+        s: DgramSock,
+        datagram: TxDatagram,
+        dst: SocketAddrV4,
+    ) -> Result<(), DgramSendError> {
+        let src_port = match self.dgram.slots.get(s.0 as usize) {
+            Some(slot) if slot.open => slot.port,
+            _ => {
+                return Err(DgramSendError {
+                    error: crate::stack::stale(),
+                    datagram,
+                });
+            }
+        };
+        self.send_one(src_port, datagram, dst)
+    }
+
+    /// Sends datagrams from the front of `batch`, removing those sent (or
+    /// left waiting for ARP); the rest stay in `batch`, in order, when the
+    /// device is backed up. Returns how many were taken; an error other
+    /// than `WouldBlock` is returned only if nothing was taken.
+    pub fn dgram_send_burst(
+        &mut self,
+        s: DgramSock,
+        batch: &mut Vec<(TxDatagram, SocketAddrV4)>,
+    ) -> io::Result<usize> {
+        let src_port = match self.dgram.slots.get(s.0 as usize) {
+            Some(slot) if slot.open => slot.port,
+            _ => return Err(crate::stack::stale()),
+        };
+        let mut taken = 0;
+        let mut items = batch.drain(..).collect::<VecDeque<_>>();
+        let mut err = None;
+        while let Some((d, dst)) = items.pop_front() {
+            match self.send_one(src_port, d, dst) {
+                Ok(()) => taken += 1,
+                Err(e) => {
+                    items.push_front((e.datagram, dst));
+                    err = Some(e.error);
+                    break;
+                }
+            }
+        }
+        batch.extend(items);
+        match err {
+            Some(e) if taken == 0 && e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(taken),
+        }
+    }
+
+    /// The next datagram queued on `s`; `WouldBlock` when there is none.
+    pub fn dgram_recv(&mut self, s: DgramSock) -> io::Result<RxDatagram> {
+        match self.dgram.slots.get_mut(s.0 as usize) {
+            Some(slot) if slot.open => slot
+                .queue
+                .pop_front()
+                .ok_or_else(|| io::ErrorKind::WouldBlock.into()),
+            _ => Err(crate::stack::stale()),
+        }
+    }
+
+    /// Moves up to `max` queued datagrams of `s` to `out`; returns how many
+    /// (0 when none is queued).
+    pub fn dgram_recv_burst(
+        &mut self,
+        s: DgramSock,
+        out: &mut Vec<RxDatagram>,
+        max: usize,
+    ) -> io::Result<usize> {
+        match self.dgram.slots.get_mut(s.0 as usize) {
+            Some(slot) if slot.open => {
+                let n = max.min(slot.queue.len());
+                out.extend(slot.queue.drain(..n));
+                Ok(n)
+            }
+            _ => Err(crate::stack::stale()),
+        }
+    }
+
+    fn send_one(
+        &mut self,
+        src_port: u16,
+        mut d: TxDatagram,
+        dst: SocketAddrV4,
+    ) -> Result<(), DgramSendError> {
+        if !self.port.tx_room() {
+            return Err(DgramSendError {
+                error: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the device's transmit queue is full: poll and send again",
+                ),
+                datagram: d,
+            });
+        }
+        let now = self.last_now;
+        let polls = self.polls;
+        let dip = *dst.ip();
+        let mac = match self.dgram.neighbor {
+            Some((ip, mac, at)) if ip == dip && at == polls => Some(mac),
+            _ => match self.iface.neighbor_for(now, &mut self.port, dip) {
+                NeighborLookup::Found(m) => {
+                    self.dgram.neighbor = Some((dip, m.0, polls));
+                    Some(m.0)
+                }
+                NeighborLookup::Pending => None,
+                NeighborLookup::NoRoute => {
+                    return Err(DgramSendError {
+                        error: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "no route to {dip}: it is outside {}/{} and the stack has no gateway",
+                                self.ip().0,
+                                self.ip().1
+                            ),
+                        ),
+                        datagram: d,
+                    });
+                }
+            },
+        };
+        if mac.is_none() && self.dgram.pending.len() >= PENDING_MAX {
+            return Err(DgramSendError {
+                error: io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "{PENDING_MAX} datagrams already wait for ARP to find {dip}: poll and send again"
+                    ),
+                ),
+                datagram: d,
+            });
+        }
+        let len = d.frame.len();
+        let src_ip = self.ip().0;
+        self.dgram.ip_id = self.dgram.ip_id.wrapping_add(1);
+        write_headers(
+            &mut d.frame,
+            self.mac(),
+            src_ip,
+            src_port,
+            dst,
+            self.dgram.ip_id,
+        );
+        self.dgram.stats.tx_datagrams += 1;
+        self.dgram.stats.tx_bytes += len as u64;
+        match mac {
+            Some(mac) => {
+                d.frame.data_mut()[0..6].copy_from_slice(&mac);
+                self.port.queue_tx(d.frame);
+            }
+            None => self.dgram.pending.push_back(Pending {
+                frame: d.frame,
+                dst: dip,
+                since: now,
+            }),
+        }
+        Ok(())
+    }
+
+    /// After a poll: datagrams whose neighbor is now known leave; those
+    /// that waited longer than [`PENDING_FOR`] are dropped and counted.
+    pub(crate) fn dgram_flush_pending(&mut self, now: Instant) {
+        let limit = smoltcp::time::Duration::from_micros(PENDING_FOR.as_micros() as u64);
+        for _ in 0..self.dgram.pending.len() {
+            let Some(mut p) = self.dgram.pending.pop_front() else {
+                break;
+            };
+            match self.iface.neighbor_for(now, &mut self.port, p.dst) {
+                NeighborLookup::Found(m) if self.port.tx_room() => {
+                    p.frame.data_mut()[0..6].copy_from_slice(&m.0);
+                    self.port.queue_tx(p.frame);
+                }
+                NeighborLookup::NoRoute => self.dgram.stats.tx_unresolved += 1,
+                _ if now - p.since > limit => self.dgram.stats.tx_unresolved += 1,
+                _ => self.dgram.pending.push_back(p),
+            }
+        }
+    }
+
+    /// Moves this poll's frames for bound ports from the driver's receive
+    /// vector to their queues; returns how many.
+    pub(crate) fn dgram_steer(&mut self) -> usize {
+        let (ip, mac) = (self.ip().0, self.mac());
+        let trusted = self.port.rx_trusted();
+        let max = self.dgram_max_payload();
+        let n = self
+            .dgram
+            .steer(self.port.rx_frames(), ip, mac, trusted, max);
+        self.port.rx_budget = self.port.rx_frames().len();
+        n
+    }
+
+    /// The datagram path's counters.
+    pub fn dgram_stats(&self) -> DgramStats {
+        self.dgram.stats()
+    }
+}
+
+/// Writes Ethernet (destination left for the caller), IPv4 and UDP headers
+/// in front of `frame`'s payload and makes the frame's data the whole packet.
+fn write_headers(
+    frame: &mut Frame,
+    src_mac: [u8; 6],
+    src_ip: Ipv4Addr,
+    src_port: u16,
+    dst: SocketAddrV4,
+    id: u16,
+) {
+    let len = frame.len();
+    let at = frame.offset() - DGRAM_HEADROOM;
+    frame.set_offset(at);
+    frame.set_len(DGRAM_HEADROOM + len);
+    let f = frame.data_mut();
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip_total = (IPV4_HLEN + UDP_HLEN + len) as u16;
+    let udp_len = (UDP_HLEN + len) as u16;
+    let (src, dst_ip) = (src_ip.octets(), dst.ip().octets());
+    {
+        let p = &mut f[ETH_HLEN..ETH_HLEN + IPV4_HLEN];
+        p[0] = 0x45;
+        p[1] = 0;
+        p[2..4].copy_from_slice(&ip_total.to_be_bytes());
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        // Don't fragment (RFC 6864 lets the ID be anything then).
+        p[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[10..12].copy_from_slice(&[0, 0]);
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst_ip);
+        let c = !fold(sum(p, 0));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let u = &mut f[ETH_HLEN + IPV4_HLEN..];
+    u[0..2].copy_from_slice(&src_port.to_be_bytes());
+    u[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    u[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    u[6..8].copy_from_slice(&[0, 0]);
+    let mut c = !fold(sum(
+        &u[..usize::from(udp_len)],
+        pseudo(&src, &dst_ip, usize::from(udp_len)),
+    ));
+    // RFC 768: a computed zero is sent as all ones.
+    if c == 0 {
+        c = 0xffff;
+    }
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests;
