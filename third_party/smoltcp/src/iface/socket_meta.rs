@@ -39,6 +39,9 @@ pub(crate) struct Meta {
     /// ZCSTACK PATCH 2: until when egress may skip this socket (see
     /// `third_party/smoltcp/ZCSTACK-PATCHES.md`).
     pub(crate) idle: EgressIdle,
+    /// ZCSTACK PATCH 24: listed for `Interface::take_changed` and not yet
+    /// taken.
+    pub(crate) changed: bool,
 }
 
 /// ZCSTACK PATCH 2: what a socket's last `poll_at` said, cached after it was
@@ -174,6 +177,7 @@ mod tests {
             handle: SocketHandle::default(),
             neighbor_state: NeighborState::Active,
             idle: EgressIdle::Busy,
+            changed: false,
         }
     }
 

@@ -29,6 +29,17 @@ pub(crate) struct Item<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// The socket's position in its set: stable while the socket is in the
+    /// set, and small (the set's length bounds it), so an application can
+    /// keep its own per-socket data in a `Vec` indexed by it. A removed
+    /// socket's index may be given to the next socket added.
+    /// (ZCSTACK PATCH 24.)
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "#{}", self.0)

@@ -176,6 +176,10 @@ pub struct InterfaceInner {
     /// ZCSTACK PATCH 17: packets dropped because a header did not parse or
     /// a checksum was wrong.
     rx_malformed: u64,
+    /// ZCSTACK PATCH 24: TCP sockets that may have changed since
+    /// `Interface::take_changed` last ran, each once.
+    #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+    changed: alloc::vec::Vec<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -318,6 +322,8 @@ impl Interface {
                 #[cfg(feature = "socket-tcp")]
                 listen_stats: ListenStats::default(),
                 rx_malformed: 0,
+                #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+                changed: alloc::vec::Vec::new(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -497,6 +503,35 @@ impl Interface {
     /// socket wanted, are not counted. (ZCSTACK PATCH 17.)
     pub fn rx_malformed(&self) -> u64 {
         self.inner.rx_malformed
+    }
+
+    /// Moves to `out` (after what it holds) the handles of the TCP sockets
+    /// that may have changed in a way the application cannot see without
+    /// looking since the last call: each socket that accepted a segment (new
+    /// data, an ACK that freed send buffer, a FIN, an RST, a handshake
+    /// step), and each whose state a timer changed during egress (a
+    /// timeout, the end of TIME-WAIT, a handshake given up). A socket is
+    /// listed once however often it changed. What the application itself
+    /// does to a socket is not listed. A handle may be listed that did not
+    /// change in a way the caller cares about (a duplicate ACK), or whose
+    /// socket was removed since; a socket that changed is never left out.
+    ///
+    /// With it an application with many connections finds the few that
+    /// have work after a poll without looking at the others (an epoll-like
+    /// readiness loop). Cost: one flag test per accepted segment, one
+    /// handle pushed per changed socket. (ZCSTACK PATCH 24.)
+    #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+    pub fn take_changed(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        out: &mut alloc::vec::Vec<crate::iface::SocketHandle>,
+    ) {
+        for h in self.inner.changed.drain(..) {
+            if let Some(item) = sockets.item_mut(h) {
+                item.meta.changed = false;
+            }
+            out.push(h);
+        }
     }
 
     pub fn set_any_ip(&mut self, any_ip: bool) {
@@ -806,6 +841,9 @@ impl Interface {
             }
 
             let mut neighbor_addr = None;
+            // ZCSTACK PATCH 24: a TCP socket's state before its dispatch.
+            #[cfg(feature = "socket-tcp")]
+            let mut tcp_state = None;
             // ZCSTACK PATCH 5: segments this socket emitted in this visit.
             let emitted = core::cell::Cell::new(0usize);
             let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
@@ -861,6 +899,8 @@ impl Interface {
                 }
                 #[cfg(feature = "socket-tcp")]
                 Socket::Tcp(socket) => {
+                    // ZCSTACK PATCH 24: a timer may change the state.
+                    tcp_state = Some(socket.state());
                     // ZCSTACK PATCH 5: a TCP socket sends up to
                     // TCP_EGRESS_BURST segments per visit, back to back,
                     // instead of one per pass over every socket.
@@ -915,6 +955,10 @@ impl Interface {
                 item.meta.idle = super::socket_meta::EgressIdle::from_poll_at(
                     socket.poll_at(&mut self.inner),
                 );
+                // ZCSTACK PATCH 24: a state a timer changed is a change.
+                if tcp_state.is_some_and(|st| st != socket.state()) {
+                    self.inner.note_changed(&mut item.meta);
+                }
             }
         }
         result
@@ -922,6 +966,18 @@ impl Interface {
 }
 
 impl InterfaceInner {
+    /// ZCSTACK PATCH 24: lists a TCP socket for `Interface::take_changed`
+    /// (once until taken).
+    #[cfg(feature = "socket-tcp")]
+    #[allow(unused_variables)]
+    pub(crate) fn note_changed(&mut self, meta: &mut super::socket_meta::Meta) {
+        #[cfg(feature = "alloc")]
+        if !meta.changed {
+            meta.changed = true;
+            self.changed.push(meta.handle);
+        }
+    }
+
     #[allow(unused)] // unused depending on which sockets are enabled
     pub(crate) fn now(&self) -> Instant {
         self.now
