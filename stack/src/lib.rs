@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 mod device;
+pub mod event;
 pub mod file;
 pub mod mem;
 pub mod stack;
@@ -60,6 +61,7 @@ pub mod stats;
 pub mod tcp;
 pub mod udp;
 
+pub use event::Event;
 pub use file::{MappedFile, SendMode};
 pub use mem::MemoryStats;
 pub use stack::{Clock, Stack, StackBuilder, StackError};
