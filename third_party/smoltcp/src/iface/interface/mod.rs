@@ -180,6 +180,9 @@ pub struct InterfaceInner {
     /// `Interface::take_changed` last ran, each once.
     #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
     changed: alloc::vec::Vec<crate::iface::SocketHandle>,
+    /// ZCSTACK PATCH 24: sockets a segment woke, for `SocketSet::active`.
+    #[cfg(feature = "alloc")]
+    woken: alloc::vec::Vec<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -324,6 +327,8 @@ impl Interface {
                 rx_malformed: 0,
                 #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
                 changed: alloc::vec::Vec::new(),
+                #[cfg(feature = "alloc")]
+                woken: alloc::vec::Vec::new(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -703,9 +708,19 @@ impl Interface {
             return Some(Instant::from_millis(0));
         }
 
+        // ZCSTACK PATCH 24: a socket outside the active list waits for a
+        // segment (`PollAt::Ingress`): only the list is looked at.
+        // Sockets a segment woke since the last egress have work now.
+        #[cfg(feature = "alloc")]
+        if !self.inner.woken.is_empty() {
+            return Some(timestamp);
+        }
+        #[cfg(feature = "alloc")]
+        let items = sockets.active.iter().filter_map(|&h| sockets.item(h));
+        #[cfg(not(feature = "alloc"))]
+        let items = sockets.items();
         #[allow(unused_mut)]
-        let mut res = sockets
-            .items()
+        let mut res = items
             .filter_map(|item| {
                 let socket_poll_at = item.socket.poll_at(&mut self.inner);
                 match item.meta.poll_at(
@@ -826,7 +841,33 @@ impl Interface {
         }
 
         let mut result = PollResult::None;
-        for item in sockets.items_mut() {
+        // ZCSTACK PATCH 24: visit the sockets in the active list only (with
+        // `alloc`): TCP sockets that wait for a segment are not in it.
+        #[cfg(feature = "alloc")]
+        let mut list = {
+            sockets.active.append(&mut self.inner.woken);
+            core::mem::take(&mut sockets.active)
+        };
+        #[cfg(feature = "alloc")]
+        let mut next = 0;
+        #[cfg(not(feature = "alloc"))]
+        let mut items = sockets.items_mut();
+        loop {
+            #[cfg(feature = "alloc")]
+            let item = {
+                let Some(&h) = list.get(next) else {
+                    break;
+                };
+                next += 1;
+                let Some(item) = sockets.item_mut(h) else {
+                    continue;
+                };
+                item
+            };
+            #[cfg(not(feature = "alloc"))]
+            let Some(item) = items.next() else {
+                break;
+            };
             // ZCSTACK PATCH 2: a TCP socket whose `poll_at` said, when it was
             // last dispatched, that it has nothing to send before a segment,
             // the application or a timer wakes it is not visited.
@@ -961,11 +1002,37 @@ impl Interface {
                 }
             }
         }
+        // ZCSTACK PATCH 24: sockets that now wait for a segment leave the
+        // list (also those not visited after the device filled up, if so).
+        #[cfg(feature = "alloc")]
+        {
+            list.retain(|&h| match sockets.item_mut(h) {
+                Some(item) if item.meta.idle == super::socket_meta::EgressIdle::UntilIngress => {
+                    item.meta.active = false;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            list.append(&mut sockets.active);
+            sockets.active = list;
+        }
         result
     }
 }
 
 impl InterfaceInner {
+    /// ZCSTACK PATCH 2 and 24: a segment may give the socket work: egress
+    /// visits it again.
+    pub(crate) fn wake(&mut self, meta: &mut super::socket_meta::Meta) {
+        meta.idle = super::socket_meta::EgressIdle::Busy;
+        #[cfg(feature = "alloc")]
+        if !meta.active {
+            meta.active = true;
+            self.woken.push(meta.handle);
+        }
+    }
+
     /// ZCSTACK PATCH 24: lists a TCP socket for `Interface::take_changed`
     /// (once until taken).
     #[cfg(feature = "socket-tcp")]

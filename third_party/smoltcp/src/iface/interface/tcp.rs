@@ -42,7 +42,7 @@ impl InterfaceInner {
                 if tcp_socket.state() != crate::socket::tcp::State::Listen
                     && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
                 {
-                    item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                    self.wake(&mut item.meta);
                     // ZCSTACK PATCH 24: the segment may change what the
                     // application sees.
                     self.note_changed(&mut item.meta);
@@ -59,7 +59,7 @@ impl InterfaceInner {
             };
             if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
                 // ZCSTACK PATCH 2: the segment may give the socket work.
-                item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                self.wake(&mut item.meta);
                 // ZCSTACK PATCH 24: the segment may change what the
                 // application sees.
                 self.note_changed(&mut item.meta);

@@ -223,3 +223,37 @@ fn zcstack_handle_index_is_its_position() {
     let c = sockets.add(socket());
     assert_eq!(c.index(), 0);
 }
+
+/// Egress visits only the active list: idle connections leave it, a
+/// segment or the application puts a socket back, and a removed socket's
+/// entry goes with it.
+#[test]
+fn zcstack_idle_sockets_leave_the_egress_list() {
+    let mut bed = Bed::new();
+    let (server_a, client_a) = bed.pair(1011);
+    let (server_b, client_b) = bed.pair(1012);
+    bed.settle();
+    bed.settle();
+    assert_eq!(bed.sockets.active, vec![], "idle connections are visited");
+    for h in [server_a, client_a, server_b, client_b] {
+        assert!(!bed.sockets.item(h).unwrap().meta.active);
+    }
+    // The application writes on A: A's client is listed at once and stays
+    // while its segment is unacknowledged (a retransmission timer); the
+    // server's ACK (it is visited once the segment wakes it) lets it go.
+    let s = bed.sockets.get_mut::<tcp::Socket>(client_a);
+    s.send_slice(b"hello").unwrap();
+    assert_eq!(bed.sockets.active, vec![client_a]);
+    bed.iface.poll(bed.now, &mut bed.dev, &mut bed.sockets);
+    assert_eq!(bed.sockets.active, vec![client_a]);
+    bed.settle();
+    bed.settle();
+    assert_eq!(bed.sockets.active, vec![]);
+    assert_eq!(bed.sockets.get::<tcp::Socket>(server_a).recv_queue(), 5);
+    // A removed socket takes its entry along; its index is reused once.
+    bed.sockets.get_mut::<tcp::Socket>(server_b);
+    bed.sockets.remove(server_b);
+    let again = bed.sockets.add(socket());
+    assert_eq!(again.index(), server_b.index());
+    assert_eq!(bed.sockets.active, vec![again]);
+}
