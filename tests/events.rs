@@ -47,9 +47,13 @@ fn bed() -> Bed {
             .build()
             .unwrap()
     };
+    let (mut a, mut b) = (build(ea, A, 1), build(eb, B, 2));
+    // Events are collected from the first call on.
+    a.events(&mut Vec::new());
+    b.events(&mut Vec::new());
     Bed {
-        a: build(ea, A, 1),
-        b: build(eb, B, 2),
+        a,
+        b,
         pa,
         pb,
         us: us.clone(),
@@ -145,6 +149,45 @@ impl Bed {
         assert_eq!(self.pa.stats().in_use, 0, "a's pool");
         assert_eq!(self.pb.stats().in_use, 0, "b's pool");
     }
+}
+
+/// A stack whose application never asks for events keeps none.
+#[test]
+fn no_events_are_kept_until_asked_for() {
+    let pa = PoolConfig::new().frames(256).build().unwrap();
+    let pb = PoolConfig::new().frames(256).build().unwrap();
+    let (ea, eb) = wire::pair(pa, pb, WireConfig::default());
+    let mut a = Stack::builder(ea).ip(A, 24).build().unwrap();
+    let mut b = Stack::builder(eb).ip(B, 24).build().unwrap();
+    let l = b.tcp_listen(PORT, 4).unwrap();
+    let c = a.tcp_connect(SocketAddrV4::new(B, PORT)).unwrap();
+    let mut server = None;
+    for _ in 0..10_000 {
+        a.poll();
+        b.poll();
+        server = server.or_else(|| b.tcp_accept(l));
+        if server.is_some() && a.tcp_state(c) == TcpState::Established {
+            break;
+        }
+    }
+    let server = server.expect("accepted");
+    a.tcp_write(c, b"unasked").unwrap();
+    for _ in 0..1000 {
+        a.poll();
+        b.poll();
+    }
+    assert_eq!(b.tcp_readable(server), 7);
+    let mut ev = vec![Event::Accept(l)];
+    b.events(&mut ev);
+    assert_eq!(ev, vec![], "events before the first call were kept");
+    // From now on they are.
+    a.tcp_write(c, b"asked").unwrap();
+    for _ in 0..1000 {
+        a.poll();
+        b.poll();
+    }
+    b.events(&mut ev);
+    assert_eq!(ev, vec![Event::Readable(server)]);
 }
 
 /// The events of one side for `c` only.

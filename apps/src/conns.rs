@@ -63,14 +63,21 @@ pub struct ConnLoop<C> {
 
 impl<C> ConnLoop<C> {
     /// The loop for `listener`, serving at most `max_conns` connections at
-    /// once (more wait in the listen backlog).
-    pub fn new(listener: TcpListener, max_conns: usize) -> ConnLoop<C> {
+    /// once (more wait in the listen backlog). Create it before the first
+    /// poll after `tcp_listen`: it turns the stack's events on.
+    pub fn new(
+        stack: &mut Stack<AppDriver>,
+        listener: TcpListener,
+        max_conns: usize,
+    ) -> ConnLoop<C> {
+        let mut events = Vec::new();
+        stack.events(&mut events);
         ConnLoop {
             listener,
             max_conns,
             table: Vec::new(),
             open: 0,
-            events: Vec::new(),
+            events,
             backlogged: false,
             accepted: 0,
             peak: 0,

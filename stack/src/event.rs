@@ -12,6 +12,7 @@
 //! # fn demo(stack: &mut Stack<zcstack_driver::wire::WireEnd>) -> std::io::Result<()> {
 //! let listener = stack.tcp_listen(7, 16)?;
 //! let mut events = Vec::new(); // reused: no allocation per event
+//! stack.events(&mut events); // events are collected from the first call on
 //! loop {
 //!     stack.poll_wait();
 //!     stack.events(&mut events);
@@ -100,6 +101,10 @@ pub(crate) struct Events {
     slot_of: Vec<u32>,
     /// Slots waiting for `Writable`.
     writers: Vec<u32>,
+    /// The application asked for events once: collect them from now on
+    /// (until then nothing is kept, so an application that never asks
+    /// does not accumulate them).
+    on: bool,
 }
 
 const NONE: u32 = u32::MAX;
@@ -123,6 +128,7 @@ impl Events {
             changed: Vec::new(),
             slot_of: Vec::new(),
             writers: Vec::new(),
+            on: false,
         }
     }
 
@@ -147,9 +153,14 @@ impl<D: Driver> Stack<D> {
     /// replacing what it held. Pass the same `Vec` every time: the stack
     /// keeps the one it gets back for the next events, so after the first
     /// few calls no event costs an allocation. See module [`event`](crate::event).
+    ///
+    /// The stack collects events from the first call on (an application
+    /// that never asks keeps none): call it once before polling; what the
+    /// polls before the first call did is not reported.
     pub fn events(&mut self, out: &mut Vec<Event>) {
         out.clear();
         std::mem::swap(&mut self.events.out, out);
+        self.events.on = true;
     }
 
     /// Asks for one [`Event::Writable`] once `c` can take bytes: its send
@@ -165,7 +176,7 @@ impl<D: Driver> Stack<D> {
 
     pub(crate) fn want_write(&mut self, slot: u32) {
         let ev = &mut self.tcp[slot as usize].ev;
-        if !ev.want_write {
+        if self.events.on && !ev.want_write {
             ev.want_write = true;
             self.events.writers.push(slot);
         }
@@ -179,6 +190,10 @@ impl<D: Driver> Stack<D> {
     /// After a poll: events for the sockets smoltcp changed and for the
     /// writers that can write now.
     pub(crate) fn collect_events(&mut self) {
+        if !self.events.on {
+            // smoltcp's list holds each socket once: it stays bounded.
+            return;
+        }
         let mut changed = std::mem::take(&mut self.events.changed);
         self.iface.take_changed(&mut self.sockets, &mut changed);
         for h in changed.drain(..) {

@@ -359,7 +359,13 @@ impl<D: Driver> StackBuilder<D> {
 ///
 /// The stack does nothing unless polled: call [`Stack::poll`] (or
 /// [`Stack::poll_wait`], which also backs off when idle) in a loop and do the
-/// application's work between polls.
+/// application's work between polls, on the connections
+/// [`Stack::events`] names.
+///
+/// Threads: a `Stack` is `Send` (build it on one thread, poll it on
+/// another) but not `Sync`; every call takes `&mut self` and nothing
+/// inside locks. To use several cores, run several stacks, each over its
+/// own driver (an AF_XDP socket per NIC queue, or several TAPs).
 pub struct Stack<D: Driver> {
     pub(crate) iface: Interface,
     /// The sockets and the send rings they borrow (see `file::remap` for

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
         let mut echo = Echo {
             read_ahead: cli.read_ahead as usize,
         };
-        let mut conns = ConnLoop::new(listener, usize::MAX);
+        let mut conns = ConnLoop::new(&mut stack, listener, usize::MAX);
         let mut ticker = StatsTicker::new(cli.dev.stats);
         while !stop.load(Ordering::Relaxed) {
             conns.turn(&mut stack, &mut echo);

@@ -661,7 +661,7 @@ fn main() -> ExitCode {
             remap: matches!(stack.send_mode(), SendMode::Remap | SendMode::Auto),
             scratch: vec![0; MAX_HEAD],
         };
-        let mut conns = ConnLoop::new(listener, cli.max_conns as usize);
+        let mut conns = ConnLoop::new(&mut stack, listener, cli.max_conns as usize);
         let mut ticker = StatsTicker::new(cli.dev.stats);
         let mut last_scan = Instant::now();
         let mut last_json = Instant::now();
