@@ -60,8 +60,9 @@
 //! # #[allow(unreachable_code)] Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! One thread owns a [`Stack`] and makes every call on it (it is `Send`,
-//! not `Sync`); more cores means more stacks, each with its own driver.
+//! One thread owns a [`Stack`] and makes every call on it (it is never
+//! `Sync`, and `Send` when its driver is); more cores means more stacks,
+//! each with its own driver.
 //! Sending files takes read leases, for which the first [`MappedFile`]
 //! installs process-wide handlers for `SIGRTMIN + 2` and `SIGIO` (module
 //! [`file`](mod@file)). The project's `docs/api.md` covers both, the

@@ -362,10 +362,10 @@ impl<D: Driver> StackBuilder<D> {
 /// application's work between polls, on the connections
 /// [`Stack::events`] names.
 ///
-/// Threads: a `Stack` is `Send` (build it on one thread, poll it on
-/// another) but not `Sync`; every call takes `&mut self` and nothing
-/// inside locks. To use several cores, run several stacks, each over its
-/// own driver (an AF_XDP socket per NIC queue, or several TAPs).
+/// Threads: one thread owns a `Stack` and makes every call on it (each
+/// takes `&mut self`; nothing inside locks). It is never `Sync`, and `Send`
+/// when its driver is. To use several cores, run several stacks, each over
+/// its own driver (an AF_XDP socket per NIC queue, or several TAPs).
 pub struct Stack<D: Driver> {
     pub(crate) iface: Interface,
     /// The sockets and the send rings they borrow (see `file::remap` for
