@@ -3,9 +3,11 @@
 //! and building the stack from them, one-line errors, Ctrl-C, and the
 //! `--stats` ticker. [`perf`] holds zc-perf's wire protocol and report;
 //! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested);
-//! [`impair`] zc-impair's impairment flags and their units.
+//! [`impair`] zc-impair's impairment flags and their units; [`conns`] the
+//! event-driven connection loop zc-echo and zc-httpd share.
 #![deny(unsafe_code)]
 
+pub mod conns;
 pub mod impair;
 pub mod perf;
 pub mod queues;

@@ -19,6 +19,9 @@
 //!   out pool frames, so the driver ⇄ smoltcp hand-off copies nothing.
 //! - [`stack`]: [`Stack`] and its builder; the run-to-completion poll loop with
 //!   adaptive idle back-off; socket bookkeeping.
+//! - [`event`]: readiness events ([`Stack::events`]): which connections
+//!   and listeners a poll made readable, writable, accepted, closed or
+//!   timed out, found without looking at the idle ones.
 //! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
 //! - [`udp`]: bind, send_to, recv_from (through smoltcp's socket buffers:
 //!   two copies each way).
@@ -45,20 +48,36 @@
 //! let tap = Tap::open("zctap0", pool)?;
 //! let mut stack = Stack::builder(tap).ip("10.200.0.2".parse()?, 24).build()?;
 //! let listener = stack.tcp_listen(7, 16)?;
+//! let mut events = Vec::new();
+//! stack.events(&mut events); // from now on the stack collects events
 //! loop {
 //!     stack.poll_wait();
-//!     while let Some(conn) = stack.tcp_accept(listener) {
-//!         stack.tcp_write(conn, b"hello\n")?;
-//!         stack.tcp_close(conn)?;
+//!     stack.events(&mut events);
+//!     for ev in &events {
+//!         if let zcstack::Event::Accept(l) = *ev {
+//!             while let Some(conn) = stack.tcp_accept(l) {
+//!                 stack.tcp_write(conn, b"hello\n")?;
+//!                 stack.tcp_close(conn)?;
+//!             }
+//!         }
 //!     }
 //! }
 //! # #[allow(unreachable_code)] Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! One thread owns a [`Stack`] and makes every call on it (it is never
+//! `Sync`, and `Send` when its driver is); more cores means more stacks,
+//! each with its own driver.
+//! Sending files takes read leases, for which the first [`MappedFile`]
+//! installs process-wide handlers for `SIGRTMIN + 2` and `SIGIO` (module
+//! [`file`](mod@file)). The project's `docs/api.md` covers both, the
+//! event loop, and how to size the pool and the rings.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod device;
 pub mod dgram;
+pub mod event;
 pub mod file;
 pub mod mem;
 pub mod stack;
@@ -67,6 +86,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use dgram::{DgramSendError, DgramSock, DgramStats, RxDatagram, TxDatagram};
+pub use event::Event;
 pub use file::{MappedFile, SendMode};
 pub use mem::MemoryStats;
 pub use stack::{Clock, Stack, StackBuilder, StackError};

@@ -14,6 +14,7 @@ use zcstack_driver::Driver;
 
 use crate::device::Port;
 use crate::dgram::Dgram;
+use crate::event::Events;
 use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
 use crate::file::{PAGE, SendMode, SocketStore};
 use crate::mem::Memory;
@@ -356,6 +357,7 @@ impl<D: Driver> StackBuilder<D> {
             mem,
             started: Vec::new(),
             syn_cookie_key,
+            events: Events::new(),
         })
     }
 }
@@ -364,7 +366,13 @@ impl<D: Driver> StackBuilder<D> {
 ///
 /// The stack does nothing unless polled: call [`Stack::poll`] (or
 /// [`Stack::poll_wait`], which also backs off when idle) in a loop and do the
-/// application's work between polls.
+/// application's work between polls, on the connections
+/// [`Stack::events`] names.
+///
+/// Threads: one thread owns a `Stack` and makes every call on it (each
+/// takes `&mut self`; nothing inside locks). It is never `Sync`, and `Send`
+/// when its driver is. To use several cores, run several stacks, each over
+/// its own driver (an AF_XDP socket per NIC queue, or several TAPs).
 pub struct Stack<D: Driver> {
     pub(crate) iface: Interface,
     /// The sockets and the send rings they borrow (see `file::remap` for
@@ -422,6 +430,8 @@ pub struct Stack<D: Driver> {
     /// The SYN cookie key (`None`: cookies off), kept while the memory
     /// budget turns cookies off.
     pub(crate) syn_cookie_key: Option<u128>,
+    /// Readiness events and what they need (module `event`).
+    pub(crate) events: Events,
 }
 
 /// 128 bits from the operating system's random source (std's `RandomState`
@@ -544,6 +554,8 @@ impl<D: Driver> Stack<D> {
             self.dirty = false;
             self.maintain();
         }
+        // After `maintain`: an `Accept` finds its connection in the queue.
+        self.collect_events();
         self.mem_sweep(now);
         // Datagrams waiting for ARP do not count: the reply is a device
         // input, which ends an idle sleep.
@@ -670,20 +682,31 @@ impl<D: Driver> Stack<D> {
     /// (its send ring a page-aligned mapping of its own).
     pub(crate) fn take_socket(&mut self) -> io::Result<u32> {
         if let Some(slot) = self.tcp_free.pop() {
+            // What the last connection set on it goes back to the defaults.
+            self.configure(self.tcp[slot as usize].handle);
             return Ok(slot);
         }
         let (handle, ring) = self
             .sockets
             .add_tcp(self.tcp_rx_buffer, self.tcp_tx_buffer)?;
-        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        self.configure(handle);
+        self.tcp.push(TcpSlot::new(handle, SlotFiles::new(ring)));
+        let slot = (self.tcp.len() - 1) as u32;
+        self.events.map(handle, slot);
+        Ok(slot)
+    }
+
+    /// The settings every connection starts with.
+    fn configure(&mut self, h: SocketHandle) {
+        let sock = self.sockets.get_mut::<tcp::Socket>(h);
         sock.set_congestion_control(self.congestion.smoltcp());
         sock.set_nagle_enabled(false);
         sock.set_ack_delay(None);
         sock.set_rto_bounds(self.rto_min, self.rto_max);
         sock.set_timestamp_clock(self.timestamps);
         sock.set_synack_retries(Some(self.synack_retries));
-        self.tcp.push(TcpSlot::new(handle, SlotFiles::new(ring)));
-        Ok((self.tcp.len() - 1) as u32)
+        sock.set_timeout(None);
+        sock.set_keep_alive(None);
     }
 
     pub(crate) fn handle(&self, slot: u32) -> SocketHandle {

@@ -17,12 +17,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use zcstack_driver::Driver;
 
+use crate::event::SlotEvents;
 use crate::file::transfer::SlotFiles;
 use crate::mem::RingMem;
 use crate::stack::{Stack, stale};
@@ -97,6 +99,8 @@ pub(crate) struct TcpSlot {
     pub files: SlotFiles,
     /// What the rings may hold (module `mem`).
     pub mem: RingMem,
+    /// What was reported of this connection (module `event`).
+    pub ev: SlotEvents,
 }
 
 impl TcpSlot {
@@ -107,6 +111,7 @@ impl TcpSlot {
             role: Role::Free,
             files,
             mem: RingMem::default(),
+            ev: SlotEvents::default(),
         }
     }
     pub fn release(&mut self) {
@@ -115,6 +120,30 @@ impl TcpSlot {
     }
     pub fn is_open(&self) -> bool {
         self.role == Role::Open
+    }
+    /// Hands the slot to the application: a new handle, nothing reported yet.
+    fn open(&mut self, slot: u32) -> TcpConn {
+        self.role = Role::Open;
+        self.generation = self.generation.wrapping_add(1);
+        self.ev = self.ev.fresh();
+        TcpConn {
+            slot,
+            generation: self.generation,
+        }
+    }
+    /// The application's handle, if the slot is an open connection.
+    pub fn open_conn(&self, slot: u32) -> Option<TcpConn> {
+        (self.role == Role::Open).then_some(TcpConn {
+            slot,
+            generation: self.generation,
+        })
+    }
+    /// The listener this socket listens or waits to be accepted for.
+    pub fn listener_waiting(&self) -> Option<u32> {
+        match self.role {
+            Role::Listening(l) | Role::Pending(l) => Some(l),
+            _ => None,
+        }
     }
 }
 
@@ -129,6 +158,23 @@ pub struct TcpConn {
 /// A listening port, returned by [`Stack::tcp_listen`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TcpListener(u32);
+
+impl TcpListener {
+    pub(crate) fn from_id(id: u32) -> TcpListener {
+        TcpListener(id)
+    }
+}
+
+impl TcpConn {
+    /// A small number that identifies the connection among the open ones
+    /// (the stack's socket slot): at most the number of sockets the stack
+    /// has made, reused after a close. An application can keep its
+    /// per-connection state in a `Vec` indexed by it and check the stored
+    /// handle for equality to tell a reused slot.
+    pub fn index(self) -> usize {
+        self.slot as usize
+    }
+}
 
 /// A listening port's sockets.
 pub(crate) struct Listener {
@@ -326,13 +372,7 @@ impl<D: Driver> Stack<D> {
             )
         })?;
         let slot = l.pending.remove(pos)?;
-        let s = &mut self.tcp[slot as usize];
-        s.role = Role::Open;
-        s.generation = s.generation.wrapping_add(1);
-        let conn = TcpConn {
-            slot,
-            generation: s.generation,
-        };
+        let conn = self.tcp[slot as usize].open(slot);
         self.refill_listeners();
         Some(conn)
     }
@@ -388,13 +428,9 @@ impl<D: Driver> Stack<D> {
                 format!("cannot connect to {remote}: {e}"),
             ));
         }
-        let s = &mut self.tcp[slot as usize];
-        s.role = Role::Open;
-        s.generation = s.generation.wrapping_add(1);
-        let conn = TcpConn {
-            slot,
-            generation: s.generation,
-        };
+        let conn = self.tcp[slot as usize].open(slot);
+        // `Writable` once established.
+        self.want_write(slot);
         self.mem_note_io(slot);
         Ok(conn)
     }
@@ -465,6 +501,7 @@ impl<D: Driver> Stack<D> {
     /// stream; `WouldBlock` when nothing is buffered yet; `ConnectionReset`
     /// once the bytes of a connection reset or timed out are all read.
     pub fn tcp_read(&mut self, c: TcpConn, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_ready(c)?;
         let sock = self.sock_mut(c)?;
         if sock.can_recv() {
             let n = sock.recv_slice(buf).map_err(|_| stale())?;
@@ -473,6 +510,23 @@ impl<D: Driver> Stack<D> {
             return Ok(n);
         }
         end_of_stream(sock).map(|()| 0)
+    }
+
+    /// `WouldBlock` if `c` has nothing to read and more may come, found
+    /// with a shared reference: taking the socket mutably would have
+    /// smoltcp visit it on every egress pass until it has nothing to send
+    /// (patch 2), so idle connections polled for input would be woken.
+    fn read_ready(&mut self, c: TcpConn) -> io::Result<()> {
+        let sock = self.sock(c)?;
+        let idle = !sock.can_recv()
+            && (sock.may_recv()
+                || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived));
+        self.note_read(c.slot);
+        if idle {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
     }
 
     /// Reads in place: `f` sees the received bytes in the socket's ring (the
@@ -484,6 +538,7 @@ impl<D: Driver> Stack<D> {
         c: TcpConn,
         f: impl FnOnce(&[u8]) -> (usize, R),
     ) -> io::Result<Option<R>> {
+        self.read_ready(c)?;
         let sock = self.sock_mut(c)?;
         if sock.can_recv() {
             let r = sock.recv(|data| {
@@ -499,6 +554,17 @@ impl<D: Driver> Stack<D> {
     /// Copies as much of `data` as fits into the send ring (copy counted).
     /// `WouldBlock` when the ring is full; `BrokenPipe` after a shutdown or reset.
     pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
+        let r = self.write_copy(c, data);
+        // A write that blocked or filled the ring asks for `Writable`.
+        match &r {
+            Ok(n) if *n < data.len() => self.want_write(c.slot),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.want_write(c.slot),
+            _ => {}
+        }
+        r
+    }
+
+    fn write_copy(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
         self.files_first(c)?;
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
@@ -546,7 +612,12 @@ impl<D: Driver> Stack<D> {
         c: TcpConn,
         f: impl FnOnce(&mut [u8]) -> (usize, R),
     ) -> io::Result<R> {
-        self.files_first(c)?;
+        if let Err(e) = self.files_first(c) {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                self.want_write(c.slot);
+            }
+            return Err(e);
+        }
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
         let base = self.sockets.ring(s.files.ring).base();
@@ -555,6 +626,7 @@ impl<D: Driver> Stack<D> {
             return Err(cannot_send(sock));
         }
         let mut wrote = 0;
+        let mut full = false;
         let mut end = s.files.tx_end;
         let r = sock
             .send(|free| {
@@ -564,10 +636,16 @@ impl<D: Driver> Stack<D> {
                 let free = &mut free[..room];
                 let (n, r) = f(free);
                 wrote = n.min(free.len());
+                full = wrote == free.len();
                 end = at + wrote;
                 (wrote, r)
             })
             .map_err(|_| stale())?;
+        if full {
+            // The ring (or the room the memory budget leaves) is full.
+            self.want_write(c.slot);
+        }
+        let s = &mut self.tcp[c.slot as usize];
         s.files.tx_end = end;
         self.app_write_bytes += wrote as u64;
         if wrote > 0 {
@@ -638,6 +716,24 @@ impl<D: Driver> Stack<D> {
         match ep.addr {
             IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
         }
+    }
+
+    /// Gives up the connection when the peer has not answered for
+    /// `timeout` while this side has something to send or expects an
+    /// answer (smoltcp's user timeout; default `None`: retransmit for
+    /// ever, backing off up to the maximum RTO). The connection then
+    /// closes and [`Event::TimedOut`](crate::Event::TimedOut) reports it.
+    pub fn tcp_set_timeout(&mut self, c: TcpConn, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock_mut(c)?.set_timeout(timeout.map(Into::into));
+        Ok(())
+    }
+
+    /// Sends a keep-alive probe after `interval` without traffic (default
+    /// `None`: none). With [`tcp_set_timeout`](Self::tcp_set_timeout), a
+    /// peer that stops answering the probes times out.
+    pub fn tcp_set_keepalive(&mut self, c: TcpConn, interval: Option<Duration>) -> io::Result<()> {
+        self.sock_mut(c)?.set_keep_alive(interval.map(Into::into));
+        Ok(())
     }
 
     /// Puts smoltcp's own socket defaults back on `c`: Nagle on, 10 ms

@@ -10,9 +10,11 @@
 use std::io::ErrorKind;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use clap::Parser;
 use zcstack::{Stack, TcpConn};
+use zcstack_apps::conns::{ConnLoop, Service, Step};
 use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
 
 const APP: &str = "zc-echo";
@@ -51,62 +53,80 @@ struct Cli {
 }
 
 struct Conn {
-    conn: TcpConn,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
     eof: bool,
 }
 
-enum Step {
-    Keep(bool),
-    Done,
+struct Echo {
+    read_ahead: usize,
 }
 
-/// Moves what it can for one connection; `Keep(true)` if bytes moved.
-fn serve(stack: &mut Stack<AppDriver>, c: &mut Conn) -> Step {
-    let cap = c.buf.len();
-    let mut moved = false;
-    loop {
-        let mut blocked = false;
-        while c.start < c.end {
-            match stack.tcp_write(c.conn, &c.buf[c.start..c.end]) {
+impl Service for Echo {
+    type Conn = Conn;
+
+    fn open(&mut self, _: &mut Stack<AppDriver>, _: TcpConn, _: Instant) -> Conn {
+        Conn {
+            buf: vec![0; self.read_ahead].into(),
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// Echoes what it can: writes what is held, reads more while there is
+    /// room; returns when reading or writing would block.
+    fn step(
+        &mut self,
+        stack: &mut Stack<AppDriver>,
+        conn: TcpConn,
+        c: &mut Conn,
+        _: Instant,
+    ) -> Step {
+        let cap = c.buf.len();
+        let mut moved = false;
+        loop {
+            let mut blocked = false;
+            while c.start < c.end {
+                match stack.tcp_write(conn, &c.buf[c.start..c.end]) {
+                    Ok(n) => {
+                        c.start += n;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(_) => return Step::Done,
+                }
+            }
+            if c.start == c.end {
+                c.start = 0;
+                c.end = 0;
+                if c.eof {
+                    return Step::Done;
+                }
+            } else if c.start > cap / 2 {
+                c.buf.copy_within(c.start..c.end, 0);
+                c.end -= c.start;
+                c.start = 0;
+            }
+            if c.eof || c.end == cap {
+                return Step::Keep(moved);
+            }
+            match stack.tcp_read(conn, &mut c.buf[c.end..]) {
+                Ok(0) => c.eof = true,
                 Ok(n) => {
-                    c.start += n;
+                    c.end += n;
                     moved = true;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    blocked = true;
-                    break;
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Keep(moved),
                 Err(_) => return Step::Done,
             }
-        }
-        if c.start == c.end {
-            c.start = 0;
-            c.end = 0;
-            if c.eof {
-                return Step::Done;
+            if blocked {
+                return Step::Keep(moved);
             }
-        } else if c.start > cap / 2 {
-            c.buf.copy_within(c.start..c.end, 0);
-            c.end -= c.start;
-            c.start = 0;
-        }
-        if c.eof || c.end == cap {
-            return Step::Keep(moved);
-        }
-        match stack.tcp_read(c.conn, &mut c.buf[c.end..]) {
-            Ok(0) => c.eof = true,
-            Ok(n) => {
-                c.end += n;
-                moved = true;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Keep(moved),
-            Err(_) => return Step::Done,
-        }
-        if blocked {
-            return Step::Keep(moved);
         }
     }
 }
@@ -125,37 +145,13 @@ fn main() -> ExitCode {
             stack.driver().mtu()
         );
         cli.dev.print_notes(APP);
-        let mut conns: Vec<Conn> = Vec::new();
+        let mut echo = Echo {
+            read_ahead: cli.read_ahead as usize,
+        };
+        let mut conns = ConnLoop::new(&mut stack, listener, usize::MAX);
         let mut ticker = StatsTicker::new(cli.dev.stats);
         while !stop.load(Ordering::Relaxed) {
-            stack.poll_wait();
-            while let Some(conn) = stack.tcp_accept(listener) {
-                conns.push(Conn {
-                    conn,
-                    buf: vec![0; cli.read_ahead as usize].into(),
-                    start: 0,
-                    end: 0,
-                    eof: false,
-                });
-            }
-            let mut busy = false;
-            let mut i = 0;
-            while i < conns.len() {
-                match serve(&mut stack, &mut conns[i]) {
-                    Step::Keep(moved) => {
-                        busy |= moved;
-                        i += 1;
-                    }
-                    Step::Done => {
-                        let c = conns.swap_remove(i);
-                        // Already closed by a reset: nothing left to do.
-                        let _ = stack.tcp_close(c.conn);
-                    }
-                }
-            }
-            if busy {
-                stack.note_activity();
-            }
+            conns.turn(&mut stack, &mut echo);
             ticker.tick(APP, &stack);
         }
         let s = zcstack_apps::shutdown(stack);

@@ -6,8 +6,9 @@
 //! GET and HEAD of the files under `--root`: keep-alive and pipelining,
 //! single byte ranges, `ETag`/`Last-Modified` with 304, a directory's
 //! `index.html`. What to answer is decided in `zcstack_apps::http`; this file
-//! is the connection loop. Response heads are written with `tcp_write`;
-//! bodies are queued with `tcp_send_file`, which copies or remaps file pages
+//! steps one connection when the stack reports an event for it (the loop
+//! itself is `zcstack_apps::conns`). Response heads are written with
+//! `tcp_write`; bodies are queued with `tcp_send_file`, which copies or remaps file pages
 //! into the send ring. In remap mode the head of a body of at least
 //! `REMAP_BATCH` (64 KiB) is padded (an `X-Pad` line) so the body starts
 //! page-aligned in the ring.
@@ -26,6 +27,7 @@ use anyhow::Context;
 use clap::Parser;
 use zcstack::file::REMAP_BATCH;
 use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
+use zcstack_apps::conns::{ConnLoop, Service, Step};
 use zcstack_apps::http::path::Root;
 use zcstack_apps::http::request::{self, MAX_HEAD};
 use zcstack_apps::http::response::PAD_OVERHEAD;
@@ -168,9 +170,12 @@ struct Server {
     scratch: Vec<u8>,
 }
 
-enum Step {
-    Keep(bool),
-    Done,
+/// What the timeout scan decided for a connection.
+enum Verdict {
+    Keep,
+    /// A response (408) was queued: step the connection to send it.
+    Serve,
+    Drop,
 }
 
 fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
@@ -288,7 +293,9 @@ impl Server {
         };
         if stack.tcp_send_file_pending(c.conn) > 0 {
             // The previous body is not in the ring yet: writes would block.
+            // Step again once it is.
             c.out = Some(out);
+            stack.tcp_want_writable(c.conn).map_err(|_| ())?;
             return Ok(false);
         }
         let (bytes, mut done, body) = match out {
@@ -340,6 +347,10 @@ impl Server {
             if flushed {
                 if c.closing {
                     if stack.tcp_send_file_pending(c.conn) > 0 {
+                        // Close once the body is in the ring.
+                        if stack.tcp_want_writable(c.conn).is_err() {
+                            return Step::Done;
+                        }
                         return Step::Keep(moved);
                     }
                     let _ = stack.tcp_close(c.conn);
@@ -415,14 +426,14 @@ impl Server {
         }
     }
 
-    /// Header-read and idle timeouts; returns whether to drop the connection.
+    /// Header-read and idle timeouts.
     fn check_timeouts(
         &mut self,
         stack: &mut Stack<AppDriver>,
         c: &mut Conn,
         now: Instant,
         cli: &Cli,
-    ) -> bool {
+    ) -> Verdict {
         let mark = (
             stack.tcp_send_file_pending(c.conn),
             stack.tcp_unacked(c.conn),
@@ -448,7 +459,7 @@ impl Server {
             c.filled = 0;
             c.head_since = None;
             c.progress = now;
-            return false;
+            return Verdict::Serve;
         }
         if now - c.progress > Duration::from_secs(cli.idle_timeout) {
             self.n.timeouts += 1;
@@ -458,9 +469,38 @@ impl Server {
                 // The peer stopped reading: give up on the rest.
                 let _ = stack.tcp_abort(c.conn);
             }
-            return true;
+            return Verdict::Drop;
         }
-        false
+        Verdict::Keep
+    }
+}
+
+impl Service for Server {
+    type Conn = Conn;
+
+    fn open(&mut self, _: &mut Stack<AppDriver>, conn: TcpConn, now: Instant) -> Conn {
+        Conn {
+            conn,
+            buf: Vec::new(),
+            filled: 0,
+            unparsed: false,
+            out: None,
+            closing: false,
+            peer_done: false,
+            progress: now,
+            mark: (0, 0),
+            head_since: None,
+        }
+    }
+
+    fn step(
+        &mut self,
+        stack: &mut Stack<AppDriver>,
+        _: TcpConn,
+        c: &mut Conn,
+        now: Instant,
+    ) -> Step {
+        self.serve(stack, c, now)
     }
 }
 
@@ -623,58 +663,26 @@ fn main() -> ExitCode {
             remap: matches!(stack.send_mode(), SendMode::Remap | SendMode::Auto),
             scratch: vec![0; MAX_HEAD],
         };
-        let mut conns: Vec<Conn> = Vec::new();
+        let mut conns = ConnLoop::new(&mut stack, listener, cli.max_conns as usize);
         let mut ticker = StatsTicker::new(cli.dev.stats);
         let mut last_scan = Instant::now();
         let mut last_json = Instant::now();
         let mut json_failed = false;
         let mut at_limit = false;
         while !stop.load(Ordering::Relaxed) {
-            stack.poll_wait();
+            conns.turn(&mut stack, &mut srv);
             let now = stack.poll_time();
-            while conns.len() < cli.max_conns as usize
-                && let Some(conn) = stack.tcp_accept(listener)
-            {
-                srv.n.accepted += 1;
-                conns.push(Conn {
-                    conn,
-                    buf: Vec::new(),
-                    filled: 0,
-                    unparsed: false,
-                    out: None,
-                    closing: false,
-                    peer_done: false,
-                    progress: now,
-                    mark: (0, 0),
-                    head_since: None,
-                });
-            }
-            srv.n.peak_conns = srv.n.peak_conns.max(conns.len());
-            let scan = now - last_scan >= SCAN_EVERY;
-            if scan {
+            srv.n.accepted = conns.accepted;
+            srv.n.peak_conns = conns.peak;
+            if now - last_scan >= SCAN_EVERY {
                 last_scan = now;
-            }
-            let mut busy = false;
-            let mut i = 0;
-            while i < conns.len() {
-                let c = &mut conns[i];
-                let drop = match srv.serve(&mut stack, c, now) {
-                    Step::Keep(moved) => {
-                        busy |= moved;
-                        scan && srv.check_timeouts(&mut stack, c, now, &cli)
+                conns.retain(&mut stack, |stack, _, c| {
+                    match srv.check_timeouts(stack, c, now, &cli) {
+                        Verdict::Keep => true,
+                        Verdict::Serve => matches!(srv.serve(stack, c, now), Step::Keep(_)),
+                        Verdict::Drop => false,
                     }
-                    Step::Done => true,
-                };
-                if drop {
-                    let c = conns.swap_remove(i);
-                    // Closed already, or reset by the peer: nothing left to do.
-                    let _ = stack.tcp_close(c.conn);
-                } else {
-                    i += 1;
-                }
-            }
-            if busy {
-                stack.note_activity();
+                });
             }
             if stack.memory_at_limit() != at_limit {
                 at_limit = !at_limit;

@@ -1,10 +1,25 @@
 //! zc-perf's tests on zcstack: one test at a time, each a loop that moves
 //! what it can and otherwise polls the stack (the server's other clients wait
-//! in the listen backlog meanwhile).
+//! in the listen backlog meanwhile). The TCP server accepts and closes in
+//! the apps' shared connection loop (`zcstack_apps::conns`), with room for
+//! one connection: a connection's step runs its whole test.
+
+use std::cell::RefCell;
+
+use zcstack::Event;
+use zcstack_apps::conns::{ConnLoop, Service, Step};
 
 use super::*;
 
 type Zc = Stack<AppDriver>;
+
+thread_local! {
+    /// Where a test's own polls put the stack's events (reused: no
+    /// allocation per poll). A test waits on its one connection, so they
+    /// are dropped; the connection loop accepts the next client after the
+    /// test whether or not its `Accept` was among them.
+    static DROPPED: RefCell<Vec<Event>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Polls once; with `moved`, tells the back-off the app did work.
 fn tick(stack: &mut Zc, ticker: &mut StatsTicker, moved: bool) {
@@ -12,6 +27,7 @@ fn tick(stack: &mut Zc, ticker: &mut StatsTicker, moved: bool) {
         stack.note_activity();
     }
     stack.poll_wait();
+    DROPPED.with_borrow_mut(|ev| stack.events(ev));
     ticker.tick(APP, stack);
 }
 
@@ -73,33 +89,63 @@ fn drain(stack: &mut Zc, ticker: &mut StatsTicker, c: TcpConn) {
     }
 }
 
+/// The TCP server as a connection loop's service: a step runs one test.
+struct PerfServer<'a> {
+    ticker: &'a mut StatsTicker,
+    stop: &'a AtomicBool,
+    json: bool,
+    stock: bool,
+    /// Tests run so far.
+    served: u64,
+}
+
+impl Service for PerfServer<'_> {
+    type Conn = ();
+
+    fn open(&mut self, stack: &mut Zc, c: TcpConn, _: Instant) {
+        if self.stock {
+            // Cannot fail on a connection just accepted.
+            let _ = stack.tcp_use_smoltcp_defaults(c);
+        }
+    }
+
+    fn step(&mut self, stack: &mut Zc, c: TcpConn, _: &mut (), _: Instant) -> Step {
+        let peer = stack.tcp_peer(c).map_or("?".into(), |p| p.to_string());
+        match serve(stack, self.ticker, c, self.stop) {
+            Ok(mut r) => {
+                r.peer = peer;
+                r.print(APP, self.json);
+            }
+            Err(e) => eprintln!("{APP}: test from {peer} failed: {e:#}"),
+        }
+        self.served += 1;
+        // The loop closes the connection (already reset by the peer:
+        // nothing left to close).
+        Step::Done
+    }
+}
+
 pub fn tcp_server(
     stack: &mut Zc,
     ticker: &mut StatsTicker,
     a: &ServerArgs,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let (once, json, stock) = (a.once, a.common.json, a.common.smoltcp_defaults);
+    let once = a.once;
     let listener = stack.tcp_listen(a.common.port, a.backlog.into())?;
+    let mut conns = ConnLoop::new(stack, listener, 1);
+    let mut srv = PerfServer {
+        ticker,
+        stop,
+        json: a.common.json,
+        stock: a.common.smoltcp_defaults,
+        served: 0,
+    };
     while !stop.load(Ordering::Relaxed) {
-        tick(stack, ticker, false);
-        let Some(c) = stack.tcp_accept(listener) else {
-            continue;
-        };
-        if stock {
-            stack.tcp_use_smoltcp_defaults(c)?;
-        }
-        let peer = stack.tcp_peer(c).map_or("?".into(), |p| p.to_string());
-        match serve(stack, ticker, c, stop) {
-            Ok(mut r) => {
-                r.peer = peer;
-                r.print(APP, json);
-            }
-            Err(e) => eprintln!("{APP}: test from {peer} failed: {e:#}"),
-        }
-        // Already reset by the peer: nothing left to close.
-        let _ = stack.tcp_close(c);
-        if once {
+        conns.turn(stack, &mut srv);
+        srv.ticker.tick(APP, stack);
+        if once && srv.served > 0 {
+            let ticker = &mut *srv.ticker;
             // Let the close go out before the process ends.
             let deadline = Instant::now() + Duration::from_secs(2);
             while stack.stats().tcp_open > 0 && Instant::now() < deadline {

@@ -39,6 +39,13 @@ pub(crate) struct Meta {
     /// ZCSTACK PATCH 2: until when egress may skip this socket (see
     /// `third_party/smoltcp/ZCSTACK-PATCHES.md`).
     pub(crate) idle: EgressIdle,
+    /// ZCSTACK PATCH 24: listed for `Interface::take_changed` and not yet
+    /// taken.
+    pub(crate) changed: bool,
+    /// ZCSTACK PATCH 24: in the set's list of sockets egress visits (with
+    /// `alloc`); a socket leaves it when its dispatch says it waits for a
+    /// segment, and is put back by whatever wakes it.
+    pub(crate) active: bool,
 }
 
 /// ZCSTACK PATCH 2: what a socket's last `poll_at` said, cached after it was
@@ -174,6 +181,8 @@ mod tests {
             handle: SocketHandle::default(),
             neighbor_state: NeighborState::Active,
             idle: EgressIdle::Busy,
+            changed: false,
+            active: false,
         }
     }
 

@@ -29,6 +29,17 @@ pub(crate) struct Item<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// The socket's position in its set: stable while the socket is in the
+    /// set, and small (the set's length bounds it), so an application can
+    /// keep its own per-socket data in a `Vec` indexed by it. A removed
+    /// socket's index may be given to the next socket added.
+    /// (ZCSTACK PATCH 24.)
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "#{}", self.0)
@@ -43,6 +54,11 @@ impl fmt::Display for SocketHandle {
 #[derive(Debug)]
 pub struct SocketSet<'a> {
     sockets: ManagedSlice<'a, SocketStorage<'a>>,
+    /// ZCSTACK PATCH 24: the sockets egress visits: every socket but the
+    /// TCP sockets waiting for a segment (`Meta::active`), so that idle
+    /// connections cost a poll nothing.
+    #[cfg(feature = "alloc")]
+    pub(crate) active: alloc::vec::Vec<SocketHandle>,
 }
 
 impl<'a> SocketSet<'a> {
@@ -52,7 +68,11 @@ impl<'a> SocketSet<'a> {
         SocketsT: Into<ManagedSlice<'a, SocketStorage<'a>>>,
     {
         let sockets = sockets.into();
-        SocketSet { sockets }
+        SocketSet {
+            sockets,
+            #[cfg(feature = "alloc")]
+            active: alloc::vec::Vec::new(),
+        }
     }
 
     /// Add a socket to the set, and return its handle.
@@ -73,21 +93,26 @@ impl<'a> SocketSet<'a> {
 
         let socket = socket.upcast();
 
-        for (index, slot) in self.sockets.iter_mut().enumerate() {
-            if slot.inner.is_none() {
-                return put(index, slot, socket);
+        let handle = 'put: {
+            for (index, slot) in self.sockets.iter_mut().enumerate() {
+                if slot.inner.is_none() {
+                    break 'put put(index, slot, socket);
+                }
             }
-        }
 
-        match &mut self.sockets {
-            ManagedSlice::Borrowed(_) => panic!("adding a socket to a full SocketSet"),
-            #[cfg(feature = "alloc")]
-            ManagedSlice::Owned(sockets) => {
-                sockets.push(SocketStorage { inner: None });
-                let index = sockets.len() - 1;
-                put(index, &mut sockets[index], socket)
+            match &mut self.sockets {
+                ManagedSlice::Borrowed(_) => panic!("adding a socket to a full SocketSet"),
+                #[cfg(feature = "alloc")]
+                ManagedSlice::Owned(sockets) => {
+                    sockets.push(SocketStorage { inner: None });
+                    let index = sockets.len() - 1;
+                    put(index, &mut sockets[index], socket)
+                }
             }
-        }
+        };
+        // ZCSTACK PATCH 24: a new socket is visited by egress.
+        self.wake(handle);
+        handle
     }
 
     /// Get a socket from the set by its handle, as mutable.
@@ -110,14 +135,29 @@ impl<'a> SocketSet<'a> {
     /// This function may panic if the handle does not belong to this socket set
     /// or the socket has the wrong type.
     pub fn get_mut<T: AnySocket<'a>>(&mut self, handle: SocketHandle) -> &mut T {
+        if self.sockets[handle.0].inner.is_none() {
+            panic!("handle does not refer to a valid socket");
+        }
+        // ZCSTACK PATCH 2: the caller may change the socket.
+        self.wake(handle);
         match self.sockets[handle.0].inner.as_mut() {
-            Some(item) => {
-                // ZCSTACK PATCH 2: the caller may change the socket.
-                item.meta.idle = super::socket_meta::EgressIdle::Busy;
-                T::downcast_mut(&mut item.socket)
-                    .expect("handle refers to a socket of a wrong type")
-            }
-            None => panic!("handle does not refer to a valid socket"),
+            Some(item) => T::downcast_mut(&mut item.socket)
+                .expect("handle refers to a socket of a wrong type"),
+            None => unreachable!(),
+        }
+    }
+
+    /// ZCSTACK PATCH 2 and 24: the socket may have work: egress visits it
+    /// until its dispatch says it waits for a segment.
+    fn wake(&mut self, handle: SocketHandle) {
+        let Some(item) = self.sockets[handle.0].inner.as_mut() else {
+            return;
+        };
+        item.meta.idle = super::socket_meta::EgressIdle::Busy;
+        #[cfg(feature = "alloc")]
+        if !item.meta.active {
+            item.meta.active = true;
+            self.active.push(handle);
         }
     }
 
@@ -128,7 +168,13 @@ impl<'a> SocketSet<'a> {
     pub fn remove(&mut self, handle: SocketHandle) -> Socket<'a> {
         net_trace!("[{}]: removing", handle.0);
         match self.sockets[handle.0].inner.take() {
-            Some(item) => item.socket,
+            Some(item) => {
+                // ZCSTACK PATCH 24: a socket added at this index later
+                // must not be listed twice.
+                #[cfg(feature = "alloc")]
+                self.active.retain(|&h| h != handle);
+                item.socket
+            }
             None => panic!("handle does not refer to a valid socket"),
         }
     }
@@ -141,10 +187,20 @@ impl<'a> SocketSet<'a> {
     /// Get a mutable iterator to the inner sockets.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (SocketHandle, &mut Socket<'a>)> {
         // ZCSTACK PATCH 2: the caller may change any socket.
-        self.items_mut().map(|i| {
-            i.meta.idle = super::socket_meta::EgressIdle::Busy;
-            (i.meta.handle, &mut i.socket)
-        })
+        #[cfg(feature = "alloc")]
+        let active = &mut self.active;
+        self.sockets
+            .iter_mut()
+            .filter_map(|x| x.inner.as_mut())
+            .map(move |i| {
+                i.meta.idle = super::socket_meta::EgressIdle::Busy;
+                #[cfg(feature = "alloc")]
+                if !i.meta.active {
+                    i.meta.active = true;
+                    active.push(i.meta.handle);
+                }
+                (i.meta.handle, &mut i.socket)
+            })
     }
 
     /// Iterate every socket in this set.
@@ -154,6 +210,11 @@ impl<'a> SocketSet<'a> {
 
     /// Iterate every socket in this set.
     /// ZCSTACK PATCH 3: the item behind `handle`, if the slot holds one.
+    pub(crate) fn item(&self, handle: SocketHandle) -> Option<&Item<'a>> {
+        self.sockets.get(handle.0)?.inner.as_ref()
+    }
+
+    /// ZCSTACK PATCH 3: the item behind `handle`, mutably.
     pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
         self.sockets.get_mut(handle.0)?.inner.as_mut()
     }

@@ -593,6 +593,9 @@ pub struct Socket<'a> {
     synack_retries: Option<u8>,
     synack_sent: u8,
     syn_received_at: Instant,
+    /// ZCSTACK PATCH 24: the connection was closed because its timeout
+    /// expired (`set_timeout`, keep-alive), not by the peer or the user.
+    closed_by_timeout: bool,
     /// ZCSTACK PATCH 12: MAX.SND.WND, the largest window the peer offered.
     max_remote_win: usize,
 
@@ -699,6 +702,7 @@ impl<'a> Socket<'a> {
             sack: sack::SackState::default(),
             synack_retries: None,
             synack_sent: 0,
+            closed_by_timeout: false,
             syn_received_at: Instant::ZERO,
             max_remote_win: 0,
             ack_delay: Some(ACK_DELAY_DEFAULT),
@@ -963,6 +967,15 @@ impl<'a> Socket<'a> {
         self.nagle = enabled
     }
 
+    /// Whether the connection was closed because its
+    /// [timeout](#method.set_timeout) expired (which keep-alive probes that
+    /// go unanswered also end in), rather than by the remote endpoint or the
+    /// user. It stays set while the socket is CLOSED and is cleared when the
+    /// socket listens or connects again. (ZCSTACK PATCH 24.)
+    pub fn closed_by_timeout(&self) -> bool {
+        self.closed_by_timeout
+    }
+
     /// Return the keep-alive interval.
     ///
     /// See also the [set_keep_alive](#method.set_keep_alive) method.
@@ -1073,6 +1086,7 @@ impl<'a> Socket<'a> {
         self.congestion_controller = self.congestion_controller.renewed();
         self.sack = sack::SackState::default();
         self.synack_sent = 0;
+        self.closed_by_timeout = false;
         self.max_remote_win = 0;
         self.ts_active = self.tsval_generator.is_some() || self.ts_clock;
         self.last_remote_tsval = 0;
@@ -2679,6 +2693,8 @@ impl<'a> Socket<'a> {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
+            // ZCSTACK PATCH 24: say why.
+            self.closed_by_timeout = true;
         } else if self.synack_gave_up(cx) {
             // ZCSTACK PATCH 11: a half-open connection that had its SYN-ACK
             // retransmissions (or as long as they take) is given up.

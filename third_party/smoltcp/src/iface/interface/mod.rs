@@ -188,6 +188,13 @@ pub struct InterfaceInner {
     /// ZCSTACK PATCH 17: packets dropped because a header did not parse or
     /// a checksum was wrong.
     rx_malformed: u64,
+    /// ZCSTACK PATCH 24: TCP sockets that may have changed since
+    /// `Interface::take_changed` last ran, each once.
+    #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+    changed: alloc::vec::Vec<crate::iface::SocketHandle>,
+    /// ZCSTACK PATCH 24: sockets a segment woke, for `SocketSet::active`.
+    #[cfg(feature = "alloc")]
+    woken: alloc::vec::Vec<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -330,6 +337,10 @@ impl Interface {
                 #[cfg(feature = "socket-tcp")]
                 listen_stats: ListenStats::default(),
                 rx_malformed: 0,
+                #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+                changed: alloc::vec::Vec::new(),
+                #[cfg(feature = "alloc")]
+                woken: alloc::vec::Vec::new(),
                 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
@@ -561,7 +572,7 @@ impl Interface {
     /// Returns how many sockets' probes moved.
     #[cfg(feature = "socket-tcp")]
     pub fn transmitted_late(
-        &self,
+        &mut self,
         sockets: &mut SocketSet<'_>,
         at: Instant,
         by: Duration,
@@ -571,11 +582,41 @@ impl Interface {
             if let Socket::Tcp(s) = &mut item.socket
                 && s.transmitted_late(at, by)
             {
-                item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                // Its next poll time moved: egress looks at it again.
+                self.inner.wake(&mut item.meta);
                 moved += 1;
             }
         }
         moved
+    }
+
+    /// Moves to `out` (after what it holds) the handles of the TCP sockets
+    /// that may have changed in a way the application cannot see without
+    /// looking since the last call: each socket that accepted a segment (new
+    /// data, an ACK that freed send buffer, a FIN, an RST, a handshake
+    /// step), and each whose state a timer changed during egress (a
+    /// timeout, the end of TIME-WAIT, a handshake given up). A socket is
+    /// listed once however often it changed. What the application itself
+    /// does to a socket is not listed. A handle may be listed that did not
+    /// change in a way the caller cares about (a duplicate ACK), or whose
+    /// socket was removed since; a socket that changed is never left out.
+    ///
+    /// With it an application with many connections finds the few that
+    /// have work after a poll without looking at the others (an epoll-like
+    /// readiness loop). Cost: one flag test per accepted segment, one
+    /// handle pushed per changed socket. (ZCSTACK PATCH 24.)
+    #[cfg(all(feature = "socket-tcp", feature = "alloc"))]
+    pub fn take_changed(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        out: &mut alloc::vec::Vec<crate::iface::SocketHandle>,
+    ) {
+        for h in self.inner.changed.drain(..) {
+            if let Some(item) = sockets.item_mut(h) {
+                item.meta.changed = false;
+            }
+            out.push(h);
+        }
     }
 
     pub fn set_any_ip(&mut self, any_ip: bool) {
@@ -747,9 +788,19 @@ impl Interface {
             return Some(Instant::from_millis(0));
         }
 
+        // ZCSTACK PATCH 24: a socket outside the active list waits for a
+        // segment (`PollAt::Ingress`): only the list is looked at.
+        // Sockets a segment woke since the last egress have work now.
+        #[cfg(feature = "alloc")]
+        if !self.inner.woken.is_empty() {
+            return Some(timestamp);
+        }
+        #[cfg(feature = "alloc")]
+        let items = sockets.active.iter().filter_map(|&h| sockets.item(h));
+        #[cfg(not(feature = "alloc"))]
+        let items = sockets.items();
         #[allow(unused_mut)]
-        let mut res = sockets
-            .items()
+        let mut res = items
             .filter_map(|item| {
                 let socket_poll_at = item.socket.poll_at(&mut self.inner);
                 match item.meta.poll_at(
@@ -870,7 +921,33 @@ impl Interface {
         }
 
         let mut result = PollResult::None;
-        for item in sockets.items_mut() {
+        // ZCSTACK PATCH 24: visit the sockets in the active list only (with
+        // `alloc`): TCP sockets that wait for a segment are not in it.
+        #[cfg(feature = "alloc")]
+        let mut list = {
+            sockets.active.append(&mut self.inner.woken);
+            core::mem::take(&mut sockets.active)
+        };
+        #[cfg(feature = "alloc")]
+        let mut next = 0;
+        #[cfg(not(feature = "alloc"))]
+        let mut items = sockets.items_mut();
+        loop {
+            #[cfg(feature = "alloc")]
+            let item = {
+                let Some(&h) = list.get(next) else {
+                    break;
+                };
+                next += 1;
+                let Some(item) = sockets.item_mut(h) else {
+                    continue;
+                };
+                item
+            };
+            #[cfg(not(feature = "alloc"))]
+            let Some(item) = items.next() else {
+                break;
+            };
             // ZCSTACK PATCH 2: a TCP socket whose `poll_at` said, when it was
             // last dispatched, that it has nothing to send before a segment,
             // the application or a timer wakes it is not visited.
@@ -885,6 +962,9 @@ impl Interface {
             }
 
             let mut neighbor_addr = None;
+            // ZCSTACK PATCH 24: a TCP socket's state before its dispatch.
+            #[cfg(feature = "socket-tcp")]
+            let mut tcp_state = None;
             // ZCSTACK PATCH 5: segments this socket emitted in this visit.
             let emitted = core::cell::Cell::new(0usize);
             let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
@@ -940,6 +1020,8 @@ impl Interface {
                 }
                 #[cfg(feature = "socket-tcp")]
                 Socket::Tcp(socket) => {
+                    // ZCSTACK PATCH 24: a timer may change the state.
+                    tcp_state = Some(socket.state());
                     // ZCSTACK PATCH 5: a TCP socket sends up to
                     // TCP_EGRESS_BURST segments per visit, back to back,
                     // instead of one per pass over every socket.
@@ -994,13 +1076,55 @@ impl Interface {
                 item.meta.idle = super::socket_meta::EgressIdle::from_poll_at(
                     socket.poll_at(&mut self.inner),
                 );
+                // ZCSTACK PATCH 24: a state a timer changed is a change.
+                if tcp_state.is_some_and(|st| st != socket.state()) {
+                    self.inner.note_changed(&mut item.meta);
+                }
             }
+        }
+        // ZCSTACK PATCH 24: sockets that now wait for a segment leave the
+        // list (also those not visited after the device filled up, if so).
+        #[cfg(feature = "alloc")]
+        {
+            list.retain(|&h| match sockets.item_mut(h) {
+                Some(item) if item.meta.idle == super::socket_meta::EgressIdle::UntilIngress => {
+                    item.meta.active = false;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            list.append(&mut sockets.active);
+            sockets.active = list;
         }
         result
     }
 }
 
 impl InterfaceInner {
+    /// ZCSTACK PATCH 2 and 24: a segment may give the socket work: egress
+    /// visits it again.
+    pub(crate) fn wake(&mut self, meta: &mut super::socket_meta::Meta) {
+        meta.idle = super::socket_meta::EgressIdle::Busy;
+        #[cfg(feature = "alloc")]
+        if !meta.active {
+            meta.active = true;
+            self.woken.push(meta.handle);
+        }
+    }
+
+    /// ZCSTACK PATCH 24: lists a TCP socket for `Interface::take_changed`
+    /// (once until taken).
+    #[cfg(feature = "socket-tcp")]
+    #[allow(unused_variables)]
+    pub(crate) fn note_changed(&mut self, meta: &mut super::socket_meta::Meta) {
+        #[cfg(feature = "alloc")]
+        if !meta.changed {
+            meta.changed = true;
+            self.changed.push(meta.handle);
+        }
+    }
+
     #[allow(unused)] // unused depending on which sockets are enabled
     pub(crate) fn now(&self) -> Instant {
         self.now

@@ -299,6 +299,9 @@ impl InterfaceInner {
                 // An evicted half-open socket may be waiting for its spoofed
                 // peer's ARP reply; the new connection has work at once.
                 item.meta.new_connection();
+                // ZCSTACK PATCH 24: the socket now holds a connection.
+                self.wake(&mut item.meta);
+                self.note_changed(&mut item.meta);
                 let socket = Socket::downcast_mut(&mut item.socket)?;
                 Some(socket.accept_syn_cookie(self, ip, tcp, params))
             }

@@ -42,7 +42,10 @@ impl InterfaceInner {
                 if tcp_socket.state() != crate::socket::tcp::State::Listen
                     && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
                 {
-                    item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                    self.wake(&mut item.meta);
+                    // ZCSTACK PATCH 24: the segment may change what the
+                    // application sees.
+                    self.note_changed(&mut item.meta);
                     return tcp_socket
                         .process(self, &ip_repr, &tcp_repr)
                         .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
@@ -56,7 +59,10 @@ impl InterfaceInner {
             };
             if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
                 // ZCSTACK PATCH 2: the segment may give the socket work.
-                item.meta.idle = crate::iface::socket_meta::EgressIdle::Busy;
+                self.wake(&mut item.meta);
+                // ZCSTACK PATCH 24: the segment may change what the
+                // application sees.
+                self.note_changed(&mut item.meta);
                 // ZCSTACK PATCH 11: a listening socket starts a connection
                 // with a new peer: it no longer waits on an old one's ARP.
                 if tcp_socket.state() == crate::socket::tcp::State::Listen {

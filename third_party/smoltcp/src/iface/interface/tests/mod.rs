@@ -12,6 +12,13 @@ mod sixlowpan;
 ))]
 mod zcstack;
 #[cfg(all(
+    feature = "proto-ipv4",
+    feature = "medium-ip",
+    feature = "socket-tcp",
+    feature = "alloc"
+))]
+mod zcstack_changed;
+#[cfg(all(
     feature = "medium-ip",
     feature = "proto-ipv4",
     feature = "socket-tcp-extents"
