@@ -68,9 +68,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     max_conns: u32,
-    /// Connections that may be in setup or waiting to be accepted at once.
-    /// Each is a listening socket that smoltcp visits on every poll, so a
-    /// larger backlog costs throughput.
+    /// Connections that may be in setup or waiting to be accepted at once
+    /// (each a listening socket with its buffers; idle ones cost a poll
+    /// nothing). Beyond it, SYN cookies answer.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     backlog: u32,
