@@ -38,9 +38,10 @@ mod extents;
 #[cfg(feature = "socket-tcp-extents")]
 use extents::TxBuffer;
 #[cfg(feature = "socket-tcp-extents")]
-pub use extents::{TxRef, TxSource, MAX_SEND_BUFFER};
+pub use extents::{GatherSlice, TxRef, TxSource, MAX_SEND_BUFFER};
 #[cfg(not(feature = "socket-tcp-extents"))]
 type TxBuffer<'a> = SocketBuffer<'a>;
+use crate::iface::PayloadSlice;
 
 pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
@@ -2636,6 +2637,16 @@ impl<'a> Socket<'a> {
     where
         F: FnOnce(&mut Context, PacketMeta, (IpRepr, TcpRepr)) -> Result<(), E>,
     {
+        self.dispatch_gather(cx, |cx, meta, packet, _| emit(cx, meta, packet))
+    }
+
+    /// ZCSTACK PATCH 23: `dispatch`, also naming where a segment's payload
+    /// lies ([`PayloadSlice`]: with `socket-tcp-extents`, the reference
+    /// it was read from, for a device that keeps it past the call).
+    pub(crate) fn dispatch_gather<F, E>(&mut self, cx: &mut Context, emit: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut Context, PacketMeta, (IpRepr, TcpRepr), PayloadSlice) -> Result<(), E>,
+    {
         if self.tuple.is_none() {
             return Ok(());
         }
@@ -2803,6 +2814,8 @@ impl<'a> Socket<'a> {
             )
         )]
         let mut packet_meta = PacketMeta::default();
+        // ZCSTACK PATCH 23: where in the send buffer the payload starts.
+        let mut payload_offset = None;
 
         match self.state {
             // We transmit an RST in the CLOSED state. If we ended up in the CLOSED state
@@ -2958,6 +2971,8 @@ impl<'a> Socket<'a> {
                     offset
                 };
 
+                payload_offset = Some(offset);
+
                 #[cfg(feature = "segmentation-offload")]
                 if repr.payload.len() > effective_mss {
                     packet_meta.segmentation_offload_size =
@@ -3048,7 +3063,21 @@ impl<'a> Socket<'a> {
         // to not waste time waiting for the retransmit timer on packets that we know
         // for sure will not be successfully transmitted.
         ip_repr.set_payload_len(repr.buffer_len());
-        emit(cx, packet_meta, (ip_repr, repr))?;
+        // ZCSTACK PATCH 23: a payload read from a reference says so.
+        #[cfg(feature = "socket-tcp-extents")]
+        let slice = match payload_offset {
+            Some(offset) if !is_keep_alive && !repr.payload.is_empty() => {
+                let r = self.tx_buffer.ref_at(offset);
+                r.and_then(|(r, skip)| GatherSlice::of_ref(r, skip, repr.payload.len()))
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "socket-tcp-extents"))]
+        let slice = {
+            let _ = payload_offset;
+            PayloadSlice::default()
+        };
+        emit(cx, packet_meta, (ip_repr, repr), slice)?;
 
         // We've sent something, whether useful data or a keep-alive packet, so rewind
         // the keep-alive timer.
