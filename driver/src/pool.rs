@@ -403,6 +403,14 @@ pub struct Frame {
     gso_size: u16,
 }
 
+/// A frame the application filled can be sent by reference (smoltcp's
+/// `TxRef`): its data, which nobody can change while it is shared.
+impl smoltcp::socket::tcp::TxSource for Frame {
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 impl Frame {
     #[inline]
     fn new(shared: Arc<Shared>, idx: u32) -> Frame {

@@ -341,6 +341,7 @@ impl<D: Driver> StackBuilder<D> {
             dirty: false,
             app_read_bytes: 0,
             app_write_bytes: 0,
+            app_frame_bytes: 0,
             rto_min: smoltcp::time::Duration::from_micros(self.rto_min.as_micros() as u64),
             rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
             timestamps: self.timestamps,
@@ -398,6 +399,8 @@ pub struct Stack<D: Driver> {
     pub(crate) dirty: bool,
     pub(crate) app_read_bytes: u64,
     pub(crate) app_write_bytes: u64,
+    /// Bytes the application handed over in pool frames (`tcp_send_frame`).
+    pub(crate) app_frame_bytes: u64,
     /// TCP settings every socket gets.
     rto_min: smoltcp::time::Duration,
     rto_max: smoltcp::time::Duration,
@@ -663,6 +666,7 @@ impl<D: Driver> Stack<D> {
             tcp_tx_payload: c.tx.tcp_payload,
             app_read_bytes: self.app_read_bytes,
             app_write_bytes: self.app_write_bytes,
+            app_frame_bytes: self.app_frame_bytes,
             tx_dropped_no_frame: c.tx.dropped_no_frame,
             tx_dropped_too_big: c.tx.dropped_too_big,
             rx_errors: c.rx_errors,

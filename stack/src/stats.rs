@@ -28,6 +28,9 @@ pub struct StackStats {
     /// Bytes copied into socket rings from the application (`tcp_write`,
     /// `tcp_write_with`, `udp_send_to`).
     pub app_write_bytes: u64,
+    /// Bytes the application wrote in place into pool frames and handed
+    /// over by reference (`tcp_send_frame`): no copy into the socket.
+    pub app_frame_bytes: u64,
     /// Packets smoltcp produced that were dropped because the pool was empty.
     pub tx_dropped_no_frame: u64,
     /// Packets dropped because they did not fit one frame.
@@ -215,13 +218,14 @@ impl StackStats {
 
     /// CPU copies per TCP payload byte on the send path: the copy into the
     /// ring (application writes, file copies and `pread`s; remapped and
-    /// referenced file bytes are no copy) plus the copies into frames
+    /// referenced file bytes and pool frames the application filled are no
+    /// copy) plus the copies into frames
     /// (smoltcp's emit, retransmissions included; bytes sent by reference,
     /// [`tcp_tx_payload_ref`](Self::tcp_tx_payload_ref), are none), per byte
     /// the application handed over. The driver ⇄ smoltcp hand-off copies
     /// nothing (frames move by handle).
     pub fn tx_copies_per_byte(&self) -> f64 {
-        let handed = self.app_write_bytes + self.file_bytes();
+        let handed = self.app_write_bytes + self.app_frame_bytes + self.file_bytes();
         if handed == 0 {
             return 0.0;
         }
