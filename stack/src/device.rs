@@ -121,11 +121,6 @@ impl<D: Driver> Port<D> {
         flush(&mut self.driver, &mut self.tx, &mut self.counters.tx)
     }
 
-    /// Whether the driver takes TCP payloads as slices (`Offloads::tx_gather`).
-    pub fn gathers(&self) -> bool {
-        self.offloads.tx_gather
-    }
-
     /// Whether frames are waiting to be sent.
     pub fn tx_pending(&self) -> bool {
         !self.tx.is_empty() || self.driver.tx_backlog()

@@ -54,8 +54,6 @@ pub struct StackStats {
     pub tcp_sockets: usize,
     /// TCP connections the application holds.
     pub tcp_open: usize,
-    /// File bytes put into send rings by mapping file pages (no CPU copy).
-    pub file_bytes_remapped: u64,
     /// File bytes queued in sockets by reference to the file mapping (no
     /// CPU copy; [`SendMode::Reference`](crate::SendMode::Reference)).
     pub file_bytes_referenced: u64,
@@ -69,14 +67,6 @@ pub struct StackStats {
     pub lease_breaks: u64,
     /// File transfers stopped before their end (lease break, short file, reset).
     pub file_transfers_aborted: u64,
-    /// `mmap` calls that remapped file pages into a ring.
-    pub remap_calls: u64,
-    /// Remaps that failed (those bytes were copied instead).
-    pub remap_failures: u64,
-    /// Idle rings given anonymous memory back.
-    pub ring_resets: u64,
-    /// Send rings holding file pages right now.
-    pub rings_with_file_pages: usize,
     /// TCP loss recovery, summed over every connection.
     pub tcp: TcpRecoveryStats,
     /// Listening ports: SYNs, SYN cookies, half-open connections given up.
@@ -210,16 +200,12 @@ impl StackStats {
 
     /// File bytes moved into send rings, by any path.
     pub fn file_bytes(&self) -> u64 {
-        self.file_bytes_remapped
-            + self.file_bytes_referenced
-            + self.file_bytes_copied
-            + self.file_bytes_pread
+        self.file_bytes_referenced + self.file_bytes_copied + self.file_bytes_pread
     }
 
     /// CPU copies per TCP payload byte on the send path: the copy into the
-    /// ring (application writes, file copies and `pread`s; remapped and
-    /// referenced file bytes and pool frames the application filled are no
-    /// copy) plus the copies into frames
+    /// ring (application writes, file copies and `pread`s; referenced file
+    /// bytes and pool frames the application filled are no copy) plus the copies into frames
     /// (smoltcp's emit, retransmissions included; bytes sent by reference,
     /// [`tcp_tx_payload_ref`](Self::tcp_tx_payload_ref), are none), per byte
     /// the application handed over. The driver ⇄ smoltcp hand-off copies

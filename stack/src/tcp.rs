@@ -503,7 +503,7 @@ impl<D: Driver> Stack<D> {
         self.files_first(c)?;
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring(s.files.ring).base();
+        let base = self.sockets.ring_base(s.files.ring);
         let cap = self.tcp_tx_buffer;
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
@@ -550,7 +550,7 @@ impl<D: Driver> Stack<D> {
         self.files_first(c)?;
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring(s.files.ring).base();
+        let base = self.sockets.ring_base(s.files.ring);
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
             return Err(cannot_send(sock));

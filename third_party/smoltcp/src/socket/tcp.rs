@@ -1585,6 +1585,24 @@ impl<'a> Socket<'a> {
         self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
     }
 
+    /// ZCSTACK PATCH 24: while [`buffers_idle`](Self::buffers_idle)
+    /// holds, the whole storage of the receive and the send buffer: the
+    /// socket writes every byte of them before it reads it again, so their
+    /// owner may overwrite them — e.g. give their pages back to the
+    /// operating system (`madvise(MADV_DONTNEED)`), which it otherwise
+    /// could only do through a pointer aliasing the socket's own `&mut`.
+    /// `None` while any byte is in them.
+    pub fn idle_buffer_storage(&mut self) -> Option<(&mut [u8], &mut [u8])> {
+        if !self.buffers_idle() {
+            return None;
+        }
+        #[cfg(feature = "socket-tcp-extents")]
+        let tx = self.tx_buffer.ring_storage_mut();
+        #[cfg(not(feature = "socket-tcp-extents"))]
+        let tx = self.tx_buffer.storage_mut();
+        Some((self.rx_buffer.storage_mut(), tx))
+    }
+
     /// ZCSTACK PATCH 16: gives back heap memory the socket needs only while
     /// data is in flight — the SACK scoreboard's ranges, which otherwise
     /// keep their capacity after loss recovery — if none is in flight.

@@ -371,6 +371,12 @@ impl<'a> TxBuffer<'a> {
         self.refs.iter_mut().map(|(_, r)| r)
     }
 
+    /// ZCSTACK PATCH 24: the ring's whole storage (see
+    /// [`Socket::idle_buffer_storage`]).
+    pub(crate) fn ring_storage_mut(&mut self) -> &mut [u8] {
+        self.ring.storage_mut()
+    }
+
     /// The ring's `dequeue_many`, for upstream's tests of the ring alone.
     #[cfg(test)]
     pub(crate) fn dequeue_many(&mut self, size: usize) -> &mut [u8] {
