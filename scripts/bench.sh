@@ -47,16 +47,16 @@
 #       -> one zc-perf server on AF_XDP on a two-queue veth, with --queues 1
 #       (both flows steered to queue 0) and --queues 2 (one flow per queue):
 #       the total received; XPS on the client's veth picks the queue by CPU
-#   http/{1500-on,1500-off,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
+#   http/{1500-on,1500-off,9000,65535}/{nginx-sendfile-on,nginx-sendfile-off,zc-httpd}-{1g,64k}
 #       a 1 GiB file with curl (page cache warm), 64 KiB files with wrk
-#       (16 keep-alive connections, one thread), MTU 1500 and 65535
-#   http/{1500-on,1500-off}/zc-httpd-gso-{1g,64k}   zc-httpd --xdp --tx-gso
+#       (16 keep-alive connections, one thread), MTU 1500, 9000 and 65535
+#   http/{1500-on,1500-off,9000}/zc-httpd-gso-{1g,64k}   zc-httpd --xdp --tx-gso
 #   http/tap/zc-httpd-tso-{1g,64k}   zc-httpd --tap-offload on a TAP (MTU 1500,
 #       clients in the same namespace); peers: the MTU 1500 nginx rows
 # Beds: 1500-off (MTU 1500, offloads off: the fair per-packet row),
 # 1500-on (MTU 1500, the kernel's offloads), 9000, 65535 (offloads on).
 #
-# Everything it creates is named zc*, uses 10.200.210-219.0/24 inside its
+# Everything it creates is named zc*, uses 10.200.210-220.0/24 inside its
 # namespaces only, every load is bounded in time (timeout(1) around every
 # process), and the EXIT trap stops the servers and deletes the namespaces,
 # also on failure or Ctrl-C. nginx runs inside the server namespace with its
@@ -748,6 +748,7 @@ tap_bed plain
 tap_bed tso
 http_bed 1500-on 1500 on tap
 http_bed 1500-off 1500 off
+http_bed 9000 9000 on
 http_bed 65535 65535 on
 mq_bed
 ELAPSED=$(($(date +%s) - STARTED))

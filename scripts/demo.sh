@@ -14,7 +14,7 @@
 # DEMO_MIB (256) is the file size, DEMO_FETCHES (3) the fetches per server,
 # DEMO_SEND_MODE (reference: the socket refers to the file's pages and the
 # TAP sends them with one writev per segment, see docs/send-modes.md; copy
-# and remap put the bytes into the send ring first) zc-httpd's --send-mode.
+# puts the bytes into the send ring first) zc-httpd's --send-mode.
 # Everything it creates is named zc*, uses 10.200.1.0/24 inside its own
 # namespace only, and is deleted on exit, also on failure or Ctrl-C.
 set -euo pipefail
@@ -155,7 +155,6 @@ IN_USE=$(json pool_in_use)
 CAPACITY=$(json pool_capacity)
 
 case $MODE in
-    remap) HOW="file pages remapped into the send ring, which the TAP sends by reference" ;;
     copy) HOW="file → send ring; the TAP sends the ring's bytes by reference" ;;
     *) HOW="the TAP sends slices of the file mapping, one writev per segment: only the kernel copies" ;;
 esac

@@ -25,8 +25,8 @@
 #                    older commit: before=/tmp/base/zc-httpd); the tree's
 #                    own release build is always measured as "zc-httpd".
 # --send-modes       zc-httpd --send-mode values to measure each binary with
-#                    (auto remaps file pages into the rings once many
-#                    connections send; copy writes them).
+#                    (auto sends the files by reference; copy writes
+#                    them into the rings).
 # Defaults: --conns 2000 --size 64 --settle 3 --send-modes auto. Needs root.
 set -euo pipefail
 

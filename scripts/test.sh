@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test.sh: the one test command. fmt, clippy, release build, the whole test
-# suite in release mode, the vendored smoltcp's own tests, the demo, the API
-# docs, and the README's library snippet built outside the workspace. As
+# suite in release mode, the vendored smoltcp's own tests, the memory-safety
+# checks under Miri (nightly, installed with rustup if missing), the demo,
+# the API docs, and the README's library snippet built outside the
+# workspace. As
 # root on Debian/Ubuntu it first installs what the tests run (apt-get,
 # quietly, no daemons); elsewhere it names what is missing. Privileged tests
 # (TAP, network namespaces, veth, AF_XDP) are marked #[ignore = "needs root"]:
@@ -133,6 +135,46 @@ step smoltcp-patch-cc smoltcp_tests --features socket-tcp-cubic,socket-tcp-reno
 # Again with send by reference (patch 20: its own tests, and every upstream
 # test with the send buffer of extents in place of the ring).
 step smoltcp-patch-extents smoltcp_tests --features socket-tcp-extents
+# Miri (nightly): the buffer pool (its memfd mapping shimmed by a heap
+# allocation under cfg(miri)), the send buffer of extents and the TxRefs a
+# device keeps (smoltcp patches 20, 23, 24), and the device adapter's
+# gather path, under Miri's checks for undefined behaviour (aliasing,
+# use after free, data races). The selection keeps it to a few minutes.
+miri_ready() {
+    cargo +nightly miri --version >/dev/null 2>&1 && return 0
+    command -v rustup >/dev/null || return 1
+    echo "installing Miri with rustup (nightly toolchain, miri component)"
+    if rustup toolchain list | grep -q '^nightly'; then
+        rustup component add miri rust-src --toolchain nightly >/dev/null 2>&1
+    else
+        rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null 2>&1
+    fi && cargo +nightly miri --version >/dev/null 2>&1
+}
+miri_tests() {
+    local target=${CARGO_TARGET_DIR:-$ROOT/target} offline=()
+    if cargo metadata --offline --manifest-path third_party/smoltcp/Cargo.toml \
+        --format-version 1 >/dev/null 2>&1; then
+        offline=(--offline)
+    fi
+    export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
+    cargo +nightly miri test --target-dir "$target/miri" -p zcstack-driver --lib -- pool:: &&
+        cargo +nightly miri test --target-dir "$target/miri" -p zcstack --lib -- device:: &&
+        cargo +nightly miri test "${offline[@]}" --target-dir "$target/miri-smoltcp" \
+            --manifest-path third_party/smoltcp/Cargo.toml --lib --features socket-tcp-extents \
+            -- extents iface::gather storage::ring_buffer zcstack_idle zcstack_a_device_keeps
+}
+if miri_ready; then
+    step miri miri_tests
+elif [[ -n ${CI:-} ]]; then
+    echo "=== miri: not installed and rustup could not install it; CI must run it"
+    RESULTS+=("miri FAILED (not installable)")
+    FAILED+=("miri")
+else
+    echo
+    echo "=== miri: SKIPPED: no nightly toolchain with Miri, and rustup could not install one"
+    echo "    (offline?). Install it with: rustup toolchain install nightly --component miri"
+    RESULTS+=("miri skipped (Miri not installed and not installable here; CI runs it)")
+fi
 # The demo (README's first command), small: it must keep working.
 if ((EUID == 0)); then
     step demo env DEMO_MIB=64 DEMO_FETCHES=1 bash scripts/demo.sh

@@ -1,7 +1,6 @@
 //! `tcp_send_file` between two stacks over the in-memory wire (unprivileged):
 //! bytes equal in every mode, copies counted, pools full afterwards; a file
-//! truncated by another process while it is sent; 1000 connections in remap
-//! mode within the process's mapping limit.
+//! truncated by another process while it is sent.
 //!
 //! The tests take one lock: they count the process's mappings and copies,
 //! and the machine has few cores.
@@ -46,30 +45,8 @@ fn sixty_four_mib(mode: SendMode) {
                 st.tx_copies_per_byte()
             );
         }
-        SendMode::Remap => {
-            assert!(
-                st.file_bytes_remapped as f64 >= 0.99 * data.len() as f64,
-                "remapped {} of {}",
-                st.file_bytes_remapped,
-                data.len()
-            );
-            assert!(
-                st.tx_copies_per_byte() <= 1.05,
-                "tx copies per byte {}",
-                st.tx_copies_per_byte()
-            );
-            assert!(st.remap_calls > 0);
-            assert_eq!(
-                st.rings_with_file_pages, 0,
-                "the idle ring has anonymous memory again"
-            );
-        }
-        SendMode::Auto => {
-            // One connection's ring fits the cache: Auto copies.
-            assert_eq!(st.file_bytes_copied, data.len() as u64);
-        }
-        SendMode::Reference => {
-            // Queued by reference; the wire takes no payload slices, so
+        SendMode::Reference | SendMode::Auto => {
+            // Queued by reference (auto's choice too); the wire takes no payload slices, so
             // smoltcp copies them into frames, straight from the mapping.
             assert_eq!(st.file_bytes_referenced, data.len() as u64);
             assert_eq!(st.file_bytes_copied + st.file_bytes_pread, 0);
@@ -91,11 +68,6 @@ fn sixty_four_mib_file_by_copy() {
 }
 
 #[test]
-fn sixty_four_mib_file_by_remap() {
-    sixty_four_mib(SendMode::Remap);
-}
-
-#[test]
 fn sixty_four_mib_file_by_reference() {
     sixty_four_mib(SendMode::Reference);
 }
@@ -105,7 +77,7 @@ fn sixty_four_mib_file_by_auto() {
     sixty_four_mib(SendMode::Auto);
 }
 
-/// Header, padding, two ranges (one unaligned, one to EOF), then a write
+/// Header, two ranges (one unaligned, one to EOF), then a write
 /// that must wait for the file bytes: the byte order is what was asked.
 fn header_and_ranges(mode: SendMode) {
     let _g = serial();
@@ -117,15 +89,7 @@ fn header_and_ranges(mode: SendMode) {
         ..BedCfg::default()
     });
     let (c, s) = connect_pair(&mut bed, 80);
-    let header = b"HTTP/1.1 200 OK\r\n";
-    let pad = bed.a.tcp_send_file_pad(c, header.len(), 100);
-    if matches!(mode, SendMode::Copy | SendMode::Reference) {
-        assert_eq!(pad, 0);
-    } else {
-        assert_eq!((header.len() + pad) % 4096, 100);
-    }
-    let mut head = header.to_vec();
-    head.resize(header.len() + pad, b' ');
+    let head = b"HTTP/1.1 200 OK\r\n".to_vec();
     assert_eq!(bed.a.tcp_write(c, &head).unwrap(), head.len());
     let r1 = (100u64, 1u64 << 20);
     let r2 = (2u64 << 20, data.len() as u64 - (2 << 20));
@@ -171,9 +135,6 @@ fn header_and_ranges(mode: SendMode) {
     assert_eq!(sha_of(&[&got]), sha_of(&[&expect]));
     let st = bed.a.stats();
     assert_eq!(st.file_bytes(), r1.1 + r2.1);
-    if mode == SendMode::Remap {
-        assert!(st.file_bytes_remapped >= r1.1 + r2.1 - 2 * 4096, "{st:?}");
-    }
     bed.a.tcp_close(c).unwrap();
     bed.b.tcp_close(s).unwrap();
     for _ in 0..5000 {
@@ -190,11 +151,6 @@ fn header_and_ranges(mode: SendMode) {
 #[test]
 fn header_ranges_and_trailer_in_order_copy() {
     header_and_ranges(SendMode::Copy);
-}
-
-#[test]
-fn header_ranges_and_trailer_in_order_remap() {
-    header_and_ranges(SendMode::Remap);
 }
 
 #[test]
@@ -215,7 +171,7 @@ fn unleasable_file_goes_by_pread() {
     let file = MappedFile::open(tf.path()).unwrap();
     assert!(!file.is_leased());
     let mut bed = bed(BedCfg {
-        mode: SendMode::Remap,
+        mode: SendMode::Reference,
         ..BedCfg::default()
     });
     let got = bed.run(
@@ -229,21 +185,9 @@ fn unleasable_file_goes_by_pread() {
     assert_eq!(hex(&got[0].sha.clone().finalize()), sha_of(&[b"hi", &data]));
     let st = bed.a.stats();
     assert_eq!(st.file_bytes_pread, data.len() as u64);
-    assert_eq!(st.file_bytes_remapped + st.file_bytes_copied, 0);
+    assert_eq!(st.file_bytes_referenced + st.file_bytes_copied, 0);
     drop((writer, file));
     bed.assert_pools_full();
-}
-
-/// Lines of /proc/self/maps: the process's mappings (VMAs).
-fn vmas() -> usize {
-    vmas_of("\0").0
-}
-
-/// Lines of /proc/self/maps, and how many of them map the file `path`.
-fn vmas_of(path: &str) -> (usize, usize) {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let file = maps.lines().filter(|l| l.ends_with(path)).count();
-    (maps.lines().count(), file)
 }
 
 /// Another process truncates the file while it is being sent: this process
@@ -348,7 +292,6 @@ fn truncated_while_sent(mode: SendMode, leased: bool) {
             "a pread transfer that finds the file short is reset"
         );
     }
-    assert_eq!(sa.rings_with_file_pages, 0);
     drop((file, writer));
 
     // The stack goes on: another file, byte for byte.
@@ -375,148 +318,18 @@ fn truncated_while_sent_by_copy() {
 }
 
 #[test]
-fn truncated_while_sent_by_remap() {
-    truncated_while_sent(SendMode::Remap, true);
-}
-
-#[test]
 fn truncated_while_sent_by_reference() {
     truncated_while_sent(SendMode::Reference, true);
 }
 
 #[test]
 fn truncated_while_sent_without_lease() {
-    truncated_while_sent(SendMode::Remap, false);
-}
-
-/// 1000 connections each stream a 1 MiB file (4× the ring) in remap mode:
-/// the process stays far below vm.max_map_count, idle rings go back to
-/// anonymous memory, every byte arrives.
-#[test]
-fn thousand_connections_remap_within_map_count() {
-    let _g = serial();
-    const N: usize = 1000;
-    let max_maps: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let data = random_bytes(1 << 20, 31);
-    let tf = TempFile::new("thousand", &data);
-    let file = MappedFile::open(tf.path()).unwrap();
-    let mut bed = bed(BedCfg {
-        mode: SendMode::Remap,
-        frames: 16384,
-        simulated: true,
-        ..BedCfg::default()
-    });
-    bed.start_together = true;
-    let sends: Vec<Send> = (0..N)
-        .map(|_| Send {
-            header: Vec::new(),
-            ranges: vec![(file.clone(), 0, data.len() as u64)],
-        })
-        .collect();
-    let before = vmas();
-    let name = tf.path().to_str().unwrap().to_owned();
-    let (mut peak, mut peak_rings, mut peak_file) = (before, 0, 0);
-    let got = bed.run(&sends, Duration::from_secs(300), |bed, round| {
-        if round % 64 == 0 {
-            let (all, file_backed) = vmas_of(&name);
-            peak = peak.max(all);
-            peak_file = peak_file.max(file_backed);
-            peak_rings = peak_rings.max(bed.a.stats().rings_with_file_pages);
-        }
-    });
-    let after = vmas();
-    let want = sha_of(&[&data]);
-    for (i, g) in got.iter().enumerate() {
-        assert_eq!(g.bytes, data.len() as u64, "connection {i}");
-        assert_eq!(hex(&g.sha.clone().finalize()), want, "connection {i}");
-    }
-    let st = bed.a.stats();
-    eprintln!(
-        "maps: before {before}, peak {peak} ({peak_file} of the file), after {after}, \
-         max_map_count {max_maps}; rings with file pages: peak {peak_rings}, now {}; \
-         ring resets {}; remap calls {}",
-        st.rings_with_file_pages, st.ring_resets, st.remap_calls
-    );
-    assert!(
-        peak_rings >= N * 9 / 10,
-        "(nearly) all rings held file pages at once ({peak_rings})"
-    );
-    assert!(peak < max_maps / 4, "peak {peak} mappings");
-    assert!(
-        peak <= before + 3 * N,
-        "at most a few VMAs per ring in all: peak {peak}, before {before}"
-    );
-    // Whole pages only, in batches: a ring maps the file in at most two
-    // pieces (this lap and the last), plus the MappedFile's own mapping.
-    assert!(
-        peak_file <= 2 * peak_rings + 1,
-        "{peak_file} file-backed VMAs for {peak_rings} rings"
-    );
-    assert_eq!(st.rings_with_file_pages, 0);
-    assert!(st.ring_resets >= N as u64);
-    assert!(
-        after <= before + 64,
-        "idle rings are anonymous again: {after} vs {before}"
-    );
-    assert_eq!(st.file_bytes_remapped, (N * data.len()) as u64);
-    assert!(
-        st.tx_copies_per_byte() <= 1.05,
-        "{}",
-        st.tx_copies_per_byte()
-    );
-    drop(file);
-    bed.assert_pools_full();
-}
-
-/// Auto remaps once the rings of the connections sending files no longer fit
-/// the cache (160 × 256 KiB = 40 MiB ≥ `AUTO_REMAP_RINGS`, 16 MiB).
-#[test]
-fn auto_remaps_with_many_connections() {
-    let _g = serial();
-    const N: usize = 160;
-    let data = random_bytes(2 << 20, 41);
-    let tf = TempFile::new("auto-many", &data);
-    let file = MappedFile::open(tf.path()).unwrap();
-    let mut bed = bed(BedCfg {
-        mode: SendMode::Auto,
-        frames: 16384,
-        simulated: true,
-        ..BedCfg::default()
-    });
-    let sends: Vec<Send> = (0..N)
-        .map(|_| Send {
-            header: Vec::new(),
-            ranges: vec![(file.clone(), 0, data.len() as u64)],
-        })
-        .collect();
-    let got = bed.run(&sends, Duration::from_secs(120), |_, _| {});
-    let want = sha_of(&[&data]);
-    for (i, g) in got.iter().enumerate() {
-        assert_eq!(hex(&g.sha.clone().finalize()), want, "connection {i}");
-    }
-    let st = bed.a.stats();
-    assert_eq!(st.file_bytes(), (N * data.len()) as u64);
-    assert!(
-        st.file_bytes_remapped > st.file_bytes() / 2,
-        "remapped {} of {}",
-        st.file_bytes_remapped,
-        st.file_bytes()
-    );
-    assert!(
-        st.file_bytes_copied > 0,
-        "the last connections, fewer than the threshold, copy"
-    );
-    drop(file);
-    bed.assert_pools_full();
+    truncated_while_sent(SendMode::Reference, false);
 }
 
 /// The receiver resets the connection mid-transfer: the sender drops the
-/// transfer and counts it, its ring goes back to anonymous memory, writes
-/// say why they fail, the pools fill up again.
+/// transfer and counts it, lets go of the file, writes say why they fail,
+/// the pools fill up again.
 #[test]
 fn peer_reset_stops_the_transfer() {
     let _g = serial();
@@ -524,7 +337,7 @@ fn peer_reset_stops_the_transfer() {
     let tf = TempFile::new("reset", &data);
     let file = MappedFile::open(tf.path()).unwrap();
     let mut bed = bed(BedCfg {
-        mode: SendMode::Remap,
+        mode: SendMode::Reference,
         ..BedCfg::default()
     });
     let (c, s) = connect_pair(&mut bed, 80);
@@ -538,7 +351,10 @@ fn peer_reset_stops_the_transfer() {
         }
         bed.step(true);
     }
-    assert!(bed.a.stats().rings_with_file_pages == 1);
+    assert!(
+        std::sync::Arc::strong_count(&file) > 1,
+        "the transfer and the socket's references hold the file"
+    );
     bed.b.tcp_abort(s).unwrap();
     for _ in 0..100 {
         bed.step(false);
@@ -553,8 +369,9 @@ fn peer_reset_stops_the_transfer() {
     let st = bed.a.stats();
     assert_eq!(st.file_transfers_aborted, 1);
     assert_eq!(
-        st.rings_with_file_pages, 0,
-        "the reset ring is anonymous again"
+        std::sync::Arc::strong_count(&file),
+        1,
+        "the reset socket let go of the file"
     );
     bed.a.tcp_close(c).unwrap();
     drop(file);

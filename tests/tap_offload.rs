@@ -285,11 +285,12 @@ fn multi_queue_tap_opens_one_tap_per_queue() {
     });
 }
 
-/// zc-httpd on an offload TAP sends file pages remapped into the TCP ring as
-/// 64 KiB segments: curl gets the same 64 MiB, the pool is full at exit.
+/// zc-httpd on an offload TAP in copy mode (file bytes copied into the TCP
+/// ring, sent from there by reference) as 64 KiB segments: curl gets the
+/// same 64 MiB, the pool is full at exit.
 #[test]
 #[ignore = "needs root"]
-fn offload_httpd_serves_64_mib_remapped() {
+fn offload_httpd_serves_64_mib_by_copy() {
     require_root!();
     let bed = TapBed::new("tsoh", 57);
     let dir = std::env::temp_dir().join(format!("zc-tso-httpd-{}", std::process::id()));
@@ -317,7 +318,7 @@ fn offload_httpd_serves_64_mib_remapped() {
         "--root",
         root.to_str().unwrap(),
         "--send-mode",
-        "remap",
+        "copy",
     ];
     let app = App::start(&bed, "zc-httpd", &args);
     assert!(app.banner.contains("serving"), "banner: {}", app.banner);

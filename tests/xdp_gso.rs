@@ -159,6 +159,15 @@ fn fetch(tag: &str, net: u8, mtu: u32, offloads: bool, mib: usize) {
     let stats = std::fs::read_to_string(&json).expect("stats json");
     assert_eq!(json_num(&stats, "pool_in_use"), 0.0, "{stats}");
     assert_eq!(json_num(&stats, "body_bytes"), (mib << 20) as f64);
+    // Sent by reference (issue 15 item 2): the file's bytes left in the
+    // packet socket's iovecs, never copied in user space.
+    let cpb = json_num(&stats, "tx_copies_per_byte");
+    assert!(cpb <= 0.01, "{cpb} copies per byte: {stats}");
+    assert!(
+        json_num(&stats, "tcp_tx_payload_ref") >= (mib << 20) as f64,
+        "{stats}"
+    );
+    assert_eq!(json_num(&stats, "file_bytes_copied"), 0.0, "{stats}");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use zcstack::{Stack, StackStats};
-use zcstack_driver::{Driver, DriverStats, Frame, Offloads, Pool};
+use zcstack_driver::{Driver, DriverStats, Frame, GatherSlice, Offloads, Pool};
 
 use crate::AppDriver;
 
@@ -139,8 +139,11 @@ impl Driver for ArpShare {
     fn offloads(&self) -> Offloads {
         self.inner.offloads()
     }
-    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
+    fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
         self.inner.tx_gather(frame, payload)
+    }
+    fn tx_backlog(&self) -> bool {
+        self.inner.tx_backlog()
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         self.inner.wait(timeout)

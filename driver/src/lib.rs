@@ -49,6 +49,9 @@ pub mod wire;
 pub mod xdp;
 
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
+/// Payload slices handed to [`Driver::tx_gather`], and the counted
+/// references a device keeps them alive with (smoltcp patches 20 and 26).
+pub use smoltcp::socket::tcp::{GatherSlice, TxRef, TxSource};
 pub use sys::{MMSG_MAX, TcpInfo, recv_datagrams, send_datagrams, tcp_info};
 
 use std::io;
@@ -166,17 +169,32 @@ pub trait Driver {
     fn offloads(&self) -> Offloads {
         Offloads::default()
     }
-    /// Sends one packet now: `frame`'s bytes (its headers) followed by the
-    /// bytes of `payload`, which are borrowed for this call only — the
-    /// device has sent or copied them when it returns. `Ok(true)`: sent (or
-    /// refused and counted in [`DriverStats::tx_errors`], as `tx_burst`
-    /// does); `Ok(false)`: nothing sent (the device cannot gather, or cannot
-    /// take a packet now), the caller copies the payload into the frame and
-    /// sends it with `tx_burst`. Only called if [`Offloads::tx_gather`];
-    /// the default sends nothing.
-    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
-        let _ = (frame, payload);
-        Ok(false)
+    /// Takes one packet: `frame`'s bytes (its headers) followed by the
+    /// bytes of `payload`, after every frame and packet taken before it.
+    ///
+    /// The slices are borrowed for this call only. A device that sends
+    /// before it returns (TAP: one `writev`) needs nothing more; one that
+    /// sends later (a batch at the end of the poll, a TX descriptor that
+    /// completes later) keeps a slice's bytes alive with
+    /// [`GatherSlice::to_ref`] — one atomic increment — and drops that
+    /// [`TxRef`] when the kernel is done with the bytes; a slice without a
+    /// reference (bytes of a socket's ring) it must send or copy now.
+    ///
+    /// `Ok(())`: taken (sent or queued, or refused and counted in
+    /// [`DriverStats::tx_errors`], as `tx_burst` does). `Err(frame)`:
+    /// not taken (the device cannot gather this, or cannot take a packet
+    /// now): the caller copies the payload into the frame and sends it with
+    /// `tx_burst`. Only called if [`Offloads::tx_gather`]; the default
+    /// takes nothing.
+    fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+        let _ = payload;
+        Err(frame)
+    }
+    /// Whether the device holds packets ([`tx_gather`](Driver::tx_gather)
+    /// queued them) that a `tx_burst` call, even with no frames, would
+    /// send. Default false.
+    fn tx_backlog(&self) -> bool {
+        false
     }
     /// Blocks until the device may have input or `timeout` passes; the
     /// stack calls it when idle. The default sleeps.
@@ -217,8 +235,11 @@ impl<D: Driver + ?Sized> Driver for Box<D> {
     fn offloads(&self) -> Offloads {
         (**self).offloads()
     }
-    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
+    fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
         (**self).tx_gather(frame, payload)
+    }
+    fn tx_backlog(&self) -> bool {
+        (**self).tx_backlog()
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         (**self).wait(timeout)

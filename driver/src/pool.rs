@@ -26,9 +26,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crossbeam_queue::ArrayQueue;
-use memmap2::{MmapMut, MmapOptions};
 
-use crate::sys;
+#[cfg(not(miri))]
+use backing::Backing;
+#[cfg(miri)]
+use heap::Backing;
 
 /// Frames a thread cache takes from (or gives back to) the shared queue at once.
 pub const CACHE_BATCH: usize = 32;
@@ -173,10 +175,9 @@ impl fmt::Display for PoolStats {
 struct Shared {
     /// Distinguishes pools in the thread caches (a dead pool's address may be reused).
     id: u64,
-    map: MmapMut,
+    /// The memory (the memfd mapping).
+    map: Backing,
     base: *mut u8,
-    /// The memfd behind `map`, kept for UMEM registration and sharing.
-    file: std::fs::File,
     frame_size: u32,
     frame_shift: u32,
     headroom: u32,
@@ -223,27 +224,7 @@ impl Pool {
         if cfg.hugepages {
             bytes = bytes.next_multiple_of(2 << 20);
         }
-        let map_err = |source| PoolError::Map { bytes, source };
-        let file = sys::memfd_create("zcstack-pool", cfg.hugepages).map_err(map_err)?;
-        file.set_len(bytes as u64).map_err(|source| {
-            if cfg.hugepages {
-                PoolError::NoHugepages { bytes, source }
-            } else {
-                PoolError::Map { bytes, source }
-            }
-        })?;
-        // SAFETY: the memfd is private to this pool (nobody else has the fd yet,
-        // and we never truncate it), so the mapping cannot be invalidated under us.
-        // hugetlb mappings reserve their pages here, so a short reservation
-        // fails now with ENOMEM instead of a SIGBUS later.
-        let map = unsafe { MmapOptions::new().len(bytes).populate().map_mut(&file) };
-        let mut map = map.map_err(|source| {
-            if cfg.hugepages && source.raw_os_error() == Some(libc::ENOMEM) {
-                PoolError::NoHugepages { bytes, source }
-            } else {
-                PoolError::Map { bytes, source }
-            }
-        })?;
+        let mut map = Backing::new(bytes, cfg.hugepages)?;
         let free = ArrayQueue::new(cfg.frames as usize);
         for i in 0..cfg.frames {
             free.push(i).expect("queue sized for every frame");
@@ -254,7 +235,6 @@ impl Pool {
                 id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 base,
                 map,
-                file,
                 frame_size: cfg.frame_size,
                 frame_shift: cfg.frame_size.trailing_zeros(),
                 headroom: cfg.headroom,
@@ -366,8 +346,9 @@ impl Pool {
         r.contains(&start) && start + bytes.len() <= r.end
     }
     /// The memfd backing the pool (to register it as a UMEM or share it).
+    #[cfg(not(miri))]
     pub fn memfd(&self) -> &std::fs::File {
-        &self.shared.file
+        self.shared.map.file()
     }
     /// Records that `delta` frames were lent to (positive) or returned by
     /// (negative) the kernel, for [`PoolStats::in_kernel`].
@@ -401,6 +382,14 @@ pub struct Frame {
     len: u32,
     /// Segment payload size asked of a TSO device; 0: send as it is.
     gso_size: u16,
+}
+
+/// A frame the application filled can be sent by reference (smoltcp's
+/// `TxRef`): its data, which nobody can change while it is shared.
+impl smoltcp::socket::tcp::TxSource for Frame {
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
 }
 
 impl Frame {
@@ -663,3 +652,97 @@ pub fn flush_thread_cache(pool: &Pool) {
 
 #[cfg(test)]
 mod tests;
+
+/// The pool's memory: a memfd mapped shared and populated.
+#[cfg(not(miri))]
+mod backing {
+    use memmap2::{MmapMut, MmapOptions};
+
+    use super::PoolError;
+    use crate::sys;
+
+    pub(super) struct Backing {
+        map: MmapMut,
+        /// The memfd behind `map`, kept for UMEM registration and sharing.
+        file: std::fs::File,
+    }
+
+    impl Backing {
+        pub fn new(bytes: usize, hugepages: bool) -> Result<Backing, PoolError> {
+            let map_err = |source| PoolError::Map { bytes, source };
+            let file = sys::memfd_create("zcstack-pool", hugepages).map_err(map_err)?;
+            file.set_len(bytes as u64).map_err(|source| {
+                if hugepages {
+                    PoolError::NoHugepages { bytes, source }
+                } else {
+                    PoolError::Map { bytes, source }
+                }
+            })?;
+            // SAFETY: the memfd is private to this pool (nobody else has the fd yet,
+            // and we never truncate it), so the mapping cannot be invalidated under us.
+            // hugetlb mappings reserve their pages here, so a short reservation
+            // fails now with ENOMEM instead of a SIGBUS later.
+            let map = unsafe { MmapOptions::new().len(bytes).populate().map_mut(&file) };
+            let map = map.map_err(|source| {
+                if hugepages && source.raw_os_error() == Some(libc::ENOMEM) {
+                    PoolError::NoHugepages { bytes, source }
+                } else {
+                    PoolError::Map { bytes, source }
+                }
+            })?;
+            Ok(Backing { map, file })
+        }
+        pub fn as_mut_ptr(&mut self) -> *mut u8 {
+            self.map.as_mut_ptr()
+        }
+        pub fn len(&self) -> usize {
+            self.map.len()
+        }
+        pub fn file(&self) -> &std::fs::File {
+            &self.file
+        }
+    }
+}
+
+/// Under Miri, which has neither `memfd_create` nor `mmap`: the same bytes
+/// from the global allocator (zeroed, page-aligned), so the pool's logic
+/// — frame handles, the free list, thread caches — runs under its checks.
+#[cfg(miri)]
+mod heap {
+    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use std::ptr::NonNull;
+
+    use super::PoolError;
+
+    pub(super) struct Backing {
+        ptr: NonNull<u8>,
+        layout: Layout,
+    }
+
+    impl Backing {
+        pub fn new(bytes: usize, _hugepages: bool) -> Result<Backing, PoolError> {
+            let layout = Layout::from_size_align(bytes.max(1), 4096)
+                .map_err(|e| PoolError::Config(e.to_string()))?;
+            // SAFETY: the layout has a non-zero size.
+            let p = unsafe { alloc_zeroed(layout) };
+            let ptr = NonNull::new(p).ok_or_else(|| PoolError::Map {
+                bytes,
+                source: std::io::ErrorKind::OutOfMemory.into(),
+            })?;
+            Ok(Backing { ptr, layout })
+        }
+        pub fn as_mut_ptr(&mut self) -> *mut u8 {
+            self.ptr.as_ptr()
+        }
+        pub fn len(&self) -> usize {
+            self.layout.size()
+        }
+    }
+
+    impl Drop for Backing {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `new` with this layout, freed once.
+            unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        }
+    }
+}

@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::vnet::{self, VNET_HDR_LEN, VnetHdr};
-use crate::{Driver, DriverStats, Frame, Offloads, Pool};
+use crate::{Driver, DriverStats, Frame, GatherSlice, Offloads, Pool};
 
 /// How to open a TAP device; the default is plain `IFF_TAP | IFF_NO_PI`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,7 +357,11 @@ impl Tap {
     /// `writev(2)`: [virtio header, headers, payload slices]. The kernel
     /// copies the payload into its skb during the call; nothing in user
     /// space touches it.
-    fn write_gather(&self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<Option<usize>> {
+    fn write_gather(
+        &self,
+        frame: &mut Frame,
+        payload: &[GatherSlice<'_>],
+    ) -> io::Result<Option<usize>> {
         const MAX_SLICES: usize = 14;
         if payload.len() > MAX_SLICES {
             return Ok(None);
@@ -379,7 +383,7 @@ impl Tap {
         bufs[n] = io::IoSlice::new(frame.data());
         n += 1;
         for p in payload {
-            bufs[n] = io::IoSlice::new(p);
+            bufs[n] = io::IoSlice::new(p.bytes());
             n += 1;
         }
         let r = sys::writev(&self.fd, &bufs[..n])?;
@@ -494,18 +498,20 @@ impl Driver for Tap {
             tx_gather: true,
         }
     }
-    fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> io::Result<bool> {
-        match self.write_gather(frame, payload) {
+    fn tx_gather(&mut self, mut frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+        // Sent (or refused) during the call: the slices need no reference,
+        // and `frame` (the headers) goes back to the pool on return.
+        match self.write_gather(&mut frame, payload) {
             Ok(Some(n)) => {
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += n as u64;
-                Ok(true)
+                Ok(())
             }
-            Ok(None) => Ok(false),
+            Ok(None) => Err(frame),
             // The link is down or the packet was refused: dropped, counted.
             Err(_) => {
                 self.stats.tx_errors += 1;
-                Ok(true)
+                Ok(())
             }
         }
     }

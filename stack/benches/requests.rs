@@ -131,7 +131,6 @@ fn main() {
     let rounds: usize = env("ZC_BENCH_ROUNDS", 3);
     let mode = match std::env::var("ZC_BENCH_MODE").as_deref() {
         Ok("copy") => SendMode::Copy,
-        Ok("remap") => SendMode::Remap,
         _ => SendMode::Auto,
     };
     let path = std::env::temp_dir().join(format!("zc-bench-requests-{}", std::process::id()));

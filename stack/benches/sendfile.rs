@@ -1,4 +1,4 @@
-//! Copy vs remap for `tcp_send_file`, over the in-memory wire (not a test:
+//! Copy vs send by reference for `tcp_send_file`, over the in-memory wire (not a test:
 //! it prints a table). Both stacks run on this thread, so the CPU time is
 //! sender plus receiver; the receiver reads in place and discards.
 //!
@@ -13,7 +13,7 @@
 //! charged to copy mode only). CPU seconds are the process's user + system
 //! time (getrusage) for sender and receiver together, per GB delivered.
 //!
-//! Copy and remap runs alternate within each round, so both see the same
+//! Copy and reference runs alternate within each round, so both see the same
 //! background load; the table shows medians over the rounds.
 
 use std::io::ErrorKind;
@@ -39,15 +39,13 @@ struct Case {
     rx_ring: usize,
     per_conn: u64,
     mtu: usize,
-    /// `None`: the stack's default (a quarter of the ring, 64 KiB..1 MiB).
-    remap_batch: Option<usize>,
 }
 
 struct Outcome {
     secs: f64,
     cpu: f64,
     bytes: u64,
-    remapped: u64,
+    referenced: u64,
     copies: f64,
 }
 
@@ -76,15 +74,13 @@ fn run(case: &Case, mode: SendMode, file: &Arc<MappedFile>) -> Outcome {
         ..WireConfig::default()
     };
     let (ea, eb) = wire::pair(pa, pb, wc);
-    let mut builder = Stack::builder(ea)
+    let mut a = Stack::builder(ea)
         .ip(A, 24)
         .seed(1)
         .tcp_buffers(64 * 1024, case.tx_ring)
-        .send_mode(mode);
-    if let Some(b) = case.remap_batch {
-        builder = builder.remap_batch(b);
-    }
-    let mut a = builder.build().unwrap();
+        .send_mode(mode)
+        .build()
+        .unwrap();
     let mut b = Stack::builder(eb)
         .ip(B, 24)
         .seed(2)
@@ -184,7 +180,7 @@ fn run(case: &Case, mode: SendMode, file: &Arc<MappedFile>) -> Outcome {
         secs,
         cpu,
         bytes,
-        remapped: st.file_bytes_remapped - st0.file_bytes_remapped,
+        referenced: st.file_bytes_referenced - st0.file_bytes_referenced,
         copies: {
             // Copies per byte of the timed part only (the warm-up's writes are not in it).
             let handed = st.file_bytes() - st0.file_bytes();
@@ -222,7 +218,6 @@ fn main() {
         rx_ring: 1 << 20,
         per_conn: per_conn / scale,
         mtu,
-        remap_batch: None,
     };
     let mut cases = vec![
         case(1, 1 << 20, gib, 1500),
@@ -233,24 +228,22 @@ fn main() {
         case(64, 4 << 20, 16 * mib, 9000),
     ];
     if let Ok(extra) = std::env::var("ZC_BENCH_CASES") {
-        // e.g. "1,4194304,1048576,1073741824,9000,1048576" (conns,tx,rx,bytes,mtu,batch; batch 0: default)
+        // e.g. "1,4194304,1048576,1073741824,9000" (conns,tx,rx,bytes,mtu)
         for spec in extra.split(';') {
             let v: Vec<usize> = spec.split(',').map(|x| x.parse().unwrap()).collect();
             cases.push(Case {
                 name: format!(
-                    "{} conn x {} MiB, {} KiB rings, MTU {}, batch {} KiB",
+                    "{} conn x {} MiB, {} KiB rings, MTU {}",
                     v[0],
                     v[3] >> 20,
                     v[1] >> 10,
-                    v[4],
-                    v[5] >> 10
+                    v[4]
                 ),
                 conns: v[0],
                 tx_ring: v[1],
                 rx_ring: v[2],
                 per_conn: v[3] as u64,
                 mtu: v[4],
-                remap_batch: (v[5] > 0).then_some(v[5]),
             });
         }
     }
@@ -299,14 +292,16 @@ fn main() {
     }
     let file = MappedFile::open(&path).unwrap();
     println!("file: {} ({} MiB)", path.display(), file.len() >> 20);
-    assert!(file.is_leased(), "bench file leased (remap needs it)");
+    assert!(file.is_leased(), "bench file leased (reference needs it)");
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    println!("copy vs remap, in-memory wire, {rounds} round(s), medians; {date}");
-    println!("| case | mode | MB/s | CPU s per GB | remapped | tx copies/byte | remap/copy MB/s |");
+    println!("copy vs reference, in-memory wire, {rounds} round(s), medians; {date}");
+    println!(
+        "| case | mode | MB/s | CPU s per GB | referenced | tx copies/byte | reference/copy MB/s |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for case in &cases {
         let mut res: [Vec<Outcome>; 2] = [Vec::new(), Vec::new()];
@@ -314,7 +309,7 @@ fn main() {
             // Alternate the order so neither mode always runs first.
             let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
-                let mode = [SendMode::Copy, SendMode::Remap][i];
+                let mode = [SendMode::Copy, SendMode::Reference][i];
                 res[i].push(run(case, mode, &file));
             }
         }
@@ -324,7 +319,7 @@ fn main() {
             .collect();
         for (i, v) in res.iter().enumerate() {
             let cpu = median(v.iter().map(|o| o.cpu / (o.bytes as f64 / 1e9)).collect());
-            let rem = v[0].remapped as f64 / v[0].bytes as f64 * 100.0;
+            let rem = v[0].referenced as f64 / v[0].bytes as f64 * 100.0;
             let ratio = if i == 1 {
                 format!("{:.2}", mbs[1] / mbs[0])
             } else {
@@ -333,7 +328,7 @@ fn main() {
             println!(
                 "| {} | {} | {:.0} | {:.2} | {:.0}% | {:.2} | {} |",
                 case.name,
-                ["copy", "remap"][i],
+                ["copy", "reference"][i],
                 mbs[i],
                 cpu,
                 rem,

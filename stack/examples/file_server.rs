@@ -1,6 +1,6 @@
 //! A file server loop: every connection gets one file, sent with
-//! `Stack::tcp_send_file` (file pages go into the send ring by copy or by
-//! remapping, never through an application buffer).
+//! `Stack::tcp_send_file` (the socket sends the file's pages by reference,
+//! never through an application buffer).
 //!
 //! ```text
 //! cargo run --release -p zcstack --example file_server -- TAP ADDR/PREFIX FILE [PORT]

@@ -35,7 +35,7 @@ use std::num::NonZeroUsize;
 
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
-use zcstack_driver::{Driver, Frame, Offloads, Pool};
+use zcstack_driver::{Driver, Frame, GatherSlice, Offloads, Pool};
 
 /// Ethernet header bytes (smoltcp's Ethernet MTU includes them).
 pub(crate) const ETH_HLEN: usize = 14;
@@ -121,14 +121,9 @@ impl<D: Driver> Port<D> {
         flush(&mut self.driver, &mut self.tx, &mut self.counters.tx)
     }
 
-    /// Whether the driver takes TCP payloads as slices (`Offloads::tx_gather`).
-    pub fn gathers(&self) -> bool {
-        self.offloads.tx_gather
-    }
-
     /// Whether frames are waiting to be sent.
     pub fn tx_pending(&self) -> bool {
-        !self.tx.is_empty()
+        !self.tx.is_empty() || self.driver.tx_backlog()
     }
 
     /// Whether one more frame may be queued for sending now (pushing a
@@ -194,7 +189,7 @@ impl<D: Driver> Port<D> {
 
 /// Pushes `tx` to the driver; returns how many frames it took.
 fn flush<D: Driver>(driver: &mut D, tx: &mut Vec<Frame>, c: &mut TxCounters) -> usize {
-    if tx.is_empty() {
+    if tx.is_empty() && !driver.tx_backlog() {
         return 0;
     }
     match driver.tx_burst(tx) {
@@ -375,15 +370,21 @@ impl<D: Driver> phy::TxToken for FrameTx<'_, D> {
     /// (TAP: one `writev`), after the frames queued before it so the order
     /// on the wire stays smoltcp's. If the driver cannot take it now, the
     /// payload is copied into the frame, which is queued as usual.
-    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    fn consume_gather<R, F>(self, header_len: usize, payload: &[GatherSlice<'_>], f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
     {
         let payload_len: usize = payload.iter().map(|p| p.len()).sum();
         let len = header_len + payload_len;
+        // Room for the whole packet, for the copy fallback, unless a longer
+        // frame can be had then (the GSO pool).
+        let room = if self.gso_pool.is_some() {
+            header_len
+        } else {
+            len
+        };
         let mut frame = match self.pool.alloc() {
-            // Room for the whole packet: the copy fallback must fit.
-            Some(frame) if len <= frame.capacity() => frame,
+            Some(frame) if room <= frame.capacity() => frame,
             other => {
                 if other.is_some() {
                     self.counters.dropped_too_big += 1;
@@ -401,24 +402,35 @@ impl<D: Driver> phy::TxToken for FrameTx<'_, D> {
         let r = f(frame.data_mut());
         flush(self.driver, self.tx, self.counters);
         if self.tx.is_empty() {
-            match self.driver.tx_gather(&mut frame, payload) {
-                Ok(true) => {
-                    // Sent: `frame` (the headers) goes back to the pool.
+            match self.driver.tx_gather(frame, payload) {
+                Ok(()) => {
+                    // Sent, or queued holding references to the payload.
                     self.counters.tcp_payload_ref += payload_len as u64;
                     return r;
                 }
-                Ok(false) => {}
-                Err(_) => {
-                    self.counters.errors += 1;
-                    return r;
-                }
+                Err(f) => frame = f,
             }
+        }
+        if len > frame.capacity() {
+            // Copied after all, into a frame long enough (the GSO pool's).
+            let Some(mut big) = self
+                .gso_pool
+                .and_then(Pool::alloc)
+                .filter(|b| len <= b.capacity())
+            else {
+                self.counters.dropped_no_frame += 1;
+                return r;
+            };
+            big.set_len(header_len);
+            big.set_gso_size(self.gso_size);
+            big.data_mut().copy_from_slice(frame.data());
+            frame = big;
         }
         frame.set_len(len);
         let mut at = header_len;
         let data = frame.data_mut();
         for p in payload {
-            data[at..at + p.len()].copy_from_slice(p);
+            data[at..at + p.len()].copy_from_slice(p.bytes());
             at += p.len();
         }
         self.counters.tcp_payload += payload_len as u64;
@@ -625,6 +637,22 @@ mod tests {
         end: wire::WireEnd,
         accept: bool,
         gathered: usize,
+        /// Queue gathered packets with references to their payload, and
+        /// send them at the next `tx_burst` (as `XdpGso` does).
+        defer: Option<Vec<(Frame, Vec<zcstack_driver::TxRef>)>>,
+    }
+
+    impl Gatherer {
+        fn send(&mut self, frame: &Frame, payload: &[&[u8]]) {
+            let mut f = self.end.pool().alloc().unwrap();
+            let mut bytes = frame.data().to_vec();
+            for p in payload {
+                bytes.extend_from_slice(p);
+            }
+            f.set_len(bytes.len());
+            f.data_mut().copy_from_slice(&bytes);
+            self.end.tx_burst(&mut vec![f]).unwrap();
+        }
     }
 
     impl Driver for Gatherer {
@@ -632,7 +660,17 @@ mod tests {
             self.end.rx_burst(out, max)
         }
         fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+            if let Some(q) = self.defer.take() {
+                for (f, refs) in &q {
+                    let slices: Vec<&[u8]> = refs.iter().map(|r| r.bytes()).collect();
+                    self.send(f, &slices);
+                }
+                self.defer = Some(Vec::new());
+            }
             self.end.tx_burst(frames)
+        }
+        fn tx_backlog(&self) -> bool {
+            self.defer.as_ref().is_some_and(|q| !q.is_empty())
         }
         fn pool(&self) -> &Pool {
             self.end.pool()
@@ -652,20 +690,21 @@ mod tests {
                 ..Offloads::default()
             }
         }
-        fn tx_gather(&mut self, frame: &mut Frame, payload: &[&[u8]]) -> std::io::Result<bool> {
+        fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
             if !self.accept {
-                return Ok(false);
+                return Err(frame);
             }
-            let mut f = self.end.pool().alloc().unwrap();
-            let mut bytes = frame.data().to_vec();
-            for p in payload {
-                bytes.extend_from_slice(p);
-            }
-            f.set_len(bytes.len());
-            f.data_mut().copy_from_slice(&bytes);
             self.gathered += 1;
-            self.end.tx_burst(&mut vec![f])?;
-            Ok(true)
+            if let Some(q) = self.defer.as_mut() {
+                let Some(refs) = payload.iter().map(|p| p.to_ref()).collect() else {
+                    return Err(frame);
+                };
+                q.push((frame, refs));
+                return Ok(());
+            }
+            let slices: Vec<&[u8]> = payload.iter().map(|p| p.bytes()).collect();
+            self.send(&frame, &slices);
+            Ok(())
         }
     }
 
@@ -681,6 +720,7 @@ mod tests {
                 end: a.driver,
                 accept: true,
                 gathered: 0,
+                defer: None,
             },
             32,
         );
@@ -689,17 +729,24 @@ mod tests {
             .unwrap()
             .consume(60, |buf| buf.fill(1));
         let payload: &[u8] = &[7; 1000];
-        g.transmit(Instant::ZERO)
-            .unwrap()
-            .consume_gather(54, &[payload, &payload[..3]], |h| h.fill(2));
+        g.transmit(Instant::ZERO).unwrap().consume_gather(
+            54,
+            &[
+                GatherSlice::borrowed(payload),
+                GatherSlice::borrowed(&payload[..3]),
+            ],
+            |h| h.fill(2),
+        );
         assert_eq!(g.driver.gathered, 1);
         assert_eq!(g.counters.tx.tcp_payload_ref, 1003);
         assert_eq!(g.counters.tx.tcp_payload, 0);
         assert!(!g.tx_pending(), "the queued frame went first");
         g.driver.accept = false;
-        g.transmit(Instant::ZERO)
-            .unwrap()
-            .consume_gather(54, &[payload], |h| h.fill(3));
+        g.transmit(Instant::ZERO).unwrap().consume_gather(
+            54,
+            &[GatherSlice::borrowed(payload)],
+            |h| h.fill(3),
+        );
         assert_eq!(g.counters.tx.tcp_payload, 1000, "declined: copied");
         assert_eq!(g.flush_tx(), 1);
         b.prefetch_rx(16);
@@ -710,5 +757,55 @@ mod tests {
         assert_eq!(firsts, vec![(1, 60, 1), (2, 1057, 7), (3, 1054, 7)]);
         drop(g);
         assert_eq!(pool.stats().free, 64, "header frames went back to the pool");
+    }
+
+    /// A driver that sends after the call keeps the payload by reference
+    /// (one `TxRef` per slice); the port sees its backlog as pending and
+    /// flushes it before later frames. Borrowed slices (ring bytes) it
+    /// cannot keep: those are copied into the frame.
+    #[test]
+    fn deferred_gathers_hold_their_payload_until_sent() {
+        use zcstack_driver::{TxRef, TxSource};
+        let (a, mut b, pool) = ports();
+        let mut g = Port::new(
+            Gatherer {
+                end: a.driver,
+                accept: true,
+                gathered: 0,
+                defer: Some(Vec::new()),
+            },
+            32,
+        );
+        let src: std::sync::Arc<dyn TxSource> = std::sync::Arc::new(vec![9u8; 2000]);
+        let r = TxRef::new(src.clone(), 100, 1000).unwrap();
+        g.transmit(Instant::ZERO).unwrap().consume_gather(
+            54,
+            &[GatherSlice::of_ref(&r, 0, 1000).unwrap()],
+            |h| h.fill(4),
+        );
+        drop(r);
+        assert_eq!(g.counters.tx.tcp_payload_ref, 1000);
+        assert_eq!(std::sync::Arc::strong_count(&src), 2, "held by the driver");
+        assert!(g.tx_pending(), "the driver's backlog is pending");
+        g.transmit(Instant::ZERO)
+            .unwrap()
+            .consume(60, |buf| buf.fill(5));
+        g.transmit(Instant::ZERO).unwrap().consume_gather(
+            54,
+            &[GatherSlice::borrowed(&[6; 10])],
+            |h| h.fill(6),
+        );
+        assert_eq!(g.counters.tx.tcp_payload, 10, "ring bytes: copied");
+        g.flush_tx();
+        assert!(!g.tx_pending());
+        assert_eq!(std::sync::Arc::strong_count(&src), 1, "released once sent");
+        b.prefetch_rx(16);
+        let mut firsts = Vec::new();
+        while let Some((rx, _)) = b.receive(Instant::ZERO) {
+            firsts.push(rx.consume(|d| (d[0], d.len(), d[d.len() - 1])));
+        }
+        assert_eq!(firsts, vec![(4, 1054, 9), (5, 60, 5), (6, 64, 6)]);
+        drop(g);
+        assert_eq!(pool.stats().free, 64);
     }
 }

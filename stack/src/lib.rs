@@ -11,7 +11,8 @@
 //!                     app: tcp_read / tcp_read_with (in place) / tcp_write / tcp_write_with
 //!                                   │ socket ring → frame (copy #1 on send, smoltcp's emit)
 //!  driver tx_burst ◄── Frame ◄── device::Port (TxToken lets smoltcp write into a pool frame)
-//!  TAP tx_gather  ◄── headers + payload slices (send by reference: no copy; one writev)
+//!  tx_gather      ◄── headers + payload slices (send by reference: TAP one writev,
+//!                     AF_XDP+TSO a sendmmsg iovec, AF_XDP descriptors into pool frames)
 //! ```
 //!
 //! Modules:
@@ -22,7 +23,8 @@
 //! - [`event`]: readiness events ([`Stack::events`]): which connections
 //!   and listeners a poll made readable, writable, accepted, closed or
 //!   timed out, found without looking at the idle ones.
-//! - [`tcp`]: listen with a backlog, accept, connect, read/write, shutdown, close.
+//! - [`tcp`]: listen with a backlog, accept, connect, read/write, send pool
+//!   frames by reference (`tcp_send_frame`), shutdown, close.
 //! - [`udp`]: bind, send_to, recv_from (through smoltcp's socket buffers:
 //!   two copies each way).
 //! - [`dgram`]: UDP by frame handle, fbufs style: the application writes a
@@ -30,10 +32,10 @@
 //!   it; received datagrams for a bound port are steered past smoltcp and
 //!   handed over in place. No payload copy either way.
 //! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by
-//!   reference to the file's pages (smoltcp patch 20), by copy or by remapping
-//!   file pages into the send ring ([`SendMode`]); read leases
-//!   make truncation by another process safe. Its `remap` submodule is the
-//!   only `unsafe` code in this crate.
+//!   reference to the file's pages (smoltcp patch 20) or copied into the
+//!   send ring ([`SendMode`]); read leases make truncation by another
+//!   process safe. Its `map` submodule (file mappings, leases, giving idle
+//!   ring pages back) is the only `unsafe` code in this crate.
 //! - [`mem`]: idle connections give their ring memory back; the memory
 //!   budget ([`StackBuilder::max_memory`]) and [`MemoryStats`].
 //! - [`stats`]: [`StackStats`], including copies per payload byte.

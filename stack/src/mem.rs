@@ -1,8 +1,8 @@
 //! Connection memory: idle rings give their pages back, and a memory budget.
 //!
-//! A TCP socket's receive and send rings are anonymous mappings (module
-//! `file::remap`): a page costs memory once written and keeps costing until
-//! given back. The stack tracks, per socket, which ring pages may hold
+//! A TCP socket's receive and send rings are heap buffers the socket owns,
+//! mapped on demand (module `file::map`): a page costs memory once written
+//! and keeps costing until given back. The stack tracks, per socket, which ring pages may hold
 //! memory — the whole receive ring once the connection is in use, and the
 //! send ring up to the furthest byte written since the last give-back (a
 //! send ring that drains restarts at offset 0, so the written part is
@@ -110,7 +110,7 @@ impl Memory {
             fixed,
             per_socket: std::mem::size_of::<smoltcp::iface::SocketStorage<'static>>()
                 + std::mem::size_of::<crate::tcp::TcpSlot>()
-                + 2 * std::mem::size_of::<crate::file::Region>(),
+                + std::mem::size_of::<usize>(),
             rx_ring: rx.next_multiple_of(PAGE),
             tx_ring: tx,
             tx_floor: TX_FLOOR.min(tx),
@@ -200,10 +200,7 @@ impl<D: Driver> Stack<D> {
                 i += 1;
                 continue;
             }
-            if self
-                .sockets
-                .discard_idle(s.handle, s.files.ring, s.mem.tx_touched)
-            {
+            if self.sockets.discard_idle(s.handle, s.mem.tx_touched) {
                 let charge = self.mem.rx_ring + self.mem.tx_charge(s.mem.tx_touched);
                 self.mem.rings -= charge;
                 s.mem = Default::default();

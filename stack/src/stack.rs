@@ -15,7 +15,7 @@ use zcstack_driver::Driver;
 use crate::device::Port;
 use crate::dgram::Dgram;
 use crate::event::Events;
-use crate::file::transfer::{FileCounters, SlotFiles, remap_supported};
+use crate::file::transfer::{FileCounters, SlotFiles};
 use crate::file::{PAGE, SendMode, SocketStore};
 use crate::mem::Memory;
 use crate::stats::{StackStats, TcpRecoveryStats};
@@ -71,7 +71,6 @@ pub struct StackBuilder<D: Driver> {
     seed: Option<u64>,
     clock: Clock,
     send_mode: SendMode,
-    remap_batch: Option<usize>,
     rto_min: Duration,
     rto_max: Duration,
     timestamps: bool,
@@ -124,16 +123,8 @@ impl<D: Driver> StackBuilder<D> {
         self.timestamps = on;
         self
     }
-    /// Remap mode: map file pages only when at least this many bytes of a
-    /// send ring are free, or the rest of the transfer fits (default: a
-    /// quarter of the send ring, 64 KiB to 1 MiB; always rounded to whole
-    /// pages, at most half the ring). Bigger batches mean fewer `mmap` calls.
-    pub fn remap_batch(mut self, bytes: usize) -> Self {
-        self.remap_batch = Some(bytes);
-        self
-    }
-    /// How [`Stack::tcp_send_file`] gets file bytes into send rings (default
-    /// [`SendMode::Auto`]).
+    /// How [`Stack::tcp_send_file`] gets file bytes into the sockets
+    /// (default [`SendMode::Auto`]: by reference).
     pub fn send_mode(mut self, m: SendMode) -> Self {
         self.send_mode = m;
         self
@@ -259,18 +250,7 @@ impl<D: Driver> StackBuilder<D> {
                 )));
             }
         }
-        let mut send_mode = self.send_mode;
-        if !remap_supported() {
-            if send_mode == SendMode::Remap {
-                return Err(StackError::Config(
-                    "send mode remap needs 4 KiB pages: use send mode copy".into(),
-                ));
-            }
-            // Auto never remaps on a device that takes payload slices.
-            if send_mode == SendMode::Auto && !self.driver.offloads().tx_gather {
-                send_mode = SendMode::Copy;
-            }
-        }
+        let send_mode = self.send_mode;
         let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
         let pool = self.driver.pool();
         let pool_bytes = pool.capacity() * pool.frame_size()
@@ -292,9 +272,6 @@ impl<D: Driver> StackBuilder<D> {
                 )));
             }
         }
-        let batch = self
-            .remap_batch
-            .unwrap_or((tx_ring / 4).clamp(crate::file::REMAP_BATCH, crate::file::REMAP_BATCH_MAX));
         let seed = self.seed.unwrap_or_else(|| {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -329,7 +306,6 @@ impl<D: Driver> StackBuilder<D> {
             tcp_rx_buffer: self.tcp_rx_buffer,
             tcp_tx_buffer: self.tcp_tx_buffer.next_multiple_of(PAGE),
             send_mode,
-            remap_batch: batch.next_multiple_of(PAGE).min(tx_ring / 2).max(PAGE),
             file_slots: Vec::new(),
             file_counters: FileCounters::default(),
             lease_seen: crate::file::lease_signals(),
@@ -349,6 +325,7 @@ impl<D: Driver> StackBuilder<D> {
             dirty: false,
             app_read_bytes: 0,
             app_write_bytes: 0,
+            app_frame_bytes: 0,
             rto_min: smoltcp::time::Duration::from_micros(self.rto_min.as_micros() as u64),
             rto_max: smoltcp::time::Duration::from_micros(self.rto_max.as_micros() as u64),
             timestamps: self.timestamps,
@@ -375,8 +352,7 @@ impl<D: Driver> StackBuilder<D> {
 /// its own driver (an AF_XDP socket per NIC queue, or several TAPs).
 pub struct Stack<D: Driver> {
     pub(crate) iface: Interface,
-    /// The sockets and the send rings they borrow (see `file::remap` for
-    /// why they live and die together).
+    /// The sockets (they own their rings; see `file::map`).
     pub(crate) sockets: SocketStore,
     pub(crate) port: Port<D>,
     epoch: StdInstant,
@@ -385,11 +361,9 @@ pub struct Stack<D: Driver> {
     mac: EthernetAddress,
     pub(crate) tcp_rx_buffer: usize,
     pub(crate) tcp_tx_buffer: usize,
-    /// As built (`Auto` is decided per poll; `Copy` where remap cannot work).
+    /// As built.
     pub(crate) send_mode: SendMode,
-    /// Free ring bytes a remap waits for (whole pages).
-    pub(crate) remap_batch: usize,
-    /// Slots with queued file transfers or file pages in their ring.
+    /// Slots with queued file transfers or file references.
     pub(crate) file_slots: Vec<u32>,
     pub(crate) file_counters: FileCounters,
     /// Lease-break signal count last handled.
@@ -417,6 +391,8 @@ pub struct Stack<D: Driver> {
     pub(crate) dirty: bool,
     pub(crate) app_read_bytes: u64,
     pub(crate) app_write_bytes: u64,
+    /// Bytes the application handed over in pool frames (`tcp_send_frame`).
+    pub(crate) app_frame_bytes: u64,
     /// TCP settings every socket gets.
     rto_min: smoltcp::time::Duration,
     rto_max: smoltcp::time::Duration,
@@ -457,7 +433,6 @@ impl<D: Driver> Stack<D> {
             seed: None,
             clock: Clock::Real,
             send_mode: SendMode::Auto,
-            remap_batch: None,
             rto_min: DEFAULT_RTO_MIN,
             rto_max: DEFAULT_RTO_MAX,
             timestamps: true,
@@ -678,8 +653,7 @@ impl<D: Driver> Stack<D> {
         }
     }
 
-    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers
-    /// (its send ring a page-aligned mapping of its own).
+    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers.
     pub(crate) fn take_socket(&mut self) -> io::Result<u32> {
         if let Some(slot) = self.tcp_free.pop() {
             // What the last connection set on it goes back to the defaults.
@@ -724,6 +698,7 @@ impl<D: Driver> Stack<D> {
             tcp_tx_payload: c.tx.tcp_payload,
             app_read_bytes: self.app_read_bytes,
             app_write_bytes: self.app_write_bytes,
+            app_frame_bytes: self.app_frame_bytes,
             tx_dropped_no_frame: c.tx.dropped_no_frame,
             tx_dropped_too_big: c.tx.dropped_too_big,
             rx_errors: c.rx_errors,
@@ -735,17 +710,12 @@ impl<D: Driver> Stack<D> {
             idle_sleeps: self.idle_sleeps,
             tcp_sockets: self.tcp.len(),
             tcp_open: self.tcp.iter().filter(|s| s.is_open()).count(),
-            file_bytes_remapped: self.file_counters.remapped,
             file_bytes_referenced: self.file_counters.referenced,
             tcp_tx_payload_ref: c.tx.tcp_payload_ref,
             file_bytes_copied: self.file_counters.copied,
             file_bytes_pread: self.file_counters.pread,
             lease_breaks: self.file_counters.lease_breaks,
             file_transfers_aborted: self.file_counters.aborted,
-            remap_calls: self.file_counters.remap_calls,
-            remap_failures: self.file_counters.remap_failures,
-            ring_resets: self.file_counters.ring_resets,
-            rings_with_file_pages: self.rings_with_file_pages(),
             tcp: self.tcp_recovery_stats(),
             listen: self.iface.listen_stats().into(),
             memory: self.memory_stats(),

@@ -28,6 +28,9 @@ pub struct StackStats {
     /// Bytes copied into socket rings from the application (`tcp_write`,
     /// `tcp_write_with`, `udp_send_to`).
     pub app_write_bytes: u64,
+    /// Bytes the application wrote in place into pool frames and handed
+    /// over by reference (`tcp_send_frame`): no copy into the socket.
+    pub app_frame_bytes: u64,
     /// Packets smoltcp produced that were dropped because the pool was empty.
     pub tx_dropped_no_frame: u64,
     /// Packets dropped because they did not fit one frame.
@@ -55,8 +58,6 @@ pub struct StackStats {
     pub tcp_sockets: usize,
     /// TCP connections the application holds.
     pub tcp_open: usize,
-    /// File bytes put into send rings by mapping file pages (no CPU copy).
-    pub file_bytes_remapped: u64,
     /// File bytes queued in sockets by reference to the file mapping (no
     /// CPU copy; [`SendMode::Reference`](crate::SendMode::Reference)).
     pub file_bytes_referenced: u64,
@@ -70,14 +71,6 @@ pub struct StackStats {
     pub lease_breaks: u64,
     /// File transfers stopped before their end (lease break, short file, reset).
     pub file_transfers_aborted: u64,
-    /// `mmap` calls that remapped file pages into a ring.
-    pub remap_calls: u64,
-    /// Remaps that failed (those bytes were copied instead).
-    pub remap_failures: u64,
-    /// Idle rings given anonymous memory back.
-    pub ring_resets: u64,
-    /// Send rings holding file pages right now.
-    pub rings_with_file_pages: usize,
     /// TCP loss recovery, summed over every connection.
     pub tcp: TcpRecoveryStats,
     /// Listening ports: SYNs, SYN cookies, half-open connections given up.
@@ -213,21 +206,18 @@ impl StackStats {
 
     /// File bytes moved into send rings, by any path.
     pub fn file_bytes(&self) -> u64 {
-        self.file_bytes_remapped
-            + self.file_bytes_referenced
-            + self.file_bytes_copied
-            + self.file_bytes_pread
+        self.file_bytes_referenced + self.file_bytes_copied + self.file_bytes_pread
     }
 
     /// CPU copies per TCP payload byte on the send path: the copy into the
-    /// ring (application writes, file copies and `pread`s; remapped and
-    /// referenced file bytes are no copy) plus the copies into frames
+    /// ring (application writes, file copies and `pread`s; referenced file
+    /// bytes and pool frames the application filled are no copy) plus the copies into frames
     /// (smoltcp's emit, retransmissions included; bytes sent by reference,
     /// [`tcp_tx_payload_ref`](Self::tcp_tx_payload_ref), are none), per byte
     /// the application handed over. The driver ⇄ smoltcp hand-off copies
     /// nothing (frames move by handle).
     pub fn tx_copies_per_byte(&self) -> f64 {
-        let handed = self.app_write_bytes + self.file_bytes();
+        let handed = self.app_write_bytes + self.app_frame_bytes + self.file_bytes();
         if handed == 0 {
             return 0.0;
         }

@@ -17,12 +17,13 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddrV4;
+use std::sync::Arc;
 use std::time::Duration;
 
 use smoltcp::iface::{SocketHandle, SocketSet};
-use smoltcp::socket::tcp;
+use smoltcp::socket::tcp::{self, TxRef, TxSource};
 use smoltcp::wire::IpAddress;
-use zcstack_driver::Driver;
+use zcstack_driver::{Driver, Frame};
 
 use crate::event::SlotEvents;
 use crate::file::transfer::SlotFiles;
@@ -568,7 +569,7 @@ impl<D: Driver> Stack<D> {
         self.files_first(c)?;
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring(s.files.ring).base();
+        let base = self.sockets.ring_base(s.files.ring);
         let cap = self.tcp_tx_buffer;
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
@@ -620,7 +621,7 @@ impl<D: Driver> Stack<D> {
         }
         let limit = self.mem_tx_limit(c.slot);
         let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring(s.files.ring).base();
+        let base = self.sockets.ring_base(s.files.ring);
         let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
         if !sock.may_send() {
             return Err(cannot_send(sock));
@@ -652,6 +653,46 @@ impl<D: Driver> Stack<D> {
             self.mem_note_tx(c.slot, end);
         }
         Ok(r)
+    }
+
+    /// Sends a pool frame's data by reference: the application wrote it in
+    /// place (take frames from the driver's pool, `stack.driver().pool()`, and fill
+    /// [`Frame::data_mut`]), and the socket queues a reference to it, after
+    /// everything queued, instead of copying it. A device that can send
+    /// from pool memory (AF_XDP with multi-buffer packets) sends it with no
+    /// copy; others copy it once into their frames (TAP's kernel copy, or
+    /// smoltcp's emit). The frame goes back to the pool once the peer has
+    /// acknowledged all of it and no transmission of it is in flight.
+    ///
+    /// At most a send buffer's worth is queued by reference per
+    /// connection: beyond it, or before queued file transfers finished,
+    /// the frame comes back with `WouldBlock`.
+    pub fn tcp_send_frame(&mut self, c: TcpConn, frame: Frame) -> Result<(), (io::Error, Frame)> {
+        if let Err(e) = self.files_first(c) {
+            return Err((e, frame));
+        }
+        let cap = self.tcp_tx_buffer;
+        let s = &self.tcp[c.slot as usize];
+        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
+        if !sock.may_send() {
+            return Err((cannot_send(sock), frame));
+        }
+        if sock.send_ref_queue() >= cap {
+            return Err((io::ErrorKind::WouldBlock.into(), frame));
+        }
+        let len = frame.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let src: Arc<dyn TxSource> = Arc::new(frame);
+        let r = TxRef::new(src, 0, len).expect("a frame's whole data");
+        match sock.send_ref(r) {
+            Ok(n) => {
+                self.app_frame_bytes += n as u64;
+                Ok(())
+            }
+            Err(_) => unreachable!("may_send was checked"),
+        }
     }
 
     /// Bytes that can be written now without blocking.

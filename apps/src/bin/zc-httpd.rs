@@ -1,17 +1,16 @@
 //! zc-httpd: an HTTP/1.1 static-file server on zcstack.
 //!
 //! ```text
-//! zc-httpd --tap zctap0 --ip 10.200.1.2/24 --root DIR [--port 80] [--send-mode copy|remap|reference|auto]
+//! zc-httpd --tap zctap0 --ip 10.200.1.2/24 --root DIR [--port 80] [--send-mode copy|reference|auto]
 //! ```
 //! GET and HEAD of the files under `--root`: keep-alive and pipelining,
 //! single byte ranges, `ETag`/`Last-Modified` with 304, a directory's
 //! `index.html`. What to answer is decided in `zcstack_apps::http`; this file
 //! steps one connection when the stack reports an event for it (the loop
 //! itself is `zcstack_apps::conns`). Response heads are written with
-//! `tcp_write`; bodies are queued with `tcp_send_file`, which copies or remaps file pages
-//! into the send ring. In remap mode the head of a body of at least
-//! `REMAP_BATCH` (64 KiB) is padded (an `X-Pad` line) so the body starts
-//! page-aligned in the ring.
+//! `tcp_write`; bodies are queued with `tcp_send_file`, which queues
+//! references to the file's pages in the socket (or copies them into the
+//! send ring in copy mode).
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
@@ -25,14 +24,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use zcstack::file::REMAP_BATCH;
 use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
 use zcstack_apps::conns::{ConnLoop, Service, Step};
+use zcstack_apps::http::Status;
 use zcstack_apps::http::path::Root;
 use zcstack_apps::http::request::{self, MAX_HEAD};
-use zcstack_apps::http::response::PAD_OVERHEAD;
 use zcstack_apps::http::serve::{self, Body, Reply};
-use zcstack_apps::http::{Head, Status};
 use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
 
 const APP: &str = "zc-httpd";
@@ -57,11 +54,10 @@ struct Cli {
     /// TCP port to listen on.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// How file bytes are sent: copy (into the send ring), remap (map file
-    /// pages over the ring, no CPU copy), reference (queue references to the
-    /// file's pages; a TAP sends them with no CPU copy), or auto (reference
-    /// on a TAP; elsewhere remap once many connections send at once, copy
-    /// otherwise).
+    /// How file bytes are sent: reference (queue references to the file's
+    /// pages; a TAP, and AF_XDP with --tx-gso, send them with no CPU copy,
+    /// other devices copy each segment once into the frame), copy (into the
+    /// send ring first), or auto (reference).
     #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
     send_mode: SendMode,
     /// Most connections served at once; more wait in the listen backlog.
@@ -112,8 +108,6 @@ const JSON_EVERY: Duration = Duration::from_secs(1);
 
 /// The response being written on a connection.
 enum Out {
-    /// A head to pad (in remap mode) for a body starting at this file offset.
-    ToPad(Head, Box<Body>, Arc<MappedFile>),
     /// Bytes to write (a whole short response, or a finished head), then
     /// perhaps a file range.
     Write {
@@ -163,8 +157,6 @@ struct Server {
     files: HashMap<(u64, u64), Arc<MappedFile>>,
     n: Counters,
     date: (u64, String),
-    /// Bodies are remapped: pad heads so bodies start page-aligned.
-    remap: bool,
     /// Where an idle connection's first request bytes are read before it
     /// gets a head buffer of its own.
     scratch: Vec<u8>,
@@ -245,15 +237,10 @@ impl Server {
                 mut body,
                 ..
             } => match self.open(&mut body) {
-                // Padding costs up to a page on the wire: only worth it for
-                // bodies the stack remaps in batches.
-                Ok(file) if self.remap && body.len >= REMAP_BATCH as u64 => {
-                    (status, Out::ToPad(head, body, file))
-                }
                 Ok(file) => (
                     status,
                     Out::Write {
-                        bytes: head.finish(None),
+                        bytes: head.finish(),
                         done: 0,
                         body: Some((file, body.start, body.len)),
                     },
@@ -298,18 +285,11 @@ impl Server {
             stack.tcp_want_writable(c.conn).map_err(|_| ())?;
             return Ok(false);
         }
-        let (bytes, mut done, body) = match out {
-            Out::ToPad(head, body, file) => {
-                let plain = head.len();
-                let pad = if stack.tcp_send_file_pad(c.conn, plain, body.start) == 0 {
-                    None
-                } else {
-                    Some(stack.tcp_send_file_pad(c.conn, plain + PAD_OVERHEAD, body.start))
-                };
-                (head.finish(pad), 0, Some((file, body.start, body.len)))
-            }
-            Out::Write { bytes, done, body } => (bytes, done, body),
-        };
+        let Out::Write {
+            bytes,
+            mut done,
+            body,
+        } = out;
         while done < bytes.len() {
             match stack.tcp_write(c.conn, &bytes[done..]) {
                 Ok(n) => {
@@ -507,7 +487,7 @@ impl Service for Server {
 fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
     let c = &n.by_class;
     format!(
-        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}, of them 408 {}); {s}; copies per byte tx {:.3} (file bytes referenced {} remapped {} copied {} pread {}; bytes sent by reference {})",
+        "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}, of them 408 {}); {s}; copies per byte tx {:.3} (file bytes referenced {} copied {} pread {}; bytes sent by reference {})",
         n.requests,
         c[2],
         c[3],
@@ -521,7 +501,6 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
         n.header_timeouts,
         s.tx_copies_per_byte(),
         s.file_bytes_referenced,
-        s.file_bytes_remapped,
         s.file_bytes_copied,
         s.file_bytes_pread,
         s.tcp_tx_payload_ref,
@@ -535,7 +514,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
             "\"header_timeouts\":{},\"rx_packets\":{},\"rx_malformed\":{},",
             "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"tcp_tx_payload_ref\":{},",
-            "\"file_bytes_referenced\":{},\"file_bytes_remapped\":{},",
+            "\"file_bytes_referenced\":{},",
             "\"file_bytes_copied\":{},\"file_bytes_pread\":{},\"tx_copies_per_byte\":{:.6},",
             "\"lease_breaks\":{},\"file_transfers_aborted\":{},",
             "\"pool_in_use\":{},\"pool_capacity\":{},\"rx_drops\":{},\"tx_drops\":{},",
@@ -563,7 +542,6 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
         s.tcp_tx_payload,
         s.tcp_tx_payload_ref,
         s.file_bytes_referenced,
-        s.file_bytes_remapped,
         s.file_bytes_copied,
         s.file_bytes_pread,
         s.tx_copies_per_byte(),
@@ -658,9 +636,6 @@ fn main() -> ExitCode {
             files: HashMap::new(),
             n: Counters::default(),
             date: (0, String::new()),
-            // Auto remaps once enough connections send files; tcp_send_file_pad
-            // says 0 whenever the stack would copy, so asking costs nothing.
-            remap: matches!(stack.send_mode(), SendMode::Remap | SendMode::Auto),
             scratch: vec![0; MAX_HEAD],
         };
         let mut conns = ConnLoop::new(&mut stack, listener, cli.max_conns as usize);

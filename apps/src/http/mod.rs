@@ -8,8 +8,7 @@
 //!   (`..`, `%2e%2e`, `%2f`, NUL, absolute forms, symlinks leading out).
 //! - [`range`]: a single `Range: bytes=…` against a file length.
 //! - [`cond`]: `ETag`, `Last-Modified` and the conditional requests they answer.
-//! - [`response`]: status codes and response heads (with optional padding
-//!   so the body starts page-aligned in a remapped send ring).
+//! - [`response`]: status codes and response heads.
 //! - [`mime`]: `Content-Type` by file extension.
 //! - [`serve`]: putting it together: a request and a root give a [`serve::Reply`].
 

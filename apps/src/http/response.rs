@@ -1,8 +1,6 @@
 //! Status codes and response heads.
 //!
-//! A [`Head`] is built line by line and finished into bytes, optionally with
-//! one padding header line (`X-Pad: ppp…`) so that the head ends, and the
-//! body starts, where the send ring wants it (page-aligned for remapping).
+//! A [`Head`] is built line by line and finished into bytes.
 
 use std::fmt::Write as _;
 
@@ -77,11 +75,6 @@ impl Status {
     }
 }
 
-/// The padding line's name; its value is `p` repeated.
-pub const PAD_NAME: &str = "X-Pad";
-/// Bytes a padding line adds besides its value: `X-Pad: ` and CRLF.
-pub const PAD_OVERHEAD: usize = PAD_NAME.len() + 2 + 2;
-
 /// A response head under construction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
@@ -114,7 +107,7 @@ impl Head {
         self
     }
 
-    /// Length of the finished head without padding.
+    /// Length of the finished head.
     pub fn len(&self) -> usize {
         self.buf.len() + 2
     }
@@ -124,17 +117,9 @@ impl Head {
         false
     }
 
-    /// The head's bytes, with a padding line of `PAD_OVERHEAD + pad` bytes
-    /// if `pad` is `Some`.
-    pub fn finish(self, pad: Option<usize>) -> Vec<u8> {
+    /// The head's bytes.
+    pub fn finish(self) -> Vec<u8> {
         let mut out = self.buf.into_bytes();
-        if let Some(n) = pad {
-            out.reserve(PAD_OVERHEAD + n + 2);
-            out.extend_from_slice(PAD_NAME.as_bytes());
-            out.extend_from_slice(b": ");
-            out.resize(out.len() + n, b'p');
-            out.extend_from_slice(b"\r\n");
-        }
         out.extend_from_slice(b"\r\n");
         out
     }
@@ -152,7 +137,7 @@ pub fn simple(head: Head, keep_alive: bool, with_body: bool) -> Vec<u8> {
             .header("Content-Type", "text/plain; charset=utf-8")
             .header("Content-Length", text.len());
     }
-    let mut out = head.finish(None);
+    let mut out = head.finish();
     if with_body && status != Status::NotModified {
         out.extend_from_slice(text.as_bytes());
     }
@@ -166,20 +151,15 @@ mod tests {
     const DATE: &str = "Sun, 22 Nov 2026 01:00:00 GMT";
 
     #[test]
-    fn head_bytes_and_padding() {
+    fn head_bytes() {
         let h = Head::new(Status::Ok, DATE).header("Content-Length", 5);
         let plain_len = h.len();
-        let plain = h.clone().finish(None);
+        let plain = h.clone().finish();
         assert_eq!(
             plain,
             b"HTTP/1.1 200 OK\r\nServer: zc-httpd\r\nDate: Sun, 22 Nov 2026 01:00:00 GMT\r\nContent-Length: 5\r\n\r\n"
         );
         assert_eq!(plain.len(), plain_len);
-        let padded = h.finish(Some(3));
-        assert_eq!(padded.len(), plain_len + PAD_OVERHEAD + 3);
-        assert!(padded.ends_with(b"Content-Length: 5\r\nX-Pad: ppp\r\n\r\n"));
-        let empty_pad = Head::new(Status::Ok, DATE).finish(Some(0));
-        assert!(empty_pad.ends_with(b"X-Pad: \r\n\r\n"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum Reply {
         /// Whether the connection stays open afterwards.
         keep_alive: bool,
     },
-    /// A head (to be finished, perhaps padded, by the sender) and a file range.
+    /// A head (to be finished by the sender) and a file range.
     File {
         /// 200 or 206.
         status: Status,
@@ -64,7 +64,7 @@ impl Reply {
     pub fn into_bytes(self) -> Vec<u8> {
         match self {
             Reply::Bytes { bytes, .. } => bytes,
-            Reply::File { head, .. } => head.finish(None),
+            Reply::File { head, .. } => head.finish(),
         }
     }
 
@@ -157,7 +157,7 @@ pub fn respond(req: &Request, root: &Root, date: &str) -> Reply {
     if !with_body || len == 0 {
         return Reply::Bytes {
             status,
-            bytes: head.finish(None),
+            bytes: head.finish(),
             keep_alive: ka,
         };
     }
@@ -188,7 +188,7 @@ mod tests {
         let r = respond(&req, &Root::open(root).unwrap(), DATE);
         let text = match &r {
             Reply::Bytes { bytes, .. } => String::from_utf8(bytes.clone()).unwrap(),
-            Reply::File { head, .. } => String::from_utf8(head.clone().finish(None)).unwrap(),
+            Reply::File { head, .. } => String::from_utf8(head.clone().finish()).unwrap(),
         };
         (r, text)
     }

@@ -24,13 +24,29 @@
 //!   then checks none.
 //! * Order. Frames leave in the stack's order: a run of frames for one path
 //!   is sent before the next run starts.
+//! * Send by reference ([`Driver::tx_gather`]). A TCP segment whose payload
+//!   the stack sends by reference (file pages, app memory) is queued as its
+//!   headers in a pool frame plus a [`TxRef`] per payload slice — one
+//!   atomic increment each, no allocation — and leaves in the next
+//!   `sendmmsg` as one iovec list [virtio header, headers, payload slices]:
+//!   the kernel copies the payload into its skb during the call, nothing in
+//!   user space touches it, and the references are dropped when the call
+//!   returns. Payload bytes of a socket's ring, which the socket may reuse
+//!   once acknowledged, cannot be kept: such a segment leaves at once, after
+//!   the queued ones, in a `sendmsg` of its own.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use super::Xdp;
-use crate::packet::{PacketError, PacketTx, PacketTxOptions};
-use crate::{Driver, DriverStats, Frame, Offloads, Pool, PoolConfig, PoolError, vnet};
+use crate::packet::{self, PacketError, PacketTx, PacketTxOptions, TxPacket};
+use crate::vnet::VnetHdr;
+use crate::{
+    Driver, DriverStats, Frame, GatherSlice, Offloads, Pool, PoolConfig, PoolError, TxRef, vnet,
+};
+
+/// Payload slices a gathered segment may have (the stack hands one today).
+const MAX_SLICES: usize = 7;
 
 /// Ethernet header bytes on top of the IP MTU.
 const ETH_HLEN: usize = 14;
@@ -114,6 +130,21 @@ pub struct XdpGso {
     verify_rx: bool,
     /// Packet-socket counters, added to the AF_XDP driver's.
     pkt: DriverStats,
+    /// Gathered segments waiting for the next `sendmmsg`, oldest first:
+    /// their headers and how many of `held` are their payload.
+    gathered: Vec<Gathered>,
+    /// The payload references of `gathered`, in order: the bytes stay alive
+    /// (and unchanged) until the kernel has copied them.
+    held: Vec<TxRef>,
+}
+
+/// A segment queued by [`XdpGso::tx_gather`].
+struct Gathered {
+    hdr: VnetHdr,
+    /// Ethernet, IP and TCP headers.
+    frame: Frame,
+    /// Its payload: the next `slices` references in `held`.
+    slices: usize,
 }
 
 impl XdpGso {
@@ -139,7 +170,46 @@ impl XdpGso {
             small_via_xdp,
             verify_rx,
             pkt: DriverStats::default(),
+            gathered: Vec::with_capacity(packet::BATCH),
+            held: Vec::with_capacity(packet::BATCH * 2),
         })
+    }
+
+    /// Sends the gathered segments, oldest first; returns whether all went
+    /// (the rest wait for the next call: the socket's buffer is full).
+    fn send_gathered(&mut self) -> io::Result<bool> {
+        while !self.gathered.is_empty() {
+            let n = self.gathered.len().min(packet::BATCH);
+            let mut parts = [[IoSlice::new(&[]); MAX_SLICES + 1]; packet::BATCH];
+            let mut counts = [0usize; packet::BATCH];
+            let mut at = 0;
+            for (i, g) in self.gathered[..n].iter().enumerate() {
+                parts[i][0] = IoSlice::new(g.frame.data());
+                for (k, r) in self.held[at..at + g.slices].iter().enumerate() {
+                    parts[i][1 + k] = IoSlice::new(r.bytes());
+                }
+                counts[i] = 1 + g.slices;
+                at += g.slices;
+            }
+            let packets: [TxPacket<'_>; packet::BATCH] = std::array::from_fn(|i| TxPacket {
+                hdr: self.gathered.get(i).map_or(VnetHdr::default(), |g| g.hdr),
+                parts: &parts[i][..counts[i]],
+            });
+            let s = self.tx.send(&packets[..n])?;
+            self.pkt.tx_packets += (s.taken - s.errors) as u64;
+            self.pkt.tx_bytes += s.bytes;
+            self.pkt.tx_errors += s.errors as u64;
+            self.pkt.tx_kicks += s.calls;
+            // The kernel copied them: headers back to the pool, references
+            // released.
+            let refs: usize = self.gathered[..s.taken].iter().map(|g| g.slices).sum();
+            self.gathered.drain(..s.taken);
+            self.held.drain(..refs);
+            if s.taken < n {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The AF_XDP driver underneath.
@@ -188,6 +258,10 @@ impl Driver for XdpGso {
     }
 
     fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        // Gathered segments are older than any frame offered now.
+        if !self.send_gathered()? {
+            return Ok(0);
+        }
         let mut done = 0;
         while !frames.is_empty() {
             let xdp = self.via_xdp(&frames[0]);
@@ -273,12 +347,61 @@ impl Driver for XdpGso {
         Offloads {
             tx_tcp_checksum: true,
             tcp_segmentation: Some(self.max_segment()),
-            // The packet socket could take payload slices (an iovec each),
-            // but its sends are batched into one sendmmsg after the stack's
-            // poll, and smoltcp lends the slices only inside a token's
-            // consume: not yet (issue 12 item 3 with issue 15 item 2).
-            tx_gather: false,
+            // Payload slices by reference leave in the packet socket's
+            // iovecs (see the module doc).
+            tx_gather: true,
         }
+    }
+
+    fn tx_gather(&mut self, mut frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+        if payload.len() > MAX_SLICES
+            || (self.gathered.len() >= packet::BATCH && !self.send_gathered().unwrap_or(false))
+        {
+            // Too many slices, or the socket is full: the caller copies.
+            return Err(frame);
+        }
+        let payload_len = payload.iter().map(|p| p.len()).sum();
+        if payload.iter().any(|p| p.to_ref().is_none()) {
+            // Bytes of a socket's ring, which may be reused once they are
+            // acknowledged: they leave now, after the queued segments, in
+            // one `sendmsg` (the kernel copies them during the call).
+            if !self.send_gathered().unwrap_or(false) {
+                return Err(frame);
+            }
+            let gso_size = frame.gso_size();
+            let hdr = vnet::tx_header_split(frame.data_mut(), payload_len, gso_size);
+            let mut parts = [IoSlice::new(&[]); MAX_SLICES + 1];
+            parts[0] = IoSlice::new(frame.data());
+            for (k, p) in payload.iter().enumerate() {
+                parts[1 + k] = IoSlice::new(p.bytes());
+            }
+            let one = TxPacket {
+                hdr,
+                parts: &parts[..1 + payload.len()],
+            };
+            return match self.tx.send(&[one]) {
+                Ok(s) if s.taken == 1 => {
+                    self.pkt.tx_packets += (1 - s.errors) as u64;
+                    self.pkt.tx_bytes += s.bytes;
+                    self.pkt.tx_errors += s.errors as u64;
+                    self.pkt.tx_kicks += s.calls;
+                    Ok(())
+                }
+                _ => Err(frame),
+            };
+        }
+        let gso_size = frame.gso_size();
+        let hdr = vnet::tx_header_split(frame.data_mut(), payload_len, gso_size);
+        let before = self.held.len();
+        self.held
+            .extend(payload.iter().filter_map(GatherSlice::to_ref));
+        let slices = self.held.len() - before;
+        self.gathered.push(Gathered { hdr, frame, slices });
+        Ok(())
+    }
+
+    fn tx_backlog(&self) -> bool {
+        !self.gathered.is_empty()
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {

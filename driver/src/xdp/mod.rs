@@ -76,12 +76,13 @@ use setup::{attach_program, refused, register_umem};
 #[cfg(feature = "fuzzing")]
 pub use slots::sim::{Received, SlotBed};
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
-use crate::{Driver, DriverStats, Frame, KernelStats, Offloads, Pool, vnet};
+use crate::{Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef, vnet};
 use socket::XskSocket;
 
 /// Ethernet header bytes on top of the IP MTU.
@@ -168,6 +169,15 @@ pub struct Xdp {
     inflight: Vec<Option<Frame>>,
     /// TX descriptors outstanding per in-flight frame (a jumbo frame uses several).
     tx_descs: Vec<u8>,
+    /// Payload descriptors of gathered segments ([`Driver::tx_gather`]) in
+    /// the kernel, in the order written: each one's address, and the last
+    /// of a slice's descriptors holds the slice's reference. The bytes (a
+    /// pool frame the socket sends by reference) stay alive until both the
+    /// peer acknowledged them (the socket's reference) and every
+    /// descriptor completed (these).
+    tx_held: VecDeque<(u64, Option<TxRef>)>,
+    /// Descriptors were written without a kick: the next `tx_burst` kicks.
+    tx_kick: bool,
     /// A multi-buffer packet being reassembled.
     partial: Option<Frame>,
     partial_bad: bool,
@@ -390,6 +400,8 @@ impl Xdp {
             prog,
             inflight: (0..frames).map(|_| None).collect(),
             tx_descs: vec![0; frames],
+            tx_held: VecDeque::with_capacity(cfg.ring_size as usize),
+            tx_kick: false,
             partial: None,
             partial_bad: false,
             scratch: Vec::with_capacity(cfg.ring_size as usize),
@@ -486,17 +498,71 @@ impl Xdp {
         inflight.get_mut((addr >> shift) as usize)?.take()
     }
 
-    /// Returns sent frames whose completions arrived to the pool.
+    /// Returns sent frames whose completions arrived to the pool, and
+    /// releases the payload references of completed gathered descriptors.
+    fn complete(&mut self) {
+        let (inflight, descs, shift) = (&mut self.inflight, &mut self.tx_descs, self.frame_shift);
+        let held = &mut self.tx_held;
+        let mut back = 0isize;
+        self.sock.comp.consume(u32::MAX, |addr| {
+            let idx = (addr >> shift) as usize;
+            match descs.get_mut(idx) {
+                Some(d) if *d > 0 => {
+                    *d -= 1;
+                    if *d == 0 && Self::reclaim(inflight, shift, addr).is_some() {
+                        back += 1;
+                    }
+                }
+                _ => {
+                    // A payload descriptor: completions come in order, so
+                    // it is the oldest one with this address.
+                    if let Some(i) = held.iter().position(|(a, _)| *a == addr) {
+                        held.remove(i);
+                    }
+                }
+            }
+        });
+        if back > 0 {
+            self.pool.kernel_lent(-back);
+        }
+    }
+
+    /// For a TCP segment (whose checksum smoltcp left at zero): writes the
+    /// pseudo-header sum into the checksum field and, in the headroom just
+    /// before the data, TX metadata asking the kernel to finish it. Returns
+    /// whether it did (non-TCP frames carry smoltcp's own checksums).
+    fn request_checksum(frame: &mut Frame, payload_len: usize) -> bool {
+        let off = frame.offset();
+        if off < TX_META_LEN {
+            return false;
+        }
+        let h = vnet::tx_header_split(frame.data_mut(), payload_len, 0);
+        if h.flags & vnet::F_NEEDS_CSUM == 0 {
+            return false;
+        }
+        let len = frame.len();
+        frame.set_offset(off - TX_META_LEN);
+        frame.set_len(len + TX_META_LEN);
+        let m = &mut frame.data_mut()[..TX_META_LEN];
+        m[..8].copy_from_slice(&TXMD_FLAGS_CHECKSUM.to_ne_bytes());
+        m[8..10].copy_from_slice(&h.csum_start.to_ne_bytes());
+        m[10..12].copy_from_slice(&h.csum_offset.to_ne_bytes());
+        m[12..].fill(0);
+        frame.set_offset(off);
+        frame.set_len(len);
+        true
+    }
+
     /// Wakes the kernel's transmit until it has taken every descriptor
-    /// submitted, at most `tries` times. Copy mode sends only inside the
-    /// wake-up (`sendto`), at most 32 descriptors per call: descriptors it
-    /// did not take would wait in the ring until the next segment is sent,
-    /// which on a request/response connection can be tens of milliseconds
-    /// (measured: 64 KiB responses at MTU 65535 left late enough to draw a
-    /// needless tail loss probe for 8-18% of them). Whatever is still left
-    /// is woken again by the next burst, receive or transmit: every poll
-    /// makes one.
-    fn kick_tx(&mut self, tries: usize) -> io::Result<()> {
+    /// submitted. Copy mode sends only inside the wake-up (`sendto`), at most
+    /// 32 descriptors per call: descriptors it did not take would wait in
+    /// the ring until the next segment is sent, which on a request/response
+    /// connection can be tens of milliseconds (measured: 64 KiB responses at
+    /// MTU 65535 left late enough to draw a needless tail loss probe for
+    /// 8-18% of them). Whatever is still left is woken again by the next
+    /// burst, receive or transmit: every poll makes one.
+    fn kick(&mut self) -> io::Result<()> {
+        let tries = self.sock.tx.unconsumed() as usize / 16 + 2;
         for _ in 0..tries {
             if self.sock.tx.unconsumed() == 0 || (self.need_wakeup && !self.sock.tx.needs_wakeup())
             {
@@ -513,47 +579,21 @@ impl Xdp {
         Ok(())
     }
 
-    fn complete(&mut self) {
-        let (inflight, descs, shift) = (&mut self.inflight, &mut self.tx_descs, self.frame_shift);
-        let mut back = 0isize;
-        self.sock.comp.consume(u32::MAX, |addr| {
-            let idx = (addr >> shift) as usize;
-            if let Some(d) = descs.get_mut(idx) {
-                *d = d.saturating_sub(1);
-                if *d == 0 && Self::reclaim(inflight, shift, addr).is_some() {
-                    back += 1;
-                }
-            }
-        });
-        if back > 0 {
-            self.pool.kernel_lent(-back);
+    /// Descriptors for `len` bytes at UMEM address `at`: cut at chunk
+    /// boundaries, or every `tx_desc_max` bytes with unaligned chunks.
+    fn cut(&self, at: u64, len: usize, mut each: impl FnMut(u64, u64)) {
+        let (chunk, cut) = (self.chunk as u64, self.tx_desc_max as u64);
+        let end = at + len as u64;
+        let mut at = at;
+        while at < end {
+            let stop = if self.unaligned {
+                (at + cut).min(end)
+            } else {
+                ((at / chunk + 1) * chunk).min(end)
+            };
+            each(at, stop);
+            at = stop;
         }
-    }
-
-    /// For a TCP segment (whose checksum smoltcp left at zero): writes the
-    /// pseudo-header sum into the checksum field and, in the headroom just
-    /// before the data, TX metadata asking the kernel to finish it. Returns
-    /// whether it did (non-TCP frames carry smoltcp's own checksums).
-    fn request_checksum(frame: &mut Frame) -> bool {
-        let off = frame.offset();
-        if off < TX_META_LEN {
-            return false;
-        }
-        let h = vnet::tx_header(frame.data_mut(), 0);
-        if h.flags & vnet::F_NEEDS_CSUM == 0 {
-            return false;
-        }
-        let len = frame.len();
-        frame.set_offset(off - TX_META_LEN);
-        frame.set_len(len + TX_META_LEN);
-        let m = &mut frame.data_mut()[..TX_META_LEN];
-        m[..8].copy_from_slice(&TXMD_FLAGS_CHECKSUM.to_ne_bytes());
-        m[8..10].copy_from_slice(&h.csum_start.to_ne_bytes());
-        m[10..12].copy_from_slice(&h.csum_offset.to_ne_bytes());
-        m[12..].fill(0);
-        frame.set_offset(off);
-        frame.set_len(len);
-        true
     }
 
     /// Every frame the kernel still holds (fill, RX, TX and completion rings).
@@ -574,7 +614,7 @@ impl Driver for Xdp {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         self.refill();
         // Descriptors an earlier burst left in the TX ring go now.
-        self.kick_tx(2)?;
+        self.kick()?;
         let start = out.len();
         if let Some(sr) = self.slot_rx.as_mut() {
             let mut cx = slots::Ctx {
@@ -682,12 +722,11 @@ impl Driver for Xdp {
         self.complete();
         let mut free = self.sock.tx.free() as usize;
         let mut sent = 0;
-        let mut descs_total = 0usize;
         let mut lent = 0isize;
         let (chunk, cut) = (self.chunk as u64, self.tx_desc_max as u64);
         let unaligned = self.unaligned;
         for frame in frames.iter_mut() {
-            let meta = self.tx_csum && Self::request_checksum(frame);
+            let meta = self.tx_csum && Self::request_checksum(frame, 0);
             let base = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
             let end = base + frame.len() as u64;
             let descs = if unaligned {
@@ -723,13 +762,15 @@ impl Driver for Xdp {
                 at = stop;
             }
             free -= descs as usize;
-            descs_total += descs as usize;
             self.tx_descs[frame.index() as usize] = descs as u8;
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += frame.len() as u64;
             sent += 1;
         }
         if sent == 0 {
+            if std::mem::take(&mut self.tx_kick) {
+                self.kick()?;
+            }
             return Ok(0);
         }
         for frame in frames.drain(..sent) {
@@ -741,7 +782,8 @@ impl Driver for Xdp {
         }
         self.pool.kernel_lent(lent);
         self.sock.tx.submit();
-        self.kick_tx(descs_total / 16 + 2)?;
+        self.tx_kick = false;
+        self.kick()?;
         Ok(sent)
     }
 
@@ -804,8 +846,97 @@ impl Driver for Xdp {
         Offloads {
             tx_tcp_checksum: self.tx_csum,
             tcp_segmentation: None,
-            tx_gather: false,
+            // Headers and payload as separate descriptors need multi-buffer
+            // packets; with TX metadata also unaligned chunks (see `open`).
+            tx_gather: self.setup.multi_buffer && (self.unaligned || !self.tx_csum),
         }
+    }
+
+    /// A segment whose payload lies in this UMEM (pool frames the
+    /// application filled and the socket sends by reference) goes as a
+    /// header descriptor and payload descriptors pointing at those bytes:
+    /// no copy in user space. The payload's references are held until its
+    /// descriptors complete (see `tx_held`). Anything else (file pages,
+    /// ring bytes: the kernel cannot read memory outside the UMEM) is
+    /// refused, and the stack copies it into the frame, once.
+    fn tx_gather(&mut self, mut frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+        const MAX_SLICES: usize = 8;
+        if !self.offloads().tx_gather
+            || payload.len() > MAX_SLICES
+            || frame.is_empty()
+            || payload
+                .iter()
+                .any(|p| p.is_empty() || !self.pool.contains(p.bytes()))
+        {
+            return Err(frame);
+        }
+        let mut refs: [Option<TxRef>; MAX_SLICES] = Default::default();
+        for (r, p) in refs.iter_mut().zip(payload) {
+            *r = p.to_ref();
+            if r.is_none() {
+                return Err(frame);
+            }
+        }
+        self.complete();
+        let base = self.pool.region().start;
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        // Every descriptor, headers first, and which slice each belongs to
+        // (`MAX_SLICES` for the headers).
+        let mut cuts = [(0u64, 0u64, MAX_SLICES); MAX_DESCS];
+        let mut n = 0;
+        let mut fits = true;
+        let head = ((frame.index() as u64) << self.frame_shift) + frame.offset() as u64;
+        let mut add = |at: u64, len: usize, slice: usize| {
+            self.cut(at, len, |a, b| {
+                if n < MAX_DESCS {
+                    cuts[n] = (a, b, slice);
+                    n += 1;
+                } else {
+                    fits = false;
+                }
+            })
+        };
+        add(head, frame.len(), MAX_SLICES);
+        for (i, p) in payload.iter().enumerate() {
+            add((p.bytes().as_ptr() as usize - base) as u64, p.len(), i);
+        }
+        if !fits || n > self.sock.tx.free() as usize {
+            return Err(frame);
+        }
+        let meta = self.tx_csum && Self::request_checksum(&mut frame, payload_len);
+        let mut head_descs = 0u8;
+        for (k, &(at, stop, slice)) in cuts[..n].iter().enumerate() {
+            let mut options = if k + 1 < n { libc::XDP_PKT_CONTD } else { 0 };
+            if meta && k == 0 {
+                options |= libc::XDP_TX_METADATA;
+            }
+            self.sock.tx.write(libc::xdp_desc {
+                addr: at,
+                len: (stop - at) as u32,
+                options,
+            });
+            if slice == MAX_SLICES {
+                head_descs += 1;
+            } else {
+                // The last descriptor of a slice holds its reference.
+                let last = cuts.get(k + 1).is_none_or(|c| c.2 != slice) || k + 1 == n;
+                let hold = if last { refs[slice].take() } else { None };
+                self.tx_held.push_back((at, hold));
+            }
+        }
+        let idx = frame.index() as usize;
+        self.tx_descs[idx] = head_descs;
+        self.inflight[idx] = Some(frame);
+        self.pool.kernel_lent(1);
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += cuts[..n].iter().map(|(a, b, _)| b - a).sum::<u64>();
+        self.sock.tx.submit();
+        self.tx_kick = true;
+        Ok(())
+    }
+
+    fn tx_backlog(&self) -> bool {
+        self.tx_kick
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {

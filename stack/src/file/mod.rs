@@ -1,43 +1,35 @@
-//! Sending file ranges on TCP connections: copy or page remap into the send ring.
+//! Sending file ranges on TCP connections: by reference, or copied into the
+//! send ring.
 //!
-//! smoltcp sends only from a socket's own send ring, so file bytes have to get
-//! into the ring. [`Stack::tcp_send_file`](crate::Stack::tcp_send_file) queues a
-//! range of a [`MappedFile`]; every poll moves queued bytes into the rings:
+//! [`Stack::tcp_send_file`](crate::Stack::tcp_send_file) queues a range of a
+//! [`MappedFile`]; every poll moves queued bytes into the sockets:
 //!
+//! - [`SendMode::Reference`] (the default, [`SendMode::Auto`]): the socket's
+//!   send buffer holds counted references to the file mapping (smoltcp
+//!   patch 20), up to the send buffer's size per connection, no copy and no
+//!   syscall. A device that takes payload slices (TAP, AF_XDP with
+//!   `--tx-gso`) sends them from the mapping with no CPU copy; any other
+//!   gets each segment copied once into its frame (smoltcp's emit).
 //! - [`SendMode::Copy`]: inside smoltcp's `send` closure, one copy from the
-//!   file mapping straight into the ring (no intermediate buffer).
-//! - [`SendMode::Remap`]: whole file pages are mapped over the ring's free
-//!   space with `mmap(MAP_FIXED|MAP_PRIVATE)` — no CPU copy; the only copy of
-//!   those bytes is smoltcp's emit into the frame. Only whole pages, only when
-//!   a batch of ring space is free (a quarter of the ring, [`REMAP_BATCH`] to
-//!   [`REMAP_BATCH_MAX`]; or the rest of the transfer fits), so a ring maps a
-//!   file in at most two pieces; a ring whose transfers are done and whose
-//!   bytes are all acknowledged gets anonymous memory back (one VMA, no file
-//!   reference), so 1000 connections stay far below `vm.max_map_count`. A
-//!   page that is not page-congruent with the ring position (use
-//!   [`tcp_send_file_pad`](crate::Stack::tcp_send_file_pad)) is copied, or
-//!   waits for the ring to drain; a partial page is copied only as the
-//!   transfer's last one, into a page holding no unacknowledged bytes.
-//!   Remapped bytes count as no copy in
-//!   [`tx_copies_per_byte`](crate::StackStats::tx_copies_per_byte).
-//! - [`SendMode::Auto`]: see [`SendMode::Auto`] for the rule and the figures.
+//!   file mapping straight into the ring; then the ring's bytes go as any
+//!   the application wrote.
 //!
 //! Truncation safety: [`MappedFile::open`] takes a read lease. When another
 //! process truncates or opens the file for writing, the kernel signals the
 //! process and holds the truncation back until the lease is released; the
-//! poll loop then moves in-flight ring bytes to anonymous memory, stops
-//! reading the file, lets each affected connection send what its ring holds
-//! and closes it (FIN), unmaps the file and releases the lease. Where no lease
-//! can be had (the file is open for writing elsewhere, or we do not own it),
-//! transfers `pread` into the ring, which cannot fault; a transfer that finds
-//! the file shorter than promised resets its connection.
+//! poll loop then copies the bytes sockets still send by reference out of
+//! the file, stops reading it, lets each affected connection send what it
+//! holds and closes it (FIN), unmaps the file and releases the lease. Where
+//! no lease can be had (the file is open for writing elsewhere, or we do not
+//! own it), transfers `pread` into the ring, which cannot fault; a transfer
+//! that finds the file shorter than promised resets its connection.
 //!
 //! The poll loop does the work (`transfer`): no syscall per packet; one
-//! `mmap` per batch of pages, one `pread` per ring fill on the fallback path.
-//! The `unsafe` code (mappings, fcntl, the signal handler) is all in the
-//! `remap` submodule, with the invariants that make it sound.
+//! `pread` per ring fill on the fallback path. The `unsafe` code (the file
+//! mapping, fcntl, the signal handler, giving idle ring pages back) is all
+//! in the `map` submodule, with the invariants that make it sound.
 
-mod remap;
+mod map;
 pub(crate) mod transfer;
 
 use std::fmt;
@@ -50,46 +42,24 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use smoltcp::socket::tcp::TxSource;
 
-pub use remap::lease_signal;
-pub(crate) use remap::{PAGE, Region, SocketStore};
+pub use map::lease_signal;
+pub(crate) use map::{PAGE, SocketStore};
 
-/// Smallest default remap batch: remap only when at least this much ring
-/// space is free (or the rest of the transfer fits). The default batch is a
-/// quarter of the send ring, from this up to [`REMAP_BATCH_MAX`].
-pub const REMAP_BATCH: usize = 64 * 1024;
-/// Largest default remap batch (bigger batches measured faster: fewer `mmap` calls).
-pub const REMAP_BATCH_MAX: usize = 1 << 20;
-/// [`SendMode::Auto`] remaps while the send rings of the connections that
-/// are sending files add up to at least this many bytes, and copies below.
-/// Measured on a 2 vCPU EPYC (32 MiB L3), remap/copy throughput: one
-/// connection with a 1 MiB ring 0.90x (MTU 1500) and 0.79x (MTU 9000);
-/// 4-64 MiB of rings in flight even (0.99-1.03x); 1 GiB of rings 1.14x
-/// with 12% less CPU per GB, 256 MiB at MTU 9000 1.21x with 17% less. The
-/// threshold sits where the two are even.
-pub const AUTO_REMAP_RINGS: usize = 16 << 20;
-
-/// How file bytes get into a TCP send ring.
+/// How file bytes get into a TCP socket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SendMode {
-    /// One CPU copy from the file mapping into the ring.
+    /// One CPU copy from the file mapping into the ring; then the ring's
+    /// bytes are sent as any the application wrote.
     Copy,
-    /// Map file pages over the ring (no CPU copy for whole pages).
-    Remap,
     /// Queue the file's bytes in the socket by reference (smoltcp patch
-    /// 17): nothing is copied into the ring; a device that takes payload
-    /// slices (TAP) sends them from the file mapping with no CPU copy, any
-    /// other gets them copied once into its frames. Files without a lease
-    /// are `pread` into the ring as in copy mode.
+    /// 20): nothing is copied into the ring; a device that takes payload
+    /// slices (TAP, AF_XDP with `--tx-gso`) sends them from the file
+    /// mapping with no CPU copy, any other gets them copied once into its
+    /// frames. Files without a lease are `pread` into the ring as in copy
+    /// mode.
     Reference,
-    /// Decided at every poll from what was measured (README, "copy vs
-    /// remap"): remap while the send rings of the connections sending files
-    /// add up to at least [`AUTO_REMAP_RINGS`] (16 MiB: they no longer fit
-    /// the cache, and the copy into them costs more than the page-table work
-    /// of a remap), copy below that (a cache-resident ring makes the copy
-    /// cheap: one connection was 0.90-0.95x at MTU 1500 and 0.73-0.79x at
-    /// MTU 9000 for remap).
-    ///
-    /// On a device that takes payload slices (TAP), always [`Reference`](SendMode::Reference).
+    /// [`Reference`](SendMode::Reference): never more copies than copy
+    /// mode, and no ring memory for the file's bytes.
     #[default]
     Auto,
 }
@@ -99,11 +69,15 @@ impl FromStr for SendMode {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "copy" => Ok(SendMode::Copy),
-            "remap" => Ok(SendMode::Remap),
             "auto" => Ok(SendMode::Auto),
             "reference" | "ref" => Ok(SendMode::Reference),
+            "remap" => Err(
+                "send mode 'remap' is gone: files go by reference now (no copy on TAP \
+                 and with --tx-gso, one elsewhere); use reference, copy or auto"
+                    .to_string(),
+            ),
             _ => Err(format!(
-                "send mode '{s}' is not one of copy, remap, reference, auto"
+                "send mode '{s}' is not one of copy, reference, auto"
             )),
         }
     }
@@ -113,7 +87,6 @@ impl fmt::Display for SendMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SendMode::Copy => "copy",
-            SendMode::Remap => "remap",
             SendMode::Auto => "auto",
             SendMode::Reference => "reference",
         })
@@ -129,19 +102,19 @@ static LEASED: Mutex<Vec<Weak<MappedFile>>> = Mutex::new(Vec::new());
 ///
 /// Keep it open (e.g. in a cache) as long as it is served; the lease stops
 /// nobody: a writer or truncator waits only the milliseconds the stack needs
-/// to take the file's pages out of its rings.
+/// to copy out the bytes it still sends by reference.
 pub struct MappedFile {
     path: PathBuf,
     meta: Metadata,
     len: u64,
     /// The mapping; `Some` only while the lease is held. Declared before
     /// `file` so it is unmapped before the descriptor (and lease) goes.
-    map: RwLock<Option<Arc<remap::FileMap>>>,
-    /// The lease is held (the mapping and remapped pages may be read).
+    map: RwLock<Option<Arc<map::FileMap>>>,
+    /// The lease is held (the mapping may be read).
     leased: AtomicBool,
     /// The lease is being broken: no new reads, release when `users` is 0.
     breaking: AtomicBool,
-    /// Transfers and rings (in any stack) that read this file's pages.
+    /// Transfers and references (in any stack) that read this file's pages.
     users: AtomicUsize,
     file: File,
 }
@@ -198,7 +171,7 @@ impl MappedFile {
         }
         let len = meta.len();
         let mut map = None;
-        let leased = match remap::take_lease(&file) {
+        let leased = match map::take_lease(&file) {
             Ok(()) => {
                 if len > 0 {
                     let n = usize::try_from(len).map_err(|_| {
@@ -207,10 +180,10 @@ impl MappedFile {
                             format!("{} is too large to map", path.display()),
                         )
                     })?;
-                    match remap::FileMap::new(&file, n) {
+                    match map::FileMap::new(&file, n) {
                         Ok(m) => map = Some(Arc::new(m)),
                         Err(e) => {
-                            remap::release_lease(&file);
+                            map::release_lease(&file);
                             return Err(what(e, "cannot map"));
                         }
                     }
@@ -259,7 +232,8 @@ impl MappedFile {
     }
 
     /// Whether the file is protected by a read lease right now (mapped, can
-    /// be copied from the mapping or remapped). `false`: transfers `pread`.
+    /// be sent by reference or copied from the mapping). `false`: transfers
+    /// `pread`.
     pub fn is_leased(&self) -> bool {
         self.leased.load(Ordering::Acquire) && !self.breaking.load(Ordering::Acquire)
     }
@@ -274,7 +248,7 @@ impl MappedFile {
         if !self.leased.load(Ordering::Acquire) || self.is_breaking() {
             return false;
         }
-        if !remap::lease_breaking(&self.file) {
+        if !map::lease_breaking(&self.file) {
             return false;
         }
         let first = !self.breaking.swap(true, Ordering::AcqRel);
@@ -282,8 +256,8 @@ impl MappedFile {
         first
     }
 
-    /// Unmaps the file and releases the lease once no transfer or ring uses
-    /// its pages.
+    /// Unmaps the file and releases the lease once no transfer or reference
+    /// uses its pages.
     fn release_if_unused(&self) {
         if !self.is_breaking() || self.users.load(Ordering::Acquire) != 0 {
             return;
@@ -291,7 +265,7 @@ impl MappedFile {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if self.leased.swap(false, Ordering::AcqRel) {
             *map = None;
-            remap::release_lease(&self.file);
+            map::release_lease(&self.file);
         }
     }
 
@@ -326,7 +300,7 @@ impl Drop for MappedFile {
         let map = self.map.get_mut().unwrap_or_else(|e| e.into_inner());
         *map = None;
         if *self.leased.get_mut() {
-            remap::release_lease(&self.file);
+            map::release_lease(&self.file);
         }
     }
 }
@@ -335,7 +309,7 @@ impl Drop for MappedFile {
 /// mapping, and a use of the file that keeps its lease (and so its pages
 /// readable) until every reference is acknowledged or replaced.
 struct FileSource {
-    map: Arc<remap::FileMap>,
+    map: Arc<map::FileMap>,
     _use: FileUse,
 }
 
@@ -402,7 +376,7 @@ pub(crate) fn check_lease_breaks() -> u64 {
     files.iter().filter(|f| f.check_break()).count() as u64
 }
 
-pub(crate) use remap::lease_signals;
+pub(crate) use map::lease_signals;
 
 #[cfg(test)]
 mod tests {
@@ -410,18 +384,19 @@ mod tests {
 
     #[test]
     fn send_mode_parses_and_prints() {
-        for m in [
-            SendMode::Copy,
-            SendMode::Remap,
-            SendMode::Reference,
-            SendMode::Auto,
-        ] {
+        for m in [SendMode::Copy, SendMode::Reference, SendMode::Auto] {
             assert_eq!(m.to_string().parse::<SendMode>(), Ok(m));
         }
         assert_eq!(SendMode::default(), SendMode::Auto);
         assert_eq!(
             "zero".parse::<SendMode>().unwrap_err(),
-            "send mode 'zero' is not one of copy, remap, reference, auto"
+            "send mode 'zero' is not one of copy, reference, auto"
+        );
+        assert!(
+            "remap"
+                .parse::<SendMode>()
+                .unwrap_err()
+                .starts_with("send mode 'remap' is gone")
         );
     }
 

@@ -1,4 +1,5 @@
-//! Queued file transfers and the poll-loop pump that moves them into send rings.
+//! Queued file transfers and the poll-loop pump that moves them into the
+//! sockets: by reference, or copied into the send ring.
 
 use std::collections::VecDeque;
 use std::io;
@@ -7,15 +8,10 @@ use std::sync::Arc;
 use smoltcp::socket::tcp::{self, TxRef, TxSource};
 use zcstack_driver::Driver;
 
-use super::remap::{self, PAGE, Region, SocketStore};
+use super::map::SocketStore;
 use super::{FileUse, MappedFile, SendMode};
 use crate::stack::Stack;
 use crate::tcp::TcpConn;
-
-/// A remap-mode transfer whose ring position is not page-congruent with the
-/// file offset waits for the ring to drain (its position then restarts at 0)
-/// rather than copy, when at least this much is left.
-const DRAIN_WORTH: u64 = 1 << 20;
 
 /// One queued range of a file.
 struct Transfer {
@@ -32,13 +28,11 @@ pub(crate) fn ring_queue(sock: &tcp::Socket<'_>) -> usize {
     sock.send_queue() - sock.send_ref_queue()
 }
 
-/// Per TCP socket: queued transfers and the files whose pages its ring maps.
+/// Per TCP socket: queued transfers and the files it sends by reference.
 pub(crate) struct SlotFiles {
     /// Index of the socket's send ring in the [`SocketStore`].
     pub ring: usize,
     queue: VecDeque<Transfer>,
-    /// Files with pages mapped in the ring (held so their leases stay).
-    in_ring: Vec<FileUse>,
     /// Files the socket may hold references to (smoltcp's send buffer
     /// holds the references; this says which slots to check on a lease
     /// break). Cleared once the socket holds none.
@@ -58,7 +52,6 @@ impl SlotFiles {
         SlotFiles {
             ring,
             queue: VecDeque::new(),
-            in_ring: Vec::new(),
             in_refs: Vec::new(),
             tx_end: 0,
             close_after: false,
@@ -66,10 +59,10 @@ impl SlotFiles {
         }
     }
 
-    /// Transfers are queued, or file pages are mapped in the ring (the pump
-    /// looks after such a ring).
+    /// Transfers are queued, or the socket holds references to files (the
+    /// pump looks after such a socket).
     pub fn busy(&self) -> bool {
-        !self.queue.is_empty() || !self.in_ring.is_empty() || !self.in_refs.is_empty()
+        !self.queue.is_empty() || !self.in_refs.is_empty()
     }
 
     /// File bytes queued and not in the ring yet.
@@ -89,15 +82,11 @@ impl SlotFiles {
 /// File-send counters (see [`StackStats`](crate::StackStats)).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FileCounters {
-    pub remapped: u64,
     pub referenced: u64,
     pub copied: u64,
     pub pread: u64,
     pub lease_breaks: u64,
     pub aborted: u64,
-    pub remap_calls: u64,
-    pub remap_failures: u64,
-    pub ring_resets: u64,
     /// Bytes by reference copied out of a file whose lease broke.
     pub snapshot: u64,
 }
@@ -112,29 +101,16 @@ enum Fill {
     Short,
 }
 
-fn in_flight(tx_end: usize, queued: usize, cap: usize) -> Vec<(usize, usize)> {
-    if queued == 0 {
-        return Vec::new();
-    }
-    let start = (tx_end % cap + cap - queued) % cap;
-    if start + queued <= cap {
-        vec![(start, queued)]
-    } else {
-        vec![(start, cap - start), (0, queued - (cap - start))]
-    }
-}
-
 /// Copies (from the mapping, or `pread`) into the ring's free space.
 fn fill_copy(
     sock: &mut tcp::Socket<'static>,
-    ring: &Region,
+    base: usize,
     f: &mut SlotFiles,
     c: &mut FileCounters,
     limit: usize,
 ) -> Fill {
     let t = &f.queue[0];
     let (file, pos, rem) = (t.file.file(), t.pos, t.end - t.pos);
-    let base = ring.base();
     let mut out = Ok((0, false));
     let mut end = f.tx_end;
     let mut limited = false;
@@ -208,147 +184,10 @@ fn fill_ref(sock: &mut tcp::Socket<'static>, f: &mut SlotFiles, limit: usize) ->
     }
 }
 
-/// Maps whole file pages over the ring's free space (see the module doc of
-/// `file` for the policy); copies only a head up to the next page boundary,
-/// a transfer's partial last page, and incongruent transfers.
-fn fill_remap(
-    sock: &mut tcp::Socket<'static>,
-    ring: &Region,
-    f: &mut SlotFiles,
-    c: &mut FileCounters,
-    batch: usize,
-    limit: usize,
-) -> Fill {
-    let cap = ring.len();
-    let free_total = sock.send_capacity() - ring_queue(sock);
-    let t = &f.queue[0];
-    let (file, pos, rem) = (t.file.file().clone(), t.pos, t.end - t.pos);
-    let to_eof = t.end == file.len();
-    if (free_total as u64) < rem && free_total < batch {
-        return Fill::Wait;
-    }
-    let ring_busy = ring_queue(sock) > 0;
-    let base = ring.base();
-    let rem_us = usize::try_from(rem).unwrap_or(usize::MAX);
-    let mut result = Fill::Wait;
-    let mut mapped_any = false;
-    let mut end = f.tx_end;
-    let _ = sock.send(|free| {
-        let at = free.as_ptr() as usize - base;
-        // The memory budget may leave room for fewer pages than are free.
-        let room = limit.saturating_sub(at).min(cap - at).min(free.len());
-        let room_limited = room < free.len();
-        let free = &mut free[..room];
-        if free.is_empty() {
-            return (0, ());
-        }
-        let len = free.len().min(rem_us);
-        let copy = |dst: &mut [u8], off: u64, c: &mut FileCounters| -> bool {
-            match file.copy_to(dst, off) {
-                Ok((k, mapped)) if k == dst.len() => {
-                    if mapped {
-                        c.copied += k as u64;
-                    } else {
-                        c.pread += k as u64;
-                    }
-                    true
-                }
-                _ => false,
-            }
-        };
-        if at % PAGE != (pos % PAGE as u64) as usize {
-            // Not congruent: a ring that drains restarts at 0, which fits a
-            // page-aligned offset; otherwise copy.
-            if ring_busy && pos.is_multiple_of(PAGE as u64) && rem >= DRAIN_WORTH {
-                return (0, ());
-            }
-            if copy(&mut free[..len], pos, c) {
-                result = Fill::Sent(len);
-                end = at + len;
-                return (len, ());
-            }
-            result = Fill::Short;
-            return (0, ());
-        }
-        let head = ((PAGE - at % PAGE) % PAGE).min(len);
-        let rest = rem_us - head;
-        let room = (free.len() - head) / PAGE;
-        let (full, tail) = (rest / PAGE, rest % PAGE);
-        // Pages to map and bytes of a partial last page to copy.
-        let (pages, tail_copy) = if full + usize::from(tail > 0) <= room {
-            if tail > 0 && to_eof {
-                (full + 1, 0) // the file's last page: bytes past EOF read as 0, never enqueued
-            } else {
-                (full, tail)
-            }
-        } else {
-            (room, 0)
-        };
-        let finishing = pages * PAGE + tail_copy >= rest;
-        // The ring's end, or as far as the memory budget lets it write now:
-        // map what fits rather than wait for a whole batch.
-        let at_ring_end = at + free.len() == cap || room_limited;
-        let worth = pages > 0 && (pages * PAGE >= batch || finishing || at_ring_end);
-        let mut n = 0;
-        if head > 0 {
-            if !copy(&mut free[..head], pos, c) {
-                result = Fill::Short;
-                return (0, ());
-            }
-            n = head;
-        }
-        if worth {
-            let span = pages * PAGE;
-            let bytes = span.min(rest);
-            let dst = &mut free[head..head + span];
-            c.remap_calls += 1;
-            match ring.map_file(dst, &file.file, pos + head as u64) {
-                Ok(()) => {
-                    c.remapped += bytes as u64;
-                    mapped_any = true;
-                }
-                Err(_) => {
-                    c.remap_failures += 1;
-                    if !copy(&mut free[head..head + bytes], pos + head as u64, c) {
-                        result = Fill::Short;
-                        return (head, ());
-                    }
-                }
-            }
-            n += bytes;
-            if tail_copy > 0 {
-                let t0 = head + bytes;
-                if !copy(&mut free[t0..t0 + tail_copy], pos + t0 as u64, c) {
-                    result = Fill::Short;
-                    return (n, ());
-                }
-                n += tail_copy;
-            }
-        } else if rest > 0 && rest < PAGE && room > 0 {
-            // The whole transfer is a partial page (short range): copy it.
-            if !copy(&mut free[head..head + rest], pos + head as u64, c) {
-                result = Fill::Short;
-                return (n, ());
-            }
-            n += rest;
-        }
-        if n > 0 {
-            result = Fill::Sent(n);
-            end = at + n;
-        }
-        (n, ())
-    });
-    f.tx_end = end;
-    if mapped_any && !f.in_ring.iter().any(|u| Arc::ptr_eq(u.file(), &file)) {
-        f.in_ring.push(FileUse::new(&file));
-    }
-    result
-}
-
 impl<D: Driver> Stack<D> {
     /// Queues file[offset .. offset+len] to be sent on `c` after everything
-    /// already written; poll() moves it into the socket's send ring (copy or
-    /// remap). Several may be queued (FIFO). Errors: NotConnected (stale),
+    /// already written; poll() queues it in the socket by reference, or
+    /// copies it into the send ring ([`SendMode`]). Several may be queued (FIFO). Errors: NotConnected (stale),
     /// BrokenPipe (cannot send), InvalidInput (range beyond the file).
     pub fn tcp_send_file(
         &mut self,
@@ -403,83 +242,29 @@ impl<D: Driver> Stack<D> {
             .unwrap_or(0)
     }
 
-    /// How many padding bytes to add to a header of `header_len` bytes written
-    /// now, so that a body starting at file `offset` lands page-aligned in the
-    /// send ring and can be remapped. 0 in copy mode (or when not useful).
-    /// The value is below 4096; add 4096 if the header needs a minimum pad.
-    pub fn tcp_send_file_pad(&self, c: TcpConn, header_len: usize, offset: u64) -> usize {
-        let Ok(slot) = self.open_slot(c) else {
-            return 0;
-        };
-        let s = &self.tcp[slot as usize];
-        if !self.remapping(usize::from(s.files.queue.is_empty())) {
-            return 0;
-        }
-        let sock = self.sockets.get::<tcp::Socket>(s.handle);
-        let cap = sock.send_capacity();
-        let queued = ring_queue(sock);
-        let write_at = if queued == 0 && s.files.queue.is_empty() {
-            0
-        } else {
-            s.files.tx_end + s.files.pending() as usize
-        };
-        let at = (write_at + header_len) % cap;
-        (PAGE + (offset % PAGE as u64) as usize - at % PAGE) % PAGE
-    }
-
-    /// Whether file bytes are queued by reference: [`SendMode::Reference`],
-    /// or [`SendMode::Auto`] on a device that takes payload slices.
+    /// Whether file bytes are queued by reference (every mode but
+    /// [`SendMode::Copy`]).
     pub(crate) fn by_reference(&self) -> bool {
-        match self.send_mode {
-            SendMode::Reference => true,
-            SendMode::Auto => self.port.gathers(),
-            SendMode::Copy | SendMode::Remap => false,
-        }
+        self.send_mode != SendMode::Copy
     }
 
-    /// Whether file pages are remapped right now, with `more` connections
-    /// about to start sending files (see [`SendMode::Auto`]).
-    fn remapping(&self, more: usize) -> bool {
-        if self.by_reference() {
-            return false;
-        }
-        match self.send_mode {
-            SendMode::Copy | SendMode::Reference => false,
-            SendMode::Remap => true,
-            SendMode::Auto => {
-                let sending = self
-                    .file_slots
-                    .iter()
-                    .filter(|&&s| !self.tcp[s as usize].files.queue.is_empty())
-                    .count();
-                (sending + more) * self.tcp_tx_buffer >= super::AUTO_REMAP_RINGS
-            }
-        }
-    }
-
-    /// Moves queued file bytes into the send rings; gives idle rings
-    /// anonymous memory back. Returns whether any bytes moved.
+    /// Moves queued file bytes into the sockets. Returns whether any ring
+    /// bytes moved.
     pub(crate) fn pump_files(&mut self) -> bool {
         let mut moved = false;
-        let (remap, batch) = (self.remapping(0), self.remap_batch);
         let by_ref = self.by_reference().then_some(self.tcp_tx_buffer);
         let mut i = 0;
         while i < self.file_slots.len() {
             let slot = self.file_slots[i] as usize;
             let limit = self.mem_tx_limit(slot as u32);
             let s = &mut self.tcp[slot];
-            let (sock, ring) = self.sockets.tcp_and_ring(s.handle, s.files.ring);
+            let (sock, base) = self.sockets.tcp_and_ring(s.handle, s.files.ring);
             let end = pump_slot(
                 sock,
-                ring,
+                base,
                 &mut s.files,
                 &mut self.file_counters,
-                Pump {
-                    remap,
-                    batch,
-                    limit,
-                    by_ref,
-                },
+                Pump { limit, by_ref },
             );
             if let Some(end) = end {
                 moved = true;
@@ -496,9 +281,9 @@ impl<D: Driver> Stack<D> {
         moved
     }
 
-    /// After a lease-break signal: every ring holding pages of a breaking
-    /// file keeps its in-flight bytes in anonymous memory; transfers of such
-    /// files stop and their connections close after what their rings hold.
+    /// After a lease-break signal: the bytes of a breaking file that sockets
+    /// still send by reference are copied out of it; transfers of such
+    /// files stop and their connections close after what they hold.
     ///
     /// The lease registry is process-wide, so whichever stack polls first
     /// marks a file as breaking; each stack counts the breaking files its
@@ -509,17 +294,15 @@ impl<D: Driver> Stack<D> {
         for &slot in &self.file_slots {
             let s = &mut self.tcp[slot as usize];
             let f = &mut s.files;
-            let ring_hit = f.in_ring.iter().any(|u| u.file().is_breaking());
             let queue_hit = f.queue.iter().any(|t| t.file.file().is_breaking());
             let refs_hit = f.in_refs.iter().any(|u| u.is_breaking());
-            if !ring_hit && !queue_hit && !refs_hit {
+            if !queue_hit && !refs_hit {
                 continue;
             }
             let files = f
-                .in_ring
+                .queue
                 .iter()
-                .map(|u| u.file())
-                .chain(f.queue.iter().map(|t| t.file.file()))
+                .map(|t| t.file.file())
                 .chain(f.in_refs.iter());
             for file in files.filter(|file| file.is_breaking()) {
                 let p = Arc::as_ptr(file);
@@ -527,15 +310,7 @@ impl<D: Driver> Stack<D> {
                     broken.push(p);
                 }
             }
-            let (sock, ring) = self.sockets.tcp_and_ring(s.handle, f.ring);
-            if ring_hit {
-                let keep = in_flight(f.tx_end, ring_queue(sock), ring.len());
-                if ring.detach(&keep).is_err() {
-                    // The in-flight bytes could not be kept: reset.
-                    sock.abort();
-                }
-                f.in_ring.clear();
-            }
+            let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
             if refs_hit {
                 // The bytes in flight by reference are copied out of the
                 // file (rarely: a lease break), so the lease can go now.
@@ -553,20 +328,10 @@ impl<D: Driver> Stack<D> {
         }
         self.file_counters.lease_breaks += broken.len() as u64;
     }
-
-    /// Rings currently holding file pages.
-    pub(crate) fn rings_with_file_pages(&self) -> usize {
-        self.file_slots
-            .iter()
-            .filter(|&&s| !self.tcp[s as usize].files.in_ring.is_empty())
-            .count()
-    }
 }
 
 /// How [`pump_slot`] moves bytes this poll.
 struct Pump {
-    remap: bool,
-    batch: usize,
     /// Ring bytes the memory budget lets this socket write.
     limit: usize,
     /// Queue by reference, up to this many bytes per socket.
@@ -575,17 +340,12 @@ struct Pump {
 
 fn pump_slot(
     sock: &mut tcp::Socket<'static>,
-    ring: &Region,
+    base: usize,
     f: &mut SlotFiles,
     c: &mut FileCounters,
     p: Pump,
 ) -> Option<usize> {
-    let Pump {
-        remap,
-        batch,
-        limit,
-        by_ref,
-    } = p;
+    let Pump { limit, by_ref } = p;
     // The furthest ring offset written (fills never wrap within one call).
     let mut moved: Option<usize> = None;
     while let Some(t) = f.queue.front() {
@@ -618,12 +378,7 @@ fn pump_slot(
         if ring_queue(sock) == sock.send_capacity() {
             break;
         }
-        let r = if remap && leased {
-            fill_remap(sock, ring, f, c, batch, limit)
-        } else {
-            fill_copy(sock, ring, f, c, limit)
-        };
-        match r {
+        match fill_copy(sock, base, f, c, limit) {
             Fill::Sent(n) => {
                 f.queue[0].pos += n as u64;
                 moved = Some(moved.unwrap_or(0).max(f.tx_end));
@@ -645,45 +400,17 @@ fn pump_slot(
     if sock.send_ref_queue() == 0 {
         f.in_refs.clear();
     }
-    // A CLOSED socket (reset, or done) never reads its ring again, even if
-    // smoltcp left bytes counted in it.
-    let drained = sock.send_queue() == 0 || sock.state() == tcp::State::Closed;
-    if f.queue.is_empty() && !f.in_ring.is_empty() && drained {
-        // Idle: give the ring anonymous memory back (one VMA, no file pages).
-        if ring.detach(&[]).is_ok() {
-            c.ring_resets += 1;
-            f.in_ring.clear();
-        }
-    }
     moved
 }
 
 impl SocketStore {
-    /// A TCP socket and its send ring, borrowed together.
+    /// A TCP socket, and where its send ring starts.
     pub(crate) fn tcp_and_ring(
         &mut self,
         h: smoltcp::iface::SocketHandle,
         ring: usize,
-    ) -> (&mut tcp::Socket<'static>, &Region) {
-        let (set, rings) = self.parts();
-        (set.get_mut::<tcp::Socket>(h), &rings[ring])
-    }
-}
-
-/// Whether remapping can work here (the kernel's page size is the one the code assumes).
-pub(crate) fn remap_supported() -> bool {
-    remap::page_size_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_flight;
-
-    #[test]
-    fn in_flight_ranges_wrap() {
-        assert_eq!(in_flight(100, 0, 4096), vec![]);
-        assert_eq!(in_flight(100, 100, 4096), vec![(0, 100)]);
-        assert_eq!(in_flight(4096, 96, 4096), vec![(4000, 96)]);
-        assert_eq!(in_flight(100, 200, 4096), vec![(3996, 100), (0, 100)]);
+    ) -> (&mut tcp::Socket<'static>, usize) {
+        let base = self.ring_base(ring);
+        (self.get_mut::<tcp::Socket>(h), base)
     }
 }

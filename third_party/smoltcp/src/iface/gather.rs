@@ -9,8 +9,19 @@
 //! device computes it, is summed over the headers and the slices.
 
 use super::packet::{IpPayload, Packet};
+use super::PayloadSlice;
 use crate::phy::DeviceCapabilities;
+use crate::socket::tcp::GatherSlice;
 use crate::wire::*;
+
+/// ZCSTACK PATCH 26: `payload` as handed to the device: with the reference
+/// it was read from when the socket named one for exactly these bytes.
+pub(crate) fn payload_slice<'a>(payload: &'a [u8], slice: PayloadSlice<'a>) -> GatherSlice<'a> {
+    match slice {
+        Some(s) if core::ptr::eq(s.bytes(), payload) => s,
+        _ => GatherSlice::borrowed(payload),
+    }
+}
 
 impl<'p> Packet<'p> {
     /// The payload to hand over as slices: a TCP segment's, if it has one.
@@ -28,7 +39,7 @@ impl<'p> Packet<'p> {
         &self,
         ip_repr: &IpRepr,
         buf: &mut [u8],
-        payload: &[&[u8]],
+        payload: &[GatherSlice<'_>],
         caps: &DeviceCapabilities,
     ) {
         ip_repr.emit(&mut *buf, &caps.checksum);
@@ -76,11 +87,11 @@ impl<'p> Packet<'p> {
 /// The one's complement sum (RFC 1071) of `slices` as if they followed
 /// `before` bytes in one buffer: a slice that starts at an odd offset has
 /// its sum byte-swapped (RFC 1071 2(B)).
-pub(crate) fn slices_checksum(before: usize, slices: &[&[u8]]) -> u16 {
+pub(crate) fn slices_checksum(before: usize, slices: &[GatherSlice<'_>]) -> u16 {
     let mut sums = 0u32;
     let mut at = before;
     for s in slices {
-        let c = checksum::data(s);
+        let c = checksum::data(s.bytes());
         sums += u32::from(if at % 2 == 1 { c.swap_bytes() } else { c });
         at += s.len();
     }
@@ -105,10 +116,10 @@ mod test {
                 let mut slices = alloc::vec::Vec::new();
                 let mut from = 0;
                 for &c in cuts {
-                    slices.push(&data[from..c]);
+                    slices.push(GatherSlice::borrowed(&data[from..c]));
                     from = c;
                 }
-                slices.push(&data[from..]);
+                slices.push(GatherSlice::borrowed(&data[from..]));
                 let got = checksum::combine(&[
                     checksum::data(&whole[..before]),
                     slices_checksum(before, &slices),

@@ -21,6 +21,14 @@ mod packet;
 #[cfg(feature = "socket-tcp-extents")]
 mod gather;
 
+/// ZCSTACK PATCH 26: what a TCP socket says of a segment's payload when it
+/// dispatches it: the reference it was read from, if any, for a device
+/// that gathers and keeps it past the call.
+#[cfg(feature = "socket-tcp-extents")]
+pub(crate) type PayloadSlice<'a> = Option<crate::socket::tcp::GatherSlice<'a>>;
+#[cfg(not(feature = "socket-tcp-extents"))]
+pub(crate) type PayloadSlice<'a> = core::marker::PhantomData<&'a ()>;
+
 #[cfg(feature = "multicast")]
 pub use self::interface::multicast::MulticastError;
 pub use self::interface::{

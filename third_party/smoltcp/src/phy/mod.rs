@@ -468,12 +468,22 @@ pub trait TxToken {
     /// Called instead of [`consume`] for TCP segments with a payload when
     /// the device sets [`DeviceCapabilities::tx_gather`]. The slices are
     /// borrowed for this call only: the device sends them (or copies them)
-    /// before it returns. The default copies them after the headers into
-    /// one buffer from [`consume`].
+    /// before it returns — except that (ZCSTACK PATCH 26) a device that
+    /// sends later (a TX descriptor completing after the poll, a batch sent
+    /// at its end) may keep the bytes of a slice that was sent by reference
+    /// alive with [`GatherSlice::to_ref`] and release that reference when
+    /// its transmission is done. The default copies the slices after the
+    /// headers into one buffer from [`consume`].
     ///
     /// [`consume`]: #tymethod.consume
+    /// [`GatherSlice::to_ref`]: crate::socket::tcp::GatherSlice::to_ref
     #[cfg(feature = "socket-tcp-extents")]
-    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    fn consume_gather<R, F>(
+        self,
+        header_len: usize,
+        payload: &[crate::socket::tcp::GatherSlice<'_>],
+        f: F,
+    ) -> R
     where
         Self: Sized,
         F: FnOnce(&mut [u8]) -> R,
@@ -483,7 +493,7 @@ pub trait TxToken {
             let r = f(&mut buf[..header_len]);
             let mut at = header_len;
             for p in payload {
-                buf[at..at + p.len()].copy_from_slice(p);
+                buf[at..at + p.len()].copy_from_slice(p.bytes());
                 at += p.len();
             }
             r

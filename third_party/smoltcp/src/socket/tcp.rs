@@ -40,9 +40,10 @@ mod extents;
 #[cfg(feature = "socket-tcp-extents")]
 use extents::TxBuffer;
 #[cfg(feature = "socket-tcp-extents")]
-pub use extents::{TxRef, TxSource, MAX_SEND_BUFFER};
+pub use extents::{GatherSlice, TxRef, TxSource, MAX_SEND_BUFFER};
 #[cfg(not(feature = "socket-tcp-extents"))]
 type TxBuffer<'a> = SocketBuffer<'a>;
+use crate::iface::PayloadSlice;
 
 pub(crate) use listen::CookieParams;
 pub use recovery::RecoveryStats;
@@ -1600,6 +1601,24 @@ impl<'a> Socket<'a> {
         self.tx_buffer.is_empty() && self.rx_buffer.is_empty() && self.assembler.is_empty()
     }
 
+    /// ZCSTACK PATCH 27: while [`buffers_idle`](Self::buffers_idle)
+    /// holds, the whole storage of the receive and the send buffer: the
+    /// socket writes every byte of them before it reads it again, so their
+    /// owner may overwrite them — e.g. give their pages back to the
+    /// operating system (`madvise(MADV_DONTNEED)`), which it otherwise
+    /// could only do through a pointer aliasing the socket's own `&mut`.
+    /// `None` while any byte is in them.
+    pub fn idle_buffer_storage(&mut self) -> Option<(&mut [u8], &mut [u8])> {
+        if !self.buffers_idle() {
+            return None;
+        }
+        #[cfg(feature = "socket-tcp-extents")]
+        let tx = self.tx_buffer.ring_storage_mut();
+        #[cfg(not(feature = "socket-tcp-extents"))]
+        let tx = self.tx_buffer.storage_mut();
+        Some((self.rx_buffer.storage_mut(), tx))
+    }
+
     /// ZCSTACK PATCH 16: gives back heap memory the socket needs only while
     /// data is in flight — the SACK scoreboard's ranges, which otherwise
     /// keep their capacity after loss recovery — if none is in flight.
@@ -2652,6 +2671,16 @@ impl<'a> Socket<'a> {
     where
         F: FnOnce(&mut Context, PacketMeta, (IpRepr, TcpRepr)) -> Result<(), E>,
     {
+        self.dispatch_gather(cx, |cx, meta, packet, _| emit(cx, meta, packet))
+    }
+
+    /// ZCSTACK PATCH 26: `dispatch`, also naming where a segment's payload
+    /// lies ([`PayloadSlice`]: with `socket-tcp-extents`, the reference
+    /// it was read from, for a device that keeps it past the call).
+    pub(crate) fn dispatch_gather<F, E>(&mut self, cx: &mut Context, emit: F) -> Result<(), E>
+    where
+        F: FnOnce(&mut Context, PacketMeta, (IpRepr, TcpRepr), PayloadSlice) -> Result<(), E>,
+    {
         if self.tuple.is_none() {
             return Ok(());
         }
@@ -2821,6 +2850,8 @@ impl<'a> Socket<'a> {
             )
         )]
         let mut packet_meta = PacketMeta::default();
+        // ZCSTACK PATCH 26: where in the send buffer the payload starts.
+        let mut payload_offset = None;
 
         match self.state {
             // We transmit an RST in the CLOSED state. If we ended up in the CLOSED state
@@ -2976,6 +3007,8 @@ impl<'a> Socket<'a> {
                     offset
                 };
 
+                payload_offset = Some(offset);
+
                 #[cfg(feature = "segmentation-offload")]
                 if repr.payload.len() > effective_mss {
                     packet_meta.segmentation_offload_size =
@@ -3066,7 +3099,21 @@ impl<'a> Socket<'a> {
         // to not waste time waiting for the retransmit timer on packets that we know
         // for sure will not be successfully transmitted.
         ip_repr.set_payload_len(repr.buffer_len());
-        emit(cx, packet_meta, (ip_repr, repr))?;
+        // ZCSTACK PATCH 26: a payload read from a reference says so.
+        #[cfg(feature = "socket-tcp-extents")]
+        let slice = match payload_offset {
+            Some(offset) if !is_keep_alive && !repr.payload.is_empty() => {
+                let r = self.tx_buffer.ref_at(offset);
+                r.and_then(|(r, skip)| GatherSlice::of_ref(r, skip, repr.payload.len()))
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "socket-tcp-extents"))]
+        let slice = {
+            let _ = payload_offset;
+            PayloadSlice::default()
+        };
+        emit(cx, packet_meta, (ip_repr, repr), slice)?;
 
         // We've sent something, whether useful data or a keep-alive packet, so rewind
         // the keep-alive timer.

@@ -56,6 +56,13 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         self.storage.len()
     }
 
+    /// ZCSTACK PATCH 27: the whole storage, whatever it holds, for an
+    /// owner that knows no byte in it will be read before it is written
+    /// again (e.g. to give its pages back to the operating system).
+    pub(crate) fn storage_mut(&mut self) -> &mut [T] {
+        &mut self.storage
+    }
+
     /// Clear the ring buffer, and reset every element.
     pub fn reset(&mut self)
     where

@@ -967,7 +967,11 @@ impl Interface {
             let mut tcp_state = None;
             // ZCSTACK PATCH 5: segments this socket emitted in this visit.
             let emitted = core::cell::Cell::new(0usize);
-            let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
+            // ZCSTACK PATCH 26: `slice` says where a TCP payload was read from.
+            let mut respond = |inner: &mut InterfaceInner,
+                               meta: PacketMeta,
+                               response: Packet,
+                               slice: crate::iface::PayloadSlice| {
                 neighbor_addr = Some(response.ip_repr().dst_addr());
                 emitted.set(emitted.get() + 1);
                 let t = device.transmit(inner.now).ok_or_else(|| {
@@ -976,7 +980,7 @@ impl Interface {
                 })?;
 
                 inner
-                    .dispatch_ip(t, meta, response, &mut self.fragmenter)
+                    .dispatch_ip_gather(t, meta, response, slice, &mut self.fragmenter)
                     .map_err(|_| EgressError::Dispatch)?;
 
                 result = PollResult::SocketStateChanged;
@@ -990,7 +994,7 @@ impl Interface {
                     respond(
                         inner,
                         PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Raw(raw)),
+                        Packet::new(ip, IpPayload::Raw(raw)), Default::default()
                     )
                 }),
                 #[cfg(feature = "socket-icmp")]
@@ -1000,13 +1004,13 @@ impl Interface {
                         (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
                             inner,
                             PacketMeta::default(),
-                            Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)),
+                            Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)), Default::default()
                         ),
                         #[cfg(feature = "proto-ipv6")]
                         (IpRepr::Ipv6(ipv6_repr), IcmpRepr::Ipv6(icmpv6_repr)) => respond(
                             inner,
                             PacketMeta::default(),
-                            Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)),
+                            Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)), Default::default()
                         ),
                         #[allow(unreachable_patterns)]
                         _ => unreachable!(),
@@ -1015,7 +1019,7 @@ impl Interface {
                 #[cfg(feature = "socket-udp")]
                 Socket::Udp(socket) => {
                     socket.dispatch(&mut self.inner, |inner, meta, (ip, udp, payload)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
+                        respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)), Default::default())
                     })
                 }
                 #[cfg(feature = "socket-tcp")]
@@ -1027,9 +1031,12 @@ impl Interface {
                     // instead of one per pass over every socket.
                     loop {
                         let before = emitted.get();
-                        let r = socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
-                            respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
-                        });
+                        let r = socket.dispatch_gather(
+                            &mut self.inner,
+                            |inner, meta, (ip, tcp), slice| {
+                                respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)), slice)
+                            },
+                        );
                         let n = emitted.get();
                         if r.is_err() || n == before || n >= TCP_EGRESS_BURST {
                             break r;
@@ -1042,7 +1049,7 @@ impl Interface {
                         respond(
                             inner,
                             PacketMeta::default(),
-                            Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)),
+                            Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)), Default::default()
                         )
                     })
                 }
@@ -1051,7 +1058,7 @@ impl Interface {
                     respond(
                         inner,
                         PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Udp(udp, dns)),
+                        Packet::new(ip, IpPayload::Udp(udp, dns)), Default::default()
                     )
                 }),
             };
@@ -1512,11 +1519,24 @@ impl InterfaceInner {
 
     fn dispatch_ip<Tx: TxToken>(
         &mut self,
+        tx_token: Tx,
+        meta: PacketMeta,
+        packet: Packet,
+        frag: &mut Fragmenter,
+    ) -> Result<(), DispatchError> {
+        self.dispatch_ip_gather(tx_token, meta, packet, Default::default(), frag)
+    }
+
+    /// ZCSTACK PATCH 26: `dispatch_ip`, with where a TCP payload was read
+    /// from (`slice`: its reference, for a device that gathers).
+    fn dispatch_ip_gather<Tx: TxToken>(
+        &mut self,
         // NOTE(unused_mut): tx_token isn't always mutated, depending on
         // the feature set that is used.
         #[allow(unused_mut)] mut tx_token: Tx,
         meta: PacketMeta,
         packet: Packet,
+        #[allow(unused)] slice: crate::iface::PayloadSlice,
         frag: &mut Fragmenter,
     ) -> Result<(), DispatchError> {
         let mut ip_repr = packet.ip_repr();
@@ -1691,7 +1711,8 @@ impl InterfaceInner {
                     // payload as a slice instead of a copy.
                     #[cfg(feature = "socket-tcp-extents")]
                     if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
-                        let (header_len, payload) = (total_len - payload.len(), [payload]);
+                        let header_len = total_len - payload.len();
+                        let payload = [super::gather::payload_slice(payload, slice)];
                         tx_token.consume_gather(header_len, &payload, |mut buf| {
                             #[cfg(feature = "medium-ethernet")]
                             if matches!(self.caps.medium, Medium::Ethernet) {
@@ -1728,7 +1749,8 @@ impl InterfaceInner {
                     // ZCSTACK PATCH 20: as for IPv4.
                     #[cfg(feature = "socket-tcp-extents")]
                     if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
-                        let (header_len, payload) = (total_len - payload.len(), [payload]);
+                        let header_len = total_len - payload.len();
+                        let payload = [super::gather::payload_slice(payload, slice)];
                         tx_token.consume_gather(header_len, &payload, |mut buf| {
                             #[cfg(feature = "medium-ethernet")]
                             if matches!(self.caps.medium, Medium::Ethernet) {

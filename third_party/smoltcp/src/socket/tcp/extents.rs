@@ -102,6 +102,20 @@ impl TxRef {
         self.start
     }
 
+    /// ZCSTACK PATCH 26: a reference to `len` bytes from `skip` into this
+    /// one, sharing its source (one atomic increment, no allocation); `None`
+    /// if that range is not within this reference.
+    pub fn slice(&self, skip: usize, len: usize) -> Option<TxRef> {
+        if skip.checked_add(len)? > self.len {
+            return None;
+        }
+        Some(TxRef {
+            src: self.src.clone(),
+            start: self.start + skip,
+            len,
+        })
+    }
+
     /// `other` continues this reference in the same source.
     fn continued_by(&self, other: &TxRef) -> bool {
         Arc::ptr_eq(&self.src, &other.src) && self.start + self.len == other.start
@@ -114,6 +128,68 @@ impl fmt::Debug for TxRef {
             .field("start", &self.start)
             .field("len", &self.len)
             .finish()
+    }
+}
+
+/// ZCSTACK PATCH 26: one slice of a TCP payload handed to a device by
+/// [`TxToken::consume_gather`](crate::phy::TxToken::consume_gather).
+///
+/// The bytes are borrowed for that call only. A slice of bytes sent by
+/// reference also names its [`TxRef`]: a device that sends later than the
+/// call returns (a TX descriptor that completes later, a batch sent after
+/// the poll) keeps the bytes alive with [`to_ref`](Self::to_ref) — one
+/// atomic increment, no allocation — and drops that reference when its
+/// transmission is done. Bytes of the socket's ring have no reference: the
+/// device sends or copies them before it returns (the ring reuses them
+/// once they are acknowledged, which may happen before a deferred send).
+#[derive(Clone, Copy, Debug)]
+pub struct GatherSlice<'a> {
+    bytes: &'a [u8],
+    source: Option<(&'a TxRef, usize)>,
+}
+
+impl<'a> GatherSlice<'a> {
+    /// Borrowed bytes with no reference (e.g. of a socket's ring).
+    pub fn borrowed(bytes: &'a [u8]) -> GatherSlice<'a> {
+        GatherSlice {
+            bytes,
+            source: None,
+        }
+    }
+
+    /// `len` bytes from `skip` into `r`; `None` if that range is not
+    /// within `r`.
+    pub fn of_ref(r: &'a TxRef, skip: usize, len: usize) -> Option<GatherSlice<'a>> {
+        if skip.checked_add(len)? > r.len() {
+            return None;
+        }
+        Some(GatherSlice {
+            bytes: &r.bytes()[skip..skip + len],
+            source: Some((r, skip)),
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// A reference to exactly these bytes that may outlive the call, if
+    /// they are sent by reference; `None` for borrowed bytes, which must
+    /// be sent or copied before the call returns.
+    pub fn to_ref(&self) -> Option<TxRef> {
+        let (r, skip) = self.source?;
+        r.slice(skip, self.bytes.len())
     }
 }
 
@@ -243,6 +319,24 @@ impl<'a> TxBuffer<'a> {
         }
     }
 
+    /// ZCSTACK PATCH 26: the reference holding the byte at `offset` from
+    /// the oldest, and how far into it that byte is; `None` for a byte of
+    /// the ring (or past the end).
+    pub fn ref_at(&self, offset: usize) -> Option<(&TxRef, usize)> {
+        let mut at = 0;
+        for (ring_before, r) in &self.refs {
+            at += ring_before;
+            if offset < at {
+                return None;
+            }
+            if offset < at + r.len {
+                return Some((r, offset - at));
+            }
+            at += r.len;
+        }
+        None
+    }
+
     /// Drops the oldest `count` bytes (acknowledged); a reference is
     /// released once all of its bytes are.
     pub fn dequeue_allocated(&mut self, count: usize) {
@@ -275,6 +369,12 @@ impl<'a> TxBuffer<'a> {
     /// and have the same length.
     pub fn refs_mut(&mut self) -> impl Iterator<Item = &mut TxRef> {
         self.refs.iter_mut().map(|(_, r)| r)
+    }
+
+    /// ZCSTACK PATCH 27: the ring's whole storage (see
+    /// [`Socket::idle_buffer_storage`]).
+    pub(crate) fn ring_storage_mut(&mut self) -> &mut [u8] {
+        self.ring.storage_mut()
     }
 
     /// The ring's `dequeue_many`, for upstream's tests of the ring alone.
@@ -415,6 +515,35 @@ mod test {
         }
         assert_eq!(Arc::strong_count(&file), 1);
         assert_eq!(contents(&b), b"xyz!");
+    }
+
+    #[test]
+    fn zcstack_patch23_slices_name_their_reference() {
+        let file = src(b"0123456789");
+        let mut b = TxBuffer::from(SocketBuffer::new(vec![0; 16]));
+        b.enqueue_slice(b"ab");
+        b.enqueue_ref(TxRef::new(file.clone(), 2, 6).unwrap());
+        b.enqueue_slice(b"cd");
+        assert!(b.ref_at(0).is_none() && b.ref_at(1).is_none(), "ring bytes");
+        let (r, skip) = b.ref_at(5).unwrap();
+        assert_eq!((r.bytes(), skip), (&b"234567"[..], 3));
+        assert!(b.ref_at(8).is_none() && b.ref_at(10).is_none(), "ring, past the end");
+        // A slice of that reference, kept past the buffer's release of it.
+        let s = GatherSlice::of_ref(r, skip, 2).unwrap();
+        assert_eq!(s.bytes(), b"56");
+        let kept = s.to_ref().unwrap();
+        assert!(GatherSlice::of_ref(r, 5, 2).is_none(), "beyond the reference");
+        assert!(GatherSlice::borrowed(b"xy").to_ref().is_none());
+        assert_eq!(Arc::strong_count(&file), 3);
+        b.dequeue_allocated(10);
+        assert!(b.is_empty());
+        assert_eq!(Arc::strong_count(&file), 2, "the kept one only");
+        assert_eq!(kept.bytes(), b"56");
+        assert_eq!((kept.start(), kept.len()), (5, 2));
+        assert!(kept.slice(1, 2).is_none());
+        assert_eq!(kept.slice(1, 1).unwrap().bytes(), b"6");
+        drop(kept);
+        assert_eq!(Arc::strong_count(&file), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use crate::iface::{Config, Interface, SocketSet};
 use crate::phy::{self, Device, DeviceCapabilities, Medium};
-use crate::socket::tcp::{self, TxRef, TxSource};
+use crate::socket::tcp::{self, GatherSlice, TxRef, TxSource};
 use crate::time::{Duration, Instant};
 use crate::wire::{HardwareAddress, IpAddress, IpCidr};
 
@@ -20,6 +20,13 @@ struct Loop {
     /// Payload slices it was given: (address, length).
     gathered: Vec<(usize, usize)>,
     drop: usize,
+    /// ZCSTACK PATCH 26: keep a reference to every payload slice sent by
+    /// reference, as a device whose TX completes later does, until
+    /// `complete` (here: long after the peer acknowledged them).
+    keep: bool,
+    in_flight: Vec<TxRef>,
+    /// Slices handed over without a reference (ring bytes).
+    borrowed: usize,
 }
 
 struct Rx(Vec<u8>);
@@ -40,7 +47,7 @@ impl phy::TxToken for Tx<'_> {
         r
     }
 
-    fn consume_gather<R, F>(self, header_len: usize, payload: &[&[u8]], f: F) -> R
+    fn consume_gather<R, F>(self, header_len: usize, payload: &[GatherSlice<'_>], f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
     {
@@ -48,8 +55,17 @@ impl phy::TxToken for Tx<'_> {
         let mut buf = vec![0; header_len];
         let r = f(&mut buf);
         for p in payload {
-            self.0.gathered.push((p.as_ptr() as usize, p.len()));
-            buf.extend_from_slice(p);
+            self.0.gathered.push((p.bytes().as_ptr() as usize, p.len()));
+            buf.extend_from_slice(p.bytes());
+            match p.to_ref() {
+                Some(r) => {
+                    assert_eq!(r.bytes(), p.bytes(), "the reference holds these bytes");
+                    if self.0.keep {
+                        self.0.in_flight.push(r);
+                    }
+                }
+                None => self.0.borrowed += 1,
+            }
         }
         if self.0.drop > 0 {
             self.0.drop -= 1;
@@ -98,12 +114,19 @@ struct Run {
     received: Vec<u8>,
     gathered: Vec<(usize, usize)>,
     src_refs_after: usize,
+    /// References the device still held at the end.
+    in_flight: Vec<TxRef>,
+    borrowed: usize,
 }
 
 /// A header written into the ring, 20000 bytes of a source by reference
 /// (odd offset, odd length: the checksum over slices must handle both),
 /// and a trailer in the ring; received by a second socket on the loopback.
 fn run(gather: bool, drop: usize) -> (Run, Arc<Vec<u8>>) {
+    run_keeping(gather, drop, false)
+}
+
+fn run_keeping(gather: bool, drop: usize, keep: bool) -> (Run, Arc<Vec<u8>>) {
     let body: Vec<u8> = (0..30001u32).map(|i| (i * 7 % 253) as u8).collect();
     let src = Arc::new(body);
     let mut dev = Loop {
@@ -111,6 +134,9 @@ fn run(gather: bool, drop: usize) -> (Run, Arc<Vec<u8>>) {
         gather,
         gathered: Vec::new(),
         drop: 0,
+        keep,
+        in_flight: Vec::new(),
+        borrowed: 0,
     };
     let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
     iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap());
@@ -159,6 +185,8 @@ fn run(gather: bool, drop: usize) -> (Run, Arc<Vec<u8>>) {
         received,
         gathered: dev.gathered,
         src_refs_after: Arc::strong_count(&src),
+        in_flight: dev.in_flight,
+        borrowed: dev.borrowed,
     };
     (run, src)
 }
@@ -222,4 +250,33 @@ fn zcstack_other_devices_get_a_copy() {
     assert_eq!(run.received, expected(&src));
     assert!(run.gathered.is_empty());
     assert_eq!(run.src_refs_after, 1);
+}
+
+/// ZCSTACK PATCH 26: a device that completes its transmissions later keeps
+/// the referenced bytes alive past the peer's acknowledgement, with one
+/// reference per segment and none for ring bytes.
+#[test]
+fn zcstack_a_device_keeps_referenced_bytes_until_its_tx_completes() {
+    let (run, src) = run_keeping(true, 0, true);
+    assert_eq!(run.received, expected(&src));
+    assert_eq!(run.borrowed, 2, "the header and trailer: ring bytes, no reference");
+    // One reference per gathered segment of the source (a tail loss probe
+    // may have sent one twice): together exactly the referenced range.
+    let mut covered = vec![false; src.len()];
+    for r in &run.in_flight {
+        assert!(Arc::ptr_eq(r.source(), &(src.clone() as Arc<dyn TxSource>)));
+        covered[r.start()..r.start() + r.len()].fill(true);
+    }
+    assert!(covered[1..20002].iter().all(|&c| c));
+    assert!(!covered[0] && !covered[20002..].iter().any(|&c| c));
+    assert_eq!(
+        run.src_refs_after,
+        1 + run.in_flight.len(),
+        "acknowledged by the peer, released by the socket, still held by the device"
+    );
+    for r in &run.in_flight {
+        assert_eq!(r.bytes(), &src[r.start()..r.start() + r.len()]);
+    }
+    drop(run.in_flight);
+    assert_eq!(Arc::strong_count(&src), 1, "released when the TX completes");
 }

@@ -82,3 +82,55 @@ fn an_out_of_order_segment_keeps_it_busy() {
     assert_eq!(&buf[..6], b"abcdef");
     assert!(s.buffers_idle());
 }
+
+/// ZCSTACK PATCH 27: the storage of an idle socket's buffers is handed out
+/// whole, and overwriting it (as giving its pages back does) changes
+/// nothing the socket sends or delivers afterwards.
+#[test]
+fn zcstack_patch27_idle_storage_may_be_overwritten() {
+    let mut s = socket_established();
+    let (rx_cap, tx_cap) = (s.recv_capacity(), s.send_capacity());
+    {
+        let (rx, tx) = s.idle_buffer_storage().expect("idle");
+        assert_eq!((rx.len(), tx.len()), (rx_cap, tx_cap));
+    }
+    s.send_slice(b"abcdef").unwrap();
+    assert!(s.idle_buffer_storage().is_none(), "bytes queued");
+    recv!(
+        s,
+        [TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }]
+    );
+    send!(
+        s,
+        TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        }
+    );
+    send!(s, data(REMOTE_SEQ + 1, b"xyz"));
+    assert!(s.idle_buffer_storage().is_none(), "bytes unread");
+    assert_eq!(s.recv_slice(&mut [0; 3]), Ok(3));
+    let (rx, tx) = s.idle_buffer_storage().expect("idle again");
+    rx.fill(0xee);
+    tx.fill(0xee);
+    s.send_slice(b"ghi").unwrap();
+    recv!(
+        s,
+        [TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            payload: &b"ghi"[..],
+            ..RECV_TEMPL
+        }]
+    );
+    send!(s, data(REMOTE_SEQ + 1 + 3, b"jkl"));
+    let mut got = [0; 3];
+    assert_eq!(s.recv_slice(&mut got), Ok(3));
+    assert_eq!(&got, b"jkl");
+}
