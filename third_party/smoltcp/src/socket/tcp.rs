@@ -1621,9 +1621,12 @@ impl<'a> Socket<'a> {
 
     /// ZCSTACK PATCH 16: gives back heap memory the socket needs only while
     /// data is in flight — the SACK scoreboard's ranges, which otherwise
-    /// keep their capacity after loss recovery — if none is in flight.
+    /// keep their capacity after loss recovery — if none is in flight; and
+    /// (ZCSTACK PATCH 28) the reassembly contigs, likewise kept after
+    /// out-of-order data, if nothing is out of order.
     pub fn release_idle_memory(&mut self) {
         self.recovery.board.release_if_empty();
+        self.assembler.release_if_empty();
     }
 
     fn set_state(&mut self, state: State) {

@@ -92,19 +92,21 @@ impl Contig {
 
 /// A buffer (re)assembler.
 ///
-/// Currently, up to a hardcoded limit of 4 or 32 holes can be tracked in the buffer.
+/// Up to [`ASSEMBLER_MAX_SEGMENT_COUNT`] holes can be tracked in the buffer.
+/// ZCSTACK PATCH 28: with `alloc`, the contigs live on the heap and grow on
+/// demand (an assembler that never saw a hole holds no memory, one that
+/// did keeps its capacity until [`release_if_empty`](Self::release_if_empty));
+/// without it, a fixed array. Either way only contigs with data are stored,
+/// so every operation costs what is in the assembler, not its capacity.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Assembler {
-    contigs: [Contig; ASSEMBLER_MAX_SEGMENT_COUNT],
+    contigs: Store,
 }
 
 impl fmt::Display for Assembler {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "[ ")?;
-        for contig in self.contigs.iter() {
-            if !contig.has_data() {
-                break;
-            }
+        for contig in self.contigs.as_slice() {
             write!(f, "{contig} ")?;
         }
         write!(f, "]")?;
@@ -116,35 +118,138 @@ impl fmt::Display for Assembler {
 impl defmt::Format for Assembler {
     fn format(&self, fmt: defmt::Formatter) {
         defmt::write!(fmt, "[ ");
-        for contig in self.contigs.iter() {
-            if !contig.has_data() {
-                break;
-            }
+        for contig in self.contigs.as_slice() {
             defmt::write!(fmt, "{} ", contig);
         }
         defmt::write!(fmt, "]");
     }
 }
 
-// Invariant on Assembler::contigs:
-// - There's an index `i` where all contigs before have data, and all contigs after don't (are unused).
-// - All contigs with data must have hole_size != 0, except the first.
+/// ZCSTACK PATCH 28: the contigs' storage, at most
+/// [`ASSEMBLER_MAX_SEGMENT_COUNT`] of them: a vector grown on demand with
+/// `alloc`, else a fixed array.
+#[cfg(feature = "alloc")]
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Store(alloc::vec::Vec<Contig>);
+
+#[cfg(feature = "alloc")]
+impl Store {
+    const fn new() -> Store {
+        Store(alloc::vec::Vec::new())
+    }
+    fn as_slice(&self) -> &[Contig] {
+        &self.0
+    }
+    fn as_mut_slice(&mut self) -> &mut [Contig] {
+        &mut self.0
+    }
+    fn insert(&mut self, at: usize, contig: Contig) -> Result<(), TooManyHolesError> {
+        if self.0.len() == ASSEMBLER_MAX_SEGMENT_COUNT {
+            return Err(TooManyHolesError);
+        }
+        self.0.insert(at, contig);
+        Ok(())
+    }
+    fn remove(&mut self, from: usize, to: usize) {
+        self.0.drain(from..to);
+    }
+    fn clear(&mut self) {
+        self.0.clear()
+    }
+    fn release(&mut self) {
+        self.0 = alloc::vec::Vec::new();
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+#[derive(Debug, Clone)]
+struct Store {
+    items: [Contig; ASSEMBLER_MAX_SEGMENT_COUNT],
+    len: usize,
+}
+
+#[cfg(not(feature = "alloc"))]
+impl PartialEq for Store {
+    fn eq(&self, other: &Store) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+#[cfg(not(feature = "alloc"))]
+impl Eq for Store {}
+
+#[cfg(not(feature = "alloc"))]
+impl Store {
+    const fn new() -> Store {
+        const EMPTY: Contig = Contig::empty();
+        Store {
+            items: [EMPTY; ASSEMBLER_MAX_SEGMENT_COUNT],
+            len: 0,
+        }
+    }
+    fn as_slice(&self) -> &[Contig] {
+        &self.items[..self.len]
+    }
+    fn as_mut_slice(&mut self) -> &mut [Contig] {
+        &mut self.items[..self.len]
+    }
+    fn insert(&mut self, at: usize, contig: Contig) -> Result<(), TooManyHolesError> {
+        if self.len == ASSEMBLER_MAX_SEGMENT_COUNT {
+            return Err(TooManyHolesError);
+        }
+        self.items.copy_within(at..self.len, at + 1);
+        self.items[at] = contig;
+        self.len += 1;
+        Ok(())
+    }
+    fn remove(&mut self, from: usize, to: usize) {
+        self.items.copy_within(to..self.len, from);
+        self.len -= to - from;
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+    fn release(&mut self) {
+        self.len = 0;
+    }
+}
+
+// Invariant on Assembler::contigs: every stored contig has data, and every
+// one but the first has a hole before it.
 
 impl Assembler {
     /// Create a new buffer assembler.
     pub const fn new() -> Assembler {
-        const EMPTY: Contig = Contig::empty();
         Assembler {
-            contigs: [EMPTY; ASSEMBLER_MAX_SEGMENT_COUNT],
+            contigs: Store::new(),
         }
     }
 
     pub fn clear(&mut self) {
-        self.contigs.fill(Contig::empty());
+        self.contigs.clear();
+    }
+
+    /// ZCSTACK PATCH 28: gives the contigs' memory back if the assembler
+    /// holds no data (with `alloc`; it keeps its capacity otherwise, so a
+    /// connection recovering from loss does not allocate per hole).
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.contigs.release();
+        }
+    }
+
+    /// How many contigs the storage holds room for (tests of patch 28).
+    #[cfg(all(test, feature = "alloc"))]
+    pub(crate) fn capacity(&self) -> usize {
+        self.contigs.0.capacity()
     }
 
     fn front(&self) -> Contig {
-        self.contigs[0]
+        self.contigs
+            .as_slice()
+            .first()
+            .copied()
+            .unwrap_or(Contig::empty())
     }
 
     /// Return length of the front contiguous range without removing it from the assembler
@@ -153,42 +258,9 @@ impl Assembler {
         if front.has_hole() { 0 } else { front.data_size }
     }
 
-    fn back(&self) -> Contig {
-        self.contigs[self.contigs.len() - 1]
-    }
-
     /// Return whether the assembler contains no data.
     pub fn is_empty(&self) -> bool {
-        !self.front().has_data()
-    }
-
-    /// Remove a contig at the given index.
-    fn remove_contig_at(&mut self, at: usize) {
-        debug_assert!(self.contigs[at].has_data());
-
-        for i in at..self.contigs.len() - 1 {
-            if !self.contigs[i].has_data() {
-                return;
-            }
-            self.contigs[i] = self.contigs[i + 1];
-        }
-
-        // Removing the last one.
-        self.contigs[self.contigs.len() - 1] = Contig::empty();
-    }
-
-    /// Add a contig at the given index, and return a pointer to it.
-    fn add_contig_at(&mut self, at: usize) -> Result<&mut Contig, TooManyHolesError> {
-        if self.back().has_data() {
-            return Err(TooManyHolesError);
-        }
-
-        for i in (at + 1..self.contigs.len()).rev() {
-            self.contigs[i] = self.contigs[i - 1];
-        }
-
-        self.contigs[at] = Contig::empty();
-        Ok(&mut self.contigs[at])
+        self.contigs.as_slice().is_empty()
     }
 
     /// Add a new contiguous range to the assembler,
@@ -198,20 +270,16 @@ impl Assembler {
             return Ok(());
         }
 
-        let mut i = 0;
-
         // Find index of the contig containing the start of the range.
+        let mut i = 0;
         loop {
-            if i == self.contigs.len() {
-                // The new range is after all the previous ranges, but there/s no space to add it.
-                return Err(TooManyHolesError);
-            }
-            let contig = &mut self.contigs[i];
-            if !contig.has_data() {
-                // The new range is after all the previous ranges. Add it.
-                *contig = Contig::hole_and_data(offset, size);
-                return Ok(());
-            }
+            let Some(contig) = self.contigs.as_slice().get(i) else {
+                // The new range is after all the previous ranges. Add it
+                // (if there is room for one more).
+                return self
+                    .contigs
+                    .insert(i, Contig::hole_and_data(offset, size));
+            };
             if offset <= contig.total_size() {
                 break;
             }
@@ -219,58 +287,43 @@ impl Assembler {
             i += 1;
         }
 
-        let contig = &mut self.contigs[i];
-        if offset < contig.hole_size {
+        let hole_size = self.contigs.as_slice()[i].hole_size;
+        if offset < hole_size {
             // Range starts within the hole.
 
-            if offset + size < contig.hole_size {
-                // Range also ends within the hole.
-                let new_contig = self.add_contig_at(i)?;
-                new_contig.hole_size = offset;
-                new_contig.data_size = size;
-
-                // Previous contigs[index] got moved to contigs[index+1]
-                self.contigs[i + 1].shrink_hole_by(offset + size);
+            if offset + size < hole_size {
+                // Range also ends within the hole: a contig of its own
+                // before contigs[i], whose hole shrinks.
+                self.contigs
+                    .insert(i, Contig::hole_and_data(offset, size))?;
+                self.contigs.as_mut_slice()[i + 1].shrink_hole_by(offset + size);
                 return Ok(());
             }
 
             // The range being added covers both a part of the hole and a part of the data
             // in this contig, shrink the hole in this contig.
-            contig.shrink_hole_to(offset);
+            self.contigs.as_mut_slice()[i].shrink_hole_to(offset);
         }
 
         // coalesce contigs to the right.
+        let contigs = self.contigs.as_mut_slice();
         let mut j = i + 1;
-        while j < self.contigs.len()
-            && self.contigs[j].has_data()
-            && offset + size >= self.contigs[i].total_size() + self.contigs[j].hole_size
+        while j < contigs.len() && offset + size >= contigs[i].total_size() + contigs[j].hole_size
         {
-            self.contigs[i].data_size += self.contigs[j].total_size();
+            contigs[i].data_size += contigs[j].total_size();
             j += 1;
         }
-        let shift = j - i - 1;
-        if shift != 0 {
-            for x in i + 1..self.contigs.len() {
-                if !self.contigs[x].has_data() {
-                    break;
-                }
+        self.contigs.remove(i + 1, j);
 
-                self.contigs[x] = self
-                    .contigs
-                    .get(x + shift)
-                    .copied()
-                    .unwrap_or_else(Contig::empty);
-            }
-        }
-
-        if offset + size > self.contigs[i].total_size() {
+        let contigs = self.contigs.as_mut_slice();
+        if offset + size > contigs[i].total_size() {
             // The added range still extends beyond the current contig. Increase data size.
-            let left = offset + size - self.contigs[i].total_size();
-            self.contigs[i].data_size += left;
+            let left = offset + size - contigs[i].total_size();
+            contigs[i].data_size += left;
 
             // Decrease hole size of the next, if any.
-            if i + 1 < self.contigs.len() && self.contigs[i + 1].has_data() {
-                self.contigs[i + 1].hole_size -= left;
+            if let Some(next) = contigs.get_mut(i + 1) {
+                next.hole_size -= left;
             }
         }
 
@@ -284,7 +337,7 @@ impl Assembler {
         if front.has_hole() || !front.has_data() {
             0
         } else {
-            self.remove_contig_at(0);
+            self.contigs.remove(0, 1);
             debug_assert!(front.data_size > 0);
             front.data_size
         }
@@ -301,12 +354,19 @@ impl Assembler {
         offset: usize,
         size: usize,
     ) -> Result<usize, TooManyHolesError> {
-        // This is the only case where a segment at offset=0 would cause the
-        // total amount of contigs to rise (and therefore can potentially cause
-        // a TooManyHolesError). Handle it in a way that is guaranteed to succeed.
-        if offset == 0 && size < self.contigs[0].hole_size {
-            self.contigs[0].hole_size -= size;
-            return Ok(size);
+        if offset == 0 {
+            // In order with nothing out of order: nothing to record (and
+            // nothing to allocate).
+            if self.is_empty() {
+                return Ok(size);
+            }
+            // This is the only case where a segment at offset=0 would cause the
+            // total amount of contigs to rise (and therefore can potentially cause
+            // a TooManyHolesError). Handle it in a way that is guaranteed to succeed.
+            if size < self.front().hole_size {
+                self.contigs.as_mut_slice()[0].hole_size -= size;
+                return Ok(size);
+            }
         }
 
         self.add(offset, size)?;
@@ -324,16 +384,11 @@ impl Assembler {
     /// Would return the ranges: ``(0, 100), (300, 400)``
     pub fn iter_data(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         let mut offset = 0;
-        self.contigs.iter().filter_map(move |contig| {
+        self.contigs.as_slice().iter().map(move |contig| {
             offset += contig.hole_size;
             let left = offset;
             offset += contig.data_size;
-            let right = offset;
-            if left < right {
-                Some((left, right))
-            } else {
-                None
-            }
+            (left, offset)
         })
     }
 }
@@ -345,16 +400,18 @@ mod test {
 
     impl From<Vec<(usize, usize)>> for Assembler {
         fn from(vec: Vec<(usize, usize)>) -> Assembler {
-            const EMPTY: Contig = Contig::empty();
-
-            let mut contigs = [EMPTY; ASSEMBLER_MAX_SEGMENT_COUNT];
-            for (i, &(hole_size, data_size)) in vec.iter().enumerate() {
-                contigs[i] = Contig {
+            // As in the fixed array this used to be: contigs without data
+            // (at the end) are unused slots.
+            let mut assr = Assembler::new();
+            let with_data = vec.iter().filter(|&&(_, data_size)| data_size != 0);
+            for (i, &(hole_size, data_size)) in with_data.enumerate() {
+                let contig = Contig {
                     hole_size,
                     data_size,
                 };
+                assr.contigs.insert(i, contig).unwrap();
             }
-            Assembler { contigs }
+            assr
         }
     }
 
@@ -645,6 +702,58 @@ mod test {
             assert_eq!(assr.add(c * 10, 3), Ok(()));
         }
         assert_eq!(assr.add_then_remove_front(0, 3), Ok(3));
+    }
+
+    /// ZCSTACK PATCH 28: segments in order with nothing out of order
+    /// leave nothing behind (and, with `alloc`, allocate nothing).
+    #[test]
+    fn in_order_segments_leave_nothing_behind() {
+        let mut assr = Assembler::new();
+        for _ in 0..3 {
+            assert_eq!(assr.add_then_remove_front(0, 1448), Ok(1448));
+        }
+        assert_eq!(assr, contigs![]);
+        #[cfg(feature = "alloc")]
+        assert_eq!(assr.capacity(), 0);
+    }
+
+    /// ZCSTACK PATCH 28: the contigs keep their memory while any is held
+    /// and after the holes are filled, and give it back on
+    /// `release_if_empty` once nothing is held.
+    #[test]
+    fn release_if_empty_gives_the_memory_back_only_when_empty() {
+        let mut assr = Assembler::new();
+        assert_eq!(assr.add(10, 5), Ok(()));
+        assert_eq!(assr.add(20, 5), Ok(()));
+        assr.release_if_empty();
+        assert_eq!(assr, contigs![(10, 5), (5, 5)], "held ranges stay");
+        assert_eq!(assr.add_then_remove_front(0, 10), Ok(15));
+        assert_eq!(assr.add_then_remove_front(0, 5), Ok(10));
+        assert!(assr.is_empty());
+        #[cfg(feature = "alloc")]
+        assert!(assr.capacity() > 0, "kept for the next hole");
+        assr.release_if_empty();
+        #[cfg(feature = "alloc")]
+        assert_eq!(assr.capacity(), 0);
+        // It works as before afterwards.
+        assert_eq!(assr.add(4, 4), Ok(()));
+        assert_eq!(assr, contigs![(4, 4)]);
+    }
+
+    /// ZCSTACK PATCH 28: the limit holds with storage grown on demand.
+    #[test]
+    fn the_limit_holds_when_grown_on_demand() {
+        let mut assr = Assembler::new();
+        for c in 0..ASSEMBLER_MAX_SEGMENT_COUNT {
+            assert_eq!(assr.add(c * 10 + 5, 1), Ok(()));
+        }
+        let before = assr.clone();
+        assert_eq!(assr.add(ASSEMBLER_MAX_SEGMENT_COUNT * 10 + 5, 1), Err(TooManyHolesError));
+        assert_eq!(assr.add(1, 1), Err(TooManyHolesError));
+        assert_eq!(assr, before);
+        // Filling a hole merges two contigs, which makes room again.
+        assert_eq!(assr.add(6, 9), Ok(()));
+        assert_eq!(assr.add(ASSEMBLER_MAX_SEGMENT_COUNT * 10 + 5, 1), Ok(()));
     }
 
     // Test against an obviously-correct but inefficient bitmap impl.

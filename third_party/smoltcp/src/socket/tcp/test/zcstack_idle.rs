@@ -83,6 +83,26 @@ fn an_out_of_order_segment_keeps_it_busy() {
     assert!(s.buffers_idle());
 }
 
+/// ZCSTACK PATCH 28: the reassembly contigs an out-of-order segment
+/// allocated are given back by `release_idle_memory` once the hole is
+/// filled, and not before.
+#[cfg(feature = "alloc")]
+#[test]
+fn zcstack_patch28_release_idle_memory_frees_the_reassembly_contigs() {
+    let mut s = socket_established();
+    let _ = send(&mut s, Instant::from_millis(0), &data(REMOTE_SEQ + 1 + 3, b"def"));
+    s.release_idle_memory();
+    assert!(!s.assembler.is_empty(), "out-of-order bytes are still tracked");
+    let _ = send(&mut s, Instant::from_millis(1), &data(REMOTE_SEQ + 1, b"abc"));
+    assert!(s.assembler.is_empty());
+    assert!(s.assembler.capacity() > 0, "kept until the socket is idle");
+    s.release_idle_memory();
+    assert_eq!(s.assembler.capacity(), 0);
+    let mut buf = [0; 8];
+    assert_eq!(s.recv_slice(&mut buf), Ok(6));
+    assert_eq!(&buf[..6], b"abcdef");
+}
+
 /// ZCSTACK PATCH 27: the storage of an idle socket's buffers is handed out
 /// whole, and overwriting it (as giving its pages back does) changes
 /// nothing the socket sends or delivers afterwards.
