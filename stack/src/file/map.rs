@@ -5,7 +5,8 @@
 //!
 //! smoltcp's sockets live in a `SocketSet<'static>`, so a socket's rings
 //! are `&'static mut [u8]` slices of [`Region`]s (private anonymous
-//! mappings: page-aligned, and a page costs memory only once written).
+//! mappings in whole [`BLOCK`]s, block-aligned; a page costs memory only
+//! once written).
 //! [`SocketStore`] owns the set and the regions and declares the set
 //! *before* the regions: Rust drops fields in declaration order, so every
 //! socket is gone before its rings are unmapped. The stack never moves the
@@ -14,7 +15,7 @@
 //!
 //! The store keeps a region only to unmap it: nothing reads or writes a
 //! ring's bytes except through the slice smoltcp owns. Even giving an idle
-//! socket's pages back (`madvise(MADV_DONTNEED)`, [`discard_pages`]) goes
+//! socket's pages back (`madvise(MADV_DONTNEED)`, [`discard_ring`]) goes
 //! through the `&mut` slices smoltcp hands out while the socket's buffers
 //! are idle (`Socket::idle_buffer_storage`, ZCSTACK PATCH 27): the socket
 //! writes every byte of them before reading it again, and the call is, as
@@ -53,32 +54,46 @@ fn last_err(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Gives the whole pages inside `buf` back to the kernel: they read as
-/// zeros afterwards and cost no memory until written. Bytes of a partial
-/// page at either end are left as they are (they may share a page with
-/// other memory; a ring's do not: it is page-aligned). The caller holds
-/// `buf` exclusively and no longer needs its contents.
-pub(crate) fn discard_pages(buf: &mut [u8]) -> io::Result<()> {
-    let start = (buf.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (buf.as_ptr() as usize + buf.len()) / PAGE * PAGE;
-    if end <= start {
+/// Rings are mapped in whole blocks of this size, each ring starting on a
+/// block boundary: the span one page table maps (x86-64, and the other
+/// 64-bit targets with 4 KiB pages). Giving a whole block back lets a
+/// kernel that frees empty page tables (`CONFIG_PT_RECLAIM`, Linux 6.14
+/// and later) free that table too: 4 KiB an idle connection would
+/// otherwise keep per ring it once touched. It costs address space only
+/// (a 256 KiB ring reserves 2 MiB).
+pub(crate) const BLOCK: usize = 2 << 20;
+
+/// Gives the first `len` bytes of `ring`, rounded up to whole blocks, back
+/// to the kernel: they read as zeros afterwards and cost no memory (nor a
+/// page table, where the kernel frees empty ones) until written. `ring` is
+/// the slice [`Region::slice`] made, so it starts its region, and the
+/// region's blocks past the ring's end are padding nothing refers to. The
+/// caller holds `ring` exclusively and no longer needs its contents.
+pub(crate) fn discard_ring(ring: &mut [u8], len: usize) -> io::Result<()> {
+    if len == 0 {
         return Ok(());
     }
-    let from = start - buf.as_ptr() as usize;
-    let page = &mut buf[from..from + (end - start)];
-    // SAFETY: `page` is an exclusive borrow of whole pages of private
-    // anonymous memory; MADV_DONTNEED replaces their contents by
-    // zeros and never unmaps them, which to this program is a write of
-    // zeros through `page`.
-    let r = unsafe { libc::madvise(page.as_mut_ptr().cast(), page.len(), libc::MADV_DONTNEED) };
+    assert_eq!(
+        ring.as_ptr() as usize % BLOCK,
+        0,
+        "a ring starts its region"
+    );
+    let len = len.min(ring.len()).next_multiple_of(BLOCK);
+    // SAFETY: the `len` bytes from `ring`'s start lie inside its region,
+    // which is mapped in whole blocks: those inside `ring` are exclusively
+    // borrowed here, the rest are the region's padding, which no reference
+    // covers. MADV_DONTNEED replaces private anonymous pages by zeros and
+    // never unmaps them, which to this program is a write of zeros.
+    let r = unsafe { libc::madvise(ring.as_mut_ptr().cast(), len, libc::MADV_DONTNEED) };
     if r != 0 {
         return Err(last_err("giving an idle ring's memory back (madvise)"));
     }
     Ok(())
 }
 
-/// A private anonymous mapping, page-aligned, unmapped on drop. Its bytes
-/// are reached only through the one slice [`SocketStore::add_tcp`] makes.
+/// A private anonymous mapping of whole [`BLOCK`]s, block-aligned,
+/// unmapped on drop. Its bytes are reached only through the one slice
+/// [`SocketStore::add_tcp`] makes.
 pub(crate) struct Region {
     base: NonNull<u8>,
     len: usize,
@@ -89,15 +104,19 @@ pub(crate) struct Region {
 unsafe impl Send for Region {}
 
 impl Region {
-    /// Maps `len` bytes (rounded up to whole pages) of zeroed memory.
+    /// Maps `len` bytes (rounded up to whole blocks) of zeroed memory,
+    /// starting on a block boundary.
     fn new(len: usize) -> io::Result<Region> {
-        let len = len.max(1).next_multiple_of(PAGE);
+        let len = len.max(1).next_multiple_of(BLOCK);
+        // One block more than needed, so that a block boundary lies in the
+        // first block; the parts before it and after the region are
+        // unmapped at once.
         // SAFETY: a fresh anonymous mapping at an address the kernel picks
         // aliases nothing.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                len + BLOCK,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -109,8 +128,18 @@ impl Region {
                 "mapping a {len}-byte TCP ring (raise vm.max_map_count or lower the connection count)"
             )));
         }
+        let start = (p as usize).next_multiple_of(BLOCK);
+        let head = start - p as usize;
+        for (at, n) in [(p as usize, head), (start + len, BLOCK - head)] {
+            if n > 0 {
+                // SAFETY: a part of the mapping just made, outside the
+                // `len` bytes from `start` the region keeps; nothing
+                // refers to it. A failure only leaves address space mapped.
+                unsafe { libc::munmap(at as *mut libc::c_void, n) };
+            }
+        }
         let base =
-            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+            NonNull::new(start as *mut u8).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
         Ok(Region { base, len })
     }
 
@@ -180,9 +209,11 @@ impl SocketStore {
     }
 
     /// Gives the memory of a TCP socket's rings (and of its SACK
-    /// scoreboard, see smoltcp's `release_idle_memory`) back: the whole
+    /// scoreboard and reassembly contigs, see smoltcp's
+    /// `release_idle_memory`) back: the whole
     /// receive ring and the first `tx_touched` bytes of the send ring (the
-    /// part written since the last discard; the rest holds no page). Only
+    /// part written since the last discard; the rest holds no page), both
+    /// in whole blocks ([`discard_ring`]). Only
     /// if no byte in them will be read again: the socket's buffers are idle
     /// (nothing unsent, unacknowledged, unread or out of order), or it is
     /// CLOSED with nothing left to read (its unsent bytes are dropped: a
@@ -194,16 +225,17 @@ impl SocketStore {
         if sock.state() == tcp::State::Closed && sock.recv_queue() == 0 {
             sock.release_send_buffer_if_closed();
         }
-        // The SACK scoreboard's heap memory too (kept after loss recovery).
+        // The SACK scoreboard's and the reassembly contigs' heap memory too
+        // (kept after loss recovery and out-of-order data).
         sock.release_idle_memory();
         let Some((rx, tx)) = sock.idle_buffer_storage() else {
             return false;
         };
-        let tx_len = tx_touched.next_multiple_of(PAGE).min(tx.len());
         // Both calls only fail for a range outside the process's mappings,
         // which these are not; if one did, the pages simply stay.
-        let rx = discard_pages(rx);
-        let tx = discard_pages(&mut tx[..tx_len]);
+        let rx_len = rx.len();
+        let rx = discard_ring(rx, rx_len);
+        let tx = discard_ring(tx, tx_touched);
         rx.is_ok() && tx.is_ok()
     }
 
@@ -377,22 +409,28 @@ mod tests {
         p
     }
 
+    /// A ring starts on a block boundary, and giving back its first bytes
+    /// gives back the whole block: every byte of the ring in it reads as
+    /// zero, bytes in the next block stay.
     #[test]
-    fn discard_gives_back_whole_pages_only() {
-        let mut buf = vec![7u8; 5 * PAGE + 100];
-        let from = (buf.as_ptr() as usize).next_multiple_of(PAGE) - buf.as_ptr() as usize;
-        let inner = &mut buf[from / 2..];
-        discard_pages(inner).unwrap();
+    fn discard_gives_back_whole_blocks_from_the_ring_start() {
+        let len = BLOCK + 3 * PAGE;
+        let region = Region::new(len).unwrap();
+        assert_eq!(region.base.as_ptr() as usize % BLOCK, 0);
+        assert_eq!(region.len, 2 * BLOCK);
+        // SAFETY: the one slice of this region, dropped before it.
+        let ring = unsafe { region.slice(len) };
+        ring.fill(7);
+        discard_ring(ring, 100).unwrap();
+        assert!(ring[..BLOCK].iter().all(|&b| b == 0), "the first block");
         assert!(
-            buf[..from].iter().all(|&b| b == 7),
-            "bytes before the first page stay"
+            ring[BLOCK..].iter().all(|&b| b == 7),
+            "the next block stays"
         );
-        assert!(
-            buf[from..from + 3 * PAGE].iter().all(|&b| b == 0),
-            "whole pages read as zeros"
-        );
-        assert_eq!(*buf.last().unwrap(), 7, "a partial last page stays");
-        discard_pages(&mut buf[1..2]).unwrap();
+        discard_ring(ring, 0).unwrap();
+        assert_eq!(ring[BLOCK], 7, "nothing touched, nothing given back");
+        discard_ring(ring, len).unwrap();
+        assert!(ring.iter().all(|&b| b == 0), "the whole ring");
     }
 
     #[test]
