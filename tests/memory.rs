@@ -1,5 +1,5 @@
 //! Memory per connection, as a user of zc-httpd sees it (root only): idle
-//! keep-alive connections cost at most 16 KiB each, a connection that sent
+//! keep-alive connections cost at most 8 KiB each, a connection that sent
 //! a large file gives its ring memory back once idle, and a memory budget
 //! refuses new connections while the ones it admitted finish intact. Each
 //! test has its own namespace with a TAP (10.200.36–38) and document root.
@@ -77,10 +77,11 @@ fn addr(bed: &TapBed) -> SocketAddr {
 
 /// 800 keep-alive connections, each after a 64 KiB response written into
 /// its 4 MiB send ring (copy mode: the ring's pages are really written),
-/// then idle: together they cost at most 16 KiB each.
+/// then idle: together they cost at most 8 KiB each (2.3-2.6 KB measured
+/// on Linux 6.18; about 6.6 KB where the kernel keeps empty page tables).
 #[test]
 #[ignore = "needs root"]
-fn idle_keepalive_connections_cost_at_most_16_kib_each() {
+fn idle_keepalive_connections_cost_at_most_8_kib_each() {
     require_root!();
     const N: usize = 800;
     let dir = TempDir::new("midle");
@@ -120,7 +121,7 @@ fn idle_keepalive_connections_cost_at_most_16_kib_each() {
         "anonymous memory + page tables: before {before}, after {N} responses {busy}, idle {idle}: {per_conn} bytes per idle connection"
     );
     assert!(
-        per_conn <= 16 << 10,
+        per_conn <= 8 << 10,
         "{per_conn} bytes per idle connection (before {before}, busy {busy}, idle {idle})"
     );
     let (json, _) = stop(app, &dir);
