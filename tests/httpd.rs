@@ -203,6 +203,16 @@ fn big_file_by_reference_tap_offload() {
     sent_by_reference(&big_fetch_on(&bed, "hrefo", "auto", &["--tap-offload"]));
 }
 
+/// Copy mode over a TAP with TSO: each file byte is copied once, into the
+/// send ring, and the ring's bytes leave by reference.
+#[test]
+#[ignore = "needs root"]
+fn big_file_copy_mode_tap_offload() {
+    require_root!();
+    let bed = TapBed::new("hcopyo", 70);
+    copy_mode_over_tap_copies_once(&big_fetch_on(&bed, "hcopyo", "copy", &["--tap-offload"]));
+}
+
 #[test]
 #[ignore = "needs root"]
 fn big_file_by_reference_tap_plain() {
@@ -241,12 +251,18 @@ fn big_file_auto_mode_af_xdp() {
 }
 
 /// AF_XDP with multi-buffer jumbo frames: file bytes by reference are
-/// copied once into the frames (the kernel reads only the UMEM).
+/// copied once into the frames (the kernel reads only the UMEM); in copy
+/// mode twice (into the ring, then into the frames).
 #[test]
 #[ignore = "needs root"]
 fn big_file_af_xdp_mtu_9000_and_65535() {
     require_root!();
-    for (tag, net, mtu) in [("hx9k", 68, 9000), ("hx64k", 69, 65535)] {
+    for (tag, net, mtu, mode) in [
+        ("hx9k", 68, 9000, "auto"),
+        ("hx64k", 69, 65535, "auto"),
+        ("hx9kc", 73, 9000, "copy"),
+        ("hx64kc", 74, 65535, "copy"),
+    ] {
         let bed = VethBed::new(
             tag,
             net,
@@ -255,7 +271,11 @@ fn big_file_af_xdp_mtu_9000_and_65535() {
                 ..VethOpts::default()
             },
         );
-        by_reference_copies_once(&big_fetch_on(&bed, tag, "auto", &[]));
+        let json = big_fetch_on(&bed, tag, mode, &[]);
+        match mode {
+            "copy" => copy_mode_copies_twice(&json),
+            _ => by_reference_copies_once(&json),
+        }
     }
 }
 
