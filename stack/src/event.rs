@@ -253,20 +253,28 @@ impl<D: Driver> Stack<D> {
     /// them and stale ones from the list.
     fn check_writers(&mut self) {
         let mut writers = std::mem::take(&mut self.events.writers);
+        let cap = self.tcp_tx_buffer;
         writers.retain(|&slot| {
+            let limit = self.mem_tx_limit(slot);
             let s = &mut self.tcp[slot as usize];
             let Some(conn) = s.open_conn(slot) else {
                 s.ev.want_write = false;
                 return false;
             };
             let sock = self.sockets.get::<tcp::Socket>(s.handle);
+            let queued = crate::file::transfer::ring_queue(sock);
             let ready = if matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
                 false
             } else if !sock.may_send() || s.files.close_after {
                 true
             } else {
-                s.files.pending() == 0
-                    && sock.send_capacity() > crate::file::transfer::ring_queue(sock)
+                // Room in the ring, and below a memory budget room for the
+                // next byte: the write position (0 in a ring that drained,
+                // else where the last write ended) lies below what the
+                // budget lets this ring reach. Otherwise a write would
+                // find no room, and the event would come back every poll.
+                let at = if queued == 0 { 0 } else { s.files.tx_end % cap };
+                s.files.pending() == 0 && sock.send_capacity() > queued && at < limit
             };
             if ready {
                 s.ev.want_write = false;

@@ -571,6 +571,70 @@ mod tests {
         );
     }
 
+    /// Under a budget, a connection whose write is refused for lack of
+    /// memory while its ring has room is told `Writable` when memory is
+    /// back (its ring drained), not on every poll while a write would fail.
+    #[test]
+    fn writable_waits_for_memory_not_only_for_ring_room() {
+        use crate::Event;
+        let budget = pool_bytes() + (RX + TX) + (RX + super::TX_FLOOR) + 4 * sock() + RX / 4;
+        let mut p = pair(Some(budget));
+        let mut events = Vec::new();
+        p.b.events(&mut events);
+        let l = p.b.tcp_listen(80, 1).unwrap();
+        let (_c1, s1) = p.connect(l);
+        let (c2, s2) = p.connect(l);
+        // s1 takes the budget's one full ring; A reads neither connection.
+        let data = vec![7u8; 2 * TX];
+        let mut sent1 = 0;
+        for _ in 0..2000 {
+            if let Ok(n) = p.b.tcp_write(s1, &data[sent1..]) {
+                sent1 += n;
+            }
+            p.run(1);
+        }
+        assert!(sent1 >= TX, "s1 filled its ring (and A's window): {sent1}");
+        // s2 writes, as an application on events would, until refused.
+        let mut sent2 = 0;
+        while let Ok(n) = p.b.tcp_write(s2, &data[sent2..]) {
+            sent2 += n;
+        }
+        assert!(
+            sent2 < TX / 2,
+            "the budget, not the ring, stopped s2 at {sent2}"
+        );
+        let mut told = 0;
+        for _ in 0..200 {
+            p.run(1);
+            p.b.events(&mut events);
+            if events.contains(&Event::Writable(s2)) {
+                told += 1;
+                assert!(p.b.tcp_write(s2, &data[sent2..]).is_err(), "no room yet");
+            }
+        }
+        assert_eq!(told, 0, "Writable while a write could not take a byte");
+        // A reads c2: s2's ring drains, and it is told it can write again.
+        let mut buf = vec![0; 64 << 10];
+        let mut got = 0;
+        let mut told = false;
+        for _ in 0..20_000 {
+            p.run(1);
+            while let Ok(n) = p.a.tcp_read(c2, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            p.b.events(&mut events);
+            if events.contains(&Event::Writable(s2)) {
+                told = true;
+                break;
+            }
+        }
+        assert!(told, "never told; A read {got} of {sent2}");
+        assert!(p.b.tcp_write(s2, &data[sent2..]).unwrap() > 0);
+    }
+
     fn pool_bytes() -> usize {
         512 * 2048
     }
