@@ -91,6 +91,29 @@ pub(crate) fn discard_ring(ring: &mut [u8], len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Maps `len` bytes of zeroed private anonymous memory where the kernel
+/// likes.
+fn map_anonymous(len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks
+    // aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_err(&format!(
+            "mapping a {len}-byte TCP ring (raise vm.max_map_count or lower the connection count)"
+        )));
+    }
+    Ok(p)
+}
+
 /// A private anonymous mapping of whole [`BLOCK`]s, block-aligned,
 /// unmapped on drop. Its bytes are reached only through the one slice
 /// [`SocketStore::add_tcp`] makes.
@@ -108,38 +131,38 @@ impl Region {
     /// starting on a block boundary.
     fn new(len: usize) -> io::Result<Region> {
         let len = len.max(1).next_multiple_of(BLOCK);
-        // One block more than needed, so that a block boundary lies in the
-        // first block; the parts before it and after the region are
-        // unmapped at once.
-        // SAFETY: a fresh anonymous mapping at an address the kernel picks
-        // aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len + BLOCK,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last_err(&format!(
-                "mapping a {len}-byte TCP ring (raise vm.max_map_count or lower the connection count)"
-            )));
-        }
-        let start = (p as usize).next_multiple_of(BLOCK);
-        let head = start - p as usize;
-        for (at, n) in [(p as usize, head), (start + len, BLOCK - head)] {
-            if n > 0 {
-                // SAFETY: a part of the mapping just made, outside the
-                // `len` bytes from `start` the region keeps; nothing
-                // refers to it. A failure only leaves address space mapped.
-                unsafe { libc::munmap(at as *mut libc::c_void, n) };
+        // Mapped top-down next to the previous ring, a ring of whole blocks
+        // is usually aligned already, and the kernel merges it with its
+        // neighbours into one mapping (so 10 000 connections stay far
+        // below vm.max_map_count). Otherwise: one block more, so that a
+        // block boundary lies in the first block, and the parts before it
+        // and after the region are unmapped at once.
+        let mut p = map_anonymous(len)?;
+        if !(p as usize).is_multiple_of(BLOCK) {
+            // SAFETY: the mapping just made, which nothing refers to.
+            unsafe { libc::munmap(p, len) };
+            p = map_anonymous(len + BLOCK)?;
+            let start = (p as usize).next_multiple_of(BLOCK);
+            let head = start - p as usize;
+            for (at, n) in [(p as usize, head), (start + len, BLOCK - head)] {
+                if n > 0 {
+                    // SAFETY: a part of the mapping just made, outside the
+                    // `len` bytes from `start` the region keeps; nothing
+                    // refers to it. A failure only leaves address space
+                    // mapped.
+                    unsafe { libc::munmap(at as *mut libc::c_void, n) };
+                }
             }
+            p = start as *mut libc::c_void;
         }
+        // Pages of 4 KiB, as the memory accounting counts them: with
+        // transparent huge pages set to `always`, the first byte written
+        // into an aligned block would otherwise take 2 MiB. A failure (a
+        // kernel without THP) changes nothing.
+        // SAFETY: advice on the region just mapped; it changes no byte.
+        unsafe { libc::madvise(p, len, libc::MADV_NOHUGEPAGE) };
         let base =
-            NonNull::new(start as *mut u8).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
         Ok(Region { base, len })
     }
 
