@@ -2154,7 +2154,14 @@ impl<'a> Socket<'a> {
             // reason is TCP simultaneous open).
             (State::SynReceived, TcpControl::Rst) if self.listen_endpoint.port != 0 => {
                 tcp_trace!("received RST");
-                self.tuple = None;
+                // ZCSTACK PATCH 29: listening again as a fresh socket. The
+                // aborted handshake's state (TS.Recent, the peer's MSS,
+                // window scale and SACK, RTT, timers) must not reach the
+                // next SYN: a stale TS.Recent newer than that SYN's TSval
+                // was kept and echoed, and the peer reset every SYN-ACK.
+                let ep = self.listen_endpoint;
+                self.reset();
+                self.listen_endpoint = ep;
                 self.set_state(State::Listen);
                 return None;
             }
@@ -10408,4 +10415,6 @@ mod test {
     mod zcstack_time_wait;
     // ZCSTACK PATCH 25.
     mod zcstack_late_tx;
+    // ZCSTACK PATCH 29.
+    mod zcstack_relisten;
 }
