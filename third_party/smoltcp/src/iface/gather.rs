@@ -11,15 +11,16 @@
 use super::packet::{IpPayload, Packet};
 use super::PayloadSlice;
 use crate::phy::DeviceCapabilities;
-use crate::socket::tcp::GatherSlice;
+use crate::socket::tcp::{GatherSlice, PayloadParts};
 use crate::wire::*;
 
 /// ZCSTACK PATCH 26: `payload` as handed to the device: with the reference
-/// it was read from when the socket named one for exactly these bytes.
-pub(crate) fn payload_slice<'a>(payload: &'a [u8], slice: PayloadSlice<'a>) -> GatherSlice<'a> {
-    match slice {
-        Some(s) if core::ptr::eq(s.bytes(), payload) => s,
-        _ => GatherSlice::borrowed(payload),
+/// it was read from when the socket named one for exactly these bytes, and
+/// (ZCSTACK PATCH 30) the slices the socket says follow it in the segment.
+pub(crate) fn payload_parts<'a>(payload: &'a [u8], parts: PayloadSlice<'a>) -> PayloadParts<'a> {
+    match parts.as_slice().first() {
+        Some(s) if core::ptr::eq(s.bytes(), payload) => parts,
+        _ => PayloadParts::one(GatherSlice::borrowed(payload)),
     }
 }
 

@@ -23,9 +23,11 @@ mod gather;
 
 /// ZCSTACK PATCH 26: what a TCP socket says of a segment's payload when it
 /// dispatches it: the reference it was read from, if any, for a device
-/// that gathers and keeps it past the call.
+/// that gathers and keeps it past the call; and (ZCSTACK PATCH 30) the
+/// slices that follow the segment's `payload`, when it spans several
+/// extents of the send buffer.
 #[cfg(feature = "socket-tcp-extents")]
-pub(crate) type PayloadSlice<'a> = Option<crate::socket::tcp::GatherSlice<'a>>;
+pub(crate) type PayloadSlice<'a> = crate::socket::tcp::PayloadParts<'a>;
 #[cfg(not(feature = "socket-tcp-extents"))]
 pub(crate) type PayloadSlice<'a> = core::marker::PhantomData<&'a ()>;
 

@@ -41,6 +41,8 @@ mod extents;
 use extents::TxBuffer;
 #[cfg(feature = "socket-tcp-extents")]
 pub use extents::{GatherSlice, TxRef, TxSource, MAX_SEND_BUFFER};
+#[cfg(feature = "socket-tcp-extents")]
+pub(crate) use extents::PayloadParts;
 #[cfg(not(feature = "socket-tcp-extents"))]
 type TxBuffer<'a> = SocketBuffer<'a>;
 use crate::iface::PayloadSlice;
@@ -2862,6 +2864,13 @@ impl<'a> Socket<'a> {
         let mut packet_meta = PacketMeta::default();
         // ZCSTACK PATCH 26: where in the send buffer the payload starts.
         let mut payload_offset = None;
+        // ZCSTACK PATCH 30: a payload that spans several extents of the send
+        // buffer, for a device that gathers: `repr.payload` is the first
+        // slice, `payload_more` bytes follow it in the segment.
+        #[cfg(feature = "socket-tcp-extents")]
+        let mut parts = PayloadParts::default();
+        #[cfg_attr(not(feature = "socket-tcp-extents"), allow(unused_mut))]
+        let mut payload_more = 0usize;
 
         match self.state {
             // We transmit an RST in the CLOSED state. If we ended up in the CLOSED state
@@ -2954,12 +2963,14 @@ impl<'a> Socket<'a> {
                 };
                 tlp_probe = recovery_send.is_some() && self.recovery_probe_pending();
 
-                let offset = if let Some(recovery::Send::Retransmit { seq, len }) = recovery_send {
+                let (offset, want) = if let Some(recovery::Send::Retransmit { seq, len }) =
+                    recovery_send
+                {
                     let offset = scoreboard::seq_len(seq, self.local_seq_no);
                     let data_len = len.min(self.tx_buffer.len().saturating_sub(offset));
                     repr.seq_number = self.local_seq_no + offset;
                     repr.payload = self.tx_buffer.get_allocated(offset, data_len);
-                    offset
+                    (offset, data_len)
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -3013,14 +3024,23 @@ impl<'a> Socket<'a> {
 
                     let offset = self.flight_size();
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
-                    burst_ends &= repr.payload.len() == size && size > 0;
-                    offset
+                    burst_ends &= size > 0;
+                    (offset, size)
                 };
+
+                // ZCSTACK PATCH 30: where an extent ends before the segment
+                // may, a device that gathers takes the next ones too.
+                #[cfg(feature = "socket-tcp-extents")]
+                if repr.payload.len() < want && cx.tx_gather() {
+                    parts = self.tx_buffer.payload_parts(offset, want);
+                    payload_more = parts.total_len() - repr.payload.len();
+                }
+                burst_ends &= repr.payload.len() + payload_more == want;
 
                 payload_offset = Some(offset);
 
                 #[cfg(feature = "segmentation-offload")]
-                if repr.payload.len() > effective_mss {
+                if repr.payload.len() + payload_more > effective_mss {
                     packet_meta.segmentation_offload_size =
                         core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
                             .unwrap()
@@ -3029,7 +3049,7 @@ impl<'a> Socket<'a> {
 
                 // If we've sent everything we had in the buffer, follow it with the PSH or FIN
                 // flags, depending on whether the transmit half of the connection is open.
-                if offset + repr.payload.len() == self.tx_buffer.len() {
+                if offset + repr.payload.len() + payload_more == self.tx_buffer.len() {
                     match self.state {
                         State::FinWait1 | State::LastAck | State::Closing => {
                             repr.control = TcpControl::Fin
@@ -3108,15 +3128,18 @@ impl<'a> Socket<'a> {
         // Bailing out if the packet isn't placed in the device buffer allows us
         // to not waste time waiting for the retransmit timer on packets that we know
         // for sure will not be successfully transmitted.
-        ip_repr.set_payload_len(repr.buffer_len());
-        // ZCSTACK PATCH 26: a payload read from a reference says so.
+        ip_repr.set_payload_len(repr.buffer_len() + payload_more);
+        // ZCSTACK PATCH 26: a payload read from a reference says so; and
+        // ZCSTACK PATCH 30: one that spans several extents is all of them.
         #[cfg(feature = "socket-tcp-extents")]
         let slice = match payload_offset {
+            Some(_) if payload_more > 0 => parts,
             Some(offset) if !is_keep_alive && !repr.payload.is_empty() => {
                 let r = self.tx_buffer.ref_at(offset);
                 r.and_then(|(r, skip)| GatherSlice::of_ref(r, skip, repr.payload.len()))
+                    .map_or_else(PayloadParts::default, PayloadParts::one)
             }
-            _ => None,
+            _ => PayloadParts::default(),
         };
         #[cfg(not(feature = "socket-tcp-extents"))]
         let slice = {
@@ -3156,7 +3179,7 @@ impl<'a> Socket<'a> {
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a retransmitted segment (whose seq_number is behind
         // the current frontier) doesn't rewind the tracked "highest sent" sequence.
-        let (seq, seg_len) = (repr.seq_number, repr.segment_len());
+        let (seq, seg_len) = (repr.seq_number, repr.segment_len() + payload_more);
         let synack = repr.control == TcpControl::Syn && repr.ack_number.is_some();
         let prior_nxt = self.remote_last_seq;
         self.remote_last_seq = self.remote_last_seq.max(seq + seg_len);

@@ -1154,6 +1154,13 @@ impl InterfaceInner {
         self.caps.segmentation.clone()
     }
 
+    /// ZCSTACK PATCH 30: whether the device takes a TCP payload as slices
+    /// ([`DeviceCapabilities::tx_gather`](crate::phy::DeviceCapabilities)).
+    #[cfg(feature = "socket-tcp-extents")]
+    pub(crate) fn tx_gather(&self) -> bool {
+        self.caps.tx_gather
+    }
+
     #[allow(unused)] // unused depending on which sockets are enabled
     pub(crate) fn max_transmission_unit(&self) -> usize {
         self.caps.max_transmission_unit
@@ -1711,15 +1718,16 @@ impl InterfaceInner {
                     // payload as a slice instead of a copy.
                     #[cfg(feature = "socket-tcp-extents")]
                     if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
-                        let header_len = total_len - payload.len();
-                        let payload = [super::gather::payload_slice(payload, slice)];
-                        tx_token.consume_gather(header_len, &payload, |mut buf| {
+                        let parts = super::gather::payload_parts(payload, slice);
+                        let payload = parts.as_slice();
+                        let header_len = total_len - parts.total_len();
+                        tx_token.consume_gather(header_len, payload, |mut buf| {
                             #[cfg(feature = "medium-ethernet")]
                             if matches!(self.caps.medium, Medium::Ethernet) {
                                 emit_ethernet(&ip_repr, buf);
                                 buf = &mut buf[EthernetFrame::<&[u8]>::header_len()..];
                             }
-                            packet.emit_gather_headers(&ip_repr, buf, &payload, &caps);
+                            packet.emit_gather_headers(&ip_repr, buf, payload, &caps);
                         });
                         return Ok(());
                     }
@@ -1749,15 +1757,16 @@ impl InterfaceInner {
                     // ZCSTACK PATCH 20: as for IPv4.
                     #[cfg(feature = "socket-tcp-extents")]
                     if let Some(payload) = packet.gather_payload().filter(|_| caps.tx_gather) {
-                        let header_len = total_len - payload.len();
-                        let payload = [super::gather::payload_slice(payload, slice)];
-                        tx_token.consume_gather(header_len, &payload, |mut buf| {
+                        let parts = super::gather::payload_parts(payload, slice);
+                        let payload = parts.as_slice();
+                        let header_len = total_len - parts.total_len();
+                        tx_token.consume_gather(header_len, payload, |mut buf| {
                             #[cfg(feature = "medium-ethernet")]
                             if matches!(self.caps.medium, Medium::Ethernet) {
                                 emit_ethernet(&ip_repr, buf);
                                 buf = &mut buf[EthernetFrame::<&[u8]>::header_len()..];
                             }
-                            packet.emit_gather_headers(&ip_repr, buf, &payload, &caps);
+                            packet.emit_gather_headers(&ip_repr, buf, payload, &caps);
                         });
                         return Ok(());
                     }

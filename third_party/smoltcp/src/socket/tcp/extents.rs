@@ -193,6 +193,48 @@ impl<'a> GatherSlice<'a> {
     }
 }
 
+/// ZCSTACK PATCH 30: how many slices of the send buffer one segment may
+/// span (a response head written into the ring and the file it refers
+/// to are two).
+pub(crate) const PARTS: usize = 4;
+
+/// ZCSTACK PATCH 30: a segment's payload as up to [`PARTS`] slices of
+/// consecutive extents of the send buffer, in order.
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadParts<'a> {
+    parts: [GatherSlice<'a>; PARTS],
+    len: usize,
+}
+
+impl Default for PayloadParts<'_> {
+    fn default() -> Self {
+        PayloadParts {
+            parts: [GatherSlice::borrowed(&[]); PARTS],
+            len: 0,
+        }
+    }
+}
+
+impl<'a> PayloadParts<'a> {
+    /// One slice.
+    pub(crate) fn one(s: GatherSlice<'a>) -> Self {
+        let mut p = Self::default();
+        p.parts[0] = s;
+        p.len = 1;
+        p
+    }
+
+    /// The slices, in order.
+    pub(crate) fn as_slice(&self) -> &[GatherSlice<'a>] {
+        &self.parts[..self.len]
+    }
+
+    /// Their length in bytes.
+    pub(crate) fn total_len(&self) -> usize {
+        self.as_slice().iter().map(|s| s.len()).sum()
+    }
+}
+
 /// A send buffer: the socket's ring, and references in sequence with it.
 ///
 /// The sequence is `[ring bytes][reference]...[ring bytes][reference][ring
@@ -317,6 +359,29 @@ impl<'a> TxBuffer<'a> {
             Some(skip) => self.ring.get_allocated(ring_at + skip, size),
             None => &[],
         }
+    }
+
+    /// ZCSTACK PATCH 30: up to `size` bytes from `offset` (from the oldest
+    /// byte) as up to [`PARTS`] slices: one per extent (ring bytes up to
+    /// the ring's end or the next reference; a reference), each naming its
+    /// reference. The first is [`get_allocated`](Self::get_allocated)`(offset, size)`.
+    pub(crate) fn payload_parts(&self, offset: usize, size: usize) -> PayloadParts<'_> {
+        let mut p = PayloadParts::default();
+        let (mut at, mut left) = (offset, size);
+        while left > 0 && p.len < PARTS {
+            let bytes = self.get_allocated(at, left);
+            if bytes.is_empty() {
+                break;
+            }
+            p.parts[p.len] = self
+                .ref_at(at)
+                .and_then(|(r, skip)| GatherSlice::of_ref(r, skip, bytes.len()))
+                .unwrap_or(GatherSlice::borrowed(bytes));
+            p.len += 1;
+            at += bytes.len();
+            left -= bytes.len();
+        }
+        p
     }
 
     /// ZCSTACK PATCH 26: the reference holding the byte at `offset` from

@@ -27,6 +27,8 @@ struct Loop {
     in_flight: Vec<TxRef>,
     /// Slices handed over without a reference (ring bytes).
     borrowed: usize,
+    /// ZCSTACK PATCH 30: each gathered segment's slices' lengths.
+    segments: Vec<Vec<usize>>,
 }
 
 struct Rx(Vec<u8>);
@@ -54,6 +56,7 @@ impl phy::TxToken for Tx<'_> {
         assert!(self.0.gather, "gathered by a device that did not ask");
         let mut buf = vec![0; header_len];
         let r = f(&mut buf);
+        self.0.segments.push(payload.iter().map(|p| p.len()).collect());
         for p in payload {
             self.0.gathered.push((p.bytes().as_ptr() as usize, p.len()));
             buf.extend_from_slice(p.bytes());
@@ -117,6 +120,7 @@ struct Run {
     /// References the device still held at the end.
     in_flight: Vec<TxRef>,
     borrowed: usize,
+    segments: Vec<Vec<usize>>,
 }
 
 /// A header written into the ring, 20000 bytes of a source by reference
@@ -137,6 +141,7 @@ fn run_keeping(gather: bool, drop: usize, keep: bool) -> (Run, Arc<Vec<u8>>) {
         keep,
         in_flight: Vec::new(),
         borrowed: 0,
+        segments: Vec::new(),
     };
     let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, Instant::ZERO);
     iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap());
@@ -187,6 +192,7 @@ fn run_keeping(gather: bool, drop: usize, keep: bool) -> (Run, Arc<Vec<u8>>) {
         src_refs_after: Arc::strong_count(&src),
         in_flight: dev.in_flight,
         borrowed: dev.borrowed,
+        segments: dev.segments,
     };
     (run, src)
 }
@@ -259,7 +265,10 @@ fn zcstack_other_devices_get_a_copy() {
 fn zcstack_a_device_keeps_referenced_bytes_until_its_tx_completes() {
     let (run, src) = run_keeping(true, 0, true);
     assert_eq!(run.received, expected(&src));
-    assert_eq!(run.borrowed, 2, "the header and trailer: ring bytes, no reference");
+    assert_eq!(
+        run.borrowed, 2,
+        "the header and trailer: ring bytes, no reference"
+    );
     // One reference per gathered segment of the source (a tail loss probe
     // may have sent one twice): together exactly the referenced range.
     let mut covered = vec![false; src.len()];
@@ -279,4 +288,22 @@ fn zcstack_a_device_keeps_referenced_bytes_until_its_tx_completes() {
     }
     drop(run.in_flight);
     assert_eq!(Arc::strong_count(&src), 1, "released when the TX completes");
+}
+
+/// ZCSTACK PATCH 30: a segment spans the extents it reaches — the header
+/// in the ring and the start of the reference go in one segment, the end
+/// of the reference and the trailer in another — so the 20 016 bytes take
+/// as many segments as one extent of that length would (14 of 1460), not
+/// one more per extent boundary, and arrive intact (checksums verified).
+#[test]
+fn zcstack_patch30_a_segment_spans_the_extents_it_reaches() {
+    let (run, src) = run(true, 0);
+    assert_eq!(run.received, expected(&src));
+    let mss = 1500 - 40;
+    assert_eq!(run.segments.len(), (8 + 20001 + 7usize).div_ceil(mss));
+    assert_eq!(run.segments[0], [8, mss - 8], "header, then the reference");
+    let last = run.segments.last().unwrap();
+    assert_eq!(last.len(), 2, "the reference's end, then the trailer");
+    assert_eq!(last[1], 7);
+    assert!(run.segments.iter().all(|s| s.iter().sum::<usize>() <= mss));
 }
