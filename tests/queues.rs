@@ -7,24 +7,19 @@
 //! full at exit. Each test has its own namespaces and /24 (10.200.90–94).
 //!
 //! Steering: the kernel puts each flow on a TAP queue by a hash of the
-//! flow, so sixteen connections land on both queues (all sixteen on one
-//! queue: 2 in 65 536). A veth delivers on the RX queue numbered like the
-//! sender's TX queue, and the beds map the client's CPU n to TX queue n
-//! (XPS): clients pinned half to CPU 0 and half to CPU 1 reach both queues.
-//! Every thread of a veth client stays on its CPU, because the kernel may
-//! pick a flow's TX queue again from the sending CPU whenever nothing is
-//! in flight (its ACKs go out on the CPU where the server's replies arrive,
-//! which is the CPU of the queue that serves it: the same one).
+//! flow; a veth delivers on the RX queue numbered like the TX queue the
+//! sender picked, here by the hash the client's kernel gave the socket
+//! (no XPS map, so the sending CPU does not matter, and no new hash after
+//! a retransmission timeout: `net.core.txrehash=0`). Either way a flow
+//! stays on one queue, and sixteen connections or more land on both
+//! (all on one queue: 2 in 65 536 or less).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use zcstack_tests::httpd::HttpBed;
-use zcstack_tests::netns::{
-    App, Namespace, TapBed, VETH_CLIENT, VETH_SERVER, VethBed, VethOpts, spawn_in_ns,
-};
+use zcstack_tests::netns::{App, Namespace, TapBed, VETH_SERVER, VethBed, VethOpts, spawn_in_ns};
 use zcstack_tests::{TempDir, random_bytes, require_root, sha256_hex};
 
 /// Concurrent clients per test.
@@ -49,10 +44,8 @@ fn mq_tap_bed(tag: &str, net: u8) -> TapBed {
     bed
 }
 
-/// A veth with two queues per end; the client end's CPU n sends on TX
-/// queue n, and it knows the stack's MAC without asking (a SYN held back
-/// until an ARP reply came would leave from the CPU that took the reply,
-/// on that CPU's queue, and the flow's next packets from its own CPU's).
+/// A veth with two queues per end, whose client end picks a flow's TX
+/// queue by the socket's hash and keeps it (see the module doc).
 fn mq_veth_bed(tag: &str, net: u8) -> VethBed {
     let bed = VethBed::new(
         tag,
@@ -63,50 +56,12 @@ fn mq_veth_bed(tag: &str, net: u8) -> VethBed {
         },
     );
     let st = bed
-        .client_command("sh")
-        .args([
-            "-c",
-            "echo 1 > /sys/class/net/zccv0/queues/tx-0/xps_cpus && \
-             echo 2 > /sys/class/net/zccv0/queues/tx-1/xps_cpus",
-        ])
+        .client_command("sysctl")
+        .args(["-q", "-w", "net.core.txrehash=0"])
         .status()
-        .expect("sh");
-    assert!(st.success(), "XPS setup");
-    let neigh = format!(
-        "ip neigh replace {} lladdr {} dev {VETH_CLIENT} nud permanent",
-        bed.stack_ip(),
-        bed.stack_mac()
-    );
-    let st = bed
-        .client_command("sh")
-        .args(["-c", &neigh])
-        .status()
-        .expect("sh");
-    assert!(st.success(), "{neigh}");
+        .expect("sysctl");
+    assert!(st.success(), "sysctl net.core.txrehash=0");
     bed
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).expect("cpu index");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
-}
-
-/// Where a client runs: any CPU (TAP: the flow hash steers), or pinned to
-/// CPU `i % 2` with every thread it starts (veth: the CPU steers).
-#[derive(Clone, Copy)]
-enum Clients {
-    Anywhere,
-    PinnedByIndex,
-}
-
-impl Clients {
-    fn place(self, i: u64) {
-        if let Clients::PinnedByIndex = self {
-            pin_to(i as usize % 2);
-        }
-    }
 }
 
 /// Starts `app` in `bed` with `--queues 2`, `--stats-json` into `dir`, and
@@ -177,12 +132,11 @@ fn both_queues_carried(json: &Value, key: &str) {
 /// `CLIENTS` clients at once each echo 256 KiB of their own seeded bytes
 /// through `addr`, writing and reading at once; returns how many bytes
 /// they sent in all. Asserts each got its own bytes back (SHA-256).
-fn echo_clients(ns: &str, addr: SocketAddr, clients: Clients) -> u64 {
+fn echo_clients(ns: &str, addr: SocketAddr) -> u64 {
     const LEN: usize = 256 << 10;
     let threads: Vec<_> = (0..CLIENTS)
         .map(|i| {
             spawn_in_ns(ns, move || {
-                clients.place(i);
                 let data = random_bytes(LEN, 900 + i);
                 let want = sha256_hex(&data);
                 let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -190,8 +144,6 @@ fn echo_clients(ns: &str, addr: SocketAddr, clients: Clients) -> u64 {
                 s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
                 s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
                 let mut w = s.try_clone().unwrap();
-                // The writer stays on the reader's CPU (a new thread
-                // inherits the caller's affinity and namespace).
                 let writer = std::thread::spawn(move || {
                     w.write_all(&data).expect("write");
                     w.shutdown(Shutdown::Write).expect("shutdown");
@@ -216,7 +168,6 @@ fn echo_on_two_queues(
     dev: &[&str],
     ip: &str,
     client_ns: &str,
-    clients: Clients,
     steering: &str,
 ) {
     let dir = TempDir::new(tag);
@@ -225,7 +176,7 @@ fn echo_on_two_queues(
     args.extend(["--ip", &cidr]);
     let srv = start(bed, "zc-echo", &dir, &args, steering);
     let addr: SocketAddr = format!("{ip}:7").parse().unwrap();
-    let sent = echo_clients(client_ns, addr, clients);
+    let sent = echo_clients(client_ns, addr);
     let json = stop(srv, "zc-echo", &dir);
     assert_eq!(json["connections"], CLIENTS, "{json}");
     both_queues_carried(&json, "connections");
@@ -245,7 +196,6 @@ fn echo_on_a_two_queue_tap() {
         &["--tap", "zcmq0"],
         &bed.stack_ip(),
         &ns,
-        Clients::Anywhere,
         "TAP queue by its flow hash",
     );
 }
@@ -262,7 +212,6 @@ fn echo_on_two_xdp_queues_of_a_veth() {
         &["--xdp", VETH_SERVER],
         &bed.stack_ip(),
         &ns,
-        Clients::PinnedByIndex,
         "a veth delivers each packet on the RX queue numbered like the sender's TX queue",
     );
 }
@@ -327,7 +276,6 @@ fn httpd_on_two_queues(
     dev: &[&str],
     ip: &str,
     client_ns: &str,
-    clients: Clients,
     steering: &str,
 ) {
     let dir = TempDir::new(tag);
@@ -346,7 +294,6 @@ fn httpd_on_two_queues(
         .map(|i| {
             let want = want.clone();
             spawn_in_ns(client_ns, move || {
-                clients.place(i);
                 for (name, sha) in &want {
                     let (status, body) = get(addr, name);
                     assert_eq!(status, 200, "client {i}: GET /{name}");
@@ -385,7 +332,6 @@ fn httpd_on_a_two_queue_tap() {
         &["--tap", "zcmq0"],
         &bed.stack_ip(),
         &ns,
-        Clients::Anywhere,
         "TAP queue by its flow hash",
     );
 }
@@ -402,7 +348,6 @@ fn httpd_on_two_xdp_queues_of_a_veth() {
         &["--xdp", VETH_SERVER],
         &bed.stack_ip(),
         &ns,
-        Clients::PinnedByIndex,
         "a veth delivers each packet on the RX queue numbered like the sender's TX queue",
     );
 }
