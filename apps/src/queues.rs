@@ -1,5 +1,8 @@
 //! `--queues N`: one share-nothing stack per device queue, each on its own
-//! thread pinned to its own core.
+//! thread pinned to its own core. Every server (zc-echo, zc-httpd, `zc-perf
+//! server`) builds its stacks with `DeviceArgs::build_stacks` and runs its
+//! loop on each with [`serve`]; [`via`] and [`steering`] make the banner,
+//! [`total`] and [`Board`] the figures over every queue.
 //!
 //! Each queue gets its own driver (an AF_XDP socket bound to queue `q`,
 //! with its own UMEM — its own pool — and its own fill, RX, TX and
