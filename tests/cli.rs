@@ -585,8 +585,8 @@ fn tx_gso_flags_are_refused_where_they_would_do_nothing() {
     }
 }
 
-/// `--queues`: zc-perf's server runs one stack per queue; its client and
-/// the other apps say what to do instead.
+/// `--queues`: the servers run one stack per queue; zc-perf's client, and
+/// `--pcap` (one file, one queue), say what to do instead.
 #[test]
 fn queues_are_refused_where_they_do_not_apply() {
     let dev = ["--tap", "zcx", "--ip", "10.200.0.2/24", "--queues", "2"];
@@ -606,11 +606,39 @@ fn queues_are_refused_where_they_do_not_apply() {
         err.contains("drop --once and stop the server with Ctrl-C"),
         "{err}"
     );
-    let (code, err) = run(&dev);
+    let pcap = [&dev[..], &["--pcap", "/tmp/zc-never.pcap"]].concat();
+    for (app, pre) in [
+        ("zc-echo", &[][..]),
+        ("zc-httpd", &["--root", "."][..]),
+        ("zc-perf", &["server"][..]),
+    ] {
+        let (code, err) = run_bin(app, &[pre, &pcap].concat());
+        assert_eq!(code, Some(2), "{app}: {err}");
+        assert_one_line(&err);
+        assert!(
+            err.contains(&format!(
+                "{app}: --pcap records one queue, --queues 2 opens 2: drop --pcap or --queues (try --help)"
+            )),
+            "{app}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/zc-never.pcap").exists());
+}
+
+/// `--queues N` on an interface with fewer queues: a setup error that
+/// names the queues it has and how to get more, before anything is opened
+/// (the loopback has one queue).
+#[test]
+fn queues_beyond_the_device_are_refused() {
+    let (code, err) = run(&["--xdp", "lo", "--ip", "10.200.0.2/24", "--queues", "2"]);
     assert_eq!(code, Some(1), "{err}");
     assert_one_line(&err);
     assert!(
-        err.contains("--queues 2: this app runs one stack on one queue"),
+        err.contains(
+            "zc-echo: --queues 2 needs RX queues 0..1 of lo, which has 1: give it more \
+             (a NIC: `ethtool -L lo combined 2`; a veth: create it with `numrxqueues 2 \
+             numtxqueues 2`) or lower --queues"
+        ),
         "{err}"
     );
 }

@@ -109,7 +109,11 @@ fn docs_commands_run_as_written() {
     require_root!();
     // (file, lines the output must have, beginnings of lines it must have)
     let cases: [(&str, &[&str], &[&str]); 5] = [
-        ("docs/apps.md", &["hello", "same bytes", "206 100"], &[]),
+        (
+            "docs/apps.md",
+            &["hello", "same bytes", "206 100"],
+            &["8 requests: ["],
+        ),
         ("docs/af_xdp.md", &["hello over AF_XDP"], &[]),
         ("docs/tx-gso.md", &["hello with TSO"], &[]),
         ("docs/tap-offload.md", &[], &[]),

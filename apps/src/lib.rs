@@ -4,16 +4,19 @@
 //! `--stats` ticker. [`perf`] holds zc-perf's wire protocol and report;
 //! [`http`] is zc-httpd's HTTP/1.1 logic (pure code, unit-tested);
 //! [`impair`] zc-impair's impairment flags and their units; [`conns`] the
-//! event-driven connection loop zc-echo and zc-httpd share.
+//! event-driven connection loop zc-echo and zc-httpd share; [`queues`]
+//! `--queues N` (a stack per queue and core) for the servers;
+//! [`stats_json`] their `--stats-json` files.
 #![deny(unsafe_code)]
 
 pub mod conns;
 pub mod impair;
 pub mod perf;
 pub mod queues;
+pub mod stats_json;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,7 +60,8 @@ pub struct DeviceArgs {
     /// Run one stack per device queue, each on a thread of its own pinned
     /// to its own core: AF_XDP sockets on queues --queue .. --queue+N-1, or
     /// N queues of a multi-queue TAP. Each queue has its own pool of
-    /// --pool-frames frames. (zc-perf servers; the other apps run one.)
+    /// --pool-frames frames; the device decides which queue a flow reaches.
+    /// (Servers: zc-echo, zc-httpd, zc-perf server.)
     #[arg(long, value_name = "N", default_value_t = 1,
         value_parser = clap::value_parser!(u32).range(1..=64))]
     pub queues: u32,
@@ -176,6 +180,12 @@ pub fn parse_args<T: Parser>(app: &str) -> T {
     T::try_parse().unwrap_or_else(|e| usage_exit(app, e))
 }
 
+/// Prints a usage error as one line (`app: msg (try --help)`) and exits with 2.
+pub fn usage_error(app: &str, msg: &str) -> ! {
+    eprintln!("{app}: {msg} (try --help)");
+    std::process::exit(2);
+}
+
 /// Prints a clap error as one line and exits with 2 (help and version: print, exit 0).
 pub fn usage_exit(app: &str, e: clap::Error) -> ! {
     use clap::error::ErrorKind;
@@ -209,12 +219,12 @@ pub fn run(app: &str, main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 }
 
 impl DeviceArgs {
-    /// Opens the device and builds the stack (one queue; see
-    /// [`build_stacks`](Self::build_stacks) for `--queues`).
+    /// Opens the device and builds the stack on one queue (`--queue`);
+    /// [`build_stacks`](Self::build_stacks) opens `--queues`.
     pub fn build_stack(&self) -> anyhow::Result<Stack<AppDriver>> {
         if self.queues > 1 {
             anyhow::bail!(
-                "--queues {}: this app runs one stack on one queue; drop --queues (zc-perf's server runs one per queue)",
+                "--queues {}: this runs one stack on one queue; drop --queues",
                 self.queues
             );
         }
@@ -222,17 +232,40 @@ impl DeviceArgs {
         self.stack_on(driver)
     }
 
+    /// Why `--queues` cannot work with the other flags, if it cannot: a
+    /// usage error (exit 2) for the apps to print before opening anything.
+    pub fn queue_conflict(&self) -> Option<String> {
+        if self.queues == 1 {
+            return None;
+        }
+        if self.pcap.is_some() {
+            return Some(format!(
+                "--pcap records one queue, --queues {} opens {}: drop --pcap or --queues",
+                self.queues, self.queues
+            ));
+        }
+        None
+    }
+
     /// `--queues N`: opens N queues of the device and builds a stack on
     /// each, all with the same address and MAC ([`queues`] says how they
-    /// share nothing but ARP). Run them with [`queues::run_queues`].
+    /// share nothing but ARP). One queue: the stack of
+    /// [`build_stack`](Self::build_stack). Serve them with
+    /// [`queues::serve`].
     pub fn build_stacks(&self) -> anyhow::Result<Vec<Stack<AppDriver>>> {
         if self.queues == 1 {
             return Ok(vec![self.build_stack()?]);
         }
-        if self.pcap.is_some() {
-            anyhow::bail!("--pcap records one queue: drop --pcap or --queues");
+        if let Some(why) = self.queue_conflict() {
+            anyhow::bail!(why);
         }
         let first = self.queue.unwrap_or(0);
+        if let Some(iface) = &self.xdp {
+            check_rx_queues(iface, first, self.queues)?;
+        }
+        if let Some(tap) = &self.tap {
+            check_multi_queue_tap(tap, self.queues)?;
+        }
         let hub = queues::ArpHub::new(self.queues as usize);
         (0..self.queues)
             .map(|q| {
@@ -367,6 +400,20 @@ impl DeviceArgs {
                 ));
             }
         }
+        let cpus = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map(|set| {
+                (0..nix::sched::CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .count()
+            })
+            .unwrap_or(0);
+        if cpus > 0 && self.queues as usize > cpus {
+            notes.push(format!(
+                "note: --queues {} on {cpus} CPUs: queue threads share cores (queue q runs on \
+                 CPU q mod {cpus}), so they take turns instead of running side by side",
+                self.queues
+            ));
+        }
         if let Some(iface) = &self.xdp {
             if iface == "lo" {
                 notes.push(
@@ -378,13 +425,18 @@ impl DeviceArgs {
             } else {
                 let addrs = kernel_ipv4_addrs(iface);
                 if !addrs.is_empty() {
+                    let q = self.queue.unwrap_or(0);
                     notes.push(format!(
                         "warning: {iface} also has the kernel's address {}: while the app runs, \
-                         frames arriving on queue {} go to the stack, so the kernel's address \
+                         frames arriving on {} go to the stack, so the kernel's address \
                          stops answering there (give AF_XDP an interface the kernel keeps no \
                          address on)",
                         list(&addrs),
-                        self.queue.unwrap_or(0)
+                        if self.queues > 1 {
+                            format!("queues {q}..{}", q + self.queues - 1)
+                        } else {
+                            format!("queue {q}")
+                        }
                     ));
                 }
             }
@@ -398,6 +450,72 @@ impl DeviceArgs {
             eprintln!("{app}: {n}");
         }
     }
+}
+
+/// The sysfs directory of interface `name` in this network namespace, if
+/// sysfs shows it. Sysfs shows the namespace it was mounted in (`ip netns
+/// exec` mounts the right one; `nsenter` does not): trust it only if its
+/// device has the index this namespace gives the name.
+fn sysfs_iface(name: &str) -> Option<PathBuf> {
+    let sys = Path::new("/sys/class/net").join(name);
+    let index = std::fs::read_to_string(sys.join("ifindex"))
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()?;
+    (nix::net::if_::if_nametoindex(name).ok() == Some(index)).then_some(sys)
+}
+
+/// `--queues` on a TAP that exists: it must have been made multi-queue
+/// (one the app creates is); says how to make one if not.
+fn check_multi_queue_tap(tap: &str, n: u32) -> anyhow::Result<()> {
+    const IFF_MULTI_QUEUE: u32 = 0x100;
+    let Some(flags) = sysfs_iface(tap)
+        .and_then(|sys| std::fs::read_to_string(sys.join("tun_flags")).ok())
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+    else {
+        // Not there (the app creates it), or not a TAP: opening it says so.
+        return Ok(());
+    };
+    if flags & IFF_MULTI_QUEUE == 0 {
+        anyhow::bail!(
+            "--queues {n}: TAP {tap} exists with one queue: delete it (the app then creates \
+             a multi-queue one), or make it with `ip tuntap add dev {tap} mode tap multi_queue` \
+             (`scripts/tapbed.sh up NS {tap} CIDR multi_queue`)"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `iface` has RX queues `first` .. `first + n - 1`; says how to
+/// give it more if not.
+fn check_rx_queues(iface: &str, first: u32, n: u32) -> anyhow::Result<()> {
+    let Some(Ok(entries)) = sysfs_iface(iface).map(|sys| std::fs::read_dir(sys.join("queues")))
+    else {
+        // No sysfs here (or no such interface): opening the socket says why.
+        return Ok(());
+    };
+    let have = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count() as u32;
+    if first + n > have {
+        anyhow::bail!(
+            "--queues {n}{} needs RX queues {first}..{} of {iface}, which has {have}: \
+             give it more (a NIC: `ethtool -L {iface} combined {}`; a veth: create it with \
+             `numrxqueues {} numtxqueues {}`) or lower --queues",
+            if first > 0 {
+                format!(" from --queue {first}")
+            } else {
+                String::new()
+            },
+            first + n - 1,
+            first + n,
+            first + n,
+            first + n
+        );
+    }
+    Ok(())
 }
 
 fn mask(prefix: u8) -> u32 {
@@ -513,8 +631,10 @@ impl StatsTicker {
             None => eprintln!("{app}: {}", rate_line(&self.prev, &s, secs)),
             Some((q, board)) => {
                 eprintln!("{app}: queue {q}: {}", rate_line(&self.prev, &s, secs));
-                let t = board.post(*q, s);
-                if *q == 0 {
+                let t = board.post(*q, Some(s), queues::posted_total);
+                if *q == 0
+                    && let Some(t) = t
+                {
                     eprintln!("{app}: total: {}", rate_line(&self.prev_total, &t, secs));
                     self.prev_total = t;
                 }

@@ -1,5 +1,8 @@
 //! `--queues N`: one share-nothing stack per device queue, each on its own
-//! thread pinned to its own core.
+//! thread pinned to its own core. Every server (zc-echo, zc-httpd, `zc-perf
+//! server`) builds its stacks with `DeviceArgs::build_stacks` and runs its
+//! loop on each with [`serve`]; [`via`] and [`steering`] make the banner,
+//! [`total`] and [`Board`] the figures over every queue.
 //!
 //! Each queue gets its own driver (an AF_XDP socket bound to queue `q`,
 //! with its own UMEM — its own pool — and its own fill, RX, TX and
@@ -18,14 +21,17 @@
 //! the data path).
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use zcstack::{Stack, StackStats};
-use zcstack_driver::{Driver, DriverStats, Frame, GatherSlice, Offloads, Pool};
+use zcstack_driver::{
+    Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, PoolStats,
+};
 
-use crate::AppDriver;
+use crate::{AppDriver, DeviceArgs, StatsTicker};
 
 /// ARP frames waiting for each queue, with a count read without the lock.
 struct Inbox {
@@ -201,76 +207,370 @@ where
     })
 }
 
-/// The sum of several queues' counters where a sum means something
-/// (packets, bytes, drops, datagrams, pool frames); the rest are queue 0's.
-pub fn total(stats: &[StackStats]) -> StackStats {
-    let mut t = stats.first().copied().unwrap_or_default();
-    for s in stats.iter().skip(1) {
-        let (d, e) = (&mut t.driver, &s.driver);
-        d.rx_packets += e.rx_packets;
-        d.rx_bytes += e.rx_bytes;
-        d.tx_packets += e.tx_packets;
-        d.tx_bytes += e.tx_bytes;
-        d.rx_dropped_no_frame += e.rx_dropped_no_frame;
-        d.tx_errors += e.tx_errors;
-        d.rx_errors += e.rx_errors;
-        d.rx_copied_bytes += e.rx_copied_bytes;
-        d.tx_kicks += e.tx_kicks;
-        d.kernel.rx_dropped += e.kernel.rx_dropped;
-        d.kernel.rx_ring_full += e.kernel.rx_ring_full;
-        d.kernel.fill_ring_empty += e.kernel.fill_ring_empty;
-        t.pool.capacity += s.pool.capacity;
-        t.pool.free += s.pool.free;
-        t.pool.in_use += s.pool.in_use;
-        t.pool.in_kernel += s.pool.in_kernel;
-        t.pool.high_water += s.pool.high_water;
-        t.pool.alloc_failures += s.pool.alloc_failures;
-        t.tcp_rx_payload += s.tcp_rx_payload;
-        t.tcp_tx_payload += s.tcp_tx_payload;
-        t.app_read_bytes += s.app_read_bytes;
-        t.app_write_bytes += s.app_write_bytes;
-        t.tx_dropped_no_frame += s.tx_dropped_no_frame;
-        t.tx_errors += s.tx_errors;
-        t.rx_errors += s.rx_errors;
-        t.rx_malformed += s.rx_malformed;
-        t.polls += s.polls;
-        t.tcp_open += s.tcp_open;
-        let (g, h) = (&mut t.dgram, &s.dgram);
-        g.tx_datagrams += h.tx_datagrams;
-        g.tx_bytes += h.tx_bytes;
-        g.rx_datagrams += h.rx_datagrams;
-        g.rx_bytes += h.rx_bytes;
-        g.rx_queue_full += h.rx_queue_full;
-        g.rx_malformed += h.rx_malformed;
-        g.tx_unresolved += h.tx_unresolved;
-        g.tx_waiting += h.tx_waiting;
+/// The sum of several queues' counters: every count, byte figure, pool
+/// and memory figure is added up (so the total's pool is full when every
+/// queue's is); `at_limit` is whether any queue is at its budget, and the
+/// budget is the sum of the queues' shares.
+///
+/// Every field is named below (no `..`), so a counter added to the stack
+/// does not go missing from the totals unnoticed: this stops compiling.
+pub fn total<'a>(stats: impl IntoIterator<Item = &'a StackStats>) -> StackStats {
+    let mut t = StackStats::default();
+    for s in stats {
+        add(&mut t, s);
     }
     t
 }
 
-/// Live per-queue figures for `--stats` with `--queues`: every queue's
-/// ticker posts its counters here when it prints its own line, and queue
-/// 0's also prints the total over all queues.
-#[derive(Clone)]
-pub struct QueueBoard {
-    latest: Arc<Mutex<Vec<StackStats>>>,
+fn add(t: &mut StackStats, s: &StackStats) {
+    let StackStats {
+        driver,
+        pool,
+        gso_pool,
+        tcp_rx_payload,
+        tcp_tx_payload,
+        tcp_tx_payload_ref,
+        app_read_bytes,
+        app_write_bytes,
+        app_frame_bytes,
+        tx_dropped_no_frame,
+        tx_dropped_too_big,
+        rx_errors,
+        rx_malformed,
+        tx_errors,
+        tx_pushed_back,
+        polls,
+        late_tx_polls,
+        idle_sleeps,
+        tcp_sockets,
+        tcp_open,
+        file_bytes_referenced,
+        file_bytes_copied,
+        file_bytes_pread,
+        lease_breaks,
+        file_transfers_aborted,
+        tcp,
+        listen,
+        memory,
+        dgram,
+    } = s;
+    add_driver(&mut t.driver, driver);
+    add_pool(&mut t.pool, pool);
+    if let Some(g) = gso_pool {
+        add_pool(t.gso_pool.get_or_insert_with(Default::default), g);
+    }
+    t.tcp_rx_payload += tcp_rx_payload;
+    t.tcp_tx_payload += tcp_tx_payload;
+    t.tcp_tx_payload_ref += tcp_tx_payload_ref;
+    t.app_read_bytes += app_read_bytes;
+    t.app_write_bytes += app_write_bytes;
+    t.app_frame_bytes += app_frame_bytes;
+    t.tx_dropped_no_frame += tx_dropped_no_frame;
+    t.tx_dropped_too_big += tx_dropped_too_big;
+    t.rx_errors += rx_errors;
+    t.rx_malformed += rx_malformed;
+    t.tx_errors += tx_errors;
+    t.tx_pushed_back += tx_pushed_back;
+    t.polls += polls;
+    t.late_tx_polls += late_tx_polls;
+    t.idle_sleeps += idle_sleeps;
+    t.tcp_sockets += tcp_sockets;
+    t.tcp_open += tcp_open;
+    t.file_bytes_referenced += file_bytes_referenced;
+    t.file_bytes_copied += file_bytes_copied;
+    t.file_bytes_pread += file_bytes_pread;
+    t.lease_breaks += lease_breaks;
+    t.file_transfers_aborted += file_transfers_aborted;
+    let zcstack::TcpRecoveryStats {
+        retransmits,
+        retransmitted_bytes,
+        rto_expiries,
+        fast_recoveries,
+        tail_loss_probes,
+        tlp_repairs,
+        undos,
+        dsacks,
+        reorderings,
+        paws_rejects,
+    } = tcp;
+    let r = &mut t.tcp;
+    r.retransmits += retransmits;
+    r.retransmitted_bytes += retransmitted_bytes;
+    r.rto_expiries += rto_expiries;
+    r.fast_recoveries += fast_recoveries;
+    r.tail_loss_probes += tail_loss_probes;
+    r.tlp_repairs += tlp_repairs;
+    r.undos += undos;
+    r.dsacks += dsacks;
+    r.reorderings += reorderings;
+    r.paws_rejects += paws_rejects;
+    let zcstack::ListenStats {
+        syns,
+        cookies_sent,
+        cookies_accepted,
+        cookies_rejected,
+        cookies_dropped,
+        half_open_evicted,
+        half_open_expired,
+    } = listen;
+    let l = &mut t.listen;
+    l.syns += syns;
+    l.cookies_sent += cookies_sent;
+    l.cookies_accepted += cookies_accepted;
+    l.cookies_rejected += cookies_rejected;
+    l.cookies_dropped += cookies_dropped;
+    l.half_open_evicted += half_open_evicted;
+    l.half_open_expired += half_open_expired;
+    let zcstack::MemoryStats {
+        budget,
+        in_use,
+        rings,
+        idle_releases,
+        refused,
+        at_limit,
+        socket_bytes,
+    } = memory;
+    let m = &mut t.memory;
+    if let Some(b) = budget {
+        *m.budget.get_or_insert(0) += b;
+    }
+    m.in_use += in_use;
+    m.rings += rings;
+    m.idle_releases += idle_releases;
+    m.refused += refused;
+    m.at_limit |= at_limit;
+    // The same for every stack: a size, not a count.
+    m.socket_bytes = *socket_bytes;
+    let zcstack::DgramStats {
+        tx_datagrams,
+        tx_bytes,
+        rx_datagrams,
+        rx_bytes,
+        rx_queue_full,
+        rx_malformed,
+        tx_unresolved,
+        tx_waiting,
+    } = dgram;
+    let g = &mut t.dgram;
+    g.tx_datagrams += tx_datagrams;
+    g.tx_bytes += tx_bytes;
+    g.rx_datagrams += rx_datagrams;
+    g.rx_bytes += rx_bytes;
+    g.rx_queue_full += rx_queue_full;
+    g.rx_malformed += rx_malformed;
+    g.tx_unresolved += tx_unresolved;
+    g.tx_waiting += tx_waiting;
 }
 
-impl QueueBoard {
-    /// A board for `n` queues.
-    pub fn new(n: usize) -> QueueBoard {
-        QueueBoard {
-            latest: Arc::new(Mutex::new(vec![StackStats::default(); n])),
+fn add_driver(t: &mut DriverStats, s: &DriverStats) {
+    let DriverStats {
+        rx_packets,
+        rx_bytes,
+        tx_packets,
+        tx_bytes,
+        rx_dropped_no_frame,
+        tx_errors,
+        rx_copied_bytes,
+        rx_errors,
+        tx_kicks,
+        kernel,
+    } = s;
+    t.rx_packets += rx_packets;
+    t.rx_bytes += rx_bytes;
+    t.tx_packets += tx_packets;
+    t.tx_bytes += tx_bytes;
+    t.rx_dropped_no_frame += rx_dropped_no_frame;
+    t.tx_errors += tx_errors;
+    t.rx_copied_bytes += rx_copied_bytes;
+    t.rx_errors += rx_errors;
+    t.tx_kicks += tx_kicks;
+    let KernelStats {
+        rx_dropped,
+        rx_ring_full,
+        fill_ring_empty,
+        rx_invalid_descs,
+        tx_invalid_descs,
+        tx_ring_empty,
+    } = kernel;
+    let k = &mut t.kernel;
+    k.rx_dropped += rx_dropped;
+    k.rx_ring_full += rx_ring_full;
+    k.fill_ring_empty += fill_ring_empty;
+    k.rx_invalid_descs += rx_invalid_descs;
+    k.tx_invalid_descs += tx_invalid_descs;
+    k.tx_ring_empty += tx_ring_empty;
+}
+
+fn add_pool(t: &mut PoolStats, s: &PoolStats) {
+    let PoolStats {
+        capacity,
+        free,
+        in_use,
+        in_kernel,
+        high_water,
+        alloc_failures,
+    } = s;
+    t.capacity += capacity;
+    t.free += free;
+    t.in_use += in_use;
+    t.in_kernel += in_kernel;
+    // Each pool's own high-water mark, added: an upper bound of the
+    // frames in use at once over every pool.
+    t.high_water += high_water;
+    t.alloc_failures += alloc_failures;
+}
+
+/// The latest figures of each of `n` queues, posted by the queues' own
+/// threads (`--stats` lines, `--stats-json`); whoever reports reads them
+/// all at once. Locked once per queue per second, never on the packet path.
+pub struct Board<T> {
+    latest: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T> Clone for Board<T> {
+    fn clone(&self) -> Self {
+        Board {
+            latest: self.latest.clone(),
         }
     }
-    /// Posts queue `q`'s counters; returns the total over every queue.
-    pub fn post(&self, q: usize, s: StackStats) -> StackStats {
-        match self.latest.lock() {
-            Ok(mut v) => {
-                v[q] = s;
-                total(&v)
+}
+
+impl<T: Clone + Default> Board<T> {
+    /// A board for `n` queues, each at `T::default()` until it posts.
+    pub fn new(n: usize) -> Board<T> {
+        Board {
+            latest: Arc::new(Mutex::new(vec![T::default(); n])),
+        }
+    }
+    /// Posts queue `q`'s figures, then hands every queue's latest to `f`.
+    pub fn post<R>(&self, q: usize, v: T, f: impl FnOnce(&[T]) -> R) -> R {
+        // A poisoned lock means a queue thread panicked while posting: its
+        // figures are still a plain value, so use them.
+        let mut all = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        all[q] = v;
+        f(&all)
+    }
+}
+
+/// Live `--stats` figures with `--queues`: every queue's ticker posts its
+/// counters here when it prints its own line, and queue 0's also prints
+/// the total over all queues (once every queue has posted).
+pub type QueueBoard = Board<Option<StackStats>>;
+
+/// The total over every queue's posted counters; `None` until each queue
+/// has posted (a total of some queues would pass for all of them).
+pub fn posted_total(all: &[Option<StackStats>]) -> Option<StackStats> {
+    all.iter()
+        .all(Option::is_some)
+        .then(|| total(all.iter().flatten()))
+}
+
+/// Serves every stack of [`DeviceArgs::build_stacks`]: one stack runs on
+/// the calling thread; several run each on a thread of its own pinned to
+/// its own core ([`run_queues`]). Each queue's `work` runs until it
+/// returns; an error in one queue sets `stop`, so the others end too.
+/// `work` gets the queue's number, its stack and its `--stats` ticker
+/// (whose lines name the queue when there are several). Returns, in queue
+/// order, what each `work` returned with the queue's final counters (after
+/// [`shutdown`](crate::shutdown): its pool counted with every frame back).
+pub fn serve<T, F>(
+    stats: bool,
+    stop: &AtomicBool,
+    stacks: Vec<Stack<AppDriver>>,
+    work: F,
+) -> Vec<anyhow::Result<(T, StackStats)>>
+where
+    T: Send,
+    F: Fn(usize, &mut Stack<AppDriver>, &mut StatsTicker) -> anyhow::Result<T> + Sync,
+{
+    let n = stacks.len();
+    let board = QueueBoard::new(n);
+    let one = |q: usize, mut stack: Stack<AppDriver>| {
+        let mut ticker = if n == 1 {
+            StatsTicker::new(stats)
+        } else {
+            StatsTicker::for_queue(stats, q, board.clone())
+        };
+        let r = work(q, &mut stack, &mut ticker);
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let s = crate::shutdown(stack);
+        r.map(|t| (t, s))
+    };
+    if n == 1 {
+        stacks.into_iter().map(|s| one(0, s)).collect()
+    } else {
+        run_queues(stacks, one)
+    }
+}
+
+/// Sorts [`serve`]'s results: each queue's (number, value, final counters)
+/// and the first error. With several queues every error names its queue
+/// and all but the first are printed here (`app: queue q: …`); the first
+/// is returned for the app to end with.
+pub fn split<T>(
+    app: &str,
+    results: Vec<anyhow::Result<(T, StackStats)>>,
+) -> (Vec<(usize, T, StackStats)>, Option<anyhow::Error>) {
+    let n = results.len();
+    let mut ok = Vec::with_capacity(n);
+    let mut first = None;
+    for (q, r) in results.into_iter().enumerate() {
+        match r {
+            Ok((t, s)) => ok.push((q, t, s)),
+            Err(e) => {
+                let e = if n > 1 {
+                    e.context(format!("queue {q}"))
+                } else {
+                    e
+                };
+                if first.is_none() {
+                    first = Some(e);
+                } else {
+                    eprintln!("{app}: {e:#}");
+                }
             }
-            Err(_) => s,
+        }
+    }
+    (ok, first)
+}
+
+/// How flows reach the queues of `dev`'s device, for the banner.
+pub fn steering(dev: &DeviceArgs) -> String {
+    match (&dev.tap, &dev.xdp) {
+        (Some(_), _) => "the kernel puts each flow on a TAP queue by its flow hash, \
+             and keeps it on the queue that answers it"
+            .into(),
+        (None, Some(iface))
+            if Path::new("/sys/class/net")
+                .join(iface)
+                .join("device")
+                .exists() =>
+        {
+            format!(
+                "{iface}'s RSS hash puts each flow on a queue (ethtool -X/-N {iface} changes it)"
+            )
+        }
+        (None, Some(_)) => "a veth delivers each packet on the RX queue numbered like the \
+             sender's TX queue (the sender's XPS map by CPU, else its flow hash)"
+            .into(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The device part of a server's banner: the one queue's description, or
+/// how many queues and each one's.
+pub fn via(stacks: &[Stack<AppDriver>]) -> String {
+    match stacks {
+        [one] => one.driver().describe(),
+        _ => {
+            let each: Vec<String> = stacks.iter().map(|s| s.driver().describe()).collect();
+            format!(
+                "{} queues, a stack and a core each ({})",
+                stacks.len(),
+                each.join("; ")
+            )
         }
     }
 }
@@ -326,5 +626,51 @@ mod tests {
         assert_eq!(t.driver.rx_packets, 7);
         assert_eq!(t.dgram.rx_datagrams, 4);
         assert_eq!(t.pool.capacity, 20);
+    }
+
+    /// The counters zc-httpd's `--stats-json` reads from the totals are
+    /// sums too (they were queue 0's before), and the memory budget is
+    /// the queues' shares added up.
+    #[test]
+    fn totals_cover_recovery_listen_memory_and_files() {
+        let mut a = StackStats::default();
+        a.tcp.retransmits = 2;
+        a.listen.syns = 5;
+        a.memory.budget = Some(100);
+        a.memory.in_use = 40;
+        a.file_bytes_referenced = 7;
+        a.gso_pool = Some(PoolStats {
+            capacity: 128,
+            ..PoolStats::default()
+        });
+        let mut b = a;
+        b.memory.at_limit = true;
+        let t = total(&[a, b]);
+        assert_eq!(t.tcp.retransmits, 4);
+        assert_eq!(t.listen.syns, 10);
+        assert_eq!(t.memory.budget, Some(200));
+        assert_eq!(t.memory.in_use, 80);
+        assert!(t.memory.at_limit);
+        assert_eq!(t.file_bytes_referenced, 14);
+        assert_eq!(t.gso_pool.map(|g| g.capacity), Some(256));
+        assert_eq!(total(&[]), StackStats::default());
+    }
+
+    /// No total until every queue has posted; then the sum of the latest.
+    #[test]
+    fn a_total_waits_for_every_queue() {
+        let board = QueueBoard::new(2);
+        let mut s = StackStats::default();
+        s.driver.rx_packets = 3;
+        assert_eq!(board.post(0, Some(s), posted_total), None);
+        s.driver.rx_packets = 4;
+        let t = board.post(1, Some(s), posted_total).expect("both posted");
+        assert_eq!(t.driver.rx_packets, 7);
+        s.driver.rx_packets = 10;
+        let t = board.post(0, Some(s), posted_total).expect("both posted");
+        assert_eq!(
+            t.driver.rx_packets, 14,
+            "queue 0's latest replaced its first"
+        );
     }
 }

@@ -1,21 +1,26 @@
 //! zc-echo: a TCP echo server on zcstack.
 //!
 //! ```text
-//! zc-echo --tap zctap0 --ip 10.200.1.2/24 --port 7 [--read-ahead BYTES] [--stats] [--pcap FILE]
+//! zc-echo --tap zctap0 --ip 10.200.1.2/24 --port 7 [--read-ahead BYTES] [--queues N]
+//!         [--stats] [--stats-json FILE] [--pcap FILE]
 //! ```
 //! Every byte a client sends comes back on the same connection; when the
 //! client finishes sending (FIN), the rest is echoed and the connection closed.
+//! With `--queues N`, each queue's stack echoes the connections the device
+//! steers to it, on its own thread (`zcstack_apps::queues`).
 #![deny(unsafe_code)]
 
 use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::Parser;
-use zcstack::{Stack, TcpConn};
+use zcstack::{Stack, StackStats, TcpConn};
 use zcstack_apps::conns::{ConnLoop, Service, Step};
-use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
+use zcstack_apps::stats_json::{AppCounters, StatsJson};
+use zcstack_apps::{AppDriver, DeviceArgs, parse_args, queues, run, stop_flag, usage_error};
 
 const APP: &str = "zc-echo";
 
@@ -50,6 +55,51 @@ struct Cli {
         value_parser = clap::value_parser!(u32).range(1..=1 << 30)
     )]
     read_ahead: u32,
+    /// Write the counters to this file as one JSON object: every second
+    /// while running (replaced whole) and the final ones on exit. With
+    /// --queues, the totals, then each queue's under "per_queue".
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+}
+
+/// What one queue's echo server counted.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    /// Connections accepted.
+    accepted: u64,
+    /// Most connections open at once (with several queues, the total is the
+    /// sum of each queue's peak).
+    peak: usize,
+    /// Connections open at the end.
+    open: usize,
+}
+
+impl AppCounters for Counters {
+    fn add(&mut self, o: &Self) {
+        self.accepted += o.accepted;
+        self.peak += o.peak;
+        self.open += o.open;
+    }
+    fn fields(&self, s: &StackStats) -> String {
+        format!(
+            concat!(
+                "\"connections\":{},\"peak_connections\":{},\"open_connections\":{},",
+                "\"bytes_echoed\":{},\"rx_packets\":{},\"tx_packets\":{},\"rx_drops\":{},",
+                "\"tx_drops\":{},\"tcp_retransmits\":{},\"pool_in_use\":{},\"pool_capacity\":{}"
+            ),
+            self.accepted,
+            self.peak,
+            self.open,
+            s.app_write_bytes,
+            s.driver.rx_packets,
+            s.driver.tx_packets,
+            s.rx_drops(),
+            s.tx_drops(),
+            s.tcp.retransmits,
+            s.pool.in_use + s.gso_pool.map_or(0, |g| g.in_use),
+            s.pool.capacity,
+        )
+    }
 }
 
 struct Conn {
@@ -133,33 +183,82 @@ impl Service for Echo {
 
 fn main() -> ExitCode {
     let cli: Cli = parse_args(APP);
+    if let Some(why) = cli.dev.queue_conflict() {
+        usage_error(APP, &why);
+    }
     run(APP, || {
         let stop = stop_flag()?;
-        let mut stack = cli.dev.build_stack()?;
-        let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
-        let (ip, _) = stack.ip();
+        let mut stacks = cli.dev.build_stacks()?;
+        let listeners = stacks
+            .iter_mut()
+            .map(|s| s.tcp_listen(cli.port, cli.backlog as usize))
+            .collect::<Result<Vec<_>, _>>()?;
+        let n = stacks.len();
+        let (ip, _) = stacks[0].ip();
         println!(
-            "{APP}: listening on {ip}:{} via {} (MTU {})",
+            "{APP}: listening on {ip}:{} via {} (MTU {}){}",
             cli.port,
-            stack.driver().describe(),
-            stack.driver().mtu()
+            queues::via(&stacks),
+            stacks[0].driver().mtu(),
+            if n > 1 {
+                format!("; {}", queues::steering(&cli.dev))
+            } else {
+                String::new()
+            }
         );
         cli.dev.print_notes(APP);
-        let mut echo = Echo {
-            read_ahead: cli.read_ahead as usize,
+        let json = StatsJson::<Counters>::new(cli.stats_json.clone(), n);
+        let results = queues::serve(cli.dev.stats, &stop, stacks, |q, stack, ticker| {
+            let mut echo = Echo {
+                read_ahead: cli.read_ahead as usize,
+            };
+            let mut conns = ConnLoop::new(stack, listeners[q], usize::MAX);
+            let mut json = json.ticker(q);
+            let counters = |c: &ConnLoop<Conn>| Counters {
+                accepted: c.accepted,
+                peak: c.peak,
+                open: c.len(),
+            };
+            while !stop.load(Ordering::Relaxed) {
+                conns.turn(stack, &mut echo);
+                ticker.tick(APP, stack);
+                json.tick(APP, stack, || counters(&conns));
+            }
+            Ok(counters(&conns))
+        });
+        let (done, err) = queues::split(APP, results);
+        let copies = |s: &StackStats| {
+            format!(
+                "copies per byte rx {:.2} tx {:.2}",
+                s.rx_copies_per_byte(),
+                s.tx_copies_per_byte()
+            )
         };
-        let mut conns = ConnLoop::new(&mut stack, listener, usize::MAX);
-        let mut ticker = StatsTicker::new(cli.dev.stats);
-        while !stop.load(Ordering::Relaxed) {
-            conns.turn(&mut stack, &mut echo);
-            ticker.tick(APP, &stack);
+        if n > 1 {
+            for (q, c, s) in &done {
+                println!(
+                    "{APP}: queue {q} stopped; connections {}; {s}; {}",
+                    c.accepted,
+                    copies(s)
+                );
+            }
         }
-        let s = zcstack_apps::shutdown(stack);
+        let all: Vec<(Counters, StackStats)> = done.into_iter().map(|(_, c, s)| (c, s)).collect();
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let stacks: Vec<StackStats> = all.iter().map(|(_, s)| *s).collect();
+        let t = queues::total(&stacks);
+        let accepted: u64 = all.iter().map(|(c, _)| c.accepted).sum();
         println!(
-            "{APP}: stopped; {s}; copies per byte rx {:.2} tx {:.2}",
-            s.rx_copies_per_byte(),
-            s.tx_copies_per_byte()
+            "{APP}: stopped; {}connections {accepted}; {t}; {}",
+            if n > 1 {
+                format!("total over {n} queues: ")
+            } else {
+                String::new()
+            },
+            copies(&t)
         );
-        Ok(())
+        json.write_final(&all)
     })
 }

@@ -11,10 +11,15 @@
 //! `tcp_write`; bodies are queued with `tcp_send_file`, which queues
 //! references to the file's pages in the socket (or copies them into the
 //! send ring in copy mode).
+//!
+//! With `--queues N` each queue's stack serves the connections the device
+//! steers to it, on its own thread, with its own [`Server`]: its own file
+//! cache (a file served on two queues is opened and mapped by each), its
+//! own counters; `--stats-json` sums them and lists each queue's.
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,13 +29,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Parser;
-use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn};
+use zcstack::{MappedFile, SendMode, Stack, StackStats, TcpConn, TcpListener};
 use zcstack_apps::conns::{ConnLoop, Service, Step};
 use zcstack_apps::http::Status;
 use zcstack_apps::http::path::Root;
 use zcstack_apps::http::request::{self, MAX_HEAD};
 use zcstack_apps::http::serve::{self, Body, Reply};
-use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, parse_args, run, stop_flag};
+use zcstack_apps::stats_json::{AppCounters, StatsJson};
+use zcstack_apps::{
+    AppDriver, DeviceArgs, StatsTicker, parse_args, queues, run, stop_flag, usage_error,
+};
 
 const APP: &str = "zc-httpd";
 
@@ -60,13 +68,15 @@ struct Cli {
     /// send ring first), or auto (reference).
     #[arg(long, value_name = "MODE", default_value_t = SendMode::Auto)]
     send_mode: SendMode,
-    /// Most connections served at once; more wait in the listen backlog.
+    /// Most connections served at once (by each queue, with --queues); more
+    /// wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     max_conns: u32,
     /// Connections that may be in setup or waiting to be accepted at once
     /// (each a listening socket with its buffers; idle ones cost a poll
-    /// nothing). Beyond it, SYN cookies answer.
+    /// nothing; each queue has its own, with --queues). Beyond it, SYN
+    /// cookies answer.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     backlog: u32,
@@ -89,12 +99,14 @@ struct Cli {
     /// Memory budget for the stack (buffer pool, TCP sockets and the ring
     /// pages they hold), e.g. 512M or 2G. At the limit new connections are
     /// refused (clients see "connection refused") until connections close
-    /// or go idle; connections being served are not cut short.
+    /// or go idle; connections being served are not cut short. With
+    /// --queues N each queue's stack gets an Nth of it.
     #[arg(long, value_name = "SIZE", value_parser = zcstack_apps::parse_size)]
     max_memory: Option<usize>,
     /// Write the counters to this file as one JSON object: every second
     /// while running (replaced whole, so a reader never sees half of it),
-    /// and the final ones on exit.
+    /// and the final ones on exit. With --queues, the totals, then each
+    /// queue's under "per_queue".
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
 }
@@ -107,8 +119,6 @@ const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// this small freed when the connection idles leaves no holes in the heap
 /// that pin memory (800 freed `MAX_HEAD` buffers kept ~5 MB resident).
 const HEAD_START: usize = 1024;
-/// How often `--stats-json` is rewritten while running.
-const JSON_EVERY: Duration = Duration::from_secs(1);
 
 /// The response being written on a connection.
 enum Out {
@@ -144,21 +154,27 @@ struct Conn {
     head_since: Option<Instant>,
 }
 
-#[derive(Default)]
+/// What one queue's server counted.
+#[derive(Clone, Copy, Default)]
 struct Counters {
     requests: u64,
     by_class: [u64; 6],
     body_bytes: u64,
     accepted: u64,
+    /// Most connections open at once (with several queues, the total is
+    /// the sum of each queue's peak).
     peak_conns: usize,
+    /// Connections open now (at the end: when the server stopped).
+    open: usize,
     timeouts: u64,
     /// Of `timeouts`, request heads not complete within `--header-timeout`
     /// (answered 408 and closed: slowloris clients end here).
     header_timeouts: u64,
 }
 
-struct Server {
-    root: Root,
+/// One queue's server: the connections' shared state.
+struct Server<'a> {
+    root: &'a Root,
     files: HashMap<(u64, u64), Arc<MappedFile>>,
     n: Counters,
     date: (u64, String),
@@ -183,7 +199,7 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
         && a.mtime_nsec() == b.mtime_nsec()
 }
 
-impl Server {
+impl Server<'_> {
     /// The current HTTP-date, formatted once per second.
     fn date(&mut self) -> &str {
         let now = SystemTime::now();
@@ -354,7 +370,7 @@ impl Server {
                         c.filled -= n;
                         c.head_since = (c.filled > 0).then_some(now);
                         let date = self.date().to_string();
-                        let reply = serve::respond(&req, &self.root, &date);
+                        let reply = serve::respond(&req, self.root, &date);
                         c.closing = !reply.keep_alive();
                         c.out = Some(self.out(reply));
                         continue;
@@ -463,7 +479,7 @@ impl Server {
     }
 }
 
-impl Service for Server {
+impl Service for Server<'_> {
     type Conn = Conn;
 
     fn open(&mut self, _: &mut Stack<AppDriver>, conn: TcpConn, now: Instant) -> Conn {
@@ -492,7 +508,7 @@ impl Service for Server {
     }
 }
 
-fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
+fn summary(n: &Counters, s: &StackStats) -> String {
     let c = &n.by_class;
     format!(
         "requests {} (2xx {} 3xx {} 4xx {} 5xx {}), body bytes queued {}, connections {} (peak {}, open {}, timed out {}, of them 408 {}); {s}; copies per byte tx {:.3} (file bytes referenced {} copied {} pread {}; bytes sent by reference {})",
@@ -504,7 +520,7 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
         n.body_bytes,
         n.accepted,
         n.peak_conns,
-        conns,
+        n.open,
         n.timeouts,
         n.header_timeouts,
         s.tx_copies_per_byte(),
@@ -515,10 +531,28 @@ fn summary(n: &Counters, s: &StackStats, conns: usize) -> String {
     )
 }
 
-fn stats_json(n: &Counters, s: &StackStats) -> String {
+impl AppCounters for Counters {
+    fn add(&mut self, o: &Self) {
+        self.requests += o.requests;
+        for (a, b) in self.by_class.iter_mut().zip(o.by_class) {
+            *a += b;
+        }
+        self.body_bytes += o.body_bytes;
+        self.accepted += o.accepted;
+        self.peak_conns += o.peak_conns;
+        self.open += o.open;
+        self.timeouts += o.timeouts;
+        self.header_timeouts += o.header_timeouts;
+    }
+    fn fields(&self, s: &StackStats) -> String {
+        stats_fields(self, s)
+    }
+}
+
+fn stats_fields(n: &Counters, s: &StackStats) -> String {
     format!(
         concat!(
-            "{{\"requests\":{},\"status_2xx\":{},\"status_3xx\":{},\"status_4xx\":{},\"status_5xx\":{},",
+            "\"requests\":{},\"status_2xx\":{},\"status_3xx\":{},\"status_4xx\":{},\"status_5xx\":{},",
             "\"body_bytes\":{},\"connections\":{},\"peak_connections\":{},\"timeouts\":{},",
             "\"header_timeouts\":{},\"rx_packets\":{},\"rx_malformed\":{},",
             "\"app_write_bytes\":{},\"tcp_tx_payload\":{},\"tcp_tx_payload_ref\":{},",
@@ -532,7 +566,7 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
             "\"tcp_undos\":{},\"tcp_dsacks\":{},\"tcp_reorderings\":{},\"tcp_paws_rejects\":{},",
             "\"listen_syns\":{},\"listen_cookies_sent\":{},\"listen_cookies_accepted\":{},",
             "\"listen_cookies_rejected\":{},\"listen_half_open_evicted\":{},\"listen_half_open_expired\":{},",
-            "\"memory_in_use\":{},\"memory_idle_releases\":{},\"memory_refused\":{},\"memory_socket_bytes\":{}}}\n"
+            "\"memory_in_use\":{},\"memory_idle_releases\":{},\"memory_refused\":{},\"memory_socket_bytes\":{}"
         ),
         n.requests,
         n.by_class[2],
@@ -584,18 +618,6 @@ fn stats_json(n: &Counters, s: &StackStats) -> String {
     )
 }
 
-/// Replaces `path` with `json` whole: writes a temporary file beside it,
-/// then renames it over (a reader sees the old or the new counters).
-fn write_json(path: &Path, json: &str) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(json.as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing --stats-json {}", path.display()))
-}
-
 fn check_root(root: &Path) -> anyhow::Result<Root> {
     let canon = root.canonicalize().with_context(|| {
         format!(
@@ -619,93 +641,149 @@ fn check_root(root: &Path) -> anyhow::Result<Root> {
 
 fn main() -> ExitCode {
     let cli: Cli = parse_args(APP);
+    if let Some(why) = cli.dev.queue_conflict() {
+        usage_error(APP, &why);
+    }
     run(APP, || {
         let root = check_root(&cli.root)?;
         let stop = stop_flag()?;
         let rx = cli.recv_buffer_kib as usize * 1024;
         let tx = cli.send_buffer_kib as usize * 1024;
+        let n = cli.dev.queues as usize;
         let mut dev = cli.dev.clone();
         dev.tcp_buffers = Some((rx, tx));
         dev.send_mode = Some(cli.send_mode);
-        dev.max_memory = cli.max_memory;
-        let mut stack = dev.build_stack()?;
-        let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
-        let (ip, _) = stack.ip();
+        // The budget is the process's: each queue's stack gets its share.
+        dev.max_memory = cli.max_memory.map(|m| m / n);
+        let mut stacks = dev.build_stacks()?;
+        let listeners = stacks
+            .iter_mut()
+            .map(|s| s.tcp_listen(cli.port, cli.backlog as usize))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (ip, _) = stacks[0].ip();
         println!(
-            "{APP}: serving {} on http://{ip}:{}/ via {} (MTU {})",
+            "{APP}: serving {} on http://{ip}:{}/ via {} (MTU {}){}",
             root.path().display(),
             cli.port,
-            stack.driver().describe(),
-            stack.driver().mtu()
+            queues::via(&stacks),
+            stacks[0].driver().mtu(),
+            if n > 1 {
+                format!("; {}", queues::steering(&dev))
+            } else {
+                String::new()
+            }
         );
         dev.print_notes(APP);
-        let mut srv = Server {
-            root,
-            files: HashMap::new(),
-            n: Counters::default(),
-            date: (0, String::new()),
-            scratch: vec![0; MAX_HEAD],
-        };
-        let mut conns = ConnLoop::new(&mut stack, listener, cli.max_conns as usize);
-        let mut ticker = StatsTicker::new(cli.dev.stats);
-        let mut last_scan = Instant::now();
-        let mut last_json = Instant::now();
-        let mut json_failed = false;
-        let mut at_limit = false;
-        while !stop.load(Ordering::Relaxed) {
-            conns.turn(&mut stack, &mut srv);
-            let now = stack.poll_time();
-            srv.n.accepted = conns.accepted;
-            srv.n.peak_conns = conns.peak;
-            if now - last_scan >= SCAN_EVERY {
-                last_scan = now;
-                conns.retain(&mut stack, |stack, _, c| {
-                    match srv.check_timeouts(stack, c, now, &cli) {
-                        Verdict::Keep => true,
-                        Verdict::Serve => matches!(srv.serve(stack, c, now), Step::Keep(_)),
-                        Verdict::Drop => false,
-                    }
-                });
-            }
-            if stack.memory_at_limit() != at_limit {
-                at_limit = !at_limit;
-                let m = stack.memory_stats();
-                if at_limit {
-                    println!(
-                        "{APP}: memory budget reached ({} of {} MiB in use, {} connections): refusing new connections until some close or go idle (raise --max-memory, or lower --send-buffer-kib)",
-                        m.in_use >> 20,
-                        m.budget.unwrap_or(0) >> 20,
-                        conns.len()
-                    );
-                } else {
-                    println!(
-                        "{APP}: memory below the budget again ({} MiB in use): accepting connections ({} refused so far)",
-                        m.in_use >> 20,
-                        m.refused
-                    );
-                }
-            }
-            ticker.tick(APP, &stack);
-            if let Some(path) = &cli.stats_json
-                && now - last_json >= JSON_EVERY
-            {
-                last_json = now;
-                // Serving goes on if the file cannot be written (said
-                // once; tried again every second, and at exit).
-                if let Err(e) = write_json(path, &stats_json(&srv.n, &stack.stats())) {
-                    if !json_failed {
-                        eprintln!("{APP}: {e:#}; serving goes on");
-                    }
-                    json_failed = true;
-                }
+        let json = StatsJson::<Counters>::new(cli.stats_json.clone(), n);
+        let results = queues::serve(dev.stats, &stop, stacks, |q, stack, ticker| {
+            let srv = Server {
+                root: &root,
+                files: HashMap::new(),
+                n: Counters::default(),
+                date: (0, String::new()),
+                scratch: vec![0; MAX_HEAD],
+            };
+            let label = if n > 1 {
+                format!("queue {q}: ")
+            } else {
+                String::new()
+            };
+            let mut json = json.ticker(q);
+            Ok(serve_queue(
+                &cli,
+                srv,
+                stack,
+                listeners[q],
+                ticker,
+                &stop,
+                &label,
+                |stack, c| json.tick(APP, stack, || *c),
+            ))
+        });
+        let (done, err) = queues::split(APP, results);
+        if n > 1 {
+            for (q, c, s) in &done {
+                println!("{APP}: queue {q} stopped; {}", summary(c, s));
             }
         }
-        // Counted after the driver let go of every frame (AF_XDP lends some to the kernel).
-        let s = zcstack_apps::shutdown(stack);
-        println!("{APP}: stopped; {}", summary(&srv.n, &s, conns.len()));
-        if let Some(path) = &cli.stats_json {
-            write_json(path, &stats_json(&srv.n, &s))?;
+        let all: Vec<(Counters, StackStats)> = done.into_iter().map(|(_, c, s)| (c, s)).collect();
+        if let Some(e) = err {
+            return Err(e);
         }
-        Ok(())
+        let mut t = Counters::default();
+        for (c, _) in &all {
+            t.add(c);
+        }
+        let stacks: Vec<StackStats> = all.iter().map(|(_, s)| *s).collect();
+        // Counted after each driver let go of every frame (AF_XDP lends some to the kernel).
+        println!(
+            "{APP}: stopped; {}{}",
+            if n > 1 {
+                format!("total over {n} queues: ")
+            } else {
+                String::new()
+            },
+            summary(&t, &queues::total(&stacks))
+        );
+        json.write_final(&all)
     })
+}
+
+/// One queue's serving loop, until `stop`: steps connections on the
+/// stack's events, scans for timeouts, says when the memory budget is
+/// reached and left (lines prefixed with `label`), and calls `report`
+/// after each turn with the counters so far. Returns the counters.
+#[allow(clippy::too_many_arguments)]
+fn serve_queue(
+    cli: &Cli,
+    mut srv: Server<'_>,
+    stack: &mut Stack<AppDriver>,
+    listener: TcpListener,
+    ticker: &mut StatsTicker,
+    stop: &std::sync::atomic::AtomicBool,
+    label: &str,
+    mut report: impl FnMut(&Stack<AppDriver>, &Counters),
+) -> Counters {
+    let mut conns = ConnLoop::new(stack, listener, cli.max_conns as usize);
+    let mut last_scan = Instant::now();
+    let mut at_limit = false;
+    while !stop.load(Ordering::Relaxed) {
+        conns.turn(stack, &mut srv);
+        let now = stack.poll_time();
+        srv.n.accepted = conns.accepted;
+        srv.n.peak_conns = conns.peak;
+        srv.n.open = conns.len();
+        if now - last_scan >= SCAN_EVERY {
+            last_scan = now;
+            conns.retain(stack, |stack, _, c| {
+                match srv.check_timeouts(stack, c, now, cli) {
+                    Verdict::Keep => true,
+                    Verdict::Serve => matches!(srv.serve(stack, c, now), Step::Keep(_)),
+                    Verdict::Drop => false,
+                }
+            });
+        }
+        if stack.memory_at_limit() != at_limit {
+            at_limit = !at_limit;
+            let m = stack.memory_stats();
+            if at_limit {
+                println!(
+                    "{APP}: {label}memory budget reached ({} of {} MiB in use, {} connections): refusing new connections until some close or go idle (raise --max-memory, or lower --send-buffer-kib)",
+                    m.in_use >> 20,
+                    m.budget.unwrap_or(0) >> 20,
+                    conns.len()
+                );
+            } else {
+                println!(
+                    "{APP}: {label}memory below the budget again ({} MiB in use): accepting connections ({} refused so far)",
+                    m.in_use >> 20,
+                    m.refused
+                );
+            }
+        }
+        ticker.tick(APP, stack);
+        report(stack, &srv.n);
+    }
+    srv.n.open = conns.len();
+    srv.n
 }

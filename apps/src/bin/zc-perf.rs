@@ -25,7 +25,7 @@ use zcstack_apps::perf::{
     DEFAULT_PORT, HEADER_LEN, Header, MAX_CHUNK, Pattern, Report, TRAILER_LEN, Trailer,
     UDP_HEAD_LEN, UdpHead, UdpKind, cpu_time, parse_bytes,
 };
-use zcstack_apps::queues::{QueueBoard, run_queues, total};
+use zcstack_apps::queues;
 use zcstack_apps::{AppDriver, DeviceArgs, StatsTicker, run, stop_flag, usage_exit};
 
 const APP: &str = "zc-perf";
@@ -262,6 +262,9 @@ fn parse() -> Cli {
                     "--once stops after one test, --queues runs one per queue: drop --once and stop the server with Ctrl-C",
                 );
             }
+            if let Some(why) = dev.queue_conflict() {
+                usage(&why);
+            }
         }
         if common.smoltcp_defaults {
             dev.tcp_buffers = Some((STOCK_RING, STOCK_RING));
@@ -414,55 +417,35 @@ fn server_queues(dev: &DeviceArgs, a: &ServerArgs, stop: &AtomicBool) -> anyhow:
     let stacks = dev.build_stacks()?;
     let n = stacks.len();
     let (ip, _) = stacks[0].ip();
-    let via: Vec<String> = stacks.iter().map(|s| s.driver().describe()).collect();
     banner(
         c.json,
         format!(
-            "{ip}:{} ({proto}, zcstack, {n} queues: {})",
+            "{ip}:{} ({proto}, zcstack via {}; {})",
             c.port,
-            via.join("; ")
+            queues::via(&stacks),
+            queues::steering(dev)
         ),
     );
     dev.print_notes(APP);
-    let board = QueueBoard::new(n);
-    let results = run_queues(stacks, |q, mut stack| {
-        let mut ticker = StatsTicker::for_queue(dev.stats, q, board.clone());
-        let r = if c.udp {
-            zc::udp_server(
-                &mut stack,
-                &mut ticker,
-                c.port,
-                false,
-                Some(q),
-                c.json,
-                stop,
-            )
+    let results = queues::serve(dev.stats, stop, stacks, |q, stack, ticker| {
+        if c.udp {
+            zc::udp_server(stack, ticker, c.port, false, Some(q), c.json, stop)
         } else {
-            zc::tcp_server(&mut stack, &mut ticker, a, stop)
-        };
-        let s = zcstack_apps::shutdown(stack);
-        r.map(|()| s)
-    });
-    let mut all = Vec::with_capacity(n);
-    let mut first_err = None;
-    for (q, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(s) => {
-                let line = format!("{APP}: queue {q} stopped; {s}");
-                if c.json {
-                    println!("{}", serde_json::json!({ "queue": q, "stopped": line }));
-                } else {
-                    println!("{line}");
-                }
-                all.push(s);
-            }
-            Err(e) => {
-                eprintln!("{APP}: queue {q}: {e:#}");
-                first_err.get_or_insert(e);
-            }
+            zc::tcp_server(stack, ticker, a, stop)
         }
+    });
+    let (done, err) = queues::split(APP, results);
+    let mut all = Vec::with_capacity(n);
+    for (q, (), s) in done {
+        let line = format!("{APP}: queue {q} stopped; {s}");
+        if c.json {
+            println!("{}", serde_json::json!({ "queue": q, "stopped": line }));
+        } else {
+            println!("{line}");
+        }
+        all.push(s);
     }
-    let t = total(&all);
+    let t = queues::total(&all);
     let line = format!("{APP}: stopped; total over {n} queues: {t}");
     if c.json {
         println!(
@@ -477,7 +460,7 @@ fn server_queues(dev: &DeviceArgs, a: &ServerArgs, stop: &AtomicBool) -> anyhow:
     } else {
         println!("{line}");
     }
-    first_err.map_or(Ok(()), Err)
+    err.map_or(Ok(()), Err)
 }
 
 fn client(net: Net, a: &ClientArgs, stop: &AtomicBool) -> anyhow::Result<()> {
