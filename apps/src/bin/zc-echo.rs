@@ -138,11 +138,10 @@ fn main() -> ExitCode {
         let mut stack = cli.dev.build_stack()?;
         let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
         let (ip, _) = stack.ip();
+        let caps = stack.driver().capabilities();
         println!(
             "{APP}: listening on {ip}:{} via {} (MTU {})",
-            cli.port,
-            stack.driver().describe(),
-            stack.driver().mtu()
+            cli.port, caps.description, caps.mtu
         );
         cli.dev.print_notes(APP);
         let mut echo = Echo {

@@ -631,12 +631,13 @@ fn main() -> ExitCode {
         let mut stack = dev.build_stack()?;
         let listener = stack.tcp_listen(cli.port, cli.backlog as usize)?;
         let (ip, _) = stack.ip();
+        let caps = stack.driver().capabilities();
         println!(
             "{APP}: serving {} on http://{ip}:{}/ via {} (MTU {})",
             root.path().display(),
             cli.port,
-            stack.driver().describe(),
-            stack.driver().mtu()
+            caps.description,
+            caps.mtu
         );
         dev.print_notes(APP);
         let mut srv = Server {

@@ -386,7 +386,7 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
         Net::Zc(zc) => {
             let (mut stack, mut ticker) = *zc;
             let (ip, _) = stack.ip();
-            let via = stack.driver().describe();
+            let via = stack.driver().capabilities().description;
             banner(
                 c.json,
                 format!("{ip}:{} ({proto}, zcstack via {via})", c.port),
@@ -414,7 +414,10 @@ fn server_queues(dev: &DeviceArgs, a: &ServerArgs, stop: &AtomicBool) -> anyhow:
     let stacks = dev.build_stacks()?;
     let n = stacks.len();
     let (ip, _) = stacks[0].ip();
-    let via: Vec<String> = stacks.iter().map(|s| s.driver().describe()).collect();
+    let via: Vec<String> = stacks
+        .iter()
+        .map(|s| s.driver().capabilities().description)
+        .collect();
     banner(
         c.json,
         format!(

@@ -82,7 +82,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
-use crate::{Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef, vnet};
+use crate::{
+    Capabilities, Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef, vnet,
+};
 use socket::XskSocket;
 
 /// Ethernet header bytes on top of the IP MTU.
@@ -596,6 +598,22 @@ impl Xdp {
         }
     }
 
+    /// The pool (the UMEM) this socket receives into and sends from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// What the socket does for the stack on transmit.
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            tx_tcp_checksum: self.tx_csum,
+            tcp_segmentation: None,
+            // Headers and payload as separate descriptors need multi-buffer
+            // packets; with TX metadata also unaligned chunks (see `open`).
+            tx_gather: self.setup.multi_buffer && (self.unaligned || !self.tx_csum),
+        }
+    }
+
     /// Every frame the kernel still holds (fill, RX, TX and completion rings).
     pub fn frames_in_kernel(&self) -> usize {
         self.inflight.iter().filter(|f| f.is_some()).count()
@@ -787,31 +805,8 @@ impl Driver for Xdp {
         Ok(sent)
     }
 
-    fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
-
-    fn stats(&self) -> DriverStats {
-        let mut s = self.stats;
-        if let Ok(k) = self.sock.statistics() {
-            s.kernel = KernelStats {
-                rx_dropped: k.rx_dropped,
-                rx_ring_full: k.rx_ring_full,
-                fill_ring_empty: k.rx_fill_ring_empty_descs,
-                rx_invalid_descs: k.rx_invalid_descs,
-                tx_invalid_descs: k.tx_invalid_descs,
-                tx_ring_empty: k.tx_ring_empty_descs,
-            };
-        }
-        s
-    }
-
-    fn describe(&self) -> String {
-        format!(
+    fn capabilities(&self) -> Capabilities {
+        let description = format!(
             "af_xdp {} queue {} ({} mode, {}{}{})",
             self.iface,
             self.queue,
@@ -831,25 +826,27 @@ impl Driver for Xdp {
             } else {
                 ""
             }
-        )
+        );
+        let mut caps = Capabilities::new(self.pool.clone(), self.mtu, description);
+        caps.mac = Some(self.mac);
+        caps.rx_checksums_trusted = self.veth;
+        caps.offloads = self.offloads();
+        caps
     }
 
-    fn mac(&self) -> Option<[u8; 6]> {
-        Some(self.mac)
-    }
-
-    fn rx_checksums_trusted(&self) -> bool {
-        self.veth
-    }
-
-    fn offloads(&self) -> Offloads {
-        Offloads {
-            tx_tcp_checksum: self.tx_csum,
-            tcp_segmentation: None,
-            // Headers and payload as separate descriptors need multi-buffer
-            // packets; with TX metadata also unaligned chunks (see `open`).
-            tx_gather: self.setup.multi_buffer && (self.unaligned || !self.tx_csum),
+    fn stats(&self) -> DriverStats {
+        let mut s = self.stats;
+        if let Ok(k) = self.sock.statistics() {
+            s.kernel = KernelStats {
+                rx_dropped: k.rx_dropped,
+                rx_ring_full: k.rx_ring_full,
+                fill_ring_empty: k.rx_fill_ring_empty_descs,
+                rx_invalid_descs: k.rx_invalid_descs,
+                tx_invalid_descs: k.tx_invalid_descs,
+                tx_ring_empty: k.tx_ring_empty_descs,
+            };
         }
+        s
     }
 
     /// A segment whose payload lies in this UMEM (pool frames the
