@@ -19,6 +19,11 @@
 //! - [`tap`]: a Linux TAP device, read and written straight from pool frames;
 //!   optionally with `IFF_VNET_HDR` offloads (64 KiB TCP segments, partial
 //!   checksums), whose header lives in [`vnet`] (shared with [`packet`]).
+//! - [`offload`]: the checksum work drivers do for the stack (Internet
+//!   sums, verifying received checksums, asking a device to finish a TCP
+//!   checksum), used by TAP and the packet socket through [`vnet`] and by
+//!   AF_XDP's TX metadata; [`header`]: the small typed Ethernet, IPv4 and
+//!   TCP header views they read frames with, and [`ETH_HLEN`].
 //! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
 //!   the unprivileged device used by deterministic tests.
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
@@ -41,7 +46,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod header;
 pub mod impair;
+pub mod offload;
 pub mod packet;
 pub mod pcap;
 pub mod pool;
@@ -51,6 +58,7 @@ pub mod vnet;
 pub mod wire;
 pub mod xdp;
 
+pub use header::ETH_HLEN;
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
 /// Payload slices handed to [`Driver::tx_gather`], and the counted
 /// references a device keeps them alive with (smoltcp patches 20 and 26).

@@ -37,7 +37,7 @@ use std::os::fd::OwnedFd;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::vnet::{self, VNET_HDR_LEN, VnetHdr};
-use crate::{Capabilities, Driver, DriverStats, Frame, GatherSlice, Offloads, Pool};
+use crate::{Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, Offloads, Pool};
 
 /// How to open a TAP device; the default is plain `IFF_TAP | IFF_NO_PI`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,9 +151,6 @@ pub enum TapError {
         source: io::Error,
     },
 }
-
-/// Ethernet header length, added to the IP MTU to size a frame.
-const ETH_HLEN: usize = 14;
 
 /// A TAP device opened for poll-mode use.
 pub struct Tap {

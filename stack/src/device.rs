@@ -36,10 +36,11 @@ use std::num::NonZeroUsize;
 
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
+use zcstack_driver::header::Ipv4;
 use zcstack_driver::{Capabilities, Driver, Frame, GatherSlice, Pool};
 
 /// Ethernet header bytes (smoltcp's Ethernet MTU includes them).
-pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) use zcstack_driver::ETH_HLEN;
 
 /// Counters the adapter keeps (plain integers: one thread owns the stack).
 #[derive(Clone, Copy, Debug, Default)]
@@ -213,18 +214,14 @@ fn flush<D: Driver>(driver: &mut D, tx: &mut Vec<Frame>, c: &mut TxCounters) -> 
 /// Reads four header fields; never panics on short or malformed frames.
 #[inline]
 fn tcp_payload_len(frame: &[u8]) -> usize {
-    const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-    if frame.len() < ETH_HLEN + 20 || frame[12..14] != ETHERTYPE_IPV4 {
+    let Some(ip) = Ipv4::of_frame(frame) else {
         return 0;
-    }
-    let ip = &frame[ETH_HLEN..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[9] != 6 || ip.len() < ihl + 20 {
+    };
+    let Some(tcp) = ip.tcp() else {
         return 0;
-    }
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let doff = usize::from(ip[ihl + 12] >> 4) * 4;
-    total.saturating_sub(ihl + doff)
+    };
+    ip.total_len()
+        .saturating_sub(ip.header_len() + tcp.header_len())
 }
 
 impl<D: Driver> Device for Port<D> {

@@ -42,15 +42,13 @@ use super::Xdp;
 use crate::packet::{self, PacketError, PacketTx, PacketTxOptions, TxPacket};
 use crate::vnet::VnetHdr;
 use crate::{
-    Capabilities, Driver, DriverStats, Frame, GatherSlice, Offloads, Pool, PoolConfig, PoolError,
-    TxRef, vnet,
+    Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, Offloads, Pool, PoolConfig,
+    PoolError, TxRef, offload, vnet,
 };
 
 /// Payload slices a gathered segment may have (the stack hands one today).
 const MAX_SLICES: usize = 7;
 
-/// Ethernet header bytes on top of the IP MTU.
-const ETH_HLEN: usize = 14;
 /// Largest Ethernet frame a TSO segment can be: a 64 KiB IPv4 packet.
 const MAX_TSO_FRAME: usize = ETH_HLEN + 65535;
 /// Size of a GSO pool frame: a power of two that holds (nearly) a 64 KiB segment.
@@ -249,7 +247,7 @@ impl Driver for XdpGso {
         let before = out.len();
         let mut kept = start;
         for i in start..out.len() {
-            if vnet::checksums_ok(out[i].data()) {
+            if offload::checksums_ok(out[i].data()) {
                 out.swap(kept, i);
                 kept += 1;
             }

@@ -83,12 +83,11 @@ use std::time::Duration;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::{
-    Capabilities, Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef, vnet,
+    Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, KernelStats, Offloads, Pool,
+    TxRef, offload,
 };
 use socket::XskSocket;
 
-/// Ethernet header bytes on top of the IP MTU.
-const ETH_HLEN: usize = 14;
 /// The largest IP packet GRO or GSO hands the generic XDP hook (without
 /// BIG TCP): 64 KiB less one.
 const GSO_MAX_IP: usize = 65535;
@@ -538,17 +537,16 @@ impl Xdp {
         if off < TX_META_LEN {
             return false;
         }
-        let h = vnet::tx_header_split(frame.data_mut(), payload_len, 0);
-        if h.flags & vnet::F_NEEDS_CSUM == 0 {
+        let Some(c) = offload::request_tcp_checksum(frame.data_mut(), payload_len) else {
             return false;
-        }
+        };
         let len = frame.len();
         frame.set_offset(off - TX_META_LEN);
         frame.set_len(len + TX_META_LEN);
         let m = &mut frame.data_mut()[..TX_META_LEN];
         m[..8].copy_from_slice(&TXMD_FLAGS_CHECKSUM.to_ne_bytes());
-        m[8..10].copy_from_slice(&h.csum_start.to_ne_bytes());
-        m[10..12].copy_from_slice(&h.csum_offset.to_ne_bytes());
+        m[8..10].copy_from_slice(&c.start.to_ne_bytes());
+        m[10..12].copy_from_slice(&c.offset.to_ne_bytes());
         m[12..].fill(0);
         frame.set_offset(off);
         frame.set_len(len);
