@@ -23,8 +23,6 @@
 //! wrapper that applies one impairment to frames it sends and another to
 //! frames it receives (for the in-memory wire, on a manual or real clock).
 
-#![deny(unsafe_code)]
-
 mod model;
 mod wrapper;
 

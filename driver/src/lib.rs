@@ -39,19 +39,24 @@
 //!   by the caller's clock, and [`impair::Impaired`], a wrapper that puts
 //!   it on any driver (the in-memory wire in deterministic tests; the
 //!   `zc-impair` relay uses the model between two AF_XDP sockets).
-//! - `sys`: the few raw syscalls; with `pool`, `packet` and `xdp`'s ring,
-//!   socket and bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
+//! - `sys`: the few raw syscalls. The crate denies `unsafe_code` and allows
+//!   it by name only in `sys`, `pool`, `packet` and `xdp`'s ring, socket,
+//!   bpf and netlink modules. Its [`tcp_info`] (a kernel TCP
 //!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
 //!   beside zcstack (`zc-perf --kernel`).
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod header;
 pub mod impair;
 pub mod offload;
+#[allow(unsafe_code)]
 pub mod packet;
 pub mod pcap;
+#[allow(unsafe_code)]
 pub mod pool;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tap;
 pub mod vnet;

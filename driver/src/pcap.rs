@@ -5,8 +5,6 @@
 //! recorded once, when first offered). Recording copies each frame into the
 //! file's buffer, so it is for debugging, not for measuring.
 
-#![deny(unsafe_code)]
-
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;

@@ -30,8 +30,6 @@
 //! (as `sendfile` does), so no CPU copy is made in user space and the
 //! slices are free again when the call returns.
 
-#![deny(unsafe_code)]
-
 use std::io;
 use std::os::fd::OwnedFd;
 

@@ -13,8 +13,6 @@
 //! Each direction is a bounded queue; when the peer's queue is full,
 //! `tx_burst` leaves the rest with the caller like a full NIC ring would.
 
-#![deny(unsafe_code)]
-
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -54,8 +54,6 @@
 //! redirect program; `netlink.rs` which program is attached; `gso.rs`
 //! [`XdpGso`], this driver with TSO on transmit through `AF_PACKET`.
 
-#![deny(unsafe_code)]
-
 #[allow(unsafe_code)]
 mod bpf;
 mod config;
