@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use zcstack::{Clock, Congestion, Stack, TcpRecoveryStats, TcpState};
 use zcstack_driver::impair::{ImpairClock, ImpairConfig, ImpairStats, Impaired};
 use zcstack_driver::wire::{self, WireConfig, WireEnd};
-use zcstack_driver::{Driver, Frame, Pool, PoolConfig};
+use zcstack_driver::{Capabilities, Driver, Frame, Layer, Pool, PoolConfig};
 use zcstack_tests::{random_bytes, sha256_hex};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
@@ -58,13 +58,18 @@ impl<D: Driver> Filter<D> {
     }
 }
 
-impl<D: Driver> Driver for Filter<D> {
-    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> std::io::Result<usize> {
-        self.inner.rx_burst(out, max)
+/// Only sending changes; everything else goes to the wrapped driver.
+impl<D: Driver> Layer for Filter<D> {
+    type Inner = D;
+    fn inner(&self) -> &D {
+        &self.inner
     }
-    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
-        if !self.drop.is_empty() {
-            let (drop, count) = (&self.drop, &mut self.data_frames);
+    fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+    fn tx_burst(this: &mut Self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+        if !this.drop.is_empty() {
+            let (drop, count) = (&this.drop, &mut this.data_frames);
             let before = frames.len();
             frames.retain(|f| {
                 if Self::payload_len(f).is_none_or(|n| n == 0) {
@@ -73,21 +78,15 @@ impl<D: Driver> Driver for Filter<D> {
                 *count += 1;
                 !drop.contains(count)
             });
-            self.dropped += (before - frames.len()) as u64;
+            this.dropped += (before - frames.len()) as u64;
         }
-        self.inner.tx_burst(frames)
+        this.inner.tx_burst(frames)
     }
-    fn pool(&self) -> &Pool {
-        self.inner.pool()
-    }
-    fn mtu(&self) -> usize {
-        self.inner.mtu()
-    }
-    fn stats(&self) -> zcstack_driver::DriverStats {
-        self.inner.stats()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
+    fn capabilities(this: &Self) -> Capabilities {
+        // Every data segment must pass `tx_burst` to be counted.
+        let mut caps = this.inner.capabilities();
+        caps.offloads.tx_gather = false;
+        caps
     }
 }
 

@@ -264,7 +264,10 @@ fn multi_queue_tap_opens_one_tap_per_queue() {
         let q0 = Tap::open_with("zcmq0", pool.clone(), mq).expect("queue 0");
         let q1 = Tap::open_with("zcmq0", pool.clone(), mq).expect("queue 1");
         assert!(q0.options().vnet_hdr && q1.options().offloads);
-        assert_eq!(q0.offloads().tcp_segmentation, Some(pool.frame_capacity()));
+        assert_eq!(
+            q0.capabilities().offloads.tcp_segmentation,
+            Some(pool.frame_capacity())
+        );
         let err = Tap::open_with("zcmq0", pool.clone(), TapOptions::offloads())
             .err()
             .expect("a single-queue open of a multi-queue TAP fails")

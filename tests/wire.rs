@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use smoltcp::wire::{TcpControl, TcpSeqNumber};
 use zcstack::{Clock, Stack, TcpState};
 use zcstack_driver::wire::{self, WireConfig, WireEnd};
-use zcstack_driver::{Pool, PoolConfig};
+use zcstack_driver::{Driver, Frame, Layer, Pool, PoolConfig};
 use zcstack_tests::rawtcp::{RawPeer, Segment};
 use zcstack_tests::{random_bytes, sha256_hex};
 
@@ -598,33 +598,22 @@ struct Stalling {
     stall: Duration,
 }
 
-impl zcstack_driver::Driver for Stalling {
-    fn rx_burst(
-        &mut self,
-        out: &mut Vec<zcstack_driver::Frame>,
-        max: usize,
-    ) -> std::io::Result<usize> {
-        self.end.rx_burst(out, max)
+/// Only sending changes; everything else goes to the wire end.
+impl Layer for Stalling {
+    type Inner = WireEnd;
+    fn inner(&self) -> &WireEnd {
+        &self.end
     }
-    fn tx_burst(&mut self, frames: &mut Vec<zcstack_driver::Frame>) -> std::io::Result<usize> {
-        if self.armed && frames.iter().any(|f| f.len() > 1000) {
-            self.armed = false;
-            self.clock
-                .fetch_add(self.stall.as_micros() as i64, Ordering::Relaxed);
+    fn inner_mut(&mut self) -> &mut WireEnd {
+        &mut self.end
+    }
+    fn tx_burst(this: &mut Self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
+        if this.armed && frames.iter().any(|f| f.len() > 1000) {
+            this.armed = false;
+            this.clock
+                .fetch_add(this.stall.as_micros() as i64, Ordering::Relaxed);
         }
-        self.end.tx_burst(frames)
-    }
-    fn pool(&self) -> &zcstack_driver::Pool {
-        self.end.pool()
-    }
-    fn mtu(&self) -> usize {
-        self.end.mtu()
-    }
-    fn stats(&self) -> zcstack_driver::DriverStats {
-        self.end.stats()
-    }
-    fn describe(&self) -> String {
-        "stalling wire".into()
+        this.end.tx_burst(frames)
     }
 }
 

@@ -234,8 +234,9 @@ fn a_frame_in_flight_is_not_reused_before_its_descriptors_complete() {
             .build()
             .expect("pool");
         let mut xdp = Xdp::open(&XdpConfig::new(VETH_SERVER), pool.clone()).expect("AF_XDP");
-        assert!(xdp.offloads().tx_gather, "multi-buffer at MTU 9000");
-        let mac = xdp.mac().unwrap();
+        let caps = xdp.capabilities();
+        assert!(caps.offloads.tx_gather, "multi-buffer at MTU 9000");
+        let mac = caps.mac.unwrap();
         let mut app = pool.alloc().unwrap();
         app.set_len(payload.len());
         app.data_mut().copy_from_slice(&payload);

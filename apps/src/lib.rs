@@ -555,8 +555,8 @@ pub fn kernel_ipv4_addrs(name: &str) -> Vec<(Ipv4Addr, u8)> {
 /// kernel come back when it closes), so `pool.in_use` is what really leaked.
 pub fn shutdown<D: Driver>(stack: Stack<D>) -> StackStats {
     let mut s = stack.stats();
-    let pool = stack.driver().pool().clone();
-    let gso_pool = stack.driver().gso_pool().cloned();
+    let caps = stack.driver().capabilities();
+    let (pool, gso_pool) = (caps.pool, caps.gso_pool);
     drop(stack);
     s.pool = pool.stats();
     s.gso_pool = gso_pool.map(|p| p.stats());

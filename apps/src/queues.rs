@@ -24,12 +24,9 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use zcstack::{Stack, StackStats};
-use zcstack_driver::{
-    Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, PoolStats,
-};
+use zcstack_driver::{Driver, DriverStats, Frame, KernelStats, Layer, Pool, PoolStats};
 
 use crate::{AppDriver, DeviceArgs, StatsTicker};
 
@@ -65,6 +62,8 @@ impl ArpHub {
 /// queues' and receives theirs.
 pub struct ArpShare {
     inner: AppDriver,
+    /// The inner driver's pool: other queues' ARP frames are copied into it.
+    pool: Pool,
     queue: usize,
     hub: ArpHub,
 }
@@ -72,22 +71,37 @@ pub struct ArpShare {
 impl ArpShare {
     /// Wraps queue `queue`'s driver.
     pub fn new(inner: AppDriver, queue: usize, hub: ArpHub) -> ArpShare {
-        ArpShare { inner, queue, hub }
+        let pool = inner.capabilities().pool;
+        ArpShare {
+            inner,
+            pool,
+            queue,
+            hub,
+        }
     }
 }
 
 const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 
-impl Driver for ArpShare {
-    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+/// Only receiving changes; everything else goes to the queue's driver.
+impl Layer for ArpShare {
+    type Inner = dyn Driver + Send;
+    fn inner(&self) -> &Self::Inner {
+        &*self.inner
+    }
+    fn inner_mut(&mut self) -> &mut Self::Inner {
+        &mut *self.inner
+    }
+
+    fn rx_burst(this: &mut Self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         let before = out.len();
-        let n = self.inner.rx_burst(out, max)?;
+        let n = this.inner.rx_burst(out, max)?;
         // Two bytes per frame: the ethertype.
         for f in &out[before..] {
             let d = f.data();
             if d.len() >= 42 && d[12..14] == ETHERTYPE_ARP {
-                for (q, inbox) in self.hub.inboxes.iter().enumerate() {
-                    if q != self.queue
+                for (q, inbox) in this.hub.inboxes.iter().enumerate() {
+                    if q != this.queue
                         && let Ok(mut v) = inbox.frames.lock()
                         && v.len() < 64
                     {
@@ -97,7 +111,7 @@ impl Driver for ArpShare {
                 }
             }
         }
-        let mine = &self.hub.inboxes[self.queue];
+        let mine = &this.hub.inboxes[this.queue];
         let mut got = n;
         if got < max && mine.waiting.load(Ordering::Acquire) > 0 {
             let Ok(mut v) = mine.frames.lock() else {
@@ -106,7 +120,7 @@ impl Driver for ArpShare {
             while got < max {
                 let Some(bytes) = v.pop() else { break };
                 mine.waiting.fetch_sub(1, Ordering::Release);
-                if let Some(mut f) = self.inner.pool().alloc()
+                if let Some(mut f) = this.pool.alloc()
                     && bytes.len() <= f.capacity()
                 {
                     f.set_len(bytes.len());
@@ -117,42 +131,6 @@ impl Driver for ArpShare {
             }
         }
         Ok(got)
-    }
-    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
-        self.inner.tx_burst(frames)
-    }
-    fn pool(&self) -> &Pool {
-        self.inner.pool()
-    }
-    fn gso_pool(&self) -> Option<&Pool> {
-        self.inner.gso_pool()
-    }
-    fn mtu(&self) -> usize {
-        self.inner.mtu()
-    }
-    fn stats(&self) -> DriverStats {
-        self.inner.stats()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn mac(&self) -> Option<[u8; 6]> {
-        self.inner.mac()
-    }
-    fn rx_checksums_trusted(&self) -> bool {
-        self.inner.rx_checksums_trusted()
-    }
-    fn offloads(&self) -> Offloads {
-        self.inner.offloads()
-    }
-    fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
-        self.inner.tx_gather(frame, payload)
-    }
-    fn tx_backlog(&self) -> bool {
-        self.inner.tx_backlog()
-    }
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        self.inner.wait(timeout)
     }
 }
 
@@ -563,9 +541,12 @@ pub fn steering(dev: &DeviceArgs) -> String {
 /// how many queues and each one's.
 pub fn via(stacks: &[Stack<AppDriver>]) -> String {
     match stacks {
-        [one] => one.driver().describe(),
+        [one] => one.driver().capabilities().description,
         _ => {
-            let each: Vec<String> = stacks.iter().map(|s| s.driver().describe()).collect();
+            let each: Vec<String> = stacks
+                .iter()
+                .map(|s| s.driver().capabilities().description)
+                .collect();
             format!(
                 "{} queues, a stack and a core each ({})",
                 stacks.len(),

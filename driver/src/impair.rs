@@ -23,13 +23,15 @@
 //! wrapper that applies one impairment to frames it sends and another to
 //! frames it receives (for the in-memory wire, on a manual or real clock).
 
-#![deny(unsafe_code)]
-
 mod model;
 mod wrapper;
 
 pub use model::Impairment;
 pub use wrapper::{ImpairClock, Impaired};
+
+// Bytes of Ethernet header a corruption leaves alone (it flips a bit the
+// IP or TCP/UDP checksum covers, so the receiver must notice).
+use crate::header::ETH_HLEN;
 
 /// Why an impairment could not be built; the message names the value to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,9 +92,6 @@ pub const DEFAULT_QUEUE_BYTES: u64 = 256 * 1024;
 /// Frames an impairment holds at most (in the bottleneck and delay line
 /// together) unless told otherwise; more are dropped and counted.
 pub const DEFAULT_LIMIT: usize = 16384;
-/// Bytes of Ethernet header a corruption leaves alone (it flips a bit the
-/// IP or TCP/UDP checksum covers, so the receiver must notice).
-pub const ETH_HLEN: usize = 14;
 /// The smallest bottleneck queue: one full-size Ethernet frame.
 const MIN_QUEUE_BYTES: u64 = 1514;
 /// Delays above this (an hour) are a mistake in units, not a path.

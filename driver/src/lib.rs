@@ -12,10 +12,18 @@
 //! - [`pool`]: the fbufs-like pool: one memfd mapping cut into fixed frames,
 //!   a lock-free free list with per-thread caches, [`Frame`] handles that go
 //!   back to the pool on `Drop`, and [`PoolStats`].
-//! - [`Driver`] (this file): the burst interface every device implements.
+//! - [`Driver`] (this file): the burst interface every device implements
+//!   (receive and send bursts, send by reference, [`Capabilities`] read
+//!   once, counters, an idle wait), and [`Layer`], the base of a wrapper
+//!   that changes part of what a driver does and forwards the rest.
 //! - [`tap`]: a Linux TAP device, read and written straight from pool frames;
 //!   optionally with `IFF_VNET_HDR` offloads (64 KiB TCP segments, partial
 //!   checksums), whose header lives in [`vnet`] (shared with [`packet`]).
+//! - [`offload`]: the checksum work drivers do for the stack (Internet
+//!   sums, verifying received checksums, asking a device to finish a TCP
+//!   checksum), used by TAP and the packet socket through [`vnet`] and by
+//!   AF_XDP's TX metadata; [`header`]: the small typed Ethernet, IPv4 and
+//!   TCP header views they read frames with, and [`ETH_HLEN`].
 //! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
 //!   the unprivileged device used by deterministic tests.
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
@@ -31,23 +39,31 @@
 //!   by the caller's clock, and [`impair::Impaired`], a wrapper that puts
 //!   it on any driver (the in-memory wire in deterministic tests; the
 //!   `zc-impair` relay uses the model between two AF_XDP sockets).
-//! - `sys`: the few raw syscalls; with `pool`, `packet` and `xdp`'s ring,
-//!   socket and bpf modules, the only code with `unsafe`. Its [`tcp_info`] (a kernel TCP
+//! - `sys`: the few raw syscalls. The crate denies `unsafe_code` and allows
+//!   it by name only in `sys`, `pool`, `packet` and `xdp`'s ring, socket,
+//!   bpf and netlink modules. Its [`tcp_info`] (a kernel TCP
 //!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
 //!   beside zcstack (`zc-perf --kernel`).
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod header;
 pub mod impair;
+pub mod offload;
+#[allow(unsafe_code)]
 pub mod packet;
 pub mod pcap;
+#[allow(unsafe_code)]
 pub mod pool;
+#[allow(unsafe_code)]
 mod sys;
 pub mod tap;
 pub mod vnet;
 pub mod wire;
 pub mod xdp;
 
+pub use header::ETH_HLEN;
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
 /// Payload slices handed to [`Driver::tx_gather`], and the counted
 /// references a device keeps them alive with (smoltcp patches 20 and 26).
@@ -103,12 +119,12 @@ pub struct KernelStats {
     pub tx_ring_empty: u64,
 }
 
-/// Work a device does for the stack on transmit ([`Driver::offloads`]).
+/// Work a device does for the stack on transmit ([`Capabilities::offloads`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offloads {
     /// The device computes TCP checksums of sent frames: the stack leaves
     /// them zero. A device that sets this must also vouch for received
-    /// checksums ([`Driver::rx_checksums_trusted`]).
+    /// checksums ([`Capabilities::rx_checksums_trusted`]).
     pub tx_tcp_checksum: bool,
     /// The device cuts TCP segments up to this many bytes of Ethernet frame
     /// into segments of [`Frame::gso_size`] payload bytes (TSO); `None`: the
@@ -121,11 +137,65 @@ pub struct Offloads {
     pub tx_gather: bool,
 }
 
+/// What a device is and does for the stack: read once, when the stack
+/// takes the driver ([`Driver::capabilities`]), like smoltcp's
+/// `DeviceCapabilities`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The pool received frames come from; the stack allocates transmit
+    /// frames here.
+    pub pool: Pool,
+    /// A second pool, of frames large enough for TCP segments of
+    /// [`Offloads::tcp_segmentation`] bytes, for a device whose
+    /// [`pool`](Self::pool) frames are smaller (AF_XDP with TSO through a
+    /// packet socket): the stack takes a frame longer than a `pool` frame
+    /// holds from here. Usually none.
+    pub gso_pool: Option<Pool>,
+    /// The device's IP MTU (Ethernet payload bytes).
+    pub mtu: usize,
+    /// The device's own MAC address, if it has one the stack should use (a
+    /// real interface filters on it); `None` lets the stack pick.
+    pub mac: Option<[u8; 6]>,
+    /// Whether every received frame was built by this machine's own kernel
+    /// (a veth peer), which may leave TCP/UDP checksums partial when its
+    /// checksum offload is on. The stack then skips verifying checksums on
+    /// receive, as the kernel itself does for such frames. A driver that
+    /// checks the checksums the kernel did not vouch for itself (TAP with
+    /// `IFF_VNET_HDR`) says true as well.
+    pub rx_checksums_trusted: bool,
+    /// What the device does for the stack on transmit.
+    pub offloads: Offloads,
+    /// A short description for logs, e.g. `tap zctap0`.
+    pub description: String,
+}
+
+impl Capabilities {
+    /// A device that sends and receives frames of `pool` up to `mtu` bytes
+    /// of IP packet, with no MAC of its own, untrusted checksums and no
+    /// offloads; set the other fields on the result.
+    pub fn new(pool: Pool, mtu: usize, description: impl Into<String>) -> Capabilities {
+        Capabilities {
+            pool,
+            gso_pool: None,
+            mtu,
+            mac: None,
+            rx_checksums_trusted: false,
+            offloads: Offloads::default(),
+            description: description.into(),
+        }
+    }
+}
+
 /// A poll-mode device that moves bursts of pool frames.
 ///
-/// Neither call blocks. Frames are moved, never copied, between the caller and
-/// the driver (a kernel-backed driver may copy inside the kernel; say so in
-/// its doc).
+/// Neither burst call blocks. Frames are moved, never copied, between the
+/// caller and the driver (a kernel-backed driver may copy inside the
+/// kernel; say so in its doc).
+///
+/// A debug aid or adapter built around another driver (pcap capture, fault
+/// injection) implements [`Layer`] instead, and overrides only what it
+/// changes.
 pub trait Driver {
     /// Appends up to `max` received frames to `out`; returns how many.
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize>;
@@ -133,42 +203,6 @@ pub trait Driver {
     /// frames the device could not take now stay in `frames`, in order.
     /// Returns how many were sent.
     fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize>;
-    /// The pool received frames come from; the stack allocates tx frames here.
-    fn pool(&self) -> &Pool;
-    /// A second pool, of frames large enough for TCP segments of
-    /// [`Offloads::tcp_segmentation`] bytes, for a device whose [`pool`]
-    /// frames are smaller (AF_XDP with TSO through a packet socket): the
-    /// stack takes a frame longer than a `pool` frame holds from here.
-    /// Default none.
-    ///
-    /// [`pool`]: Driver::pool
-    fn gso_pool(&self) -> Option<&Pool> {
-        None
-    }
-    /// The device's IP MTU (Ethernet payload bytes).
-    fn mtu(&self) -> usize;
-    /// Counters.
-    fn stats(&self) -> DriverStats;
-    /// A short description for logs, e.g. `tap zctap0`.
-    fn describe(&self) -> String;
-    /// The device's own MAC address, if it has one the stack should use
-    /// (a real interface filters on it); `None` lets the stack pick.
-    fn mac(&self) -> Option<[u8; 6]> {
-        None
-    }
-    /// Whether every received frame was built by this machine's own kernel
-    /// (a veth peer), which may leave TCP/UDP checksums partial when its
-    /// checksum offload is on. The stack then skips verifying checksums on
-    /// receive, as the kernel itself does for such frames. A driver that
-    /// checks the checksums the kernel did not vouch for itself (TAP with
-    /// `IFF_VNET_HDR`) says true as well. Default false.
-    fn rx_checksums_trusted(&self) -> bool {
-        false
-    }
-    /// What the device does for the stack on transmit; default nothing.
-    fn offloads(&self) -> Offloads {
-        Offloads::default()
-    }
     /// Takes one packet: `frame`'s bytes (its headers) followed by the
     /// bytes of `payload`, after every frame and packet taken before it.
     ///
@@ -196,6 +230,11 @@ pub trait Driver {
     fn tx_backlog(&self) -> bool {
         false
     }
+    /// What the device is and does; the stack reads it once, when it takes
+    /// the driver, so it must not change afterwards.
+    fn capabilities(&self) -> Capabilities;
+    /// Counters.
+    fn stats(&self) -> DriverStats;
     /// Blocks until the device may have input or `timeout` passes; the
     /// stack calls it when idle. The default sleeps.
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
@@ -204,44 +243,242 @@ pub trait Driver {
     }
 }
 
-impl<D: Driver + ?Sized> Driver for Box<D> {
+/// A driver built around another one that changes part of what it does
+/// (smoltcp's `phy::Tracer` and `FaultInjector` are such wrappers):
+/// implement this instead of [`Driver`] and override only the calls the
+/// layer changes; every other call goes to [`inner`](Layer::inner_mut)
+/// unchanged. Every `Layer` is a [`Driver`].
+///
+/// The calls take `this` rather than `self`, so they are not methods: on a
+/// layer, `x.rx_burst(..)` always means [`Driver::rx_burst`], whichever
+/// traits are in scope.
+///
+/// A layer that changes what is sent in [`tx_burst`](Layer::tx_burst)
+/// must also see packets sent by reference: override
+/// [`tx_gather`](Layer::tx_gather), or turn [`Offloads::tx_gather`] off in
+/// [`capabilities`](Layer::capabilities) (the stack then sends everything
+/// through `tx_burst`).
+pub trait Layer {
+    /// The wrapped driver.
+    type Inner: Driver + ?Sized;
+    /// The wrapped driver.
+    fn inner(&self) -> &Self::Inner;
+    /// The wrapped driver, mutably.
+    fn inner_mut(&mut self) -> &mut Self::Inner;
+    /// [`Driver::rx_burst`]; forwards by default.
+    fn rx_burst(this: &mut Self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+        this.inner_mut().rx_burst(out, max)
+    }
+    /// [`Driver::tx_burst`]; forwards by default.
+    fn tx_burst(this: &mut Self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        this.inner_mut().tx_burst(frames)
+    }
+    /// [`Driver::tx_gather`]; forwards by default.
+    fn tx_gather(this: &mut Self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+        this.inner_mut().tx_gather(frame, payload)
+    }
+    /// [`Driver::tx_backlog`]; forwards by default.
+    fn tx_backlog(this: &Self) -> bool {
+        this.inner().tx_backlog()
+    }
+    /// [`Driver::capabilities`]; forwards by default.
+    fn capabilities(this: &Self) -> Capabilities {
+        this.inner().capabilities()
+    }
+    /// [`Driver::stats`]; forwards by default.
+    fn stats(this: &Self) -> DriverStats {
+        this.inner().stats()
+    }
+    /// [`Driver::wait`]; forwards by default.
+    fn wait(this: &mut Self, timeout: Duration) -> io::Result<()> {
+        this.inner_mut().wait(timeout)
+    }
+}
+
+impl<L: Layer> Driver for L {
     fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
-        (**self).rx_burst(out, max)
+        <L as Layer>::rx_burst(self, out, max)
     }
     fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
-        (**self).tx_burst(frames)
-    }
-    fn pool(&self) -> &Pool {
-        (**self).pool()
-    }
-    fn gso_pool(&self) -> Option<&Pool> {
-        (**self).gso_pool()
-    }
-    fn mtu(&self) -> usize {
-        (**self).mtu()
-    }
-    fn stats(&self) -> DriverStats {
-        (**self).stats()
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn mac(&self) -> Option<[u8; 6]> {
-        (**self).mac()
-    }
-    fn rx_checksums_trusted(&self) -> bool {
-        (**self).rx_checksums_trusted()
-    }
-    fn offloads(&self) -> Offloads {
-        (**self).offloads()
+        <L as Layer>::tx_burst(self, frames)
     }
     fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
-        (**self).tx_gather(frame, payload)
+        <L as Layer>::tx_gather(self, frame, payload)
     }
     fn tx_backlog(&self) -> bool {
-        (**self).tx_backlog()
+        <L as Layer>::tx_backlog(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        <L as Layer>::capabilities(self)
+    }
+    fn stats(&self) -> DriverStats {
+        <L as Layer>::stats(self)
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        (**self).wait(timeout)
+        <L as Layer>::wait(self, timeout)
+    }
+}
+
+/// A boxed driver (`Box<dyn Driver>`, chosen at run time) forwards every call.
+impl<D: Driver + ?Sized> Layer for Box<D> {
+    type Inner = D;
+    fn inner(&self) -> &D {
+        self
+    }
+    fn inner_mut(&mut self) -> &mut D {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{self, WireConfig, WireEnd};
+
+    /// A layer that changes one call: it counts the frames it receives.
+    struct Counting<D> {
+        inner: D,
+        received: usize,
+    }
+
+    impl<D: Driver> Layer for Counting<D> {
+        type Inner = D;
+        fn inner(&self) -> &D {
+            &self.inner
+        }
+        fn inner_mut(&mut self) -> &mut D {
+            &mut self.inner
+        }
+        fn rx_burst(this: &mut Self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+            let n = this.inner.rx_burst(out, max)?;
+            this.received += n;
+            Ok(n)
+        }
+    }
+
+    /// A device that takes packets by reference and sends them later, and
+    /// remembers how long it was asked to wait.
+    struct Deferring {
+        end: WireEnd,
+        queued: Vec<Frame>,
+        waited: std::rc::Rc<std::cell::Cell<Option<Duration>>>,
+    }
+
+    impl Driver for Deferring {
+        fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+            self.end.rx_burst(out, max)
+        }
+        fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+            let mut all: Vec<Frame> = self.queued.drain(..).chain(frames.drain(..)).collect();
+            let n = self.end.tx_burst(&mut all)?;
+            frames.extend(all);
+            Ok(n)
+        }
+        fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
+            let Some(mut f) = self.end.pool().alloc() else {
+                return Err(frame);
+            };
+            let mut len = 0;
+            for part in std::iter::once(frame.data()).chain(payload.iter().map(|p| p.bytes())) {
+                f.room_mut()[len..len + part.len()].copy_from_slice(part);
+                len += part.len();
+            }
+            f.set_len(len);
+            self.queued.push(f);
+            Ok(())
+        }
+        fn tx_backlog(&self) -> bool {
+            !self.queued.is_empty()
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = Capabilities::new(self.end.pool().clone(), 1500, "deferring");
+            caps.mac = Some([2, 0, 0, 0, 0, 1]);
+            caps.offloads.tx_gather = true;
+            caps
+        }
+        fn stats(&self) -> DriverStats {
+            self.end.stats()
+        }
+        fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+            self.waited.set(Some(timeout));
+            Ok(())
+        }
+    }
+
+    fn frame(pool: &Pool, bytes: &[u8]) -> Frame {
+        let mut f = pool.alloc().expect("a free frame");
+        f.set_len(bytes.len());
+        f.data_mut().copy_from_slice(bytes);
+        f
+    }
+
+    /// A layer that overrides receiving only still sends, describes itself,
+    /// counts and waits exactly as the driver inside it.
+    #[test]
+    fn a_layer_forwards_what_it_does_not_change() {
+        let pool = PoolConfig::new().frames(16).build().unwrap();
+        let (a, mut b) = wire::pair(pool.clone(), pool.clone(), WireConfig::default());
+        let mut layer = Counting {
+            inner: a,
+            received: 0,
+        };
+        assert_eq!(layer.capabilities().description, "in-memory wire");
+        assert_eq!(layer.capabilities().mtu, WireConfig::default().mtu);
+        let mut out = vec![frame(&pool, b"to b")];
+        assert_eq!(layer.tx_burst(&mut out).unwrap(), 1);
+        let mut got = Vec::new();
+        assert_eq!(b.rx_burst(&mut got, 8).unwrap(), 1);
+        assert_eq!(got[0].data(), b"to b");
+        let mut back = vec![frame(&pool, b"to a"), frame(&pool, b"again")];
+        b.tx_burst(&mut back).unwrap();
+        got.clear();
+        assert_eq!(layer.rx_burst(&mut got, 8).unwrap(), 2);
+        assert_eq!(layer.received, 2);
+        assert_eq!(layer.stats(), layer.inner.stats());
+        assert_eq!(layer.stats().tx_packets, 1);
+        assert_eq!(layer.stats().rx_packets, 2);
+        drop(got);
+        assert_eq!(pool.stats().free, 16, "every frame back in the pool");
+    }
+
+    /// Send by reference and the idle wait reach the device through a
+    /// layer and a box: the packet taken by reference leaves with the next
+    /// burst, whole.
+    #[test]
+    fn gathering_and_waiting_pass_through_a_boxed_layer() {
+        let pool = PoolConfig::new().frames(16).build().unwrap();
+        let (a, mut b) = wire::pair(pool.clone(), pool.clone(), WireConfig::default());
+        let waited = std::rc::Rc::default();
+        let deferring = Deferring {
+            end: a,
+            queued: Vec::new(),
+            waited: std::rc::Rc::clone(&waited),
+        };
+        let mut d: Box<dyn Driver> = Box::new(Counting {
+            inner: deferring,
+            received: 0,
+        });
+        let caps = d.capabilities();
+        assert!(caps.offloads.tx_gather);
+        assert_eq!(caps.mac, Some([2, 0, 0, 0, 0, 1]));
+        assert!(!d.tx_backlog());
+        let payload = b" and its payload";
+        let taken = d.tx_gather(frame(&pool, b"headers"), &[GatherSlice::borrowed(payload)]);
+        assert!(taken.is_ok(), "the device took the packet");
+        assert!(d.tx_backlog(), "queued until the next burst");
+        assert_eq!(d.tx_burst(&mut Vec::new()).unwrap(), 1);
+        assert!(!d.tx_backlog());
+        let mut got = Vec::new();
+        assert_eq!(b.rx_burst(&mut got, 8).unwrap(), 1);
+        assert_eq!(got[0].data(), b"headers and its payload");
+        d.wait(Duration::from_millis(7)).unwrap();
+        assert_eq!(
+            waited.get(),
+            Some(Duration::from_millis(7)),
+            "the device's own wait"
+        );
+        drop(got);
+        drop(d);
+        assert_eq!(pool.stats().free, 16);
     }
 }

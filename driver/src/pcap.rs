@@ -5,8 +5,6 @@
 //! recorded once, when first offered). Recording copies each frame into the
 //! file's buffer, so it is for debugging, not for measuring.
 
-#![deny(unsafe_code)]
-
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
@@ -14,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
-use crate::{Driver, DriverStats, Frame, Pool};
+use crate::{Capabilities, Driver, Frame, Layer};
 
 /// A [`Driver`] that writes every frame it moves to a pcap file.
 pub struct Pcap<D> {
@@ -41,11 +39,6 @@ impl<D: Driver> Pcap<D> {
         })
     }
 
-    /// The wrapped driver.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-
     fn record(&mut self, frames: &[Frame]) -> io::Result<()> {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -58,51 +51,35 @@ impl<D: Driver> Pcap<D> {
     }
 }
 
-impl<D: Driver> Driver for Pcap<D> {
-    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+impl<D: Driver> Layer for Pcap<D> {
+    type Inner = D;
+    fn inner(&self) -> &D {
+        &self.inner
+    }
+    fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
+    }
+
+    fn rx_burst(this: &mut Self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
         let start = out.len();
-        let n = self.inner.rx_burst(out, max)?;
-        self.record(&out[start..])?;
+        let n = this.inner.rx_burst(out, max)?;
+        this.record(&out[start..])?;
         Ok(n)
     }
 
-    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
-        let from = self.recorded_unsent.min(frames.len());
-        self.record(&frames[from..])?;
-        let n = self.inner.tx_burst(frames)?;
-        self.recorded_unsent = frames.len();
+    fn tx_burst(this: &mut Self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        let from = this.recorded_unsent.min(frames.len());
+        this.record(&frames[from..])?;
+        let n = this.inner.tx_burst(frames)?;
+        this.recorded_unsent = frames.len();
         Ok(n)
     }
 
-    fn pool(&self) -> &Pool {
-        self.inner.pool()
-    }
-    fn gso_pool(&self) -> Option<&Pool> {
-        self.inner.gso_pool()
-    }
-    fn mtu(&self) -> usize {
-        self.inner.mtu()
-    }
-    fn stats(&self) -> DriverStats {
-        self.inner.stats()
-    }
-    fn describe(&self) -> String {
-        format!("{} (recording pcap)", self.inner.describe())
-    }
-    fn mac(&self) -> Option<[u8; 6]> {
-        self.inner.mac()
-    }
-    fn rx_checksums_trusted(&self) -> bool {
-        self.inner.rx_checksums_trusted()
-    }
-    fn offloads(&self) -> crate::Offloads {
+    fn capabilities(this: &Self) -> Capabilities {
+        let mut caps = this.inner.capabilities();
+        caps.description.push_str(" (recording pcap)");
         // Frames pass through this wrapper whole: no payload slices.
-        crate::Offloads {
-            tx_gather: false,
-            ..self.inner.offloads()
-        }
-    }
-    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
-        self.inner.wait(timeout)
+        caps.offloads.tx_gather = false;
+        caps
     }
 }

@@ -10,6 +10,26 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// Turns a libc return value into an `io::Result`, reading `errno` on `-1`.
+/// Plain old data the kernel may fill: `getsockopt` results and bpf(2)
+/// info structs are read into a zeroed `T` of this kind.
+///
+/// # Safety
+///
+/// Every bit pattern of `size_of::<Self>()` bytes, all-zero included, is a
+/// valid `Self`: integers and arrays of integers only (no `bool`, enum,
+/// reference or pointer the program follows), with no padding.
+pub(crate) unsafe trait Pod: Copy {}
+
+// SAFETY: integers, arrays of integers and C structs of `u32`/`u64` fields
+// with no padding (their sizes are asserted where they are used).
+unsafe impl Pod for u32 {}
+// SAFETY: as above.
+unsafe impl Pod for libc::xdp_mmap_offsets {}
+// SAFETY: as above.
+unsafe impl Pod for libc::xdp_options {}
+// SAFETY: as above.
+unsafe impl Pod for libc::xdp_statistics {}
+
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())

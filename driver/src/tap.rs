@@ -30,14 +30,12 @@
 //! (as `sendfile` does), so no CPU copy is made in user space and the
 //! slices are free again when the call returns.
 
-#![deny(unsafe_code)]
-
 use std::io;
 use std::os::fd::OwnedFd;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::vnet::{self, VNET_HDR_LEN, VnetHdr};
-use crate::{Driver, DriverStats, Frame, GatherSlice, Offloads, Pool};
+use crate::{Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, Offloads, Pool};
 
 /// How to open a TAP device; the default is plain `IFF_TAP | IFF_NO_PI`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,9 +149,6 @@ pub enum TapError {
         source: io::Error,
     },
 }
-
-/// Ethernet header length, added to the IP MTU to size a frame.
-const ETH_HLEN: usize = 14;
 
 /// A TAP device opened for poll-mode use.
 pub struct Tap {
@@ -463,40 +458,27 @@ impl Driver for Tap {
         Ok(done)
     }
 
-    fn pool(&self) -> &Pool {
-        &self.pool
-    }
-    fn mtu(&self) -> usize {
-        self.mtu
+    fn capabilities(&self) -> Capabilities {
+        let how = if self.created { "created" } else { "attached" };
+        let mut caps = Capabilities::new(self.pool.clone(), self.mtu, "");
+        // Frames with a virtio header: the kernel vouched for them or the
+        // driver checked them (vnet::parse_rx).
+        caps.rx_checksums_trusted = self.opts.vnet_hdr;
+        if self.opts.offloads {
+            caps.description = format!("tap {} ({how}; TSO, partial checksums)", self.name);
+            caps.offloads = Offloads {
+                tx_tcp_checksum: true,
+                tcp_segmentation: Some(self.pool.frame_capacity().min(MAX_TSO_FRAME)),
+                tx_gather: true,
+            };
+        } else {
+            caps.description = format!("tap {} ({how})", self.name);
+            caps.offloads.tx_gather = true;
+        }
+        caps
     }
     fn stats(&self) -> DriverStats {
         self.stats
-    }
-    fn describe(&self) -> String {
-        let how = if self.created { "created" } else { "attached" };
-        if self.opts.offloads {
-            format!("tap {} ({how}; TSO, partial checksums)", self.name)
-        } else {
-            format!("tap {} ({how})", self.name)
-        }
-    }
-    fn rx_checksums_trusted(&self) -> bool {
-        // Frames with a virtio header: the kernel vouched for them or the
-        // driver checked them (vnet::parse_rx).
-        self.opts.vnet_hdr
-    }
-    fn offloads(&self) -> Offloads {
-        if !self.opts.offloads {
-            return Offloads {
-                tx_gather: true,
-                ..Offloads::default()
-            };
-        }
-        Offloads {
-            tx_tcp_checksum: true,
-            tcp_segmentation: Some(self.pool.frame_capacity().min(MAX_TSO_FRAME)),
-            tx_gather: true,
-        }
     }
     fn tx_gather(&mut self, mut frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
         // Sent (or refused) during the call: the slices need no reference,

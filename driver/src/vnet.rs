@@ -1,8 +1,8 @@
 //! The `virtio_net_hdr` in front of every frame of a TAP opened with
 //! `IFF_VNET_HDR` ([`crate::tap`]) and of a packet socket with
-//! `PACKET_VNET_HDR` ([`crate::packet`]), and the Internet checksums the
-//! offload paths need. Both drivers use this module; neither calls into
-//! the other.
+//! `PACKET_VNET_HDR` ([`crate::packet`]). Both drivers use this module;
+//! neither calls into the other. The checksum work behind the header is
+//! [`crate::offload`]'s, which AF_XDP uses too.
 //!
 //! Layout and meaning: `include/uapi/linux/virtio_net.h` and the virtio
 //! spec, section 5.1.6 ("Device Operation"). Both use the 10-byte header
@@ -16,7 +16,7 @@
 //!   Such frames were built by this machine's kernel, so the driver trusts
 //!   them, as the kernel itself does; it verifies the checksums of frames
 //!   that carry neither `NEEDS_CSUM` nor `DATA_VALID` itself
-//!   ([`checksums_ok`]) and drops bad ones, so the stack can skip checking
+//!   ([`offload::checksums_ok`]) and drops bad ones, so the stack can skip checking
 //!   any. A header that does not make sense is an error, never a panic.
 //! * Transmit ([`tx_header`]): the stack leaves TCP checksums at zero; the
 //!   driver writes the pseudo-header sum into the field and asks the kernel
@@ -40,13 +40,8 @@ pub const GSO_TCPV4: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_ECN` (a flag on `gso_type`).
 pub const GSO_ECN: u8 = 0x80;
 
-const ETH_HLEN: usize = 14;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-/// Offset of the checksum in a TCP header.
-const TCP_CSUM_OFF: usize = 16;
+use crate::header::ETH_HLEN;
+use crate::offload;
 
 /// A `struct virtio_net_hdr`, fields in host order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -135,50 +130,10 @@ pub fn parse_rx(hdr: &VnetHdr, frame: &[u8]) -> Result<(), RxError> {
         }
         return Ok(());
     }
-    if hdr.flags & F_DATA_VALID != 0 || checksums_ok(frame) {
+    if hdr.flags & F_DATA_VALID != 0 || offload::checksums_ok(frame) {
         Ok(())
     } else {
         Err(RxError::Checksum)
-    }
-}
-
-/// Whether an Ethernet frame's IPv4 header checksum and its TCP, UDP or ICMP
-/// checksum are right. Frames that are not IPv4, are fragments, or whose
-/// lengths do not add up pass (the stack parses and drops malformed ones);
-/// never panics.
-pub fn checksums_ok(frame: &[u8]) -> bool {
-    if frame.len() < ETH_HLEN + 20 || frame[12..14] != ETHERTYPE_IPV4 {
-        return true;
-    }
-    let ip = &frame[ETH_HLEN..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if ihl < 20 || total < ihl || total > ip.len() {
-        return true;
-    }
-    if fold(sum(&ip[..ihl], 0)) != 0xffff {
-        return false;
-    }
-    let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    if fragment {
-        return true;
-    }
-    let l4 = &ip[ihl..total];
-    match ip[9] {
-        PROTO_TCP => fold(sum(l4, pseudo_sum(ip, PROTO_TCP, l4.len()))) == 0xffff,
-        PROTO_UDP if l4.len() >= 8 => {
-            // The checksum covers the UDP length, which may be less than
-            // the IP payload (RFC 768; smoltcp and Linux ignore what
-            // follows); a length outside the payload is the stack's to drop.
-            let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-            if !(8..=l4.len()).contains(&ulen) {
-                return true;
-            }
-            // A zero UDP checksum means "none" over IPv4 (RFC 768).
-            l4[6..8] == [0, 0] || fold(sum(&l4[..ulen], pseudo_sum(ip, PROTO_UDP, ulen))) == 0xffff
-        }
-        PROTO_ICMP => fold(sum(l4, 0)) == 0xffff,
-        _ => true,
     }
 }
 
@@ -196,102 +151,28 @@ pub fn tx_header(frame: &mut [u8], gso_size: u16) -> VnetHdr {
 /// whole TCP header) followed by `payload_len` more bytes that are not in
 /// the buffer (a gathered send). The IPv4 total length must count them.
 pub fn tx_header_split(headers: &mut [u8], payload_len: usize, gso_size: u16) -> VnetHdr {
-    let frame = headers;
-    let none = VnetHdr::default();
-    if frame.len() < ETH_HLEN + 20 || frame[12..14] != ETHERTYPE_IPV4 {
-        return none;
-    }
-    let ip = &frame[ETH_HLEN..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    if ip[9] != PROTO_TCP
-        || ihl < 20
-        || total > ip.len() + payload_len
-        || total < ihl + 20
-        || ip.len() < ihl + 20
-    {
-        return none;
-    }
-    let doff = usize::from(ip[ihl + 12] >> 4) * 4;
-    if doff < 20 || ihl + doff > total || ihl + doff > ip.len() {
-        return none;
-    }
-    let seg_len = total - ihl;
-    let partial = fold(pseudo_sum(ip, PROTO_TCP, seg_len));
-    let at = ETH_HLEN + ihl + TCP_CSUM_OFF;
-    frame[at..at + 2].copy_from_slice(&partial.to_be_bytes());
+    let Some(c) = offload::request_tcp_checksum(headers, payload_len) else {
+        return VnetHdr::default();
+    };
     let mut hdr = VnetHdr {
         flags: F_NEEDS_CSUM,
-        csum_start: (ETH_HLEN + ihl) as u16,
-        csum_offset: TCP_CSUM_OFF as u16,
+        csum_start: c.start,
+        csum_offset: c.offset,
         ..VnetHdr::default()
     };
-    if gso_size > 0 && seg_len - doff > usize::from(gso_size) {
+    if gso_size > 0 && c.payload_len > usize::from(gso_size) {
         hdr.gso_type = GSO_TCPV4;
         hdr.gso_size = gso_size;
-        hdr.hdr_len = (ETH_HLEN + ihl + doff) as u16;
+        hdr.hdr_len = c.headers_len as u16;
     }
     hdr
-}
-
-/// The IPv4 pseudo-header's sum (RFC 793 3.1, RFC 768) for `ip`'s addresses.
-fn pseudo_sum(ip: &[u8], proto: u8, l4_len: usize) -> u32 {
-    sum(&ip[12..20], u32::from(proto) + l4_len as u32)
-}
-
-/// One's-complement sum of `b` as big-endian 16-bit words (an odd last byte
-/// padded with zero), added to `acc`, not yet folded (RFC 1071).
-fn sum(b: &[u8], acc: u32) -> u32 {
-    let mut acc = u64::from(acc);
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        acc += (x >> 48) + ((x >> 32) & 0xffff) + ((x >> 16) & 0xffff) + (x & 0xffff);
-    }
-    let mut rest = words.remainder().chunks_exact(2);
-    for w in &mut rest {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = rest.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    while acc > 0xffff_ffff {
-        acc = (acc & 0xffff_ffff) + (acc >> 32);
-    }
-    acc as u32
-}
-
-/// Folds a sum to 16 bits.
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An Ethernet frame with an IPv4/TCP segment from 10.200.1.1 to
-    /// 10.200.1.2 carrying `payload`, all checksums right.
-    fn tcp_frame(payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![
-            2, 0x5a, 10, 200, 1, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, // Ethernet
-            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 200, 1, 1, 10, 200, 1,
-            2, // IPv4
-            0x9c, 0x40, 0, 7, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0,
-            0, // TCP, doff 5, PSH|ACK
-        ];
-        f.extend_from_slice(payload);
-        let total = (f.len() - ETH_HLEN) as u16;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        let hc = !fold(sum(&f[14..34], 0));
-        f[24..26].copy_from_slice(&hc.to_be_bytes());
-        let tc = !fold(sum(&f[34..], pseudo_sum(&f[14..], 6, f.len() - 34)));
-        f[50..52].copy_from_slice(&tc.to_be_bytes());
-        f
-    }
+    use crate::offload::testing::tcp_frame;
+    use crate::offload::{checksums_ok, fold, sum};
 
     #[test]
     fn header_bytes_round_trip_little_endian() {
@@ -309,54 +190,6 @@ mod tests {
             }
         );
         assert_eq!(h.to_bytes(), bytes);
-    }
-
-    #[test]
-    fn checksum_of_known_bytes() {
-        // RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(
-            fold(sum(&[0, 1, 0xf2, 3, 0xf4, 0xf5, 0xf6, 0xf7], 0)),
-            0xddf2
-        );
-        // Odd length: the last byte is the high half of a word.
-        assert_eq!(fold(sum(&[0, 1, 0xf2], 0)), 0xf201);
-        let f = tcp_frame(b"hello, world");
-        assert!(checksums_ok(&f));
-        let mut bad = f.clone();
-        *bad.last_mut().unwrap() ^= 1;
-        assert!(!checksums_ok(&bad), "a flipped payload bit is caught");
-        let mut bad = f.clone();
-        bad[22] ^= 1; // TTL: IPv4 header checksum
-        assert!(!checksums_ok(&bad));
-    }
-
-    /// A UDP checksum covers the UDP length, not the IP payload: a datagram
-    /// with bytes after it inside the IP packet is good if its own
-    /// checksum is (found by fuzzing: it used to be refused), and a UDP
-    /// length outside the payload is not the driver's to judge.
-    #[test]
-    fn udp_checksum_covers_the_udp_length() {
-        let mut f = vec![
-            2, 0x5a, 10, 200, 1, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, // Ethernet
-            0x45, 0, 0, 36, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 200, 1, 1, 10, 200, 1,
-            2, // IPv4, 36 bytes
-            0x13, 0x88, 0, 53, 0, 12, 0, 0, b'd', b'n', b's', b'?', // UDP, length 12
-            0xde, 0xad, 0xbe, 0xef, // inside the IP packet, after the datagram
-        ];
-        let hc = !fold(sum(&f[14..34], 0));
-        f[24..26].copy_from_slice(&hc.to_be_bytes());
-        let uc = !fold(sum(&f[34..46], pseudo_sum(&f[14..], PROTO_UDP, 12)));
-        f[40..42].copy_from_slice(&uc.to_be_bytes());
-        assert!(checksums_ok(&f), "the datagram's own checksum is right");
-        let mut bad = f.clone();
-        bad[45] ^= 1;
-        assert!(!checksums_ok(&bad), "a flipped datagram bit is caught");
-        let mut long = f.clone();
-        long[38..40].copy_from_slice(&40u16.to_be_bytes());
-        assert!(
-            checksums_ok(&long),
-            "a UDP length past the packet: the stack drops it"
-        );
     }
 
     #[test]

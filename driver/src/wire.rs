@@ -13,13 +13,11 @@
 //! Each direction is a bounded queue; when the peer's queue is full,
 //! `tx_burst` leaves the rest with the caller like a full NIC ring would.
 
-#![deny(unsafe_code)]
-
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use crate::{Driver, DriverStats, Frame, Pool};
+use crate::{Capabilities, Driver, DriverStats, Frame, Pool};
 
 /// Fault rates (each a probability per transmitted frame) and the wire's shape.
 #[derive(Clone, Debug)]
@@ -101,6 +99,11 @@ pub fn pair(pool_a: Pool, pool_b: Pool, cfg: WireConfig) -> (WireEnd, WireEnd) {
 }
 
 impl WireEnd {
+    /// The pool this end receives into (the pool given to [`pair`] for it).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// What the fault injector did to frames this end sent.
     pub fn faults(&self) -> FaultStats {
         self.faults
@@ -179,17 +182,11 @@ impl Driver for WireEnd {
         Ok(n)
     }
 
-    fn pool(&self) -> &Pool {
-        &self.pool
-    }
-    fn mtu(&self) -> usize {
-        self.cfg.mtu
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(self.pool.clone(), self.cfg.mtu, "in-memory wire")
     }
     fn stats(&self) -> DriverStats {
         self.stats
-    }
-    fn describe(&self) -> String {
-        "in-memory wire".to_string()
     }
 }
 

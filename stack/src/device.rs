@@ -11,15 +11,16 @@
 //! * Frames are pulled from the driver in bursts; pending tx frames are pushed
 //!   to it in bursts.
 //!
-//! * A device that segments TCP ([`Offloads`]: TAP with `IFF_VNET_HDR`,
+//! * A device that segments TCP ([`Capabilities::offloads`]: TAP with `IFF_VNET_HDR`,
 //!   AF_XDP with TSO through a packet socket) gets smoltcp's
 //!   `segmentation-offload`: a TCP socket then emits segments of up to the
 //!   device's limit (64 KiB) with a zero checksum, and the segment size
 //!   smoltcp asks for (its MSS) travels to the driver in [`Frame::gso_size`].
 //!   A segment longer than the driver's pool frames is written into a frame
-//!   of its [`Driver::gso_pool`].
+//!   of its [`Capabilities::gso_pool`].
 //!
-//! * A device that takes payload slices ([`Offloads`] `tx_gather`: TAP) gets
+//! * A device that takes payload slices ([`Capabilities::offloads`]
+//!   `tx_gather`: TAP, AF_XDP multi-buffer) gets
 //!   smoltcp's `socket-tcp-extents` gather path: `consume_gather` puts only
 //!   the headers into a pool frame and the driver sends them with the
 //!   payload slices (of a socket ring, or of a file mapping the socket
@@ -35,10 +36,11 @@ use std::num::NonZeroUsize;
 
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
-use zcstack_driver::{Driver, Frame, GatherSlice, Offloads, Pool};
+use zcstack_driver::header::Ipv4;
+use zcstack_driver::{Capabilities, Driver, Frame, GatherSlice, Pool};
 
 /// Ethernet header bytes (smoltcp's Ethernet MTU includes them).
-pub(crate) const ETH_HLEN: usize = 14;
+pub(crate) use zcstack_driver::ETH_HLEN;
 
 /// Counters the adapter keeps (plain integers: one thread owns the stack).
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,9 +74,8 @@ pub(crate) struct TxCounters {
 /// A driver wrapped for smoltcp.
 pub(crate) struct Port<D: Driver> {
     pub driver: D,
-    pool: Pool,
-    /// The driver's [`Driver::gso_pool`]: frames longer than a `pool` frame.
-    gso_pool: Option<Pool>,
+    /// The driver's [`Driver::capabilities`], read once.
+    caps: Capabilities,
     /// Received frames not yet given to smoltcp, newest first (we pop from the end).
     rx: Vec<Frame>,
     /// Frames smoltcp filled, waiting for `tx_burst`.
@@ -86,24 +87,17 @@ pub(crate) struct Port<D: Driver> {
     /// Frames smoltcp may take from this port in one `Stack::poll`.
     pub rx_budget: usize,
     pub counters: PortCounters,
+    /// Ethernet frame bytes: the IP MTU and the Ethernet header.
     mtu: usize,
-    /// The driver's [`Driver::rx_checksums_trusted`], read once.
-    trusted_checksums: bool,
-    /// The driver's [`Driver::offloads`], read once.
-    offloads: Offloads,
 }
 
 impl<D: Driver> Port<D> {
-    pub fn new(driver: D, burst: usize) -> Port<D> {
-        let pool = driver.pool().clone();
-        let gso_pool = driver.gso_pool().cloned();
-        let mtu = driver.mtu() + ETH_HLEN;
-        let trusted_checksums = driver.rx_checksums_trusted();
-        let offloads = driver.offloads();
+    /// Wraps `driver`, whose [`Driver::capabilities`] are `caps`.
+    pub fn new(driver: D, caps: Capabilities, burst: usize) -> Port<D> {
+        let mtu = caps.mtu + ETH_HLEN;
         Port {
             driver,
-            pool,
-            gso_pool,
+            caps,
             rx: Vec::with_capacity(burst * 8),
             tx: Vec::with_capacity(burst * 2),
             scratch: vec![0; mtu],
@@ -111,9 +105,17 @@ impl<D: Driver> Port<D> {
             rx_budget: 0,
             counters: PortCounters::default(),
             mtu,
-            trusted_checksums,
-            offloads,
         }
+    }
+
+    /// The driver's capabilities, as read when the stack took it.
+    pub fn driver_caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The pool received frames come from and sent frames are taken from.
+    pub fn pool(&self) -> &Pool {
+        &self.caps.pool
     }
 
     /// Pushes pending tx frames to the driver; returns how many it took.
@@ -151,9 +153,9 @@ impl<D: Driver> Port<D> {
         &mut self.rx
     }
 
-    /// The driver's [`Driver::rx_checksums_trusted`].
+    /// The driver's [`Capabilities::rx_checksums_trusted`].
     pub fn rx_trusted(&self) -> bool {
-        self.trusted_checksums
+        self.caps.rx_checksums_trusted
     }
 
     /// Takes up to `budget` received frames from the driver, in bursts, for
@@ -166,7 +168,7 @@ impl<D: Driver> Port<D> {
         // Frames held here are out of the pool until smoltcp has read them:
         // at most an eighth of a small pool (a 512-frame TSO pool must keep
         // frames for sending), and at least one burst.
-        let budget = budget.min((self.pool.capacity() / 8).max(self.burst));
+        let budget = budget.min((self.caps.pool.capacity() / 8).max(self.burst));
         if self.rx.is_empty() {
             while self.rx.len() < budget {
                 let before = self.rx.len();
@@ -212,18 +214,14 @@ fn flush<D: Driver>(driver: &mut D, tx: &mut Vec<Frame>, c: &mut TxCounters) -> 
 /// Reads four header fields; never panics on short or malformed frames.
 #[inline]
 fn tcp_payload_len(frame: &[u8]) -> usize {
-    const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-    if frame.len() < ETH_HLEN + 20 || frame[12..14] != ETHERTYPE_IPV4 {
+    let Some(ip) = Ipv4::of_frame(frame) else {
         return 0;
-    }
-    let ip = &frame[ETH_HLEN..];
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
-    if ip[9] != 6 || ip.len() < ihl + 20 {
+    };
+    let Some(tcp) = ip.tcp() else {
         return 0;
-    }
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let doff = usize::from(ip[ihl + 12] >> 4) * 4;
-    total.saturating_sub(ihl + doff)
+    };
+    ip.total_len()
+        .saturating_sub(ip.header_len() + tcp.header_len())
 }
 
 impl<D: Driver> Device for Port<D> {
@@ -248,8 +246,8 @@ impl<D: Driver> Device for Port<D> {
         };
         let tx = FrameTx {
             driver: &mut self.driver,
-            pool: &self.pool,
-            gso_pool: self.gso_pool.as_ref(),
+            pool: &self.caps.pool,
+            gso_pool: self.caps.gso_pool.as_ref(),
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
@@ -268,8 +266,8 @@ impl<D: Driver> Device for Port<D> {
         }
         Some(FrameTx {
             driver: &mut self.driver,
-            pool: &self.pool,
-            gso_pool: self.gso_pool.as_ref(),
+            pool: &self.caps.pool,
+            gso_pool: self.caps.gso_pool.as_ref(),
             tx: &mut self.tx,
             scratch: &mut self.scratch,
             counters: &mut self.counters.tx,
@@ -282,7 +280,8 @@ impl<D: Driver> Device for Port<D> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu;
         caps.max_burst_size = None;
-        if self.trusted_checksums {
+        let (trusted, offloads) = (self.caps.rx_checksums_trusted, self.caps.offloads);
+        if trusted {
             // Frames from this machine's kernel (veth) may carry partial
             // checksums (offloaded); verify none on receive, compute all on send.
             caps.checksum.ipv4 = Checksum::Tx;
@@ -290,14 +289,14 @@ impl<D: Driver> Device for Port<D> {
             caps.checksum.udp = Checksum::Tx;
             caps.checksum.icmpv4 = Checksum::Tx;
         }
-        if self.offloads.tx_tcp_checksum && self.trusted_checksums {
+        if offloads.tx_tcp_checksum && trusted {
             // The device finishes TCP checksums (smoltcp leaves them zero).
             caps.checksum.tcp = Checksum::None;
             // smoltcp asserts that segmentation comes with checksum offload.
-            caps.segmentation.tcpv4 = self.offloads.tcp_segmentation.and_then(NonZeroUsize::new);
+            caps.segmentation.tcpv4 = offloads.tcp_segmentation.and_then(NonZeroUsize::new);
         }
         // TCP payloads go to the driver as slices (smoltcp patch 20).
-        caps.tx_gather = self.offloads.tx_gather;
+        caps.tx_gather = offloads.tx_gather;
         caps
     }
 }
@@ -444,12 +443,18 @@ mod tests {
     use super::*;
     use smoltcp::phy::{RxToken, TxToken};
     use zcstack_driver::wire::{self, WireConfig};
-    use zcstack_driver::{Driver, PoolConfig};
+    use zcstack_driver::{Driver, Offloads, PoolConfig};
+
+    /// `driver` as the stack takes it, with bursts of 32.
+    fn port<D: Driver>(driver: D) -> Port<D> {
+        let caps = driver.capabilities();
+        Port::new(driver, caps, 32)
+    }
 
     fn ports() -> (Port<wire::WireEnd>, Port<wire::WireEnd>, Pool) {
         let pool = PoolConfig::new().frames(64).build().unwrap();
         let (a, b) = wire::pair(pool.clone(), pool.clone(), WireConfig::default());
-        (Port::new(a, 32), Port::new(b, 32), pool)
+        (port(a), port(b), pool)
     }
 
     /// The zero-copy claim: the bytes smoltcp reads on receive and writes on
@@ -535,30 +540,19 @@ mod tests {
         fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> std::io::Result<usize> {
             self.0.tx_burst(frames)
         }
-        fn pool(&self) -> &Pool {
-            self.0.pool()
-        }
-        fn gso_pool(&self) -> Option<&Pool> {
-            self.1.as_ref()
-        }
-        fn mtu(&self) -> usize {
-            1500
-        }
-        fn stats(&self) -> zcstack_driver::DriverStats {
-            self.0.stats()
-        }
-        fn describe(&self) -> String {
-            "tso".into()
-        }
-        fn rx_checksums_trusted(&self) -> bool {
-            true
-        }
-        fn offloads(&self) -> Offloads {
-            Offloads {
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = Capabilities::new(self.0.pool().clone(), 1500, "tso");
+            caps.gso_pool = self.1.clone();
+            caps.rx_checksums_trusted = true;
+            caps.offloads = Offloads {
                 tx_tcp_checksum: true,
                 tcp_segmentation: Some(65000),
                 tx_gather: false,
-            }
+            };
+            caps
+        }
+        fn stats(&self) -> zcstack_driver::DriverStats {
+            self.0.stats()
         }
     }
 
@@ -578,7 +572,7 @@ mod tests {
             .build()
             .unwrap();
         let (wa, _wb) = wire::pair(big.clone(), big.clone(), WireConfig::default());
-        let mut t = Port::new(Tso(wa, None), 32);
+        let mut t = port(Tso(wa, None));
         let caps = t.capabilities();
         assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(65000));
         assert!(!caps.checksum.tcp.tx() && !caps.checksum.tcp.rx());
@@ -613,7 +607,7 @@ mod tests {
             .build()
             .unwrap();
         let (wa, _wb) = wire::pair(small.clone(), small.clone(), WireConfig::default());
-        let mut t = Port::new(Tso(wa, Some(big.clone())), 32);
+        let mut t = port(Tso(wa, Some(big.clone())));
         t.transmit(Instant::ZERO)
             .unwrap()
             .consume(60000, |buf| assert!(big.contains(buf), "not a GSO frame"));
@@ -672,23 +666,13 @@ mod tests {
         fn tx_backlog(&self) -> bool {
             self.defer.as_ref().is_some_and(|q| !q.is_empty())
         }
-        fn pool(&self) -> &Pool {
-            self.end.pool()
-        }
-        fn mtu(&self) -> usize {
-            1500
+        fn capabilities(&self) -> Capabilities {
+            let mut caps = Capabilities::new(self.end.pool().clone(), 1500, "gatherer");
+            caps.offloads.tx_gather = true;
+            caps
         }
         fn stats(&self) -> zcstack_driver::DriverStats {
             self.end.stats()
-        }
-        fn describe(&self) -> String {
-            "gatherer".into()
-        }
-        fn offloads(&self) -> Offloads {
-            Offloads {
-                tx_gather: true,
-                ..Offloads::default()
-            }
         }
         fn tx_gather(&mut self, frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {
             if !self.accept {
@@ -715,15 +699,12 @@ mod tests {
     #[test]
     fn gathered_packets_keep_their_order_and_are_counted() {
         let (a, mut b, pool) = ports();
-        let mut g = Port::new(
-            Gatherer {
-                end: a.driver,
-                accept: true,
-                gathered: 0,
-                defer: None,
-            },
-            32,
-        );
+        let mut g = port(Gatherer {
+            end: a.driver,
+            accept: true,
+            gathered: 0,
+            defer: None,
+        });
         assert!(g.capabilities().tx_gather);
         g.transmit(Instant::ZERO)
             .unwrap()
@@ -767,15 +748,12 @@ mod tests {
     fn deferred_gathers_hold_their_payload_until_sent() {
         use zcstack_driver::{TxRef, TxSource};
         let (a, mut b, pool) = ports();
-        let mut g = Port::new(
-            Gatherer {
-                end: a.driver,
-                accept: true,
-                gathered: 0,
-                defer: Some(Vec::new()),
-            },
-            32,
-        );
+        let mut g = port(Gatherer {
+            end: a.driver,
+            accept: true,
+            gathered: 0,
+            defer: Some(Vec::new()),
+        });
         let src: std::sync::Arc<dyn TxSource> = std::sync::Arc::new(vec![9u8; 2000]);
         let r = TxRef::new(src.clone(), 100, 1000).unwrap();
         g.transmit(Instant::ZERO).unwrap().consume_gather(

@@ -436,9 +436,7 @@ impl<D: Driver> Stack<D> {
     /// Binds `port` for datagrams by frame handle, with a receive queue of
     /// [`DEFAULT_QUEUE`] datagrams (at most a quarter of the pool).
     pub fn dgram_bind(&mut self, port: u16) -> io::Result<DgramSock> {
-        let cap = DEFAULT_QUEUE
-            .min(self.port.driver.pool().capacity() / 4)
-            .max(1);
+        let cap = DEFAULT_QUEUE.min(self.port.pool().capacity() / 4).max(1);
         self.dgram_bind_with_queue(port, cap)
     }
 
@@ -458,12 +456,12 @@ impl<D: Driver> Stack<D> {
                 "a datagram queue needs room for at least one datagram",
             ));
         }
-        if self.port.driver.pool().headroom() < DGRAM_HEADROOM {
+        if self.port.pool().headroom() < DGRAM_HEADROOM {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "datagrams need {DGRAM_HEADROOM} bytes of pool headroom for their headers; the pool has {}: build it with more",
-                    self.port.driver.pool().headroom()
+                    self.port.pool().headroom()
                 ),
             ));
         }
@@ -501,14 +499,14 @@ impl<D: Driver> Stack<D> {
 
     /// Largest payload of one datagram on this device: MTU − 28.
     pub fn dgram_max_payload(&self) -> usize {
-        self.port.driver.mtu() - IPV4_HLEN - UDP_HLEN
+        self.port.driver_caps().mtu - IPV4_HLEN - UDP_HLEN
     }
 
     /// Takes a frame from the pool for one datagram, its payload empty;
     /// `None` when the pool is empty (counted in the pool's allocation
     /// failures).
     pub fn dgram_alloc(&mut self) -> Option<TxDatagram> {
-        let pool = self.port.driver.pool();
+        let pool = self.port.pool();
         let mut frame = pool.alloc()?;
         let at = pool.headroom();
         frame.set_offset(at);

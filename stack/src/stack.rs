@@ -217,10 +217,12 @@ impl<D: Driver> StackBuilder<D> {
             )));
         }
         let o = addr.octets();
+        // What the device is and does, read once.
+        let caps = self.driver.capabilities();
         // The device's own MAC if it has one (a real NIC filters on it).
         let mac = self
             .mac
-            .or_else(|| self.driver.mac())
+            .or(caps.mac)
             .unwrap_or([0x02, 0x5a, o[0], o[1], o[2], o[3]]);
         let mac = EthernetAddress(mac);
         if !mac.is_unicast() {
@@ -252,11 +254,11 @@ impl<D: Driver> StackBuilder<D> {
         }
         let send_mode = self.send_mode;
         let tx_ring = self.tcp_tx_buffer.next_multiple_of(PAGE);
-        let pool = self.driver.pool();
+        let pool = &caps.pool;
         let pool_bytes = pool.capacity() * pool.frame_size()
-            + self
-                .driver
-                .gso_pool()
+            + caps
+                .gso_pool
+                .as_ref()
                 .map_or(0, |p| p.capacity() * p.frame_size());
         let mem = Memory::new(self.max_memory, pool_bytes, self.tcp_rx_buffer, tx_ring);
         if let Some(b) = self.max_memory {
@@ -278,7 +280,7 @@ impl<D: Driver> StackBuilder<D> {
                 .unwrap_or_default();
             t.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)
         });
-        let mut port = Port::new(self.driver, self.burst);
+        let mut port = Port::new(self.driver, caps, self.burst);
         let epoch = StdInstant::now();
         let mut config = Config::new(HardwareAddress::Ethernet(mac));
         config.random_seed = seed;
@@ -692,8 +694,8 @@ impl<D: Driver> Stack<D> {
         let c = &self.port.counters;
         StackStats {
             driver: self.port.driver.stats(),
-            pool: self.port.driver.pool().stats(),
-            gso_pool: self.port.driver.gso_pool().map(|p| p.stats()),
+            pool: self.port.pool().stats(),
+            gso_pool: self.port.driver_caps().gso_pool.as_ref().map(|p| p.stats()),
             tcp_rx_payload: c.tcp_rx_payload,
             tcp_tx_payload: c.tx.tcp_payload,
             app_read_bytes: self.app_read_bytes,

@@ -199,7 +199,7 @@ fn main() -> ExitCode {
             "{APP}: listening on {ip}:{} via {} (MTU {}){}",
             cli.port,
             queues::via(&stacks),
-            stacks[0].driver().mtu(),
+            stacks[0].driver().capabilities().mtu,
             if n > 1 {
                 format!("; {}", queues::steering(&cli.dev))
             } else {

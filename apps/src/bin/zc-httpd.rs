@@ -666,7 +666,7 @@ fn main() -> ExitCode {
             root.path().display(),
             cli.port,
             queues::via(&stacks),
-            stacks[0].driver().mtu(),
+            stacks[0].driver().capabilities().mtu,
             if n > 1 {
                 format!("; {}", queues::steering(&dev))
             } else {

@@ -275,8 +275,8 @@ fn relay(cli: &Cli, a2b: ImpairConfig, b2a: ImpairConfig) -> anyhow::Result<()> 
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1000));
     eprintln!(
         "{APP}: relaying A {} <-> B {}\n{APP}:   a2b: {}\n{APP}:   b2a: {}",
-        a.xdp.describe(),
-        b.xdp.describe(),
+        a.xdp.capabilities().description,
+        b.xdp.capabilities().description,
         ab.imp.config(),
         ba.imp.config()
     );

@@ -389,7 +389,7 @@ fn server(net: Net, a: &ServerArgs, stop: &AtomicBool) -> anyhow::Result<()> {
         Net::Zc(zc) => {
             let (mut stack, mut ticker) = *zc;
             let (ip, _) = stack.ip();
-            let via = stack.driver().describe();
+            let via = stack.driver().capabilities().description;
             banner(
                 c.json,
                 format!("{ip}:{} ({proto}, zcstack via {via})", c.port),

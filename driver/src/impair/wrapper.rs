@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{ImpairConfig, ImpairError, ImpairStats, Impairment};
-use crate::{Driver, DriverStats, Frame, Offloads, Pool};
+use crate::{Capabilities, Driver, DriverStats, Frame, Layer};
 
 /// Frames the transmit side releases to the inner driver per call at most;
 /// more wait in the impairment (like a full NIC queue).
@@ -80,14 +80,6 @@ impl<D: Driver> Impaired<D> {
         })
     }
 
-    /// The wrapped driver.
-    pub fn inner(&self) -> &D {
-        &self.inner
-    }
-    /// The wrapped driver, mutably.
-    pub fn inner_mut(&mut self) -> &mut D {
-        &mut self.inner
-    }
     /// What the transmit impairment did.
     pub fn tx_stats(&self) -> ImpairStats {
         self.tx.stats()
@@ -124,61 +116,53 @@ impl<D: Driver> Impaired<D> {
     }
 }
 
-impl<D: Driver> Driver for Impaired<D> {
-    fn rx_burst(&mut self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
-        let now = self.clock.now_us();
-        self.release_tx(now);
-        self.inner.rx_burst(&mut self.scratch, max)?;
-        for f in self.scratch.drain(..) {
-            self.rx.push(now, f);
-        }
-        Ok(self.rx.pop_due_max(now, out, max))
+impl<D: Driver> Layer for Impaired<D> {
+    type Inner = D;
+    fn inner(&self) -> &D {
+        &self.inner
+    }
+    fn inner_mut(&mut self) -> &mut D {
+        &mut self.inner
     }
 
-    fn tx_burst(&mut self, frames: &mut Vec<Frame>) -> io::Result<usize> {
-        let now = self.clock.now_us();
+    fn rx_burst(this: &mut Self, out: &mut Vec<Frame>, max: usize) -> io::Result<usize> {
+        let now = this.clock.now_us();
+        this.release_tx(now);
+        this.inner.rx_burst(&mut this.scratch, max)?;
+        for f in this.scratch.drain(..) {
+            this.rx.push(now, f);
+        }
+        Ok(this.rx.pop_due_max(now, out, max))
+    }
+
+    fn tx_burst(this: &mut Self, frames: &mut Vec<Frame>) -> io::Result<usize> {
+        let now = this.clock.now_us();
         let n = frames.len();
         for f in frames.drain(..) {
-            self.tx.push(now, f);
+            this.tx.push(now, f);
         }
-        self.release_tx(now);
+        this.release_tx(now);
         Ok(n)
     }
 
-    fn pool(&self) -> &Pool {
-        self.inner.pool()
+    fn capabilities(this: &Self) -> Capabilities {
+        let mut caps = this.inner.capabilities();
+        caps.description.push_str(" (impaired)");
+        // Frames pass through this wrapper whole: no payload slices.
+        caps.offloads.tx_gather = false;
+        caps
     }
-    fn gso_pool(&self) -> Option<&Pool> {
-        self.inner.gso_pool()
-    }
-    fn mtu(&self) -> usize {
-        self.inner.mtu()
-    }
-    fn stats(&self) -> DriverStats {
-        let mut s = self.inner.stats();
-        s.tx_errors += self.tx_errors;
+
+    fn stats(this: &Self) -> DriverStats {
+        let mut s = this.inner.stats();
+        s.tx_errors += this.tx_errors;
         s
     }
-    fn describe(&self) -> String {
-        format!("{} (impaired)", self.inner.describe())
-    }
-    fn mac(&self) -> Option<[u8; 6]> {
-        self.inner.mac()
-    }
-    fn rx_checksums_trusted(&self) -> bool {
-        self.inner.rx_checksums_trusted()
-    }
-    fn offloads(&self) -> Offloads {
-        // Frames pass through this wrapper whole: no payload slices.
-        Offloads {
-            tx_gather: false,
-            ..self.inner.offloads()
-        }
-    }
-    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = match self.next_due() {
+
+    fn wait(this: &mut Self, timeout: Duration) -> io::Result<()> {
+        let timeout = match this.next_due() {
             Some(due) => {
-                let until = due - self.clock.now_us();
+                let until = due - this.clock.now_us();
                 if until <= 0 {
                     return Ok(());
                 }
@@ -186,6 +170,6 @@ impl<D: Driver> Driver for Impaired<D> {
             }
             None => timeout,
         };
-        self.inner.wait(timeout)
+        this.inner.wait(timeout)
     }
 }

@@ -16,8 +16,10 @@
 //! `union bpf_attr` used by each command).
 
 use std::io;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::sys::Pod;
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -85,9 +87,18 @@ fn redirect_program(map_fd: i32) -> [Insn; 6] {
     ]
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFdOrZero> {
+/// `bpf(cmd, attr, size_of::<T>())`.
+///
+/// # Safety
+///
+/// `T` is the prefix of `union bpf_attr` that `cmd` reads (a `repr(C)`
+/// struct laid out as the kernel's, its size asserted), and every address
+/// in `attr` points at memory valid for what `cmd` does with it during the
+/// call (instructions it reads, an info struct it writes).
+unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFdOrZero> {
     // SAFETY: `attr` is a valid, exclusively borrowed `union bpf_attr`
-    // prefix for `cmd`, and we pass its exact size; the kernel zero-extends.
+    // prefix for `cmd` (the caller's promise), and we pass its exact size;
+    // the kernel zero-extends.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -125,6 +136,8 @@ struct MapCreate {
     numa_node: u32,
     map_name: [u8; 16],
 }
+// Layout of `union bpf_attr`'s members, as in include/uapi/linux/bpf.h.
+const _: () = assert!(size_of::<MapCreate>() == 44 && offset_of!(MapCreate, map_name) == 28);
 
 #[repr(C)]
 #[derive(Default)]
@@ -142,6 +155,9 @@ struct ProgLoad {
     prog_ifindex: u32,
     expected_attach_type: u32,
 }
+const _: () = assert!(size_of::<ProgLoad>() == 72);
+const _: () = assert!(offset_of!(ProgLoad, log_buf) == 32 && offset_of!(ProgLoad, prog_name) == 48);
+const _: () = assert!(offset_of!(ProgLoad, expected_attach_type) == 68);
 
 #[repr(C)]
 #[derive(Default)]
@@ -152,6 +168,7 @@ struct LinkCreate {
     flags: u32,
     _rest: [u64; 4],
 }
+const _: () = assert!(size_of::<LinkCreate>() == 48 && offset_of!(LinkCreate, flags) == 12);
 
 #[repr(C)]
 #[derive(Default)]
@@ -162,6 +179,7 @@ struct MapElem {
     value: u64,
     flags: u64,
 }
+const _: () = assert!(size_of::<MapElem>() == 32 && offset_of!(MapElem, key) == 8);
 
 /// The loaded program and its XSKMAP.
 pub struct Program {
@@ -181,7 +199,8 @@ pub fn load(entries: u32, frags: bool) -> io::Result<Program> {
         ..Default::default()
     };
     m.map_name[..8].copy_from_slice(b"zc_xsks\0");
-    let map = sys_bpf(BPF_MAP_CREATE, &mut m)?.fd();
+    // SAFETY: `MapCreate` is this command's attr and holds no addresses.
+    let map = unsafe { sys_bpf(BPF_MAP_CREATE, &mut m) }?.fd();
 
     let insns = redirect_program(map.as_raw_fd());
     let license = c"GPL";
@@ -195,7 +214,9 @@ pub fn load(entries: u32, frags: bool) -> io::Result<Program> {
         ..Default::default()
     };
     p.prog_name[..PROG_NAME.len()].copy_from_slice(PROG_NAME.as_bytes());
-    match sys_bpf(BPF_PROG_LOAD, &mut p) {
+    // SAFETY: `ProgLoad` is this command's attr; `insns` and `license`
+    // outlive the call.
+    match unsafe { sys_bpf(BPF_PROG_LOAD, &mut p) } {
         Ok(fd) => Ok(Program { prog: fd.fd(), map }),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(e),
         Err(e) => {
@@ -204,7 +225,9 @@ pub fn load(entries: u32, frags: bool) -> io::Result<Program> {
             p.log_level = 1;
             p.log_size = log.len() as u32;
             p.log_buf = log.as_mut_ptr() as u64;
-            let _ = sys_bpf(BPF_PROG_LOAD, &mut p);
+            // SAFETY: as above, and `log` is `log_size` writable bytes that
+            // outlive the call.
+            let _ = unsafe { sys_bpf(BPF_PROG_LOAD, &mut p) };
             let end = log.iter().position(|&b| b == 0).unwrap_or(0);
             let text = String::from_utf8_lossy(&log[..end]);
             let last = text.lines().last().unwrap_or("").trim().to_string();
@@ -224,7 +247,8 @@ pub fn attach(prog: BorrowedFd<'_>, ifindex: u32, xdp_flags: u32) -> io::Result<
         flags: xdp_flags,
         ..Default::default()
     };
-    Ok(sys_bpf(BPF_LINK_CREATE, &mut l)?.fd())
+    // SAFETY: `LinkCreate` is this command's attr and holds no addresses.
+    Ok(unsafe { sys_bpf(BPF_LINK_CREATE, &mut l) }?.fd())
 }
 
 /// Puts socket `xsk_fd` at index `queue` of the XSKMAP.
@@ -237,7 +261,9 @@ pub fn map_insert(map: BorrowedFd<'_>, queue: u32, xsk_fd: i32) -> io::Result<()
         value: &value as *const u32 as u64,
         ..Default::default()
     };
-    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(drop)
+    // SAFETY: `MapElem` is this command's attr; `key` and `value` point at
+    // `u32`s that outlive the call (the map's key and value size).
+    unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map(drop)
 }
 
 /// `union bpf_attr` for the `*_GET_FD_BY_ID` and `*_GET_NEXT_ID` commands.
@@ -248,6 +274,7 @@ struct ById {
     next_id: u32,
     open_flags: u32,
 }
+const _: () = assert!(size_of::<ById>() == 12 && offset_of!(ById, open_flags) == 8);
 
 /// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
 #[repr(C)]
@@ -257,11 +284,12 @@ struct InfoByFd {
     info_len: u32,
     info: u64,
 }
+const _: () = assert!(size_of::<InfoByFd>() == 16 && offset_of!(InfoByFd, info) == 8);
 
 /// The head of `struct bpf_prog_info`, up to its name (the kernel fills
 /// only as much as we ask for).
 #[repr(C)]
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct ProgInfo {
     prog_type: u32,
     id: u32,
@@ -277,10 +305,13 @@ struct ProgInfo {
     name: [u8; 16],
 }
 const _: () = assert!(size_of::<ProgInfo>() == 80);
+const _: () = assert!(offset_of!(ProgInfo, map_ids) == 56 && offset_of!(ProgInfo, name) == 64);
+// SAFETY: `u32`, `u64` and byte-array fields only, no padding (size asserted).
+unsafe impl Pod for ProgInfo {}
 
 /// The head of `struct bpf_link_info` with its `xdp` member.
 #[repr(C)]
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct LinkInfo {
     link_type: u32,
     id: u32,
@@ -290,14 +321,30 @@ struct LinkInfo {
     _rest: [u32; 7],
 }
 const _: () = assert!(size_of::<LinkInfo>() == 48);
+const _: () = assert!(offset_of!(LinkInfo, prog_id) == 8 && offset_of!(LinkInfo, ifindex) == 16);
+// SAFETY: `u32` fields only, no padding (size asserted).
+unsafe impl Pod for LinkInfo {}
 
-fn info<T>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info` (the kernel fills as much of it as
+/// it knows and says how much).
+///
+/// # Safety
+///
+/// `T` is the head of the info struct of the kind of object `fd` is, laid
+/// out as the kernel's, and every address in `info` (`ProgInfo::map_ids`)
+/// points at memory valid for what the kernel writes there (`nr_map_ids`
+/// `u32`s) during the call.
+unsafe fn info<T: Pod>(fd: BorrowedFd<'_>, info: &mut T) -> io::Result<()> {
     let mut a = InfoByFd {
         bpf_fd: fd.as_raw_fd() as u32,
         info_len: size_of::<T>() as u32,
         info: info as *mut T as u64,
     };
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).map(drop)
+    // SAFETY: `InfoByFd` is this command's attr; `info` points at
+    // `info_len` writable bytes, exclusively borrowed for the call, and
+    // `T: Pod` holds whatever bytes the kernel writes; addresses inside it
+    // are the caller's promise.
+    unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a) }.map(drop)
 }
 
 /// Another process's program, joined: our socket goes into its XSKMAP, and
@@ -314,14 +361,17 @@ pub fn join(prog_id: u32) -> io::Result<Option<Joined>> {
         id: prog_id,
         ..Default::default()
     };
-    let prog = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?.fd();
+    // SAFETY: `ById` is this command's attr and holds no addresses.
+    let prog = unsafe { sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut a) }?.fd();
     let mut map_id = 0u32;
     let mut p = ProgInfo {
         nr_map_ids: 1,
         map_ids: &mut map_id as *mut u32 as u64,
         ..Default::default()
     };
-    info(prog.as_fd(), &mut p)?;
+    // SAFETY: `prog` is a program and `ProgInfo` its info; `map_ids`
+    // points at `nr_map_ids` (1) writable `u32`, `map_id`, for the call.
+    unsafe { info(prog.as_fd(), &mut p) }?;
     let end = p.name.iter().position(|&b| b == 0).unwrap_or(16);
     if &p.name[..end] != PROG_NAME.as_bytes() || p.nr_map_ids != 1 {
         return Ok(None);
@@ -330,11 +380,13 @@ pub fn join(prog_id: u32) -> io::Result<Option<Joined>> {
         id: map_id,
         ..Default::default()
     };
-    let map = sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut a)?.fd();
+    // SAFETY: `ById` is this command's attr and holds no addresses.
+    let map = unsafe { sys_bpf(BPF_MAP_GET_FD_BY_ID, &mut a) }?.fd();
     // The link that attaches it: walk the links (a program has one link).
     let mut next = ById::default();
     loop {
-        match sys_bpf(BPF_LINK_GET_NEXT_ID, &mut next) {
+        // SAFETY: `ById` is this command's attr and holds no addresses.
+        match unsafe { sys_bpf(BPF_LINK_GET_NEXT_ID, &mut next) } {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(io::Error::new(
@@ -349,11 +401,15 @@ pub fn join(prog_id: u32) -> io::Result<Option<Joined>> {
             ..Default::default()
         };
         next.id = next.next_id;
-        let Ok(link) = sys_bpf(BPF_LINK_GET_FD_BY_ID, &mut a).map(OwnedFdOrZero::fd) else {
+        // SAFETY: `ById` is this command's attr and holds no addresses.
+        let Ok(link) = unsafe { sys_bpf(BPF_LINK_GET_FD_BY_ID, &mut a) }.map(OwnedFdOrZero::fd)
+        else {
             continue; // gone meanwhile
         };
         let mut l = LinkInfo::default();
-        if info(link.as_fd(), &mut l).is_ok()
+        // SAFETY: `link` is a link and `LinkInfo` its info, which holds no
+        // addresses.
+        if unsafe { info(link.as_fd(), &mut l) }.is_ok()
             && l.link_type == BPF_LINK_TYPE_XDP
             && l.prog_id == prog_id
         {
@@ -373,5 +429,7 @@ pub fn map_remove(map: BorrowedFd<'_>, queue: u32) -> io::Result<()> {
         key: &key as *const u32 as u64,
         ..Default::default()
     };
-    sys_bpf(BPF_MAP_DELETE_ELEM, &mut a).map(drop)
+    // SAFETY: `MapElem` is this command's attr; `key` points at a `u32`
+    // that outlives the call.
+    unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut a) }.map(drop)
 }

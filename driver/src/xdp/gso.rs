@@ -42,14 +42,13 @@ use super::Xdp;
 use crate::packet::{self, PacketError, PacketTx, PacketTxOptions, TxPacket};
 use crate::vnet::VnetHdr;
 use crate::{
-    Driver, DriverStats, Frame, GatherSlice, Offloads, Pool, PoolConfig, PoolError, TxRef, vnet,
+    Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, Offloads, Pool, PoolConfig,
+    PoolError, TxRef, offload, vnet,
 };
 
 /// Payload slices a gathered segment may have (the stack hands one today).
 const MAX_SLICES: usize = 7;
 
-/// Ethernet header bytes on top of the IP MTU.
-const ETH_HLEN: usize = 14;
 /// Largest Ethernet frame a TSO segment can be: a 64 KiB IPv4 packet.
 const MAX_TSO_FRAME: usize = ETH_HLEN + 65535;
 /// Size of a GSO pool frame: a power of two that holds (nearly) a 64 KiB segment.
@@ -156,11 +155,12 @@ impl XdpGso {
             .frame_size(GSO_FRAME_SIZE)
             .build()
             .map_err(GsoError::Pool)?;
-        let wire_mtu = xdp.mtu() + ETH_HLEN;
+        let caps = xdp.capabilities();
+        let wire_mtu = caps.mtu + ETH_HLEN;
         // Small frames on the AF_XDP ring only where their checksum can be
         // offloaded there: the stack computes no TCP checksum at all.
-        let small_via_xdp = opts.small == SmallTx::Xdp && xdp.offloads().tx_tcp_checksum;
-        let verify_rx = !xdp.rx_checksums_trusted();
+        let small_via_xdp = opts.small == SmallTx::Xdp && caps.offloads.tx_tcp_checksum;
+        let verify_rx = !caps.rx_checksums_trusted;
         Ok(XdpGso {
             xdp,
             tx,
@@ -247,7 +247,7 @@ impl Driver for XdpGso {
         let before = out.len();
         let mut kept = start;
         for i in start..out.len() {
-            if vnet::checksums_ok(out[i].data()) {
+            if offload::checksums_ok(out[i].data()) {
                 out.swap(kept, i);
                 kept += 1;
             }
@@ -299,16 +299,29 @@ impl Driver for XdpGso {
         Ok(done)
     }
 
-    fn pool(&self) -> &Pool {
-        self.xdp.pool()
-    }
-
-    fn gso_pool(&self) -> Option<&Pool> {
-        Some(&self.gso_pool)
-    }
-
-    fn mtu(&self) -> usize {
-        self.xdp.mtu()
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.xdp.capabilities();
+        caps.description = format!(
+            "{}, TSO through AF_PACKET ({} B segments{})",
+            caps.description,
+            self.max_segment(),
+            if self.small_via_xdp {
+                "; small frames on the AF_XDP ring"
+            } else {
+                ""
+            }
+        );
+        caps.gso_pool = Some(self.gso_pool.clone());
+        // A veth's frames come from this kernel; others are checked in rx_burst.
+        caps.rx_checksums_trusted = true;
+        caps.offloads = Offloads {
+            tx_tcp_checksum: true,
+            tcp_segmentation: Some(self.max_segment()),
+            // Payload slices by reference leave in the packet socket's
+            // iovecs (see the module doc).
+            tx_gather: true,
+        };
+        caps
     }
 
     fn stats(&self) -> DriverStats {
@@ -319,38 +332,6 @@ impl Driver for XdpGso {
         s.tx_kicks += self.pkt.tx_kicks;
         s.rx_errors += self.pkt.rx_errors;
         s
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{}, TSO through AF_PACKET ({} B segments{})",
-            self.xdp.describe(),
-            self.max_segment(),
-            if self.small_via_xdp {
-                "; small frames on the AF_XDP ring"
-            } else {
-                ""
-            }
-        )
-    }
-
-    fn mac(&self) -> Option<[u8; 6]> {
-        self.xdp.mac()
-    }
-
-    fn rx_checksums_trusted(&self) -> bool {
-        // A veth's frames come from this kernel; others are checked in rx_burst.
-        true
-    }
-
-    fn offloads(&self) -> Offloads {
-        Offloads {
-            tx_tcp_checksum: true,
-            tcp_segmentation: Some(self.max_segment()),
-            // Payload slices by reference leave in the packet socket's
-            // iovecs (see the module doc).
-            tx_gather: true,
-        }
     }
 
     fn tx_gather(&mut self, mut frame: Frame, payload: &[GatherSlice<'_>]) -> Result<(), Frame> {

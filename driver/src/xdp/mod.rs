@@ -54,8 +54,6 @@
 //! redirect program; `netlink.rs` which program is attached; `gso.rs`
 //! [`XdpGso`], this driver with TSO on transmit through `AF_PACKET`.
 
-#![deny(unsafe_code)]
-
 #[allow(unsafe_code)]
 mod bpf;
 mod config;
@@ -82,11 +80,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
-use crate::{Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef, vnet};
+use crate::{
+    Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, KernelStats, Offloads, Pool,
+    TxRef, offload,
+};
 use socket::XskSocket;
 
-/// Ethernet header bytes on top of the IP MTU.
-const ETH_HLEN: usize = 14;
 /// The largest IP packet GRO or GSO hands the generic XDP hook (without
 /// BIG TCP): 64 KiB less one.
 const GSO_MAX_IP: usize = 65535;
@@ -536,17 +535,16 @@ impl Xdp {
         if off < TX_META_LEN {
             return false;
         }
-        let h = vnet::tx_header_split(frame.data_mut(), payload_len, 0);
-        if h.flags & vnet::F_NEEDS_CSUM == 0 {
+        let Some(c) = offload::request_tcp_checksum(frame.data_mut(), payload_len) else {
             return false;
-        }
+        };
         let len = frame.len();
         frame.set_offset(off - TX_META_LEN);
         frame.set_len(len + TX_META_LEN);
         let m = &mut frame.data_mut()[..TX_META_LEN];
         m[..8].copy_from_slice(&TXMD_FLAGS_CHECKSUM.to_ne_bytes());
-        m[8..10].copy_from_slice(&h.csum_start.to_ne_bytes());
-        m[10..12].copy_from_slice(&h.csum_offset.to_ne_bytes());
+        m[8..10].copy_from_slice(&c.start.to_ne_bytes());
+        m[10..12].copy_from_slice(&c.offset.to_ne_bytes());
         m[12..].fill(0);
         frame.set_offset(off);
         frame.set_len(len);
@@ -593,6 +591,22 @@ impl Xdp {
             };
             each(at, stop);
             at = stop;
+        }
+    }
+
+    /// The pool (the UMEM) this socket receives into and sends from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// What the socket does for the stack on transmit.
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            tx_tcp_checksum: self.tx_csum,
+            tcp_segmentation: None,
+            // Headers and payload as separate descriptors need multi-buffer
+            // packets; with TX metadata also unaligned chunks (see `open`).
+            tx_gather: self.setup.multi_buffer && (self.unaligned || !self.tx_csum),
         }
     }
 
@@ -787,31 +801,8 @@ impl Driver for Xdp {
         Ok(sent)
     }
 
-    fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    fn mtu(&self) -> usize {
-        self.mtu
-    }
-
-    fn stats(&self) -> DriverStats {
-        let mut s = self.stats;
-        if let Ok(k) = self.sock.statistics() {
-            s.kernel = KernelStats {
-                rx_dropped: k.rx_dropped,
-                rx_ring_full: k.rx_ring_full,
-                fill_ring_empty: k.rx_fill_ring_empty_descs,
-                rx_invalid_descs: k.rx_invalid_descs,
-                tx_invalid_descs: k.tx_invalid_descs,
-                tx_ring_empty: k.tx_ring_empty_descs,
-            };
-        }
-        s
-    }
-
-    fn describe(&self) -> String {
-        format!(
+    fn capabilities(&self) -> Capabilities {
+        let description = format!(
             "af_xdp {} queue {} ({} mode, {}{}{})",
             self.iface,
             self.queue,
@@ -831,25 +822,27 @@ impl Driver for Xdp {
             } else {
                 ""
             }
-        )
+        );
+        let mut caps = Capabilities::new(self.pool.clone(), self.mtu, description);
+        caps.mac = Some(self.mac);
+        caps.rx_checksums_trusted = self.veth;
+        caps.offloads = self.offloads();
+        caps
     }
 
-    fn mac(&self) -> Option<[u8; 6]> {
-        Some(self.mac)
-    }
-
-    fn rx_checksums_trusted(&self) -> bool {
-        self.veth
-    }
-
-    fn offloads(&self) -> Offloads {
-        Offloads {
-            tx_tcp_checksum: self.tx_csum,
-            tcp_segmentation: None,
-            // Headers and payload as separate descriptors need multi-buffer
-            // packets; with TX metadata also unaligned chunks (see `open`).
-            tx_gather: self.setup.multi_buffer && (self.unaligned || !self.tx_csum),
+    fn stats(&self) -> DriverStats {
+        let mut s = self.stats;
+        if let Ok(k) = self.sock.statistics() {
+            s.kernel = KernelStats {
+                rx_dropped: k.rx_dropped,
+                rx_ring_full: k.rx_ring_full,
+                fill_ring_empty: k.rx_fill_ring_empty_descs,
+                rx_invalid_descs: k.rx_invalid_descs,
+                tx_invalid_descs: k.tx_invalid_descs,
+                tx_ring_empty: k.tx_ring_empty_descs,
+            };
         }
+        s
     }
 
     /// A segment whose payload lies in this UMEM (pool frames the

@@ -33,6 +33,7 @@ struct Request {
     hdr: libc::nlmsghdr,
     ifi: IfInfoMsg,
 }
+const _: () = assert!(size_of::<IfInfoMsg>() == 16);
 const _: () = assert!(size_of::<Request>() == 32);
 
 /// The attached program's id and `XDP_ATTACHED_*` mode, `None` if there is none.

@@ -8,6 +8,7 @@ use std::ptr;
 use std::time::Duration;
 
 use super::ring::Ring;
+use crate::sys::Pod;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -43,8 +44,17 @@ pub fn socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` is a valid `T` for the whole call and we pass its exact size.
+/// `setsockopt(fd, SOL_XDP, opt, val)`.
+///
+/// # Safety
+///
+/// `T` is the type option `opt` takes (a C struct without padding, or an
+/// integer), and memory that `val` hands the kernel (`XDP_UMEM_REG`'s
+/// region) stays mapped, and is not reused, for as long as the socket
+/// lives.
+unsafe fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` is a valid `T` for the whole call and we pass its exact
+    // size; what it hands the kernel is the caller's promise.
     check(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -58,9 +68,8 @@ fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, val: &T) -> io::Result<()
 }
 
 /// getsockopt of a plain-old-data `T` (every bit pattern valid).
-fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
-    // SAFETY: callers only use this with C structs of integers, for which
-    // all-zero is a valid value.
+fn getsockopt<T: Pod>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
+    // SAFETY: `T: Pod`: all-zero is a valid `T`.
     let mut val: T = unsafe { zeroed() };
     let mut len = size_of::<T>() as libc::socklen_t;
     // SAFETY: `val` is writable for `len` bytes; the kernel writes at most that.
@@ -109,17 +118,25 @@ pub fn register_umem(
         flags,
         tx_metadata_len,
     };
-    setsockopt(fd, libc::XDP_UMEM_REG, &reg)
+    // SAFETY: `xdp_umem_reg` is what XDP_UMEM_REG takes; the region stays
+    // mapped while the socket lives (this function's contract, above).
+    unsafe { setsockopt(fd, libc::XDP_UMEM_REG, &reg) }
 }
 
 impl XskSocket {
     /// Sizes the four rings (`size` entries each, a power of two) and maps them.
     pub fn with_rings(fd: OwnedFd, size: u32) -> io::Result<XskSocket> {
         let b = fd.as_fd();
-        setsockopt(b, libc::XDP_UMEM_FILL_RING, &size)?;
-        setsockopt(b, libc::XDP_UMEM_COMPLETION_RING, &size)?;
-        setsockopt(b, libc::XDP_RX_RING, &size)?;
-        setsockopt(b, libc::XDP_TX_RING, &size)?;
+        for ring in [
+            libc::XDP_UMEM_FILL_RING,
+            libc::XDP_UMEM_COMPLETION_RING,
+            libc::XDP_RX_RING,
+            libc::XDP_TX_RING,
+        ] {
+            // SAFETY: the ring options take a `u32` entry count and hand the
+            // kernel no memory.
+            unsafe { setsockopt(b, ring, &size) }?;
+        }
         let off: libc::xdp_mmap_offsets = getsockopt(b, libc::XDP_MMAP_OFFSETS)?;
         Ok(XskSocket {
             fill: Ring::map(b, &off.fr, size, libc::XDP_UMEM_PGOFF_FILL_RING)?,
