@@ -79,6 +79,7 @@
 
 mod device;
 pub mod dgram;
+mod engine;
 pub mod event;
 pub mod file;
 pub mod mem;
