@@ -35,6 +35,11 @@
 //!
 //! No byte of payload is copied in user space on this path: the only CPU
 //! work on it is the checksum, which reads the payload once.
+//!
+//! Here: the datagram types, the bound ports and their queues, steering,
+//! and sending through the poll engine (module `engine`: the device
+//! adapter's transmit queue, smoltcp's neighbor cache). The calls
+//! (`Stack::dgram_*`) are in `stack/dgram_calls.rs`.
 
 use std::collections::VecDeque;
 use std::fmt;

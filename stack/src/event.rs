@@ -41,6 +41,11 @@
 //! a socket taken mutably is visited by every egress pass until it has
 //! nothing to send (smoltcp patch 2), so a loop that only looks at idle
 //! connections does not wake them.
+//!
+//! Here: [`Event`] and the stack's event state (what was reported of each
+//! connection, under the TCP table's slot numbers; the connections waiting
+//! for `Writable`). The calls (`Stack::events`, `Stack::tcp_want_writable`)
+//! and the step of each poll that collects events are in `stack/event_calls.rs`.
 
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;

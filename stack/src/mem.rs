@@ -26,6 +26,11 @@
 //! write that would touch a new page beyond it waits, like a full ring),
 //! except that each may always use [`TX_FLOOR`] (charged from the start),
 //! so connections waiting for memory cannot all wait on each other.
+//!
+//! Here: the accounting (`Memory`, with each TCP socket's ring state
+//! under the TCP table's slot numbers) and [`MemoryStats`]. Where it acts
+//! on the listeners, the interface's SYN cookies and the sockets (the
+//! sweep, admitting handshakes) is `stack/mem_calls.rs`.
 
 use smoltcp::time::{Duration, Instant};
 
