@@ -73,7 +73,7 @@ pub(crate) struct TxCounters {
 
 /// A driver wrapped for smoltcp.
 pub(crate) struct Port<D: Driver> {
-    pub driver: D,
+    driver: D,
     /// The driver's [`Driver::capabilities`], read once.
     caps: Capabilities,
     /// Received frames not yet given to smoltcp, newest first (we pop from the end).
@@ -83,10 +83,10 @@ pub(crate) struct Port<D: Driver> {
     /// Where smoltcp writes when the pool is empty (that packet is dropped).
     scratch: Vec<u8>,
     /// Frames one `rx_burst` / `tx_burst` moves.
-    pub burst: usize,
+    burst: usize,
     /// Frames smoltcp may take from this port in one `Stack::poll`.
-    pub rx_budget: usize,
-    pub counters: PortCounters,
+    rx_budget: usize,
+    counters: PortCounters,
     /// Ethernet frame bytes: the IP MTU and the Ethernet header.
     mtu: usize,
 }
@@ -113,9 +113,35 @@ impl<D: Driver> Port<D> {
         &self.caps
     }
 
-    /// The pool received frames come from and sent frames are taken from.
-    pub fn pool(&self) -> &Pool {
-        &self.caps.pool
+    /// The driver underneath.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// The driver underneath, mutably.
+    pub fn driver_mut(&mut self) -> &mut D {
+        &mut self.driver
+    }
+
+    /// Gives the driver back; frames still queued go back to the pool.
+    pub fn into_driver(self) -> D {
+        self.driver
+    }
+
+    /// The adapter's counters.
+    pub fn counters(&self) -> &PortCounters {
+        &self.counters
+    }
+
+    /// Received frames smoltcp may still take in this poll.
+    pub fn rx_budget(&self) -> usize {
+        self.rx_budget
+    }
+
+    /// After the datagram path took its frames out of
+    /// [`rx_frames`](Self::rx_frames): smoltcp gets the rest.
+    pub fn rx_budget_to_held(&mut self) {
+        self.rx_budget = self.rx.len();
     }
 
     /// Pushes pending tx frames to the driver; returns how many it took.

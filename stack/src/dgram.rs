@@ -1,13 +1,13 @@
 //! Datagrams by frame handle, in the fbufs style: UDP with no payload copy.
 //!
-//! Sending: [`Stack::dgram_alloc`] takes a frame from the driver's pool and
+//! Sending: [`Stack::dgram_alloc`](crate::Stack::dgram_alloc) takes a frame from the driver's pool and
 //! hands it out as a [`TxDatagram`] whose payload area starts behind 42
 //! bytes of headroom; the application writes its payload there, in place,
-//! and [`Stack::dgram_send`] writes the Ethernet, IPv4 and UDP headers into
+//! and [`Stack::dgram_send`](crate::Stack::dgram_send) writes the Ethernet, IPv4 and UDP headers into
 //! the headroom (UDP checksum included) and queues that same frame for the
 //! driver's next burst.
 //!
-//! Receiving: a port bound with [`Stack::dgram_bind`] is steered before
+//! Receiving: a port bound with [`Stack::dgram_bind`](crate::Stack::dgram_bind) is steered before
 //! smoltcp sees the frame: each poll looks at the IPv4/UDP headers of the
 //! frames the driver delivered, and those for a bound port (checksums
 //! verified unless the driver vouches for them) go to that port's queue as
@@ -26,7 +26,7 @@
 //! (ZCSTACK PATCH 23), so ARP is the stack's own. A datagram for a
 //! neighbor not resolved yet waits (at most [`PENDING_MAX`] per stack, at
 //! most [`PENDING_FOR`]) while the stack's ARP request is answered; beyond
-//! that [`Stack::dgram_send`] gives the datagram back with `WouldBlock`,
+//! that [`Stack::dgram_send`](crate::Stack::dgram_send) gives the datagram back with `WouldBlock`,
 //! and datagrams that waited too long are dropped and counted in
 //! [`DgramStats::tx_unresolved`]. smoltcp keeps a neighbor for 60 s after
 //! its last ARP exchange (steered datagrams do not refresh it, as they
@@ -35,6 +35,11 @@
 //!
 //! No byte of payload is copied in user space on this path: the only CPU
 //! work on it is the checksum, which reads the payload once.
+//!
+//! Here: the datagram types, the bound ports and their queues, steering,
+//! and sending through the poll engine (module `engine`: the device
+//! adapter's transmit queue, smoltcp's neighbor cache). The calls
+//! (`Stack::dgram_*`) are in `stack/dgram_calls.rs`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,7 +52,8 @@ use smoltcp::time::Instant;
 use zcstack_driver::{Driver, Frame};
 
 use crate::device::ETH_HLEN;
-use crate::stack::Stack;
+use crate::engine::Engine;
+use crate::tcp::stale;
 
 /// Ethernet + IPv4 (no options) + UDP header bytes in front of a payload.
 pub const DGRAM_HEADROOM: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
@@ -165,7 +171,7 @@ impl fmt::Debug for RxDatagram {
     }
 }
 
-/// Why [`Stack::dgram_send`] did not take a datagram; the datagram comes
+/// Why [`Stack::dgram_send`](crate::Stack::dgram_send) did not take a datagram; the datagram comes
 /// back with the error, to send later or drop.
 pub struct DgramSendError {
     /// What went wrong: `WouldBlock` (the device is backed up, or too many
@@ -432,18 +438,16 @@ fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
-impl<D: Driver> Stack<D> {
-    /// Binds `port` for datagrams by frame handle, with a receive queue of
-    /// [`DEFAULT_QUEUE`] datagrams (at most a quarter of the pool).
-    pub fn dgram_bind(&mut self, port: u16) -> io::Result<DgramSock> {
-        let cap = DEFAULT_QUEUE.min(self.port.pool().capacity() / 4).max(1);
-        self.dgram_bind_with_queue(port, cap)
-    }
-
-    /// [`dgram_bind`](Self::dgram_bind) with a queue of `queue` datagrams:
-    /// each holds a pool frame until the application drops it; more are
-    /// dropped and counted ([`DgramStats::rx_queue_full`]).
-    pub fn dgram_bind_with_queue(&mut self, port: u16, queue: usize) -> io::Result<DgramSock> {
+impl Dgram {
+    /// Binds `port` with a queue of `queue` datagrams; `headroom` is the
+    /// pool's, `taken` whether a smoltcp UDP socket has the port.
+    pub(crate) fn bind(
+        &mut self,
+        port: u16,
+        queue: usize,
+        headroom: usize,
+        taken: bool,
+    ) -> io::Result<DgramSock> {
         if port == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -456,118 +460,79 @@ impl<D: Driver> Stack<D> {
                 "a datagram queue needs room for at least one datagram",
             ));
         }
-        if self.port.pool().headroom() < DGRAM_HEADROOM {
+        if headroom < DGRAM_HEADROOM {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "datagrams need {DGRAM_HEADROOM} bytes of pool headroom for their headers; the pool has {}: build it with more",
-                    self.port.pool().headroom()
+                    "datagrams need {DGRAM_HEADROOM} bytes of pool headroom for their headers; the pool has {headroom}: build it with more"
                 ),
             ));
         }
-        if self.dgram.port_bound(port) || self.udp_port_bound(port) {
+        if self.port_bound(port) || taken {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("UDP port {port} is already bound"),
             ));
         }
-        let d = &mut self.dgram;
-        d.slots.push(Slot {
+        self.slots.push(Slot {
             port,
             open: true,
             cap: queue,
             queue: VecDeque::with_capacity(queue.min(4096)),
         });
-        let s = (d.slots.len() - 1) as u32;
-        d.ports.push((port, s));
+        let s = (self.slots.len() - 1) as u32;
+        self.ports.push((port, s));
         Ok(DgramSock(s))
     }
 
-    /// Closes a datagram port: its queued datagrams go back to the pool,
-    /// and the handle is invalid afterwards.
-    pub fn dgram_close(&mut self, s: DgramSock) {
-        let d = &mut self.dgram;
-        if let Some(slot) = d.slots.get_mut(s.0 as usize)
+    /// Closes a port: its queued datagrams go back to the pool.
+    pub(crate) fn close(&mut self, s: DgramSock) {
+        if let Some(slot) = self.slots.get_mut(s.0 as usize)
             && slot.open
         {
             slot.open = false;
             slot.queue.clear();
             let port = slot.port;
-            d.ports.retain(|&(p, _)| p != port);
+            self.ports.retain(|&(p, _)| p != port);
         }
     }
 
-    /// Largest payload of one datagram on this device: MTU − 28.
-    pub fn dgram_max_payload(&self) -> usize {
-        self.port.driver_caps().mtu - IPV4_HLEN - UDP_HLEN
-    }
-
-    /// Takes a frame from the pool for one datagram, its payload empty;
-    /// `None` when the pool is empty (counted in the pool's allocation
-    /// failures).
-    pub fn dgram_alloc(&mut self) -> Option<TxDatagram> {
-        let pool = self.port.pool();
-        let mut frame = pool.alloc()?;
-        let at = pool.headroom();
-        frame.set_offset(at);
-        frame.set_len(0);
-        let max = self.dgram_max_payload().min(pool.frame_size() - at);
-        Some(TxDatagram { frame, max })
-    }
-
-    /// Appends up to `n` datagrams from the pool to `out`; returns how many.
-    pub fn dgram_alloc_burst(&mut self, n: usize, out: &mut Vec<TxDatagram>) -> usize {
-        out.reserve(n);
-        for i in 0..n {
-            match self.dgram_alloc() {
-                Some(d) => out.push(d),
-                None => return i,
-            }
+    /// The port an open handle is bound to.
+    fn src_port(&self, s: DgramSock) -> io::Result<u16> {
+        match self.slots.get(s.0 as usize) {
+            Some(slot) if slot.open => Ok(slot.port),
+            _ => Err(stale()),
         }
-        n
     }
 
-    /// Sends `datagram` from the bound port `s` to `dst`: writes its
-    /// headers into the headroom and queues the frame for the driver
-    /// (pushed in bursts; [`poll`](Self::poll) pushes the rest). A
-    /// datagram for a neighbor whose address ARP has not found yet waits
-    /// for it (see the module doc).
-    pub fn dgram_send(
+    /// Sends one datagram from the bound port `s` (see `Stack::dgram_send`).
+    pub(crate) fn send<D: Driver>(
         &mut self,
+        engine: &mut Engine<D>,
         s: DgramSock,
         datagram: TxDatagram,
         dst: SocketAddrV4,
     ) -> Result<(), DgramSendError> {
-        let src_port = match self.dgram.slots.get(s.0 as usize) {
-            Some(slot) if slot.open => slot.port,
-            _ => {
-                return Err(DgramSendError {
-                    error: crate::stack::stale(),
-                    datagram,
-                });
-            }
+        let src_port = match self.src_port(s) {
+            Ok(port) => port,
+            Err(error) => return Err(DgramSendError { error, datagram }),
         };
-        self.send_one(src_port, datagram, dst)
+        self.send_one(engine, src_port, datagram, dst)
     }
 
-    /// Sends datagrams from the front of `batch`, removing those sent (or
-    /// left waiting for ARP); the rest stay in `batch`, in order, when the
-    /// device is backed up. Returns how many were taken; an error other
-    /// than `WouldBlock` is returned only if nothing was taken.
-    pub fn dgram_send_burst(
+    /// Sends from the front of `batch` (see `Stack::dgram_send_burst`).
+    pub(crate) fn send_burst<D: Driver>(
         &mut self,
+        engine: &mut Engine<D>,
         s: DgramSock,
         batch: &mut Vec<(TxDatagram, SocketAddrV4)>,
     ) -> io::Result<usize> {
-        let src_port = match self.dgram.slots.get(s.0 as usize) {
-            Some(slot) if slot.open => slot.port,
-            _ => return Err(crate::stack::stale()),
-        };
+        let src_port = self.src_port(s)?;
         let mut taken = 0;
         let mut items = batch.drain(..).collect::<VecDeque<_>>();
         let mut err = None;
         while let Some((d, dst)) = items.pop_front() {
-            match self.send_one(src_port, d, dst) {
+            match self.send_one(engine, src_port, d, dst) {
                 Ok(()) => taken += 1,
                 Err(e) => {
                     items.push_front((e.datagram, dst));
@@ -584,41 +549,41 @@ impl<D: Driver> Stack<D> {
     }
 
     /// The next datagram queued on `s`; `WouldBlock` when there is none.
-    pub fn dgram_recv(&mut self, s: DgramSock) -> io::Result<RxDatagram> {
-        match self.dgram.slots.get_mut(s.0 as usize) {
+    pub(crate) fn recv(&mut self, s: DgramSock) -> io::Result<RxDatagram> {
+        match self.slots.get_mut(s.0 as usize) {
             Some(slot) if slot.open => slot
                 .queue
                 .pop_front()
                 .ok_or_else(|| io::ErrorKind::WouldBlock.into()),
-            _ => Err(crate::stack::stale()),
+            _ => Err(stale()),
         }
     }
 
-    /// Moves up to `max` queued datagrams of `s` to `out`; returns how many
-    /// (0 when none is queued).
-    pub fn dgram_recv_burst(
+    /// Moves up to `max` queued datagrams of `s` to `out`; returns how many.
+    pub(crate) fn recv_burst(
         &mut self,
         s: DgramSock,
         out: &mut Vec<RxDatagram>,
         max: usize,
     ) -> io::Result<usize> {
-        match self.dgram.slots.get_mut(s.0 as usize) {
+        match self.slots.get_mut(s.0 as usize) {
             Some(slot) if slot.open => {
                 let n = max.min(slot.queue.len());
                 out.extend(slot.queue.drain(..n));
                 Ok(n)
             }
-            _ => Err(crate::stack::stale()),
+            _ => Err(stale()),
         }
     }
 
-    fn send_one(
+    fn send_one<D: Driver>(
         &mut self,
+        engine: &mut Engine<D>,
         src_port: u16,
         mut d: TxDatagram,
         dst: SocketAddrV4,
     ) -> Result<(), DgramSendError> {
-        if !self.port.tx_room() {
+        if !engine.port_mut().tx_room() {
             return Err(DgramSendError {
                 error: io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -627,14 +592,14 @@ impl<D: Driver> Stack<D> {
                 datagram: d,
             });
         }
-        let now = self.last_now;
-        let polls = self.polls;
+        let now = engine.last_now();
+        let polls = engine.polls();
         let dip = *dst.ip();
-        let mac = match self.dgram.neighbor {
+        let mac = match self.neighbor {
             Some((ip, mac, at)) if ip == dip && at == polls => Some(mac),
-            _ => match self.iface.neighbor_for(now, &mut self.port, dip) {
+            _ => match engine.neighbor_for(now, dip) {
                 NeighborLookup::Found(m) => {
-                    self.dgram.neighbor = Some((dip, m.0, polls));
+                    self.neighbor = Some((dip, m.0, polls));
                     Some(m.0)
                 }
                 NeighborLookup::Pending => None,
@@ -644,8 +609,8 @@ impl<D: Driver> Stack<D> {
                             io::ErrorKind::InvalidInput,
                             format!(
                                 "no route to {dip}: it is outside {}/{} and the stack has no gateway",
-                                self.ip().0,
-                                self.ip().1
+                                engine.ip().0,
+                                engine.ip().1
                             ),
                         ),
                         datagram: d,
@@ -653,7 +618,7 @@ impl<D: Driver> Stack<D> {
                 }
             },
         };
-        if mac.is_none() && self.dgram.pending.len() >= PENDING_MAX {
+        if mac.is_none() && self.pending.len() >= PENDING_MAX {
             return Err(DgramSendError {
                 error: io::Error::new(
                     io::ErrorKind::WouldBlock,
@@ -665,24 +630,24 @@ impl<D: Driver> Stack<D> {
             });
         }
         let len = d.frame.len();
-        let src_ip = self.ip().0;
-        self.dgram.ip_id = self.dgram.ip_id.wrapping_add(1);
+        let src_ip = engine.ip().0;
+        self.ip_id = self.ip_id.wrapping_add(1);
         write_headers(
             &mut d.frame,
-            self.mac(),
+            engine.mac(),
             src_ip,
             src_port,
             dst,
-            self.dgram.ip_id,
+            self.ip_id,
         );
-        self.dgram.stats.tx_datagrams += 1;
-        self.dgram.stats.tx_bytes += len as u64;
+        self.stats.tx_datagrams += 1;
+        self.stats.tx_bytes += len as u64;
         match mac {
             Some(mac) => {
                 d.frame.data_mut()[0..6].copy_from_slice(&mac);
-                self.port.queue_tx(d.frame);
+                engine.port_mut().queue_tx(d.frame);
             }
-            None => self.dgram.pending.push_back(Pending {
+            None => self.pending.push_back(Pending {
                 frame: d.frame,
                 dst: dip,
                 since: now,
@@ -693,41 +658,51 @@ impl<D: Driver> Stack<D> {
 
     /// After a poll: datagrams whose neighbor is now known leave; those
     /// that waited longer than [`PENDING_FOR`] are dropped and counted.
-    pub(crate) fn dgram_flush_pending(&mut self, now: Instant) {
+    pub(crate) fn flush_pending<D: Driver>(&mut self, engine: &mut Engine<D>, now: Instant) {
         let limit = smoltcp::time::Duration::from_micros(PENDING_FOR.as_micros() as u64);
-        for _ in 0..self.dgram.pending.len() {
-            let Some(mut p) = self.dgram.pending.pop_front() else {
+        for _ in 0..self.pending.len() {
+            let Some(mut p) = self.pending.pop_front() else {
                 break;
             };
-            match self.iface.neighbor_for(now, &mut self.port, p.dst) {
-                NeighborLookup::Found(m) if self.port.tx_room() => {
+            match engine.neighbor_for(now, p.dst) {
+                NeighborLookup::Found(m) if engine.port_mut().tx_room() => {
                     p.frame.data_mut()[0..6].copy_from_slice(&m.0);
-                    self.port.queue_tx(p.frame);
+                    engine.port_mut().queue_tx(p.frame);
                 }
-                NeighborLookup::NoRoute => self.dgram.stats.tx_unresolved += 1,
-                _ if now - p.since > limit => self.dgram.stats.tx_unresolved += 1,
-                _ => self.dgram.pending.push_back(p),
+                NeighborLookup::NoRoute => self.stats.tx_unresolved += 1,
+                _ if now - p.since > limit => self.stats.tx_unresolved += 1,
+                _ => self.pending.push_back(p),
             }
         }
     }
 
     /// Moves this poll's frames for bound ports from the driver's receive
     /// vector to their queues; returns how many.
-    pub(crate) fn dgram_steer(&mut self) -> usize {
-        let (ip, mac) = (self.ip().0, self.mac());
-        let trusted = self.port.rx_trusted();
-        let max = self.dgram_max_payload();
-        let n = self
-            .dgram
-            .steer(self.port.rx_frames(), ip, mac, trusted, max);
-        self.port.rx_budget = self.port.rx_frames().len();
+    pub(crate) fn steer_rx<D: Driver>(&mut self, engine: &mut Engine<D>) -> usize {
+        let (ip, mac) = (engine.ip().0, engine.mac());
+        let max = max_payload(engine);
+        let port = engine.port_mut();
+        let trusted = port.rx_trusted();
+        let n = self.steer(port.rx_frames(), ip, mac, trusted, max);
+        port.rx_budget_to_held();
         n
     }
+}
 
-    /// The datagram path's counters.
-    pub fn dgram_stats(&self) -> DgramStats {
-        self.dgram.stats()
-    }
+/// Largest payload of one datagram on `engine`'s device: MTU − 28.
+pub(crate) fn max_payload<D: Driver>(engine: &Engine<D>) -> usize {
+    engine.caps().mtu - IPV4_HLEN - UDP_HLEN
+}
+
+/// Takes a frame from `engine`'s pool for one datagram, its payload empty.
+pub(crate) fn alloc<D: Driver>(engine: &Engine<D>) -> Option<TxDatagram> {
+    let pool = &engine.caps().pool;
+    let mut frame = pool.alloc()?;
+    let at = pool.headroom();
+    frame.set_offset(at);
+    frame.set_len(0);
+    let max = max_payload(engine).min(pool.frame_size() - at);
+    Some(TxDatagram { frame, max })
 }
 
 /// Writes Ethernet (destination left for the caller), IPv4 and UDP headers

@@ -15,30 +15,42 @@
 //!                     AF_XDP+TSO a sendmmsg iovec, AF_XDP descriptors into pool frames)
 //! ```
 //!
-//! Modules:
+//! Modules, from the bottom up (each imports only modules above it in
+//! this list, so the `use` lines form no circle):
 //! - `device`: the smoltcp `Device` adapter over any [`Driver`] — tokens hand
 //!   out pool frames, so the driver ⇄ smoltcp hand-off copies nothing.
-//! - [`stack`]: [`Stack`] and its builder; the run-to-completion poll loop with
-//!   adaptive idle back-off; socket bookkeeping.
-//! - [`event`]: readiness events ([`Stack::events`]): which connections
-//!   and listeners a poll made readable, writable, accepted, closed or
-//!   timed out, found without looking at the idle ones.
-//! - [`tcp`]: listen with a backlog, accept, connect, read/write, send pool
-//!   frames by reference (`tcp_send_frame`), shutdown, close.
-//! - [`udp`]: bind, send_to, recv_from (through smoltcp's socket buffers:
-//!   two copies each way).
+//! - [`file`](mod@file): [`MappedFile`] (a file mapping with a read lease)
+//!   and [`SendMode`]; its `map` submodule is the only `unsafe` code in
+//!   this crate: file mappings, leases, and `SocketStore`, smoltcp's
+//!   socket set together with the ring mappings its TCP sockets borrow
+//!   (owned together, so the sockets are dropped before their rings).
+//! - `engine`: the poll engine — smoltcp's interface over the device
+//!   adapter, the [`Clock`], the idle back-off.
+//! - [`tcp`]: the TCP table — every socket by slot with its generation
+//!   and role, listeners with a backlog and an accept queue, the free list.
+//! - [`udp`]: the UDP table (through smoltcp's socket buffers: two copies
+//!   each way).
 //! - [`dgram`]: UDP by frame handle, fbufs style: the application writes a
 //!   payload into a pool frame and the stack writes the headers in front of
 //!   it; received datagrams for a bound port are steered past smoltcp and
 //!   handed over in place. No payload copy either way.
-//! - [`file`](mod@file): [`Stack::tcp_send_file`] of a [`MappedFile`] range, by
-//!   reference to the file's pages (smoltcp patch 20) or copied into the
-//!   send ring ([`SendMode`]); read leases make truncation by another
-//!   process safe. Its `map` submodule (file mappings, leases, giving idle
-//!   ring pages back) is the only `unsafe` code in this crate.
-//! - [`mem`]: idle connections give their ring memory back; the memory
-//!   budget ([`StackBuilder::max_memory`]) and [`MemoryStats`].
+//! - [`mem`]: ring memory per connection (idle connections give it back);
+//!   the memory budget ([`StackBuilder::max_memory`]) and [`MemoryStats`].
 //! - [`stats`]: [`StackStats`], including copies per payload byte.
+//! - `file::transfer`: the file sender — each TCP socket's send side and the
+//!   file ranges queued on it ([`Stack::tcp_send_file`]), moved into the
+//!   socket every poll by reference to the file's pages (smoltcp patch 20)
+//!   or copied into the send ring.
+//! - [`event`]: readiness events ([`Stack::events`]): which connections
+//!   and listeners a poll made readable, writable, accepted, closed or
+//!   timed out, found without looking at the idle ones.
+//! - [`stack`]: [`Stack`], which owns one of each part above, and its
+//!   builder; the run-to-completion poll loop. Its child modules hold the
+//!   application's calls, one per part (`tcp_calls`: listen, accept,
+//!   connect, read/write, send pool frames by reference, shutdown, close;
+//!   `udp_calls`, `dgram_calls`, `file_calls`, `event_calls`, `mem_calls`).
+//!   Per-connection state lives with the part it belongs to, under the TCP
+//!   table's slot number.
 //!
 //! ICMP echo requests to the stack's address are answered by smoltcp.
 //!
@@ -79,6 +91,7 @@
 
 mod device;
 pub mod dgram;
+mod engine;
 pub mod event;
 pub mod file;
 pub mod mem;
@@ -88,10 +101,11 @@ pub mod tcp;
 pub mod udp;
 
 pub use dgram::{DgramSendError, DgramSock, DgramStats, RxDatagram, TxDatagram};
+pub use engine::Clock;
 pub use event::Event;
 pub use file::{MappedFile, SendMode};
 pub use mem::MemoryStats;
-pub use stack::{Clock, Stack, StackBuilder, StackError};
+pub use stack::{Stack, StackBuilder, StackError};
 pub use stats::{ListenStats, StackStats, TcpRecoveryStats};
 pub use tcp::{Congestion, TcpConn, TcpListener, TcpState};
 pub use udp::UdpSock;

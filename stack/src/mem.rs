@@ -26,13 +26,16 @@
 //! write that would touch a new page beyond it waits, like a full ring),
 //! except that each may always use [`TX_FLOOR`] (charged from the start),
 //! so connections waiting for memory cannot all wait on each other.
+//!
+//! Here: the accounting (`Memory`, with each TCP socket's ring state
+//! under the TCP table's slot numbers) and [`MemoryStats`]. Where it acts
+//! on the listeners, the interface's SYN cookies and the sockets (the
+//! sweep, admitting handshakes) is `stack/mem_calls.rs`.
 
-use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use zcstack_driver::Driver;
 
-use crate::file::PAGE;
-use crate::stack::Stack;
+use crate::file::{PAGE, SocketStore};
+use crate::tcp::TcpTable;
 
 /// How often idle connections are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -45,13 +48,13 @@ pub const TX_FLOOR: usize = 64 * 1024;
 
 /// What one socket's rings may hold (see the module doc).
 #[derive(Debug, Default)]
-pub(crate) struct RingMem {
+struct RingMem {
     /// The rings may hold pages (charged: the receive ring plus `tx_touched`).
-    pub held: bool,
+    held: bool,
     /// The application read or wrote since the last sweep.
-    pub active: bool,
+    active: bool,
     /// Send ring bytes written since the last give-back (a prefix of the ring).
-    pub tx_touched: usize,
+    tx_touched: usize,
 }
 
 /// Memory counters (see [`StackStats::memory`](crate::StackStats)).
@@ -78,43 +81,66 @@ pub struct MemoryStats {
     pub socket_bytes: usize,
 }
 
-/// The stack's memory accounting.
+/// The stack's memory accounting, with what each TCP socket's rings may
+/// hold, by slot (the TCP table's numbers). `sockets` arguments are the
+/// number of TCP sockets the stack has made.
 pub(crate) struct Memory {
-    pub budget: Option<usize>,
+    budget: Option<usize>,
     /// The buffer pool's bytes.
-    pub fixed: usize,
+    fixed: usize,
     /// Structures per TCP socket (smoltcp's socket with its reassembly
-    /// table, the stack's slot, ring bookkeeping).
-    pub per_socket: usize,
+    /// table, the stack's per-slot state, ring bookkeeping).
+    per_socket: usize,
     /// Page-rounded receive ring, and send ring, of one socket.
-    pub rx_ring: usize,
-    pub tx_ring: usize,
+    rx_ring: usize,
+    tx_ring: usize,
     /// [`TX_FLOOR`], or the whole send ring if smaller.
-    pub tx_floor: usize,
+    tx_floor: usize,
     /// Charged ring bytes (sum over sockets).
-    pub rings: usize,
+    rings: usize,
+    /// Per TCP slot.
+    slots: Vec<RingMem>,
     /// Slots whose rings are held, for the sweep.
-    pub held: Vec<u32>,
-    pub last_sweep: Instant,
-    pub idle_releases: u64,
-    pub refused: u64,
+    held: Vec<u32>,
+    last_sweep: Instant,
+    idle_releases: u64,
+    refused: u64,
     /// Listeners are withdrawn for lack of memory; `syns` is the SYN count
     /// when they were.
-    pub withdrawn: Option<u64>,
+    withdrawn: Option<u64>,
+}
+
+/// What the listeners should do about the budget (from [`Memory::check_listeners`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listeners {
+    /// A new connection no longer fits: stop listening, and no SYN cookies.
+    Withdraw,
+    /// It fits again: listen again.
+    Restore,
+    /// Nothing changes.
+    Keep,
 }
 
 impl Memory {
-    pub fn new(budget: Option<usize>, fixed: usize, rx: usize, tx: usize) -> Memory {
+    /// Bytes kept per TCP slot.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<RingMem>();
+
+    pub fn new(
+        budget: Option<usize>,
+        fixed: usize,
+        per_socket: usize,
+        rx: usize,
+        tx: usize,
+    ) -> Memory {
         Memory {
             budget,
             fixed,
-            per_socket: std::mem::size_of::<smoltcp::iface::SocketStorage<'static>>()
-                + std::mem::size_of::<crate::tcp::TcpSlot>()
-                + std::mem::size_of::<usize>(),
+            per_socket,
             rx_ring: rx.next_multiple_of(PAGE),
             tx_ring: tx,
             tx_floor: TX_FLOOR.min(tx),
             rings: 0,
+            slots: Vec::new(),
             held: Vec::new(),
             last_sweep: Instant::ZERO,
             idle_releases: 0,
@@ -123,154 +149,170 @@ impl Memory {
         }
     }
 
+    /// A new TCP slot (numbered as the TCP table's).
+    pub fn add_slot(&mut self) {
+        self.slots.push(RingMem::default());
+    }
+
     /// What one more connection may need at most (its structures and both rings).
     pub fn one_connection(&self) -> usize {
         self.per_socket + self.rx_ring + self.tx_ring
+    }
+
+    /// Both rings of one connection, page-rounded.
+    pub fn ring_pair(&self) -> usize {
+        self.rx_ring + self.tx_ring
+    }
+
+    /// Structures per TCP socket.
+    pub fn per_socket(&self) -> usize {
+        self.per_socket
+    }
+
+    /// The budget, if there is one.
+    pub fn budget(&self) -> Option<usize> {
+        self.budget
     }
 
     /// What a held send ring is charged with `touched` bytes written.
     fn tx_charge(&self, touched: usize) -> usize {
         touched.next_multiple_of(PAGE).max(self.tx_floor)
     }
-}
 
-impl<D: Driver> Stack<D> {
     /// Bytes accounted for now (see [`MemoryStats::in_use`]).
-    pub(crate) fn mem_in_use(&self) -> usize {
-        self.mem.fixed + self.tcp.len() * self.mem.per_socket + self.mem.rings
+    pub fn in_use(&self, sockets: usize) -> usize {
+        self.fixed + sockets * self.per_socket + self.rings
     }
 
     /// Whether a new connection fits the budget with both its rings full.
-    pub(crate) fn mem_admits(&self) -> bool {
-        self.mem
-            .budget
-            .is_none_or(|b| self.mem_in_use() + self.mem.rx_ring + self.mem.tx_ring <= b)
+    pub fn admits(&self, sockets: usize) -> bool {
+        self.budget
+            .is_none_or(|b| self.in_use(sockets) + self.rx_ring + self.tx_ring <= b)
     }
 
     /// The application (or a file transfer) moved bytes on `slot`: it is
     /// active, and its rings hold pages from now on.
-    pub(crate) fn mem_note_io(&mut self, slot: u32) {
-        let m = &mut self.tcp[slot as usize].mem;
+    pub fn note_io(&mut self, slot: u32) {
+        let m = &mut self.slots[slot as usize];
         m.active = true;
         if !m.held {
             m.held = true;
-            self.mem.rings += self.mem.rx_ring + self.mem.tx_charge(0);
-            self.mem.held.push(slot);
+            self.rings += self.rx_ring + self.tx_charge(0);
+            self.held.push(slot);
         }
     }
 
     /// `slot`'s send ring was written up to `end` (a wrap: the whole ring).
-    pub(crate) fn mem_note_tx(&mut self, slot: u32, end: usize) {
-        self.mem_note_io(slot);
-        let cap = self.mem.tx_ring;
-        let m = &mut self.tcp[slot as usize].mem;
+    pub fn note_tx(&mut self, slot: u32, end: usize) {
+        self.note_io(slot);
+        let cap = self.tx_ring;
+        let m = &mut self.slots[slot as usize];
         let old = m.tx_touched;
         m.tx_touched = m.tx_touched.max(end.min(cap));
         let new = m.tx_touched;
-        self.mem.rings += self.mem.tx_charge(new) - self.mem.tx_charge(old);
+        self.rings += self.tx_charge(new) - self.tx_charge(old);
     }
 
     /// Where in `slot`'s send ring a write may end without taking memory
     /// the budget does not have: pages already written are free to reuse,
     /// new ones only while the budget lasts.
-    pub(crate) fn mem_tx_limit(&self, slot: u32) -> usize {
-        let cap = self.mem.tx_ring;
-        let Some(b) = self.mem.budget else {
+    pub fn tx_limit(&self, slot: u32, sockets: usize) -> usize {
+        let cap = self.tx_ring;
+        let Some(b) = self.budget else {
             return cap;
         };
-        let mine = self.mem.tx_charge(self.tcp[slot as usize].mem.tx_touched);
-        let spare = b.saturating_sub(self.mem_in_use()) / PAGE * PAGE;
+        let mine = self.tx_charge(self.slots[slot as usize].tx_touched);
+        let spare = b.saturating_sub(self.in_use(sockets)) / PAGE * PAGE;
         (mine + spare).min(cap)
     }
 
     /// Every [`SWEEP_EVERY`]: gives back the rings of connections idle
-    /// since the last sweep, and withdraws or restores listeners as the
-    /// budget allows. One `madvise` per ring given back; nothing for busy
-    /// or already idle connections.
-    pub(crate) fn mem_sweep(&mut self, now: Instant) {
-        if now - self.mem.last_sweep < SWEEP_EVERY {
-            return;
+    /// since the last sweep (`busy`: the slot has file transfers or
+    /// references). One `madvise` per ring given back; nothing for busy
+    /// or already idle connections. Returns whether it swept (the
+    /// listeners are then checked against the budget).
+    pub fn sweep(
+        &mut self,
+        now: Instant,
+        sockets: &mut SocketStore,
+        tcp: &TcpTable,
+        busy: impl Fn(u32) -> bool,
+    ) -> bool {
+        if now - self.last_sweep < SWEEP_EVERY {
+            return false;
         }
-        self.mem.last_sweep = now;
+        self.last_sweep = now;
         let mut i = 0;
-        while i < self.mem.held.len() {
-            let slot = self.mem.held[i];
-            let s = &mut self.tcp[slot as usize];
-            if std::mem::take(&mut s.mem.active) || s.files.busy() {
+        while i < self.held.len() {
+            let slot = self.held[i];
+            let m = &mut self.slots[slot as usize];
+            if std::mem::take(&mut m.active) || busy(slot) {
                 i += 1;
                 continue;
             }
-            if self.sockets.discard_idle(s.handle, s.mem.tx_touched) {
-                let charge = self.mem.rx_ring + self.mem.tx_charge(s.mem.tx_touched);
-                self.mem.rings -= charge;
-                s.mem = Default::default();
-                self.mem.idle_releases += 1;
-                self.mem.held.swap_remove(i);
+            let touched = m.tx_touched;
+            if sockets.discard_idle(tcp.handle(slot), touched) {
+                let charge = self.rx_ring + self.tx_charge(touched);
+                self.rings -= charge;
+                self.slots[slot as usize] = Default::default();
+                self.idle_releases += 1;
+                self.held.swap_remove(i);
             } else {
                 i += 1;
             }
         }
-        self.mem_check_listeners();
+        true
     }
 
-    /// Withdraws the listeners when a new connection no longer fits the
-    /// budget (a SYN then gets RST: "connection refused"), and brings them
-    /// back when it fits again.
-    pub(crate) fn mem_check_listeners(&mut self) {
-        if self.mem.budget.is_none() {
-            return;
-        }
-        let syns = self.iface.listen_stats().syns;
-        match (self.mem.withdrawn, self.mem_admits()) {
+    /// Whether the listeners should be withdrawn (a new connection no
+    /// longer fits the budget: a SYN then gets RST, "connection refused")
+    /// or brought back (it fits again), given the SYNs counted so far.
+    pub fn check_listeners(&mut self, syns: u64, admits: bool) -> Listeners {
+        match (self.withdrawn, admits) {
             (None, false) => {
-                self.mem.withdrawn = Some(syns);
-                self.withdraw_listeners();
-                // A SYN cookie would let a client in without a socket.
-                self.iface.set_syn_cookies(None);
+                self.withdrawn = Some(syns);
+                Listeners::Withdraw
             }
             (Some(seen), true) => {
-                self.mem.refused += syns - seen;
-                self.mem.withdrawn = None;
-                self.iface.set_syn_cookies(self.syn_cookie_key);
-                self.refill_listeners();
+                self.refused += syns - seen;
+                self.withdrawn = None;
+                Listeners::Restore
             }
             (Some(seen), false) => {
-                self.mem.refused += syns - seen;
-                self.mem.withdrawn = Some(syns);
+                self.refused += syns - seen;
+                self.withdrawn = Some(syns);
+                Listeners::Keep
             }
-            (None, true) => {}
+            (None, true) => Listeners::Keep,
         }
     }
 
-    /// A socket of a listener started a handshake while the budget has no
-    /// room for it: reset it (the client sees its connection reset).
-    pub(crate) fn mem_refuse(&mut self, slot: u32) {
-        let h = self.tcp[slot as usize].handle;
-        self.sockets.get_mut::<tcp::Socket>(h).abort();
-        self.mem.refused += 1;
+    /// Whether a budget is set.
+    pub fn has_budget(&self) -> bool {
+        self.budget.is_some()
     }
 
-    /// Memory counters.
-    pub fn memory_stats(&self) -> MemoryStats {
+    /// A connection attempt refused for lack of memory.
+    pub fn count_refused(&mut self) {
+        self.refused += 1;
+    }
+
+    /// Counters, given the TCP socket count and the SYNs counted so far.
+    pub fn stats(&self, sockets: usize, syns: u64) -> MemoryStats {
         MemoryStats {
-            budget: self.mem.budget,
-            in_use: self.mem_in_use(),
-            rings: self.mem.rings,
-            idle_releases: self.mem.idle_releases,
-            refused: self.mem.refused
-                + self
-                    .mem
-                    .withdrawn
-                    .map_or(0, |seen| self.iface.listen_stats().syns - seen),
-            at_limit: self.mem.withdrawn.is_some(),
-            socket_bytes: self.mem.per_socket,
+            budget: self.budget,
+            in_use: self.in_use(sockets),
+            rings: self.rings,
+            idle_releases: self.idle_releases,
+            refused: self.refused + self.withdrawn.map_or(0, |seen| syns - seen),
+            at_limit: self.withdrawn.is_some(),
+            socket_bytes: self.per_socket,
         }
     }
 
-    /// Whether new connections are being refused for lack of memory (see
-    /// [`StackBuilder::max_memory`](crate::StackBuilder::max_memory)).
-    pub fn memory_at_limit(&self) -> bool {
-        self.mem.withdrawn.is_some()
+    /// Whether new connections are being refused for lack of memory.
+    pub fn at_limit(&self) -> bool {
+        self.withdrawn.is_some()
     }
 }
 

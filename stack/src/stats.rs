@@ -4,6 +4,9 @@ use std::fmt;
 
 use zcstack_driver::{DriverStats, KernelStats, PoolStats};
 
+use crate::dgram::DgramStats;
+use crate::mem::MemoryStats;
+
 /// A snapshot of a stack's counters. Byte counts are cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StackStats {
@@ -77,9 +80,9 @@ pub struct StackStats {
     pub listen: ListenStats,
     /// Memory accounted for, idle connections that gave it back, the
     /// budget and connections refused at it.
-    pub memory: crate::MemoryStats,
+    pub memory: MemoryStats,
     /// Datagrams by frame handle ([`crate::dgram`]).
-    pub dgram: crate::DgramStats,
+    pub dgram: DgramStats,
 }
 
 /// What listening ports saw (see `third_party/smoltcp/ZCSTACK-PATCHES.md`,
@@ -275,7 +278,7 @@ impl fmt::Display for StackStats {
         if self.late_tx_polls > 0 {
             write!(f, ", late tx polls {}", self.late_tx_polls)?;
         }
-        if self.dgram != crate::DgramStats::default() {
+        if self.dgram != DgramStats::default() {
             write!(f, ", {}", self.dgram)?;
         }
         let l = &self.listen;

@@ -1,4 +1,10 @@
-//! TCP: listeners with a backlog, accept, connect, read, write, shutdown, close.
+//! The TCP table: every TCP socket the stack made, by slot, with its
+//! generation and role; listeners with their backlog and accept queue; the
+//! free list and the sockets closing. The calls an application makes
+//! (`Stack::tcp_*`, in `stack/tcp.rs`) check handles and move sockets
+//! between roles here; the other per-connection state lives with its owner,
+//! under the same slot number: file transfers and the send ring's write end
+//! (`file::transfer`), ring memory (`mem`), what was reported (`event`).
 //!
 //! smoltcp has no listen backlog: one socket serves one connection, and a SYN
 //! that finds no LISTEN socket is answered with RST. A `Listener` therefore
@@ -17,18 +23,12 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddrV4;
-use std::sync::Arc;
-use std::time::Duration;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
-use smoltcp::socket::tcp::{self, TxRef, TxSource};
+use smoltcp::iface::{Context, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
-use zcstack_driver::{Driver, Frame};
 
-use crate::event::SlotEvents;
-use crate::file::transfer::SlotFiles;
-use crate::mem::RingMem;
-use crate::stack::{Stack, stale};
+use crate::file::SocketStore;
 
 pub use smoltcp::socket::tcp::State as TcpState;
 
@@ -91,56 +91,46 @@ enum Role {
 }
 
 /// The stack's record of one smoltcp TCP socket.
-pub(crate) struct TcpSlot {
-    pub handle: SocketHandle,
+struct TcpSlot {
+    handle: SocketHandle,
     /// Bumped every time the slot changes hands, so stale [`TcpConn`]s fail.
     generation: u32,
     role: Role,
-    /// Queued file transfers and the files mapped in the send ring.
-    pub files: SlotFiles,
-    /// What the rings may hold (module `mem`).
-    pub mem: RingMem,
-    /// What was reported of this connection (module `event`).
-    pub ev: SlotEvents,
 }
 
 impl TcpSlot {
-    pub fn new(handle: SocketHandle, files: SlotFiles) -> TcpSlot {
+    fn new(handle: SocketHandle) -> TcpSlot {
         TcpSlot {
             handle,
             generation: 0,
             role: Role::Free,
-            files,
-            mem: RingMem::default(),
-            ev: SlotEvents::default(),
         }
     }
-    pub fn release(&mut self) {
+    fn release(&mut self) {
         self.role = Role::Free;
         self.generation = self.generation.wrapping_add(1);
     }
-    pub fn is_open(&self) -> bool {
+    fn is_open(&self) -> bool {
         self.role == Role::Open
     }
-    /// Hands the slot to the application: a new handle, nothing reported yet.
+    /// Hands the slot to the application: a new handle.
     fn open(&mut self, slot: u32) -> TcpConn {
         self.role = Role::Open;
         self.generation = self.generation.wrapping_add(1);
-        self.ev = self.ev.fresh();
         TcpConn {
             slot,
             generation: self.generation,
         }
     }
     /// The application's handle, if the slot is an open connection.
-    pub fn open_conn(&self, slot: u32) -> Option<TcpConn> {
+    fn open_conn(&self, slot: u32) -> Option<TcpConn> {
         (self.role == Role::Open).then_some(TcpConn {
             slot,
             generation: self.generation,
         })
     }
     /// The listener this socket listens or waits to be accepted for.
-    pub fn listener_waiting(&self) -> Option<u32> {
+    fn listener_waiting(&self) -> Option<u32> {
         match self.role {
             Role::Listening(l) | Role::Pending(l) => Some(l),
             _ => None,
@@ -156,15 +146,9 @@ pub struct TcpConn {
     generation: u32,
 }
 
-/// A listening port, returned by [`Stack::tcp_listen`].
+/// A listening port, returned by [`Stack::tcp_listen`](crate::Stack::tcp_listen).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TcpListener(u32);
-
-impl TcpListener {
-    pub(crate) fn from_id(id: u32) -> TcpListener {
-        TcpListener(id)
-    }
-}
 
 impl TcpConn {
     /// A small number that identifies the connection among the open ones
@@ -175,10 +159,16 @@ impl TcpConn {
     pub fn index(self) -> usize {
         self.slot as usize
     }
+
+    /// The slot number, under which every part of the stack keeps what it
+    /// knows of this connection.
+    pub(crate) fn slot(self) -> u32 {
+        self.slot
+    }
 }
 
 /// A listening port's sockets.
-pub(crate) struct Listener {
+struct Listener {
     port: u16,
     backlog: usize,
     listening: Vec<u32>,
@@ -188,7 +178,7 @@ pub(crate) struct Listener {
 
 impl Listener {
     /// How many listening sockets are missing.
-    pub fn shortfall(&self) -> usize {
+    fn shortfall(&self) -> usize {
         self.backlog
             .saturating_sub(self.listening.len() + self.pending.len())
     }
@@ -196,7 +186,7 @@ impl Listener {
     /// Moves sockets that left LISTEN to the accept queue (and back, if a
     /// handshake was reset and smoltcp returned the socket to LISTEN); the
     /// ones that just left LISTEN are also pushed to `started`.
-    pub fn maintain(
+    fn maintain(
         &mut self,
         tcp: &mut [TcpSlot],
         sockets: &mut SocketSet<'static>,
@@ -244,7 +234,7 @@ impl Listener {
 /// (also during the handshake), `Ok` at the end of a stream the peer
 /// finished with its FIN, `ConnectionReset` when it ended without one
 /// (reset by the peer, timed out or aborted: the bytes read may be short).
-fn end_of_stream(sock: &mut tcp::Socket) -> io::Result<()> {
+pub(crate) fn end_of_stream(sock: &mut tcp::Socket) -> io::Result<()> {
     if sock.may_recv() || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived) {
         return Err(io::ErrorKind::WouldBlock.into());
     }
@@ -260,7 +250,7 @@ fn end_of_stream(sock: &mut tcp::Socket) -> io::Result<()> {
 
 /// Why a socket that may not send refuses: still handshaking (`WouldBlock`)
 /// or shut down / reset (`BrokenPipe`).
-fn cannot_send(sock: &tcp::Socket) -> io::Error {
+pub(crate) fn cannot_send(sock: &tcp::Socket) -> io::Error {
     match sock.state() {
         TcpState::SynSent | TcpState::SynReceived => io::ErrorKind::WouldBlock.into(),
         st => io::Error::new(
@@ -274,10 +264,199 @@ fn ephemeral_range(p: u16) -> u16 {
     if p < 49152 { 49152 } else { p }
 }
 
-impl<D: Driver> Stack<D> {
-    /// Listens on `port` with room for `backlog` connections that are being
-    /// set up or waiting for [`accept`](Self::tcp_accept).
-    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> io::Result<TcpListener> {
+/// A closed handle's error (TCP, UDP or datagram): what the user sees.
+pub(crate) fn stale() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection handle is closed")
+}
+
+/// The settings every TCP socket gets, and its ring sizes.
+pub(crate) struct TcpConfig {
+    pub rx_buffer: usize,
+    /// Whole pages.
+    pub tx_buffer: usize,
+    pub rto_min: smoltcp::time::Duration,
+    pub rto_max: smoltcp::time::Duration,
+    pub timestamps: bool,
+    pub synack_retries: u8,
+    pub congestion: Congestion,
+}
+
+/// Every TCP socket the stack made, and who holds each (see the module doc).
+///
+/// A call that may create a socket takes `new_slot`, called with the slot,
+/// its socket handle and its rings' index in the [`SocketStore`], so the
+/// parts that keep per-slot state add theirs.
+pub(crate) struct TcpTable {
+    /// Every TCP socket the stack created, by slot number.
+    slots: Vec<TcpSlot>,
+    /// Slots whose socket is CLOSED and can be reused.
+    free: Vec<u32>,
+    /// Slots the application closed, waiting for the socket to reach CLOSED.
+    closing: Vec<u32>,
+    listeners: Vec<Option<Listener>>,
+    /// Scratch: sockets that left LISTEN in this `maintain`.
+    started: Vec<u32>,
+    next_ephemeral: u16,
+    /// Sockets changed hands outside `poll`: run bookkeeping on the next poll.
+    dirty: bool,
+    cfg: TcpConfig,
+}
+
+impl TcpTable {
+    /// Bytes the table keeps per socket.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<TcpSlot>();
+
+    pub fn new(cfg: TcpConfig, seed: u64) -> TcpTable {
+        TcpTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            closing: Vec::new(),
+            listeners: Vec::new(),
+            started: Vec::new(),
+            next_ephemeral: 49152 + (seed % 16384) as u16,
+            dirty: false,
+            cfg,
+        }
+    }
+
+    /// TCP sockets made so far (open, listening or recyclable).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Connections the application holds.
+    pub fn open_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_open()).count()
+    }
+
+    /// Every socket's handle.
+    pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        self.slots.iter().map(|s| s.handle)
+    }
+
+    pub fn handle(&self, slot: u32) -> SocketHandle {
+        self.slots[slot as usize].handle
+    }
+
+    /// The send ring's size (whole pages).
+    pub fn tx_buffer(&self) -> usize {
+        self.cfg.tx_buffer
+    }
+
+    /// `slot`'s socket, whoever holds it.
+    pub fn socket<'s>(
+        &self,
+        sockets: &'s SocketSet<'static>,
+        slot: u32,
+    ) -> &'s tcp::Socket<'static> {
+        sockets.get(self.handle(slot))
+    }
+
+    /// `slot`'s socket, mutably (smoltcp then visits it on the next egress
+    /// pass, patch 2: read paths use [`socket`](Self::socket)).
+    pub fn socket_mut<'s>(
+        &self,
+        sockets: &'s mut SocketSet<'static>,
+        slot: u32,
+    ) -> &'s mut tcp::Socket<'static> {
+        sockets.get_mut(self.handle(slot))
+    }
+
+    /// The slot of an open connection handle.
+    pub fn open_slot(&self, c: TcpConn) -> io::Result<u32> {
+        match self.slots.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => Ok(c.slot),
+            _ => Err(stale()),
+        }
+    }
+
+    /// An open connection's socket.
+    pub fn sock<'s>(
+        &self,
+        sockets: &'s SocketSet<'static>,
+        c: TcpConn,
+    ) -> io::Result<&'s tcp::Socket<'static>> {
+        match self.slots.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => {
+                Ok(sockets.get(s.handle))
+            }
+            _ => Err(stale()),
+        }
+    }
+
+    /// An open connection's socket, mutably.
+    pub fn sock_mut<'s>(
+        &self,
+        sockets: &'s mut SocketSet<'static>,
+        c: TcpConn,
+    ) -> io::Result<&'s mut tcp::Socket<'static>> {
+        match self.slots.get(c.slot as usize) {
+            Some(s) if s.generation == c.generation && s.role == Role::Open => {
+                Ok(sockets.get_mut(s.handle))
+            }
+            _ => Err(stale()),
+        }
+    }
+
+    /// The application's handle, if `slot` is an open connection.
+    pub fn open_conn(&self, slot: u32) -> Option<TcpConn> {
+        self.slots[slot as usize].open_conn(slot)
+    }
+
+    /// The listener `slot`'s socket listens or waits to be accepted for.
+    pub fn listener_waiting(&self, slot: u32) -> Option<TcpListener> {
+        self.slots[slot as usize]
+            .listener_waiting()
+            .map(TcpListener)
+    }
+
+    /// Whether bookkeeping is due because sockets changed hands outside a
+    /// poll; clears the flag.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Asks for bookkeeping on the next poll.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Gets a CLOSED socket: a recycled one, or a new one with fresh buffers.
+    pub fn take_socket(
+        &mut self,
+        sockets: &mut SocketStore,
+        new_slot: &mut impl FnMut(u32, SocketHandle, usize),
+    ) -> io::Result<u32> {
+        if let Some(slot) = self.free.pop() {
+            // What the last connection set on it goes back to the defaults.
+            self.configure(sockets, self.slots[slot as usize].handle);
+            return Ok(slot);
+        }
+        let (handle, ring) = sockets.add_tcp(self.cfg.rx_buffer, self.cfg.tx_buffer)?;
+        self.configure(sockets, handle);
+        self.slots.push(TcpSlot::new(handle));
+        let slot = (self.slots.len() - 1) as u32;
+        new_slot(slot, handle, ring);
+        Ok(slot)
+    }
+
+    /// The settings every connection starts with.
+    fn configure(&self, sockets: &mut SocketSet<'static>, h: SocketHandle) {
+        let cfg = &self.cfg;
+        let sock = sockets.get_mut::<tcp::Socket>(h);
+        sock.set_congestion_control(cfg.congestion.smoltcp());
+        sock.set_nagle_enabled(false);
+        sock.set_ack_delay(None);
+        sock.set_rto_bounds(cfg.rto_min, cfg.rto_max);
+        sock.set_timestamp_clock(cfg.timestamps);
+        sock.set_synack_retries(Some(cfg.synack_retries));
+        sock.set_timeout(None);
+        sock.set_keep_alive(None);
+    }
+
+    /// A new listener on `port`, without sockets yet (see
+    /// [`refill_listeners`](Self::refill_listeners)).
+    pub fn listen(&mut self, port: u16, backlog: usize) -> io::Result<TcpListener> {
         if port == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -309,35 +488,34 @@ impl<D: Driver> Stack<D> {
             listening: Vec::new(),
             pending: VecDeque::new(),
         });
-        self.refill_listeners();
         Ok(TcpListener(id as u32))
     }
 
-    /// Tops every listener up to its backlog with listening sockets (not
-    /// while the memory budget has withdrawn them).
-    pub(crate) fn refill_listeners(&mut self) {
-        if self.mem.withdrawn.is_some() {
-            return;
-        }
+    /// Tops every listener up to its backlog with listening sockets.
+    pub fn refill_listeners(
+        &mut self,
+        sockets: &mut SocketStore,
+        new_slot: &mut impl FnMut(u32, SocketHandle, usize),
+    ) {
         for id in 0..self.listeners.len() {
             while let Some(l) = &self.listeners[id] {
                 let (need, port) = (l.shortfall(), l.port);
                 if need == 0 {
                     break;
                 }
-                let Ok(slot) = self.take_socket() else {
+                let Ok(slot) = self.take_socket(sockets, new_slot) else {
                     // No memory for another ring: listen with fewer sockets.
                     break;
                 };
                 let handle = self.handle(slot);
-                let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+                let sock = sockets.get_mut::<tcp::Socket>(handle);
                 if sock.listen(port).is_err() {
                     // Cannot happen for a CLOSED socket and a non-zero port; keep
                     // the socket free rather than loop.
-                    self.tcp_free.push(slot);
+                    self.free.push(slot);
                     break;
                 }
-                self.tcp[slot as usize].role = Role::Listening(id as u32);
+                self.slots[slot as usize].role = Role::Listening(id as u32);
                 if let Some(l) = &mut self.listeners[id] {
                     l.listening.push(slot);
                 }
@@ -345,27 +523,39 @@ impl<D: Driver> Stack<D> {
         }
     }
 
+    /// How many listening sockets are missing, over all listeners.
+    pub fn listener_shortfall(&self) -> usize {
+        self.listeners
+            .iter()
+            .flatten()
+            .map(|l| l.shortfall())
+            .sum::<usize>()
+    }
+
     /// Closes every listening socket (they go back to the free list): SYNs
     /// then get RST until [`refill_listeners`](Self::refill_listeners).
     /// Handshakes under way and the accept queue are kept.
-    pub(crate) fn withdraw_listeners(&mut self) {
+    pub fn withdraw_listeners(&mut self, sockets: &mut SocketSet<'static>) {
         for l in self.listeners.iter_mut().flatten() {
             for slot in l.listening.drain(..) {
-                let s = &mut self.tcp[slot as usize];
-                self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
+                let s = &mut self.slots[slot as usize];
+                sockets.get_mut::<tcp::Socket>(s.handle).abort();
                 s.release();
-                self.tcp_free.push(slot);
+                self.free.push(slot);
             }
         }
     }
 
     /// Takes the oldest established connection from `listener`'s queue, if any.
-    pub fn tcp_accept(&mut self, listener: TcpListener) -> Option<TcpConn> {
+    pub fn accept(
+        &mut self,
+        listener: TcpListener,
+        sockets: &SocketSet<'static>,
+    ) -> Option<TcpConn> {
         let l = self.listeners.get_mut(listener.0 as usize)?.as_mut()?;
         let pos = l.pending.iter().position(|&slot| {
-            let st = self
-                .sockets
-                .get::<tcp::Socket>(self.tcp[slot as usize].handle)
+            let st = sockets
+                .get::<tcp::Socket>(self.slots[slot as usize].handle)
                 .state();
             !matches!(
                 st,
@@ -373,13 +563,11 @@ impl<D: Driver> Stack<D> {
             )
         })?;
         let slot = l.pending.remove(pos)?;
-        let conn = self.tcp[slot as usize].open(slot);
-        self.refill_listeners();
-        Some(conn)
+        Some(self.slots[slot as usize].open(slot))
     }
 
     /// Stops listening: aborts the listening sockets and the connections not yet accepted.
-    pub fn tcp_unlisten(&mut self, listener: TcpListener) {
+    pub fn unlisten(&mut self, listener: TcpListener, sockets: &mut SocketSet<'static>) {
         let Some(l) = self
             .listeners
             .get_mut(listener.0 as usize)
@@ -388,403 +576,91 @@ impl<D: Driver> Stack<D> {
             return;
         };
         for slot in l.listening.into_iter().chain(l.pending) {
-            let s = &mut self.tcp[slot as usize];
-            self.sockets.get_mut::<tcp::Socket>(s.handle).abort();
+            let s = &mut self.slots[slot as usize];
+            sockets.get_mut::<tcp::Socket>(s.handle).abort();
             s.role = Role::Closing;
             self.closing.push(slot);
         }
         self.dirty = true;
     }
 
-    /// Starts connecting to `remote`; poll until [`tcp_state`](Self::tcp_state)
-    /// is `Established` (or `Closed`: refused or timed out).
-    pub fn tcp_connect(&mut self, remote: SocketAddrV4) -> io::Result<TcpConn> {
-        if remote.port() == 0 || remote.ip().is_unspecified() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot connect to {remote}"),
-            ));
-        }
-        if !self.mem_admits() {
-            self.mem.refused += 1;
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!(
-                    "cannot connect to {remote}: the memory budget of {} bytes is reached ({} in use): close connections or raise the budget",
-                    self.mem.budget.unwrap_or(0),
-                    self.mem_in_use()
-                ),
-            ));
-        }
-        let slot = self.take_socket()?;
+    /// Starts connecting a fresh socket to `remote` from the next ephemeral port.
+    pub fn connect(
+        &mut self,
+        sockets: &mut SocketStore,
+        cx: &mut Context,
+        remote: SocketAddrV4,
+        new_slot: &mut impl FnMut(u32, SocketHandle, usize),
+    ) -> io::Result<TcpConn> {
+        let slot = self.take_socket(sockets, new_slot)?;
         let local = self.next_ephemeral;
         self.next_ephemeral = ephemeral_range(self.next_ephemeral.wrapping_add(1));
         let handle = self.handle(slot);
-        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        let sock = sockets.get_mut::<tcp::Socket>(handle);
         let remote_ep = (IpAddress::Ipv4(*remote.ip()), remote.port());
-        if let Err(e) = sock.connect(self.iface.context(), remote_ep, local) {
-            self.tcp_free.push(slot);
+        if let Err(e) = sock.connect(cx, remote_ep, local) {
+            self.free.push(slot);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot connect to {remote}: {e}"),
             ));
         }
-        let conn = self.tcp[slot as usize].open(slot);
-        // `Writable` once established.
-        self.want_write(slot);
-        self.mem_note_io(slot);
-        Ok(conn)
+        Ok(self.slots[slot as usize].open(slot))
     }
 
-    /// The slot of an open connection handle.
-    pub(crate) fn open_slot(&self, c: TcpConn) -> io::Result<u32> {
-        match self.tcp.get(c.slot as usize) {
-            Some(s) if s.generation == c.generation && s.role == Role::Open => Ok(c.slot),
-            _ => Err(stale()),
-        }
-    }
-
-    /// Refuses app writes while file bytes are queued (they go first).
-    fn files_first(&self, c: TcpConn) -> io::Result<()> {
-        let slot = self.open_slot(c)?;
-        let f = &self.tcp[slot as usize].files;
-        if f.close_after {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "connection is shut down for sending",
-            ));
-        }
-        if f.pending() > 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(())
-    }
-
-    fn sock(&self, c: TcpConn) -> io::Result<&tcp::Socket<'static>> {
-        match self.tcp.get(c.slot as usize) {
-            Some(s) if s.generation == c.generation && s.role == Role::Open => {
-                Ok(self.sockets.get(s.handle))
-            }
-            _ => Err(stale()),
-        }
-    }
-
-    fn sock_mut(&mut self, c: TcpConn) -> io::Result<&mut tcp::Socket<'static>> {
-        match self.tcp.get(c.slot as usize) {
-            Some(s) if s.generation == c.generation && s.role == Role::Open => {
-                Ok(self.sockets.get_mut(s.handle))
-            }
-            _ => Err(stale()),
-        }
-    }
-
-    /// The connection's congestion window and the bytes it holds in flight
-    /// against it (in fast recovery, the window proportional rate reduction
-    /// allows), or `None` for a closed handle.
-    pub fn tcp_congestion_window(&self, c: TcpConn) -> Option<(usize, usize)> {
-        self.sock(c).ok().map(|s| s.congestion_window())
-    }
-
-    /// The connection's TCP state (`Closed` for a stale handle).
-    pub fn tcp_state(&self, c: TcpConn) -> TcpState {
-        self.sock(c).map(|s| s.state()).unwrap_or(TcpState::Closed)
-    }
-
-    /// The peer's address, once connected.
-    pub fn tcp_peer(&self, c: TcpConn) -> Option<SocketAddrV4> {
-        let ep = self.sock(c).ok()?.remote_endpoint()?;
-        match ep.addr {
-            IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
-        }
-    }
-
-    /// Copies received bytes into `buf` (copy counted). `Ok(0)` at end of
-    /// stream; `WouldBlock` when nothing is buffered yet; `ConnectionReset`
-    /// once the bytes of a connection reset or timed out are all read.
-    pub fn tcp_read(&mut self, c: TcpConn, buf: &mut [u8]) -> io::Result<usize> {
-        self.read_ready(c)?;
-        let sock = self.sock_mut(c)?;
-        if sock.can_recv() {
-            let n = sock.recv_slice(buf).map_err(|_| stale())?;
-            self.app_read_bytes += n as u64;
-            self.mem_note_io(c.slot);
-            return Ok(n);
-        }
-        end_of_stream(sock).map(|()| 0)
-    }
-
-    /// `WouldBlock` if `c` has nothing to read and more may come, found
-    /// with a shared reference: taking the socket mutably would have
-    /// smoltcp visit it on every egress pass until it has nothing to send
-    /// (patch 2), so idle connections polled for input would be woken.
-    fn read_ready(&mut self, c: TcpConn) -> io::Result<()> {
-        let sock = self.sock(c)?;
-        let idle = !sock.can_recv()
-            && (sock.may_recv()
-                || matches!(sock.state(), TcpState::SynSent | TcpState::SynReceived));
-        self.note_read(c.slot);
-        if idle {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Reads in place: `f` sees the received bytes in the socket's ring (the
-    /// longest contiguous run) and returns how many it consumed. No copy by
-    /// the stack. `WouldBlock` when nothing is buffered; `Ok(None)` at end of
-    /// stream; `ConnectionReset` as for [`Stack::tcp_read`].
-    pub fn tcp_read_with<R>(
-        &mut self,
-        c: TcpConn,
-        f: impl FnOnce(&[u8]) -> (usize, R),
-    ) -> io::Result<Option<R>> {
-        self.read_ready(c)?;
-        let sock = self.sock_mut(c)?;
-        if sock.can_recv() {
-            let r = sock.recv(|data| {
-                let (n, r) = f(data);
-                (n.min(data.len()), r)
-            });
-            self.mem_note_io(c.slot);
-            return r.map(Some).map_err(|_| stale());
-        }
-        end_of_stream(sock).map(|()| None)
-    }
-
-    /// Copies as much of `data` as fits into the send ring (copy counted).
-    /// `WouldBlock` when the ring is full; `BrokenPipe` after a shutdown or reset.
-    pub fn tcp_write(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
-        let r = self.write_copy(c, data);
-        // A write that blocked or filled the ring asks for `Writable`.
-        match &r {
-            Ok(n) if *n < data.len() => self.want_write(c.slot),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.want_write(c.slot),
-            _ => {}
-        }
-        r
-    }
-
-    fn write_copy(&mut self, c: TcpConn, data: &[u8]) -> io::Result<usize> {
-        self.files_first(c)?;
-        let limit = self.mem_tx_limit(c.slot);
-        let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring_base(s.files.ring);
-        let cap = self.tcp_tx_buffer;
-        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
-        if !sock.may_send() {
-            return Err(cannot_send(sock));
-        }
-        // The write position (a zero-byte enqueue shows it; an empty ring
-        // restarts at 0). Below a memory limit the write may not reach
-        // pages beyond it.
-        let at0 = sock
-            .send(|free| (0, free.as_ptr() as usize - base))
-            .map_err(|_| stale())?;
-        let want = data.len();
-        let data = if limit < cap {
-            &data[..data.len().min(limit.saturating_sub(at0))]
-        } else {
-            data
-        };
-        let n = sock.send_slice(data).map_err(|_| stale())?;
-        if n == 0 {
-            return if want == 0 {
-                Ok(0)
-            } else {
-                Err(io::ErrorKind::WouldBlock.into())
-            };
-        }
-        // Where the ring's bytes end now.
-        if let Ok(at) = sock.send(|free| (0, free.as_ptr() as usize - base)) {
-            s.files.tx_end = at;
-        }
-        self.app_write_bytes += n as u64;
-        let end = if at0 + n > cap { cap } else { at0 + n };
-        self.mem_note_tx(c.slot, end);
-        Ok(n)
-    }
-
-    /// Writes in place: `f` gets the free part of the send ring (the longest
-    /// contiguous run) and returns how many bytes it filled. The caller's
-    /// copy into the ring is counted as `app_write_bytes`.
-    pub fn tcp_write_with<R>(
-        &mut self,
-        c: TcpConn,
-        f: impl FnOnce(&mut [u8]) -> (usize, R),
-    ) -> io::Result<R> {
-        if let Err(e) = self.files_first(c) {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                self.want_write(c.slot);
-            }
-            return Err(e);
-        }
-        let limit = self.mem_tx_limit(c.slot);
-        let s = &mut self.tcp[c.slot as usize];
-        let base = self.sockets.ring_base(s.files.ring);
-        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
-        if !sock.may_send() {
-            return Err(cannot_send(sock));
-        }
-        let mut wrote = 0;
-        let mut full = false;
-        let mut end = s.files.tx_end;
-        let r = sock
-            .send(|free| {
-                let at = free.as_ptr() as usize - base;
-                // Below a memory limit: only the pages it leaves room for.
-                let room = limit.saturating_sub(at).min(free.len());
-                let free = &mut free[..room];
-                let (n, r) = f(free);
-                wrote = n.min(free.len());
-                full = wrote == free.len();
-                end = at + wrote;
-                (wrote, r)
-            })
-            .map_err(|_| stale())?;
-        if full {
-            // The ring (or the room the memory budget leaves) is full.
-            self.want_write(c.slot);
-        }
-        let s = &mut self.tcp[c.slot as usize];
-        s.files.tx_end = end;
-        self.app_write_bytes += wrote as u64;
-        if wrote > 0 {
-            self.mem_note_tx(c.slot, end);
-        }
-        Ok(r)
-    }
-
-    /// Sends a pool frame's data by reference: the application wrote it in
-    /// place (take frames from the driver's pool, `stack.driver().pool()`, and fill
-    /// [`Frame::data_mut`]), and the socket queues a reference to it, after
-    /// everything queued, instead of copying it. A device that can send
-    /// from pool memory (AF_XDP with multi-buffer packets) sends it with no
-    /// copy; others copy it once into their frames (TAP's kernel copy, or
-    /// smoltcp's emit). The frame goes back to the pool once the peer has
-    /// acknowledged all of it and no transmission of it is in flight.
-    ///
-    /// At most a send buffer's worth is queued by reference per
-    /// connection: beyond it, or before queued file transfers finished,
-    /// the frame comes back with `WouldBlock`.
-    pub fn tcp_send_frame(&mut self, c: TcpConn, frame: Frame) -> Result<(), (io::Error, Frame)> {
-        if let Err(e) = self.files_first(c) {
-            return Err((e, frame));
-        }
-        let cap = self.tcp_tx_buffer;
-        let s = &self.tcp[c.slot as usize];
-        let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
-        if !sock.may_send() {
-            return Err((cannot_send(sock), frame));
-        }
-        if sock.send_ref_queue() >= cap {
-            return Err((io::ErrorKind::WouldBlock.into(), frame));
-        }
-        let len = frame.len();
-        if len == 0 {
-            return Ok(());
-        }
-        let src: Arc<dyn TxSource> = Arc::new(frame);
-        let r = TxRef::new(src, 0, len).expect("a frame's whole data");
-        match sock.send_ref(r) {
-            Ok(n) => {
-                self.app_frame_bytes += n as u64;
-                Ok(())
-            }
-            Err(_) => unreachable!("may_send was checked"),
-        }
-    }
-
-    /// Bytes that can be written now without blocking.
-    pub fn tcp_send_room(&self, c: TcpConn) -> usize {
-        self.sock(c)
-            .map(|s| s.send_capacity() - crate::file::transfer::ring_queue(s))
-            .unwrap_or(0)
-    }
-
-    /// Bytes written but not yet acknowledged by the peer.
-    pub fn tcp_unacked(&self, c: TcpConn) -> usize {
-        self.sock(c).map(|s| s.send_queue()).unwrap_or(0)
-    }
-
-    /// Bytes received and not yet read.
-    pub fn tcp_readable(&self, c: TcpConn) -> usize {
-        self.sock(c).map(|s| s.recv_queue()).unwrap_or(0)
-    }
-
-    /// Sends FIN after the queued data (file transfers included); the
-    /// connection can still read.
-    pub fn tcp_shutdown(&mut self, c: TcpConn) -> io::Result<()> {
-        let slot = self.open_slot(c)?;
-        let s = &mut self.tcp[slot as usize];
-        if s.files.pending() > 0 {
-            s.files.close_after = true;
-        } else {
-            self.sockets.get_mut::<tcp::Socket>(s.handle).close();
-        }
-        Ok(())
-    }
-
-    /// Closes the connection: queued data (file transfers included) is
-    /// still sent, then FIN; the handle is invalid afterwards and the socket
-    /// is recycled once CLOSED.
-    pub fn tcp_close(&mut self, c: TcpConn) -> io::Result<()> {
-        self.tcp_shutdown(c)?;
-        self.retire(c);
-        Ok(())
-    }
-
-    /// Resets the connection (RST), drops queued file transfers and
-    /// invalidates the handle.
-    pub fn tcp_abort(&mut self, c: TcpConn) -> io::Result<()> {
-        self.sock_mut(c)?.abort();
-        self.tcp[c.slot as usize].files.drop_queue();
-        self.retire(c);
-        Ok(())
-    }
-
-    fn retire(&mut self, c: TcpConn) {
-        let s = &mut self.tcp[c.slot as usize];
+    /// The application let go of `c` (close or abort): its socket is
+    /// recycled once CLOSED.
+    pub fn retire(&mut self, c: TcpConn) {
+        let s = &mut self.slots[c.slot as usize];
         s.role = Role::Closing;
         s.generation = s.generation.wrapping_add(1);
         self.closing.push(c.slot);
         self.dirty = true;
     }
 
-    /// The local address a connection uses.
-    pub fn tcp_local(&self, c: TcpConn) -> Option<SocketAddrV4> {
-        let ep = self.sock(c).ok()?.local_endpoint()?;
-        match ep.addr {
-            IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, ep.port)),
+    /// Resets `slot`'s connection (RST).
+    pub fn abort(&self, sockets: &mut SocketSet<'static>, slot: u32) {
+        self.socket_mut(sockets, slot).abort();
+    }
+
+    /// Listener bookkeeping: sockets that left LISTEN join the accept
+    /// queues, and come back in the list returned (new handshakes); give
+    /// the list back with [`done_started`](Self::done_started).
+    pub fn maintain_listeners(&mut self, sockets: &mut SocketSet<'static>) -> Vec<u32> {
+        let mut started = std::mem::take(&mut self.started);
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.maintain(&mut self.slots, sockets, &mut self.free, &mut started);
         }
+        started
     }
 
-    /// Gives up the connection when the peer has not answered for
-    /// `timeout` while this side has something to send or expects an
-    /// answer (smoltcp's user timeout; default `None`: retransmit for
-    /// ever, backing off up to the maximum RTO). The connection then
-    /// closes and [`Event::TimedOut`](crate::Event::TimedOut) reports it.
-    pub fn tcp_set_timeout(&mut self, c: TcpConn, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock_mut(c)?.set_timeout(timeout.map(Into::into));
-        Ok(())
+    /// Keeps the (drained) list of new handshakes for the next `maintain`.
+    pub fn done_started(&mut self, started: Vec<u32>) {
+        self.started = started;
     }
 
-    /// Sends a keep-alive probe after `interval` without traffic (default
-    /// `None`: none). With [`tcp_set_timeout`](Self::tcp_set_timeout), a
-    /// peer that stops answering the probes times out.
-    pub fn tcp_set_keepalive(&mut self, c: TcpConn, interval: Option<Duration>) -> io::Result<()> {
-        self.sock_mut(c)?.set_keep_alive(interval.map(Into::into));
-        Ok(())
-    }
-
-    /// Puts smoltcp's own socket defaults back on `c`: Nagle on, 10 ms
-    /// delayed ACK, no congestion control (the stack turns the first two
-    /// off and uses Cubic). For baseline measurements of stock smoltcp.
-    pub fn tcp_use_smoltcp_defaults(&mut self, c: TcpConn) -> io::Result<()> {
-        let sock = self.sock_mut(c)?;
-        sock.set_nagle_enabled(true);
-        sock.set_ack_delay(Some(smoltcp::time::Duration::from_millis(10)));
-        sock.set_congestion_control(tcp::CongestionControl::None);
-        Ok(())
+    /// Recycles the closed connections whose socket reached CLOSED; calls
+    /// `released` with each slot first (its queued transfers go).
+    pub fn recycle_closed(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        mut released: impl FnMut(u32),
+    ) {
+        let tcp = &mut self.slots;
+        let free = &mut self.free;
+        self.closing.retain(|&slot| {
+            let s = &mut tcp[slot as usize];
+            let sock = sockets.get_mut::<tcp::Socket>(s.handle);
+            if sock.state() == tcp::State::Closed {
+                // References it still holds are released (their files' leases too).
+                sock.release_send_buffer_if_closed();
+                released(slot);
+                s.release();
+                free.push(slot);
+                false
+            } else {
+                true
+            }
+        });
     }
 }

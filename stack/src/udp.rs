@@ -1,18 +1,19 @@
-//! UDP: bind, send_to, recv_from.
+//! The UDP table: smoltcp UDP sockets by handle (bind, send_to,
+//! recv_from; the calls are `Stack::udp_*`, in `stack/udp.rs`).
 //!
 //! Datagrams are copied once between the application's buffer and the
-//! socket's packet ring (counted), and once more by smoltcp between the ring
-//! and a pool frame.
+//! socket's packet ring (counted by the stack), and once more by smoltcp
+//! between the ring and a pool frame. Datagrams by frame handle, with no
+//! copy, are module [`dgram`](crate::dgram).
 
 use std::io;
 use std::net::SocketAddrV4;
 
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
-use zcstack_driver::Driver;
 
-use crate::stack::{Stack, stale};
+use crate::tcp::stale;
 
 /// Datagrams each UDP socket buffers per direction.
 const UDP_PACKETS: usize = 256;
@@ -23,21 +24,33 @@ const UDP_BYTES: usize = 256 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UdpSock(u32);
 
-pub(crate) struct UdpSlot {
+struct UdpSlot {
     handle: SocketHandle,
     open: bool,
 }
 
-impl<D: Driver> Stack<D> {
-    /// Binds a UDP socket to `port` on the stack's address.
-    pub fn udp_bind(&mut self, port: u16) -> io::Result<UdpSock> {
+/// Every UDP socket the stack made (closed ones stay, with their handles stale).
+#[derive(Default)]
+pub(crate) struct UdpTable {
+    slots: Vec<UdpSlot>,
+}
+
+impl UdpTable {
+    /// Binds a UDP socket to `port`; `taken` says whether the datagram
+    /// path has it.
+    pub fn bind(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        port: u16,
+        taken: bool,
+    ) -> io::Result<UdpSock> {
         if port == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "cannot bind UDP port 0",
             ));
         }
-        if self.udp_port_bound(port) || self.dgram.port_bound(port) {
+        if self.port_bound(sockets, port) || taken {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("UDP port {port} is already bound"),
@@ -55,35 +68,42 @@ impl<D: Driver> Stack<D> {
         );
         sock.bind(port)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("UDP bind: {e}")))?;
-        let handle = self.sockets.add(sock);
-        self.udp.push(UdpSlot { handle, open: true });
-        Ok(UdpSock((self.udp.len() - 1) as u32))
+        let handle = sockets.add(sock);
+        self.slots.push(UdpSlot { handle, open: true });
+        Ok(UdpSock((self.slots.len() - 1) as u32))
     }
 
     /// Whether a smoltcp UDP socket is bound to `port`.
-    pub(crate) fn udp_port_bound(&self, port: u16) -> bool {
-        self.udp
+    pub fn port_bound(&self, sockets: &SocketSet<'static>, port: u16) -> bool {
+        self.slots
             .iter()
             .filter(|s| s.open)
-            .any(|s| self.sockets.get::<udp::Socket>(s.handle).endpoint().port == port)
+            .any(|s| sockets.get::<udp::Socket>(s.handle).endpoint().port == port)
     }
 
-    fn udp_sock(&mut self, s: UdpSock) -> io::Result<&mut udp::Socket<'static>> {
-        match self.udp.get(s.0 as usize) {
-            Some(slot) if slot.open => Ok(self.sockets.get_mut(slot.handle)),
+    fn sock<'s>(
+        &self,
+        sockets: &'s mut SocketSet<'static>,
+        s: UdpSock,
+    ) -> io::Result<&'s mut udp::Socket<'static>> {
+        match self.slots.get(s.0 as usize) {
+            Some(slot) if slot.open => Ok(sockets.get_mut(slot.handle)),
             _ => Err(stale()),
         }
     }
 
     /// Queues one datagram to `dst`. `WouldBlock` when the send ring is full.
-    pub fn udp_send_to(&mut self, s: UdpSock, data: &[u8], dst: SocketAddrV4) -> io::Result<()> {
-        let sock = self.udp_sock(s)?;
+    pub fn send_to(
+        &self,
+        sockets: &mut SocketSet<'static>,
+        s: UdpSock,
+        data: &[u8],
+        dst: SocketAddrV4,
+    ) -> io::Result<()> {
+        let sock = self.sock(sockets, s)?;
         let ep = IpEndpoint::new(IpAddress::Ipv4(*dst.ip()), dst.port());
         match sock.send_slice(data, ep) {
-            Ok(()) => {
-                self.app_write_bytes += data.len() as u64;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(udp::SendError::BufferFull) => Err(io::ErrorKind::WouldBlock.into()),
             Err(udp::SendError::Unaddressable) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -94,12 +114,13 @@ impl<D: Driver> Stack<D> {
 
     /// Receives one datagram into `buf`: its length and sender. `WouldBlock`
     /// when none is queued; `InvalidInput` (datagram kept) if `buf` is too small.
-    pub fn udp_recv_from(
-        &mut self,
+    pub fn recv_from(
+        &self,
+        sockets: &mut SocketSet<'static>,
         s: UdpSock,
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddrV4)> {
-        let sock = self.udp_sock(s)?;
+        let sock = self.sock(sockets, s)?;
         match sock.peek() {
             Err(_) => return Err(io::ErrorKind::WouldBlock.into()),
             Ok((data, _)) if data.len() > buf.len() => {
@@ -117,18 +138,17 @@ impl<D: Driver> Stack<D> {
         let (n, meta) = sock
             .recv_slice(buf)
             .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
-        self.app_read_bytes += n as u64;
         let IpAddress::Ipv4(ip) = meta.endpoint.addr;
         Ok((n, SocketAddrV4::new(ip, meta.endpoint.port)))
     }
 
     /// Closes a UDP socket; its handle is invalid afterwards.
-    pub fn udp_close(&mut self, s: UdpSock) {
-        if let Some(slot) = self.udp.get_mut(s.0 as usize)
+    pub fn close(&mut self, sockets: &mut SocketSet<'static>, s: UdpSock) {
+        if let Some(slot) = self.slots.get_mut(s.0 as usize)
             && slot.open
         {
             slot.open = false;
-            self.sockets.get_mut::<udp::Socket>(slot.handle).close();
+            sockets.get_mut::<udp::Socket>(slot.handle).close();
         }
     }
 }

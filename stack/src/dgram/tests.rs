@@ -7,6 +7,7 @@ use zcstack_driver::wire::{self, WireConfig, WireEnd};
 use zcstack_driver::{Pool, PoolConfig};
 
 use super::*;
+use crate::stack::Stack;
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);

@@ -13,6 +13,11 @@
 //! set out of the store and never removes a TCP socket (they are
 //! recycled), so a ring outlives every use of its slice.
 //!
+//! That is why the whole socket set lives here, in the unsafe module: the
+//! set holds `'static` borrows of the ring mappings, and only a type that
+//! owns both can promise the drop order. Everything else in the stack
+//! reaches the sockets through [`SocketStore`]'s `Deref` to the set.
+//!
 //! The store keeps a region only to unmap it: nothing reads or writes a
 //! ring's bytes except through the slice smoltcp owns. Even giving an idle
 //! socket's pages back (`madvise(MADV_DONTNEED)`, [`discard_ring`]) goes

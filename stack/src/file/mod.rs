@@ -24,10 +24,16 @@
 //! own it), transfers `pread` into the ring, which cannot fault; a transfer
 //! that finds the file shorter than promised resets its connection.
 //!
-//! The poll loop does the work (`transfer`): no syscall per packet; one
-//! `pread` per ring fill on the fallback path. The `unsafe` code (the file
-//! mapping, fcntl, the signal handler, giving idle ring pages back) is all
-//! in the `map` submodule, with the invariants that make it sound.
+//! The poll loop does the work (the file sender, submodule `transfer`,
+//! which also keeps each TCP socket's send side): no syscall per packet;
+//! one `pread` per ring fill on the fallback path. The `unsafe` code (the
+//! file mapping, fcntl, the signal handler, the socket set with the ring
+//! mappings it borrows, giving idle ring pages back) is all in the `map`
+//! submodule, with the invariants that make it sound.
+//!
+//! The submodules sit at two levels of the crate (see the crate doc):
+//! `map` and this module import nothing of the stack; `transfer` imports
+//! the TCP table and the memory accounting, which import `map`.
 
 mod map;
 pub(crate) mod transfer;

@@ -1,17 +1,20 @@
-//! Queued file transfers and the poll-loop pump that moves them into the
-//! sockets: by reference, or copied into the send ring.
+//! The file sender: the send side of each TCP socket (its send ring's
+//! place in the [`SocketStore`] and where the bytes in it end), the file
+//! transfers queued on it, and the poll-loop pump that moves them into the
+//! socket: by reference, or copied into the send ring. Per TCP slot, under
+//! the TCP table's numbers; `Stack::tcp_send_file` (in `stack/file.rs`)
+//! queues, `Stack::poll` pumps.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::Arc;
 
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, TxRef, TxSource};
-use zcstack_driver::Driver;
 
 use super::map::SocketStore;
 use super::{FileUse, MappedFile, SendMode};
-use crate::stack::Stack;
-use crate::tcp::TcpConn;
+use crate::mem::Memory;
+use crate::tcp::TcpTable;
 
 /// One queued range of a file.
 struct Transfer {
@@ -29,9 +32,9 @@ pub(crate) fn ring_queue(sock: &tcp::Socket<'_>) -> usize {
 }
 
 /// Per TCP socket: queued transfers and the files it sends by reference.
-pub(crate) struct SlotFiles {
+struct SlotFiles {
     /// Index of the socket's send ring in the [`SocketStore`].
-    pub ring: usize,
+    ring: usize,
     queue: VecDeque<Transfer>,
     /// Files the socket may hold references to (smoltcp's send buffer
     /// holds the references; this says which slots to check on a lease
@@ -39,16 +42,16 @@ pub(crate) struct SlotFiles {
     in_refs: Vec<Arc<MappedFile>>,
     /// Ring offset where the last enqueue ended (meaningful while the ring
     /// holds bytes): the in-flight bytes are the `send_queue()` bytes before it.
-    pub tx_end: usize,
+    tx_end: usize,
     /// The application closed (or shut down) with transfers queued: FIN
     /// after the last one.
-    pub close_after: bool,
+    close_after: bool,
     /// In the stack's list of slots the pump visits.
     listed: bool,
 }
 
 impl SlotFiles {
-    pub fn new(ring: usize) -> SlotFiles {
+    fn new(ring: usize) -> SlotFiles {
         SlotFiles {
             ring,
             queue: VecDeque::new(),
@@ -61,17 +64,17 @@ impl SlotFiles {
 
     /// Transfers are queued, or the socket holds references to files (the
     /// pump looks after such a socket).
-    pub fn busy(&self) -> bool {
+    fn busy(&self) -> bool {
         !self.queue.is_empty() || !self.in_refs.is_empty()
     }
 
     /// File bytes queued and not in the ring yet.
-    pub fn pending(&self) -> u64 {
+    fn pending(&self) -> u64 {
         self.queue.iter().map(|t| t.end - t.pos).sum()
     }
 
     /// Forgets queued transfers (abort, or the socket was recycled). Returns how many.
-    pub fn drop_queue(&mut self) -> usize {
+    fn drop_queue(&mut self) -> usize {
         let n = self.queue.iter().filter(|t| t.pos < t.end).count();
         self.queue.clear();
         self.close_after = false;
@@ -79,7 +82,7 @@ impl SlotFiles {
     }
 }
 
-/// File-send counters (see [`StackStats`](crate::StackStats)).
+/// File-send counters (see [`StackStats`](crate::StackStats)): a snapshot.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FileCounters {
     pub referenced: u64,
@@ -184,96 +187,153 @@ fn fill_ref(sock: &mut tcp::Socket<'static>, f: &mut SlotFiles, limit: usize) ->
     }
 }
 
-impl<D: Driver> Stack<D> {
-    /// Queues file[offset .. offset+len] to be sent on `c` after everything
-    /// already written; poll() queues it in the socket by reference, or
-    /// copies it into the send ring ([`SendMode`]). Several may be queued (FIFO). Errors: NotConnected (stale),
-    /// BrokenPipe (cannot send), InvalidInput (range beyond the file).
-    pub fn tcp_send_file(
-        &mut self,
-        c: TcpConn,
-        file: &Arc<MappedFile>,
-        offset: u64,
-        len: u64,
-    ) -> io::Result<()> {
-        let slot = self.open_slot(c)?;
-        if offset.checked_add(len).is_none_or(|e| e > file.len()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "range {offset}+{len} is beyond the end of {} ({} bytes)",
-                    file.path().display(),
-                    file.len()
-                ),
-            ));
+/// The send side of every TCP socket, by slot (see the module doc).
+pub(crate) struct FileSender {
+    /// As built.
+    mode: SendMode,
+    /// Per TCP slot.
+    slots: Vec<SlotFiles>,
+    /// Slots with queued file transfers or file references.
+    listed: Vec<u32>,
+    counters: FileCounters,
+    /// Lease-break signal count last handled.
+    lease_seen: u64,
+}
+
+impl FileSender {
+    /// Bytes kept per TCP slot.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<SlotFiles>();
+
+    pub fn new(mode: SendMode) -> FileSender {
+        FileSender {
+            mode,
+            slots: Vec::new(),
+            listed: Vec::new(),
+            counters: FileCounters::default(),
+            lease_seen: super::lease_signals(),
         }
-        let s = &self.tcp[slot as usize];
-        let sock = self.sockets.get::<tcp::Socket>(s.handle);
-        let handshaking = matches!(sock.state(), tcp::State::SynSent | tcp::State::SynReceived);
-        if s.files.close_after || !(sock.may_send() || handshaking) {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                format!("connection cannot send in state {}", sock.state()),
-            ));
+    }
+
+    /// A new TCP slot (numbered as the TCP table's), whose send ring is
+    /// `ring` in the [`SocketStore`].
+    pub fn add_slot(&mut self, ring: usize) {
+        self.slots.push(SlotFiles::new(ring));
+    }
+
+    /// The send mode the stack was built with.
+    pub fn mode(&self) -> SendMode {
+        self.mode
+    }
+
+    /// Whether file bytes are queued by reference (every mode but
+    /// [`SendMode::Copy`]).
+    fn by_reference(&self) -> bool {
+        self.mode != SendMode::Copy
+    }
+
+    pub fn counters(&self) -> FileCounters {
+        self.counters
+    }
+
+    /// Where `slot`'s send ring starts (an address, for offsets).
+    pub fn ring_base(&self, sockets: &SocketStore, slot: u32) -> usize {
+        sockets.ring_base(self.slots[slot as usize].ring)
+    }
+
+    /// Ring offset where `slot`'s last enqueue ended.
+    pub fn tx_end(&self, slot: u32) -> usize {
+        self.slots[slot as usize].tx_end
+    }
+
+    pub fn set_tx_end(&mut self, slot: u32, end: usize) {
+        self.slots[slot as usize].tx_end = end;
+    }
+
+    /// The application shut `slot` down with transfers queued (FIN after them).
+    pub fn close_after(&self, slot: u32) -> bool {
+        self.slots[slot as usize].close_after
+    }
+
+    /// File bytes queued on `slot` and not in its socket yet.
+    pub fn pending(&self, slot: u32) -> u64 {
+        self.slots[slot as usize].pending()
+    }
+
+    /// `slot` has queued transfers or holds references to files.
+    pub fn busy(&self, slot: u32) -> bool {
+        self.slots[slot as usize].busy()
+    }
+
+    /// Forgets `slot`'s queued transfers. Returns how many.
+    pub fn drop_queue(&mut self, slot: u32) -> usize {
+        self.slots[slot as usize].drop_queue()
+    }
+
+    /// Shutting `slot` down for sending: true if transfers are queued (the
+    /// FIN then follows the last of them), false if the socket may close now.
+    pub fn defer_close(&mut self, slot: u32) -> bool {
+        let f = &mut self.slots[slot as usize];
+        if f.pending() > 0 {
+            f.close_after = true;
+            true
+        } else {
+            false
         }
-        if len == 0 {
-            return Ok(());
-        }
-        let s = &mut self.tcp[slot as usize];
-        s.files.queue.push_back(Transfer {
+    }
+
+    /// Queues file[offset .. offset+len] on `slot` (the caller checked the
+    /// range and the connection).
+    pub fn queue(&mut self, slot: u32, file: &Arc<MappedFile>, offset: u64, len: u64) {
+        let f = &mut self.slots[slot as usize];
+        f.queue.push_back(Transfer {
             file: FileUse::new(file),
             pos: offset,
             end: offset + len,
             src: None,
         });
-        if !s.files.listed {
-            s.files.listed = true;
-            self.file_slots.push(slot);
+        if !f.listed {
+            f.listed = true;
+            self.listed.push(slot);
         }
-        self.dirty = true;
-        Ok(())
     }
 
-    /// File bytes queued on `c` that are not in the send ring yet. While it is
-    /// non-zero, tcp_write/tcp_write_with return WouldBlock (keeps order).
-    pub fn tcp_send_file_pending(&self, c: TcpConn) -> u64 {
-        self.open_slot(c)
-            .map(|slot| self.tcp[slot as usize].files.pending())
-            .unwrap_or(0)
+    /// Whether a poll has transfers to pump or references to watch.
+    pub fn has_work(&self) -> bool {
+        !self.listed.is_empty()
     }
 
-    /// Whether file bytes are queued by reference (every mode but
-    /// [`SendMode::Copy`]).
-    pub(crate) fn by_reference(&self) -> bool {
-        self.send_mode != SendMode::Copy
+    /// Whether lease-break signals arrived since the last call (one
+    /// atomic load).
+    pub fn lease_signalled(&mut self) -> bool {
+        let signals = super::lease_signals();
+        if signals != self.lease_seen {
+            self.lease_seen = signals;
+            true
+        } else {
+            false
+        }
     }
 
     /// Moves queued file bytes into the sockets. Returns whether any ring
     /// bytes moved.
-    pub(crate) fn pump_files(&mut self) -> bool {
+    pub fn pump(&mut self, sockets: &mut SocketStore, tcp: &TcpTable, mem: &mut Memory) -> bool {
         let mut moved = false;
-        let by_ref = self.by_reference().then_some(self.tcp_tx_buffer);
+        let by_ref = self.by_reference().then_some(tcp.tx_buffer());
         let mut i = 0;
-        while i < self.file_slots.len() {
-            let slot = self.file_slots[i] as usize;
-            let limit = self.mem_tx_limit(slot as u32);
-            let s = &mut self.tcp[slot];
-            let (sock, base) = self.sockets.tcp_and_ring(s.handle, s.files.ring);
-            let end = pump_slot(
-                sock,
-                base,
-                &mut s.files,
-                &mut self.file_counters,
-                Pump { limit, by_ref },
-            );
+        while i < self.listed.len() {
+            let slot = self.listed[i] as usize;
+            let limit = mem.tx_limit(slot as u32, tcp.len());
+            let f = &mut self.slots[slot];
+            let (sock, base) = sockets.tcp_and_ring(tcp.handle(slot as u32), f.ring);
+            let end = pump_slot(sock, base, f, &mut self.counters, Pump { limit, by_ref });
             if let Some(end) = end {
                 moved = true;
-                self.mem_note_tx(slot as u32, end);
+                mem.note_tx(slot as u32, end);
             }
-            let f = &mut self.tcp[slot].files;
+            let f = &mut self.slots[slot];
             if !f.busy() {
                 f.listed = false;
-                self.file_slots.swap_remove(i);
+                self.listed.swap_remove(i);
             } else {
                 i += 1;
             }
@@ -288,12 +348,11 @@ impl<D: Driver> Stack<D> {
     /// The lease registry is process-wide, so whichever stack polls first
     /// marks a file as breaking; each stack counts the breaking files its
     /// own transfers and rings were using (once: a handled file leaves them).
-    pub(crate) fn handle_lease_breaks(&mut self) {
+    pub fn handle_lease_breaks(&mut self, sockets: &mut SocketStore, tcp: &TcpTable) {
         super::check_lease_breaks();
         let mut broken: Vec<*const MappedFile> = Vec::new();
-        for &slot in &self.file_slots {
-            let s = &mut self.tcp[slot as usize];
-            let f = &mut s.files;
+        for &slot in &self.listed {
+            let f = &mut self.slots[slot as usize];
             let queue_hit = f.queue.iter().any(|t| t.file.file().is_breaking());
             let refs_hit = f.in_refs.iter().any(|u| u.is_breaking());
             if !queue_hit && !refs_hit {
@@ -310,23 +369,23 @@ impl<D: Driver> Stack<D> {
                     broken.push(p);
                 }
             }
-            let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
+            let sock = sockets.get_mut::<tcp::Socket>(tcp.handle(slot));
             if refs_hit {
                 // The bytes in flight by reference are copied out of the
                 // file (rarely: a lease break), so the lease can go now.
                 for r in sock.send_refs_mut() {
                     let copy: Arc<dyn TxSource> = Arc::new(r.bytes().to_vec());
-                    self.file_counters.snapshot += r.len() as u64;
+                    self.counters.snapshot += r.len() as u64;
                     *r = TxRef::new(copy, 0, r.len()).expect("a copy of the same length");
                 }
                 f.in_refs.clear();
             }
             if queue_hit {
-                self.file_counters.aborted += f.drop_queue() as u64;
+                self.counters.aborted += f.drop_queue() as u64;
                 sock.close();
             }
         }
-        self.file_counters.lease_breaks += broken.len() as u64;
+        self.counters.lease_breaks += broken.len() as u64;
     }
 }
 
@@ -405,11 +464,7 @@ fn pump_slot(
 
 impl SocketStore {
     /// A TCP socket, and where its send ring starts.
-    pub(crate) fn tcp_and_ring(
-        &mut self,
-        h: smoltcp::iface::SocketHandle,
-        ring: usize,
-    ) -> (&mut tcp::Socket<'static>, usize) {
+    fn tcp_and_ring(&mut self, h: SocketHandle, ring: usize) -> (&mut tcp::Socket<'static>, usize) {
         let base = self.ring_base(ring);
         (self.get_mut::<tcp::Socket>(h), base)
     }
