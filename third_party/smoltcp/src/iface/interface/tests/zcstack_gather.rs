@@ -184,7 +184,7 @@ fn run_keeping(gather: bool, drop: usize, keep: bool) -> (Run, Arc<Vec<u8>>) {
         if sockets.get::<tcp::Socket>(client).send_queue() == 0 {
             break;
         }
-        now += Duration::from_millis(10);
+        now += Duration::from_millis(1);
     }
     let run = Run {
         received,
