@@ -36,7 +36,7 @@ MODE=${DEMO_SEND_MODE:-reference}
 PEER_PORT=8000
 
 if ((EUID != 0)); then
-    echo "demo.sh: needs root for the network namespace and the TAP device: run it in a root shell (or with sudo)" >&2
+    echo "demo.sh: needs root for the network namespace and the TAP device: run it as root (in a root shell, or: su -c 'bash scripts/demo.sh')" >&2
     exit 1
 fi
 if ! [[ $MIB =~ ^[0-9]+$ && $FETCHES =~ ^[0-9]+$ ]] || ((MIB < 1 || FETCHES < 1 || FETCHES > 20)); then
