@@ -22,10 +22,12 @@
 //! - [`offload`]: the checksum work drivers do for the stack (Internet
 //!   sums, verifying received checksums, asking a device to finish a TCP
 //!   checksum), used by TAP and the packet socket through [`vnet`] and by
-//!   AF_XDP's TX metadata; [`header`]: the small typed Ethernet, IPv4 and
-//!   TCP header views they read frames with, and [`ETH_HLEN`].
-//! - [`wire`]: an in-memory pair of endpoints with seeded fault injection —
-//!   the unprivileged device used by deterministic tests.
+//!   AF_XDP's TX metadata; [`header`]: the small typed Ethernet, IPv4, TCP
+//!   and UDP header views they (and the stack's datagram path) read frames
+//!   with, and [`ETH_HLEN`].
+//! - [`wire`]: an in-memory pair of endpoints, the unprivileged device used
+//!   by deterministic tests; faults come from wrapping an end in
+//!   [`impair::Impaired`].
 //! - [`xdp`]: AF_XDP: the pool is the UMEM, so ring descriptors are pool
 //!   frames; a six-instruction redirect program loaded with raw `bpf(2)`.
 //!   [`xdp::XdpGso`] adds TCP segmentation offload on transmit through

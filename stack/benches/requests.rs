@@ -55,7 +55,6 @@ fn round(mtu: usize, mode: SendMode, file: &Arc<MappedFile>, responses: u64) -> 
     let wc = WireConfig {
         mtu,
         queue_len: 4096,
-        ..WireConfig::default()
     };
     let (ea, eb) = wire::pair(pool(), pool(), wc);
     let mut a = Stack::builder(ea).ip(A, 24).seed(1).build().unwrap();

@@ -71,7 +71,6 @@ fn run(case: &Case, mode: SendMode, file: &Arc<MappedFile>) -> Outcome {
     let wc = WireConfig {
         mtu: case.mtu,
         queue_len: 4096,
-        ..WireConfig::default()
     };
     let (ea, eb) = wire::pair(pa, pb, wc);
     let mut a = Stack::builder(ea)
