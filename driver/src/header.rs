@@ -1,5 +1,5 @@
-//! Small typed views of the Ethernet, IPv4 and TCP headers the drivers and
-//! the stack's counters read, in the style of smoltcp's `wire` module: a
+//! Small typed views of the Ethernet, IPv4, TCP and UDP headers the drivers
+//! and the stack's counters and datagram path read, in the style of smoltcp's `wire` module: a
 //! view is made by a constructor that checks the bytes are there, so its
 //! accessors never panic, whatever the frame holds.
 //!
@@ -7,7 +7,7 @@
 //! total length past the buffer) is for the caller to judge: the checksum
 //! check, the offload request and the payload counter each refuse
 //! different things. Field layout: RFC 791 section 3.1 (IPv4), RFC 9293
-//! section 3.1 (TCP).
+//! section 3.1 (TCP), RFC 768 (UDP).
 
 /// Bytes of an Ethernet header (destination, source, ethertype).
 pub const ETH_HLEN: usize = 14;
@@ -23,8 +23,20 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const PROTO_UDP: u8 = 17;
+/// Bytes of a UDP header.
+pub const UDP_HLEN: usize = 8;
 /// Offset of the checksum in a TCP header.
 pub const TCP_CSUM_OFF: usize = 16;
+
+/// The destination MAC address of Ethernet frame `frame`, if it holds a
+/// whole Ethernet header.
+#[inline]
+pub fn eth_dst(frame: &[u8]) -> Option<&[u8; 6]> {
+    if frame.len() < ETH_HLEN {
+        return None;
+    }
+    frame[..6].try_into().ok()
+}
 
 /// The IPv4 header at the start of a buffer that holds at least its fixed
 /// 20 bytes (options and payload may follow, or be cut short).
@@ -51,6 +63,12 @@ impl<'a> Ipv4<'a> {
     #[inline]
     pub fn bytes(self) -> &'a [u8] {
         self.bytes
+    }
+
+    /// The version field (4 in a well-formed header).
+    #[inline]
+    pub fn version(self) -> u8 {
+        self.bytes[0] >> 4
     }
 
     /// The header length the header states (IHL × 4: 0 to 60 bytes;
@@ -85,6 +103,28 @@ impl<'a> Ipv4<'a> {
         &self.bytes[12..20]
     }
 
+    /// The source address.
+    #[inline]
+    pub fn src(self) -> [u8; 4] {
+        [
+            self.bytes[12],
+            self.bytes[13],
+            self.bytes[14],
+            self.bytes[15],
+        ]
+    }
+
+    /// The destination address.
+    #[inline]
+    pub fn dst(self) -> [u8; 4] {
+        [
+            self.bytes[16],
+            self.bytes[17],
+            self.bytes[18],
+            self.bytes[19],
+        ]
+    }
+
     /// The TCP header after this header: `None` unless the protocol is TCP
     /// and the stated header length plus a fixed TCP header lie in the
     /// buffer.
@@ -95,6 +135,19 @@ impl<'a> Ipv4<'a> {
             return None;
         }
         Some(Tcp {
+            bytes: &self.bytes[ihl..],
+        })
+    }
+
+    /// The UDP header after this header: `None` unless the protocol is UDP
+    /// and the stated header length plus a UDP header lie in the buffer.
+    #[inline]
+    pub fn udp(self) -> Option<Udp<'a>> {
+        let ihl = self.header_len();
+        if self.protocol() != PROTO_UDP || self.bytes.len() < ihl + UDP_HLEN {
+            return None;
+        }
+        Some(Udp {
             bytes: &self.bytes[ihl..],
         })
     }
@@ -114,6 +167,39 @@ impl Tcp<'_> {
     #[inline]
     pub fn header_len(self) -> usize {
         usize::from(self.bytes[12] >> 4) * 4
+    }
+}
+
+/// A UDP header at the start of a buffer that holds at least its 8 bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Udp<'a> {
+    /// From the first byte of the UDP header to the end of the buffer.
+    bytes: &'a [u8],
+}
+
+impl Udp<'_> {
+    /// The source port.
+    #[inline]
+    pub fn src_port(self) -> u16 {
+        u16::from_be_bytes([self.bytes[0], self.bytes[1]])
+    }
+
+    /// The destination port.
+    #[inline]
+    pub fn dst_port(self) -> u16 {
+        u16::from_be_bytes([self.bytes[2], self.bytes[3]])
+    }
+
+    /// The length field: header and payload bytes (below 8 is malformed).
+    #[inline]
+    pub fn length(self) -> usize {
+        usize::from(u16::from_be_bytes([self.bytes[4], self.bytes[5]]))
+    }
+
+    /// The checksum field (0: none was sent, RFC 768).
+    #[inline]
+    pub fn checksum(self) -> u16 {
+        u16::from_be_bytes([self.bytes[6], self.bytes[7]])
     }
 }
 
@@ -166,6 +252,40 @@ mod tests {
         let mut udp = FRAME;
         udp[ETH_HLEN + 9] = PROTO_UDP;
         assert!(Ipv4::of_frame(&udp).unwrap().tcp().is_none());
+    }
+
+    #[test]
+    fn udp_fields_read_from_literal_bytes() {
+        // Ethernet, IPv4 without options, UDP 40000 -> 53, length 13, checksum 0xbeef, 5 bytes.
+        let mut f = [0u8; 47];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4);
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 33, 0, 1, 0x40, 0, 64, 17, 0, 0, 10, 200, 0, 1, 10, 200, 0, 2,
+        ]);
+        f[34..42].copy_from_slice(&[0x9c, 0x40, 0, 53, 0, 13, 0xbe, 0xef]);
+        assert_eq!(eth_dst(&f), Some(&[2, 0, 0, 0, 0, 2]));
+        assert_eq!(eth_dst(&f[..13]), None);
+        let ip = Ipv4::of_frame(&f).unwrap();
+        assert_eq!(ip.version(), 4);
+        assert!(!ip.is_fragment(), "only don't-fragment set");
+        assert_eq!((ip.src(), ip.dst()), ([10, 200, 0, 1], [10, 200, 0, 2]));
+        assert!(ip.tcp().is_none());
+        let u = ip.udp().unwrap();
+        assert_eq!(
+            (u.src_port(), u.dst_port(), u.length(), u.checksum()),
+            (40000, 53, 13, 0xbeef)
+        );
+        for cut in ETH_HLEN + IPV4_HLEN..ETH_HLEN + IPV4_HLEN + UDP_HLEN {
+            assert!(
+                Ipv4::of_frame(&f[..cut]).unwrap().udp().is_none(),
+                "cut at {cut}"
+            );
+        }
+        assert!(
+            Ipv4::of_frame(&FRAME).unwrap().udp().is_none(),
+            "TCP is not UDP"
+        );
     }
 
     /// An IHL of 15 (60 bytes) that the buffer does not hold: the view

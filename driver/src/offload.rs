@@ -106,7 +106,7 @@ pub(crate) fn pseudo_sum(ip: Ipv4<'_>, proto: u8, l4_len: usize) -> u32 {
 
 /// One's-complement sum of `b` as big-endian 16-bit words (an odd last byte
 /// padded with zero), added to `acc`, not yet folded (RFC 1071).
-pub(crate) fn sum(b: &[u8], acc: u32) -> u32 {
+pub fn sum(b: &[u8], acc: u32) -> u32 {
     let mut acc = u64::from(acc);
     let mut words = b.chunks_exact(8);
     for w in &mut words {
@@ -127,7 +127,7 @@ pub(crate) fn sum(b: &[u8], acc: u32) -> u32 {
 }
 
 /// Folds a sum to 16 bits.
-pub(crate) fn fold(mut s: u32) -> u16 {
+pub fn fold(mut s: u32) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }

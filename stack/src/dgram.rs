@@ -51,14 +51,13 @@ use smoltcp::iface::NeighborLookup;
 use smoltcp::time::Instant;
 use zcstack_driver::{Driver, Frame};
 
-use crate::device::ETH_HLEN;
 use crate::engine::Engine;
 use crate::tcp::stale;
+use zcstack_driver::header::{self, ETH_HLEN, IPV4_HLEN, Ipv4, UDP_HLEN};
+use zcstack_driver::offload::{self, fold, sum};
 
 /// Ethernet + IPv4 (no options) + UDP header bytes in front of a payload.
 pub const DGRAM_HEADROOM: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN;
-const IPV4_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
 /// Datagrams waiting for ARP, per stack.
 pub const PENDING_MAX: usize = 64;
 /// How long a datagram waits for its neighbor before it is dropped.
@@ -313,7 +312,7 @@ impl Dgram {
                 rx.push(frame);
                 continue;
             };
-            if !trusted && !checksums_ok(frame.data(), &h) {
+            if !trusted && !offload::checksums_ok(frame.data()) {
                 self.stats.rx_malformed += 1;
                 continue;
             }
@@ -346,7 +345,6 @@ struct UdpHead {
     /// Payload offset from the frame's data start.
     payload_at: usize,
     payload_len: usize,
-    ihl: usize,
 }
 
 /// An unfragmented IPv4/UDP datagram to `ip` (Ethernet to `mac` or
@@ -354,88 +352,31 @@ struct UdpHead {
 /// smoltcp then handles. Never panics on short or malformed frames.
 #[inline]
 fn classify(f: &[u8], ip: [u8; 4], mac: [u8; 6]) -> Option<UdpHead> {
-    if f.len() < DGRAM_HEADROOM || f[12..14] != [0x08, 0x00] {
+    let dst = header::eth_dst(f)?;
+    if *dst != mac && *dst != [0xff; 6] {
         return None;
     }
-    if f[0..6] != mac && f[0..6] != [0xff; 6] {
+    let p = Ipv4::of_frame(f)?;
+    let ihl = p.header_len();
+    // A fragment (more follow, or an offset) is smoltcp's business: it drops them.
+    if p.version() != 4 || ihl < IPV4_HLEN || p.dst() != ip || p.is_fragment() {
         return None;
     }
-    let p = &f[ETH_HLEN..];
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    if p[0] >> 4 != 4 || ihl < IPV4_HLEN || p[9] != 17 || p[16..20] != ip {
+    let u = p.udp()?;
+    let total = p.total_len();
+    if total > p.bytes().len() || total < ihl + UDP_HLEN {
         return None;
     }
-    // More fragments, or a fragment offset: smoltcp's business (it drops them).
-    if u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0 {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if total > p.len() || total < ihl + UDP_HLEN {
-        return None;
-    }
-    let u = &p[ihl..];
-    let ulen = usize::from(u16::from_be_bytes([u[4], u[5]]));
+    let ulen = u.length();
     if ulen < UDP_HLEN || ulen > total - ihl {
         return None;
     }
     Some(UdpHead {
-        src: SocketAddrV4::new(
-            Ipv4Addr::new(p[12], p[13], p[14], p[15]),
-            u16::from_be_bytes([u[0], u[1]]),
-        ),
-        dst_port: u16::from_be_bytes([u[2], u[3]]),
+        src: SocketAddrV4::new(Ipv4Addr::from(p.src()), u.src_port()),
+        dst_port: u.dst_port(),
         payload_at: ETH_HLEN + ihl + UDP_HLEN,
         payload_len: ulen - UDP_HLEN,
-        ihl,
     })
-}
-
-/// RFC 791's header checksum and RFC 768's UDP checksum (0: none sent).
-fn checksums_ok(f: &[u8], h: &UdpHead) -> bool {
-    let p = &f[ETH_HLEN..];
-    if fold(sum(&p[..h.ihl], 0)) != 0xffff {
-        return false;
-    }
-    let udp = &p[h.ihl..h.ihl + UDP_HLEN + h.payload_len];
-    if udp[6..8] == [0, 0] {
-        return true;
-    }
-    fold(sum(udp, pseudo(&p[12..16], &p[16..20], udp.len()))) == 0xffff
-}
-
-/// The pseudo-header's part of a UDP checksum (RFC 768).
-#[inline]
-fn pseudo(src: &[u8], dst: &[u8], udp_len: usize) -> u64 {
-    sum(src, 0) + sum(dst, 0) + 17 + udp_len as u64
-}
-
-/// One's-complement sum of `b` as big-endian 16-bit words (RFC 1071),
-/// added to `acc`, unfolded: 32 bits at a time into 64.
-#[inline]
-fn sum(b: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = b.chunks_exact(4);
-    for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    let r = chunks.remainder();
-    let mut i = 0;
-    while i + 1 < r.len() {
-        acc += u64::from(u16::from_be_bytes([r[i], r[i + 1]]));
-        i += 2;
-    }
-    if i < r.len() {
-        acc += u64::from(r[i]) << 8;
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits.
-#[inline]
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 impl Dgram {
@@ -746,10 +687,11 @@ fn write_headers(
     u[2..4].copy_from_slice(&dst.port().to_be_bytes());
     u[4..6].copy_from_slice(&udp_len.to_be_bytes());
     u[6..8].copy_from_slice(&[0, 0]);
-    let mut c = !fold(sum(
-        &u[..usize::from(udp_len)],
-        pseudo(&src, &dst_ip, usize::from(udp_len)),
-    ));
+    let pseudo = sum(
+        &src,
+        sum(&dst_ip, u32::from(header::PROTO_UDP) + u32::from(udp_len)),
+    );
+    let mut c = !fold(sum(&u[..usize::from(udp_len)], pseudo));
     // RFC 768: a computed zero is sent as all ones.
     if c == 0 {
         c = 0xffff;

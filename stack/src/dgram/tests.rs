@@ -49,7 +49,7 @@ fn headers_verify_with_smoltcp() {
         // And our own receive check agrees.
         let h = classify(f.data(), B.octets(), [2, 0x5a, 10, 200, 0, 2]).unwrap();
         assert_eq!(h.payload_len, len);
-        assert!(checksums_ok(f.data(), &h));
+        assert!(zcstack_driver::offload::checksums_ok(f.data()));
     }
 }
 
