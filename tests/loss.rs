@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use zcstack::{Clock, Congestion, Stack, TcpRecoveryStats, TcpState};
+use zcstack_driver::header::Ipv4;
 use zcstack_driver::impair::{ImpairClock, ImpairConfig, ImpairStats, Impaired};
 use zcstack_driver::wire::{self, WireConfig, WireEnd};
 use zcstack_driver::{Capabilities, Driver, Frame, Layer, Pool, PoolConfig};
@@ -48,13 +49,11 @@ impl<D: Driver> Filter<D> {
 
     /// The TCP payload length of an Ethernet/IPv4/TCP frame.
     fn payload_len(frame: &Frame) -> Option<usize> {
-        let d = frame.data();
-        if d.len() < 54 || d[12..14] != [8, 0] || d[23] != 6 {
-            return None;
-        }
-        let ihl = usize::from(d[14] & 15) * 4;
-        let tcp = &d[14 + ihl..];
-        Some(d.len() - 14 - ihl - usize::from(tcp[12] >> 4) * 4)
+        let ip = Ipv4::of_frame(frame.data())?;
+        let tcp = ip.tcp()?;
+        ip.bytes()
+            .len()
+            .checked_sub(ip.header_len() + tcp.header_len())
     }
 }
 
