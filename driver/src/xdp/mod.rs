@@ -62,6 +62,7 @@ mod gso;
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+#[allow(unsafe_code)]
 mod setup;
 mod slots;
 #[allow(unsafe_code)]
@@ -213,6 +214,8 @@ impl Xdp {
     /// its UMEM. The pool's frames must hold the interface's MTU (see
     /// [`frame_size_for_mtu`]); in generic mode, frames of
     /// [`frame_size_for`] also take the 64 KiB GRO/GSO packets it sees.
+    // Registering the pool as the UMEM is unsafe (`setup::register_umem`).
+    #[allow(unsafe_code)]
     pub fn open(cfg: &XdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
         let iface = cfg.iface.clone();
         let io_err = |step, source| XdpError::Io {
@@ -295,15 +298,21 @@ impl Xdp {
         // and the packet is dropped. Unaligned descriptors may start anywhere
         // and only need `len + tx_metadata_len <= chunk`.
         let mut unaligned = tx_csum && multi_buffer;
+        // SAFETY (both registrations): `region` is the pool's mapping,
+        // which stays mapped, unchanged, while any handle to the pool
+        // lives; the `Xdp` built below owns the socket and `pool` and drops
+        // the socket first (field order), so the memory outlives the socket.
         if tx_csum
-            && let Err(e) = register_umem(
-                fd.as_fd(),
-                &iface,
-                region.clone(),
-                chunk,
-                TX_META_LEN,
-                unaligned,
-            )
+            && let Err(e) = unsafe {
+                register_umem(
+                    fd.as_fd(),
+                    &iface,
+                    region.clone(),
+                    chunk,
+                    TX_META_LEN,
+                    unaligned,
+                )
+            }
         {
             // An older kernel refuses the metadata: go without.
             if !matches!(&e, XdpError::Umem { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
@@ -314,7 +323,8 @@ impl Xdp {
             unaligned = false;
         }
         if !tx_csum {
-            register_umem(fd.as_fd(), &iface, region, chunk, 0, false)?;
+            // SAFETY: as above.
+            unsafe { register_umem(fd.as_fd(), &iface, region, chunk, 0, false) }?;
         }
         // Largest TX descriptor: a chunk (cut at chunk boundaries), or with
         // unaligned chunks a chunk less the metadata in front of it.
@@ -985,14 +995,19 @@ mod tests {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
         let start = map.as_ptr() as usize;
-        let err = register_umem(
-            fd.as_fd(),
-            "zctest0",
-            start..start + map.len(),
-            4096,
-            0,
-            false,
-        );
+        // SAFETY: `map` is unmapped only after the socket is closed below.
+        #[allow(unsafe_code)]
+        let err = unsafe {
+            register_umem(
+                fd.as_fd(),
+                "zctest0",
+                start..start + map.len(),
+                4096,
+                0,
+                false,
+            )
+        };
+        drop(fd);
         drop(map);
         let _ = std::fs::remove_file(&path);
         let msg = err

@@ -1,6 +1,9 @@
 //! Opening steps that talk to the kernel: attaching (or joining) the
 //! redirect program and registering the pool as the UMEM, with each refusal
 //! turned into the [`XdpError`] that tells the user what to do.
+//!
+//! Registering a UMEM is an `unsafe fn`: the kernel writes into the memory
+//! for as long as the socket lives, which the caller must guarantee.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -148,7 +151,13 @@ pub(super) fn refused(iface: &str, step: &'static str, source: io::Error) -> Xdp
 }
 
 /// Registers `region` as the socket's UMEM, saying why if the kernel refuses.
-pub(super) fn register_umem(
+///
+/// # Safety
+///
+/// As for [`socket::register_umem`]: `region` is memory this process
+/// mapped, and it stays mapped, and is not handed to anything else, for as
+/// long as the socket `fd` lives.
+pub(super) unsafe fn register_umem(
     fd: std::os::fd::BorrowedFd<'_>,
     iface: &str,
     region: std::ops::Range<usize>,
@@ -156,14 +165,18 @@ pub(super) fn register_umem(
     tx_metadata_len: usize,
     unaligned: bool,
 ) -> Result<(), XdpError> {
-    socket::register_umem(
-        fd,
-        region.start,
-        region.len(),
-        chunk as u32,
-        tx_metadata_len as u32,
-        unaligned,
-    )
+    // SAFETY: the region's lifetime is our caller's promise (above), the
+    // very one `socket::register_umem` asks for.
+    unsafe {
+        socket::register_umem(
+            fd,
+            region.start,
+            region.len(),
+            chunk as u32,
+            tx_metadata_len as u32,
+            unaligned,
+        )
+    }
     .map_err(|source| {
         let why = match source.raw_os_error() {
             Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM) => format!(

@@ -92,9 +92,14 @@ fn getsockopt<T: Pod>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
 /// may start anywhere, not only at chunk boundaries; RX descriptors then
 /// carry the data offset in their top 16 bits. The kernel pins those pages.
 ///
-/// The memory must stay mapped for as long as the socket lives; the caller
-/// guarantees it (the driver keeps the pool alive longer than the socket).
-pub fn register_umem(
+/// # Safety
+///
+/// The `len` bytes at `addr` are memory this process mapped, and they stay
+/// mapped, as that memory, and are not handed to anything else (unmapped,
+/// remapped, or given to another owner) for as long as the socket `fd`
+/// lives: from now on the kernel writes received packets into any chunk of
+/// them posted on the fill ring, and reads any chunk posted on the TX ring.
+pub unsafe fn register_umem(
     fd: BorrowedFd<'_>,
     addr: usize,
     len: usize,
@@ -119,7 +124,7 @@ pub fn register_umem(
         tx_metadata_len,
     };
     // SAFETY: `xdp_umem_reg` is what XDP_UMEM_REG takes; the region stays
-    // mapped while the socket lives (this function's contract, above).
+    // mapped and ours while the socket lives (our caller's promise, above).
     unsafe { setsockopt(fd, libc::XDP_UMEM_REG, &reg) }
 }
 
