@@ -68,7 +68,7 @@ mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
-pub use config::{AttachMode, XdpConfig, XdpError};
+pub use config::{AttachMode, ValidXdpConfig, XdpConfig, XdpError};
 pub use gso::{GSO_FRAME_SIZE, GsoError, GsoOptions, SmallTx, XdpGso};
 use setup::{attach_program, refused, register_umem};
 /// The slotted receive path with a model of the kernel's side, for fuzzing.
@@ -136,6 +136,7 @@ pub fn interface_mtu(iface: &str) -> Result<usize, XdpError> {
         step,
         source,
     };
+    config::check_interface_name(iface)?;
     if sys::if_nametoindex(iface).is_none() {
         return Err(XdpError::NoInterface(iface.to_string()));
     }
@@ -216,23 +217,14 @@ impl Xdp {
     /// [`frame_size_for`] also take the 64 KiB GRO/GSO packets it sees.
     // Registering the pool as the UMEM is unsafe (`setup::register_umem`).
     #[allow(unsafe_code)]
-    pub fn open(cfg: &XdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
-        let iface = cfg.iface.clone();
+    pub fn open(cfg: &ValidXdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
+        let iface = cfg.iface().to_string();
         let io_err = |step, source| XdpError::Io {
             iface: iface.clone(),
             step,
             source,
         };
         let perm = |step, source| refused(&iface, step, source);
-        if !cfg.ring_size.is_power_of_two() || !(64..=16384).contains(&cfg.ring_size) {
-            return Err(XdpError::Config {
-                iface,
-                what: format!(
-                    "ring size {} must be a power of two from 64 to 16384",
-                    cfg.ring_size
-                ),
-            });
-        }
         let ifindex =
             sys::if_nametoindex(&iface).ok_or_else(|| XdpError::NoInterface(iface.clone()))?;
 
@@ -274,8 +266,8 @@ impl Xdp {
         // In generic mode the hook sees packets up to 64 KiB whatever the
         // MTU (`largest_ip_packet`). When the frames can hold them (apps size
         // them with `frame_size_for`), receive them, as multi-buffer packets.
-        let wire = if frame_size >= frame_size_for(mtu, cfg.mode) as usize {
-            largest_ip_packet(mtu, cfg.mode) + ETH_HLEN
+        let wire = if frame_size >= frame_size_for(mtu, cfg.mode()) as usize {
+            largest_ip_packet(mtu, cfg.mode()) + ETH_HLEN
         } else {
             wire
         };
@@ -289,7 +281,7 @@ impl Xdp {
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
         let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        let mut tx_csum = veth && cfg.tx_checksum && pool.headroom() >= TX_META_LEN;
+        let mut tx_csum = veth && cfg.tx_checksum() && pool.headroom() >= TX_META_LEN;
         // Multi-buffer packets with TX metadata need unaligned chunks: with
         // tx_metadata_len set, the kernel checks that *every* TX descriptor
         // has that many bytes in front of it inside its own chunk
@@ -333,8 +325,8 @@ impl Xdp {
         } else {
             chunk
         };
-        let sock =
-            XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
+        let sock = XskSocket::with_rings(fd, cfg.ring_size())
+            .map_err(|e| io_err("mapping the rings", e))?;
 
         // The program: ours, or the one another zcstack process attached to
         // this interface (one program per interface; each process puts its
@@ -350,7 +342,7 @@ impl Xdp {
             let hint = match source.raw_os_error() {
                 Some(libc::EINVAL) => format!(
                     " (does {iface} have a queue {}? `ethtool -l {iface}` lists them)",
-                    cfg.queue
+                    cfg.queue()
                 ),
                 Some(libc::EBUSY) => " (another AF_XDP socket is bound to that queue)".to_string(),
                 Some(libc::EOPNOTSUPP) if multi_buffer => format!(
@@ -361,7 +353,7 @@ impl Xdp {
             };
             XdpError::Bind {
                 iface: iface.clone(),
-                queue: cfg.queue,
+                queue: cfg.queue(),
                 hint,
                 source,
             }
@@ -371,7 +363,7 @@ impl Xdp {
         let bind = |flags: u16| {
             let mut tries = 0;
             loop {
-                match sock.bind(ifindex, cfg.queue, flags) {
+                match sock.bind(ifindex, cfg.queue(), flags) {
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
                         tries += 1;
                         std::thread::sleep(Duration::from_millis(25));
@@ -380,7 +372,7 @@ impl Xdp {
                 }
             }
         };
-        let zero_copy = if cfg.zero_copy {
+        let zero_copy = if cfg.zero_copy() {
             match bind(flags | libc::XDP_ZEROCOPY) {
                 Ok(()) => true,
                 Err(e)
@@ -399,7 +391,7 @@ impl Xdp {
             false
         };
         let zero_copy = zero_copy && sock.zero_copy().unwrap_or(false);
-        bpf::map_insert(prog.map.as_fd(), cfg.queue, sock.raw_fd())
+        bpf::map_insert(prog.map.as_fd(), cfg.queue(), sock.raw_fd())
             .map_err(|e| io_err("adding the socket to the XSKMAP", e))?;
 
         let frames = pool.capacity();
@@ -409,12 +401,12 @@ impl Xdp {
             prog,
             inflight: (0..frames).map(|_| None).collect(),
             tx_descs: vec![0; frames],
-            tx_held: VecDeque::with_capacity(cfg.ring_size as usize),
+            tx_held: VecDeque::with_capacity(cfg.ring_size() as usize),
             tx_kick: false,
             partial: None,
             partial_bad: false,
-            scratch: Vec::with_capacity(cfg.ring_size as usize),
-            recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
+            scratch: Vec::with_capacity(cfg.ring_size() as usize),
+            recycled: Vec::with_capacity(2 * cfg.ring_size() as usize),
             slot_rx: if unaligned {
                 slots::SlotRx::new(frames, frame_size, chunk, wire)
             } else {
@@ -426,7 +418,7 @@ impl Xdp {
             tx_desc_max,
             pool,
             iface,
-            queue: cfg.queue,
+            queue: cfg.queue(),
             mac,
             mtu,
             setup: XdpSetup {
@@ -967,6 +959,19 @@ impl Drop for Xdp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `interface_mtu` refuses a name no interface can have before asking
+    /// the kernel, as `XdpConfig::build` does: "eth0:1" would otherwise
+    /// reach `if_nametoindex`, which ignores the alias part.
+    #[test]
+    fn interface_mtu_refuses_an_impossible_name_with_the_reason() {
+        let err = interface_mtu("eth0:1").expect_err("accepted");
+        assert_eq!(
+            err.to_string(),
+            "\"eth0:1\" is not an interface name: it contains ':', and the kernel refuses '/', \
+             ':', NUL and whitespace in one (check `ip link`)"
+        );
+    }
 
     /// A `MAP_SHARED` mapping of a file on a disk filesystem cannot be a
     /// UMEM (the kernel cannot pin its pages): the error says so.

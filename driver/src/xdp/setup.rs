@@ -8,18 +8,18 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use super::{AttachMode, XdpConfig, XdpError, bpf, netlink, socket};
+use super::{AttachMode, ValidXdpConfig, XdpError, bpf, netlink, socket};
 use crate::sys;
 
 /// Loads and attaches the redirect program, or joins the one another
 /// zcstack process attached to `ifindex`.
 pub(super) fn attach_program(
-    cfg: &XdpConfig,
+    cfg: &ValidXdpConfig,
     ifindex: u32,
     mtu: usize,
     multi_buffer: bool,
 ) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
+    let iface = cfg.iface().to_string();
     let perm = |step, source| refused(&iface, step, source);
     // Two processes starting at once may both find no program: the loser's
     // attach fails with EBUSY and it joins on the second round.
@@ -33,7 +33,7 @@ pub(super) fn attach_program(
                 let Some(j) = joined else {
                     return Err(XdpError::Attach {
                         iface: iface.clone(),
-                        mode: cfg.mode,
+                        mode: cfg.mode(),
                         hint: format!(
                             " (another XDP program, id {id}, is attached to {iface}: remove it \
                              with `ip link set dev {iface} xdp off` if it is not in use)"
@@ -44,7 +44,7 @@ pub(super) fn attach_program(
                 let mode = match mode {
                     netlink::XDP_ATTACHED_DRV => AttachMode::Native,
                     netlink::XDP_ATTACHED_SKB => AttachMode::Generic,
-                    _ => cfg.mode,
+                    _ => cfg.mode(),
                 };
                 return Ok((j.program, j.link, mode));
             }
@@ -60,16 +60,16 @@ pub(super) fn attach_program(
 
 /// Loads the redirect program and attaches it (native first, then generic).
 fn load_and_attach(
-    cfg: &XdpConfig,
+    cfg: &ValidXdpConfig,
     ifindex: u32,
     mtu: usize,
     multi_buffer: bool,
 ) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
-    let iface = cfg.iface.clone();
+    let iface = cfg.iface().to_string();
     let perm = |step, source| refused(&iface, step, source);
-    let prog = bpf::load(cfg.queue.max(63) + 1, multi_buffer)
+    let prog = bpf::load(cfg.queue().max(63) + 1, multi_buffer)
         .map_err(|e| perm("loading the XDP program (bpf)", e))?;
-    let tries: &[AttachMode] = match cfg.mode {
+    let tries: &[AttachMode] = match cfg.mode() {
         AttachMode::Auto => &[AttachMode::Native, AttachMode::Generic],
         AttachMode::Native => &[AttachMode::Native],
         AttachMode::Generic => &[AttachMode::Generic],
@@ -116,7 +116,7 @@ fn load_and_attach(
                             } else {
                                 "generic"
                             },
-                            cfg.iface
+                            cfg.iface()
                         ),
                     });
                 }
