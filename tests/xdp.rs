@@ -264,7 +264,7 @@ fn mtu_too_large_for_the_pool_frames_says_what_to_change() {
     );
     let err = bed.within_server(|| {
         let pool = PoolConfig::new().frames(1024).build().expect("pool");
-        match Xdp::open(&XdpConfig::new(VETH_SERVER), pool) {
+        match Xdp::open(&XdpConfig::new(VETH_SERVER).build().expect("config"), pool) {
             Ok(_) => panic!("a 2 KiB-frame pool was accepted at MTU 9000"),
             Err(e) => e,
         }
@@ -604,7 +604,11 @@ fn every_frame_of_a_burst_leaves_before_tx_burst_returns() {
             .frame_size(frame_size)
             .build()
             .expect("pool");
-        let mut dev = Xdp::open(&XdpConfig::new(VETH_SERVER), pool.clone()).expect("open");
+        let mut dev = Xdp::open(
+            &XdpConfig::new(VETH_SERVER).build().expect("config"),
+            pool.clone(),
+        )
+        .expect("open");
         let mut frames = Vec::new();
         for i in 0..16u8 {
             let mut f = pool.alloc().expect("a frame");

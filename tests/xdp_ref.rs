@@ -61,7 +61,11 @@ fn serve_frames(tag: &str, net: u8, mtu: u32, len: usize, per_frame: usize) {
                 .frame_size(frame_size_for_mtu(mtu as usize))
                 .build()
                 .expect("pool");
-            let xdp = Xdp::open(&XdpConfig::new(VETH_SERVER), pool.clone()).expect("AF_XDP");
+            let xdp = Xdp::open(
+                &XdpConfig::new(VETH_SERVER).build().expect("config"),
+                pool.clone(),
+            )
+            .expect("AF_XDP");
             let multi_buffer = xdp.setup().multi_buffer;
             let mut st = Stack::builder(xdp).ip(ip, 24).build().expect("stack");
             let l = st.tcp_listen(5001, 1).expect("listen");
@@ -233,7 +237,11 @@ fn a_frame_in_flight_is_not_reused_before_its_descriptors_complete() {
             .frame_size(frame_size_for_mtu(9000))
             .build()
             .expect("pool");
-        let mut xdp = Xdp::open(&XdpConfig::new(VETH_SERVER), pool.clone()).expect("AF_XDP");
+        let mut xdp = Xdp::open(
+            &XdpConfig::new(VETH_SERVER).build().expect("config"),
+            pool.clone(),
+        )
+        .expect("AF_XDP");
         let caps = xdp.capabilities();
         assert!(caps.offloads.tx_gather, "multi-buffer at MTU 9000");
         let mac = caps.mac.unwrap();

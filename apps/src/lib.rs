@@ -366,7 +366,8 @@ impl DeviceArgs {
         let cfg = XdpConfig::new(iface)
             .queue(queue)
             .mode(self.xdp_mode.unwrap_or_default())
-            .ring_size(ring);
+            .ring_size(ring)
+            .build()?;
         Ok(Xdp::open(&cfg, pool)?)
     }
 }

@@ -43,7 +43,7 @@
 //!   `zc-impair` relay uses the model between two AF_XDP sockets).
 //! - `sys`: the few raw syscalls. The crate denies `unsafe_code` and allows
 //!   it by name only in `sys`, `pool`, `packet` and `xdp`'s ring, socket,
-//!   bpf and netlink modules. Its [`tcp_info`] (a kernel TCP
+//!   setup, bpf and netlink modules (and `Xdp::open`'s call into setup). Its [`tcp_info`] (a kernel TCP
 //!   socket's `TCP_INFO`) is public for tools that measure the kernel's stack
 //!   beside zcstack (`zc-perf --kernel`).
 #![deny(unsafe_code)]

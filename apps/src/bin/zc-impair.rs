@@ -244,7 +244,8 @@ fn open(iface: &str, mode: AttachMode, held: usize) -> anyhow::Result<Side> {
     let cfg = XdpConfig::new(iface)
         .mode(mode)
         .ring_size(RING)
-        .tx_checksum(false);
+        .tx_checksum(false)
+        .build()?;
     Ok(Side {
         xdp: Xdp::open(&cfg, pool)?,
         tx: Vec::with_capacity(TX_QUEUE),

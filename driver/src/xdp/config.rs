@@ -1,6 +1,8 @@
 //! What an application asks of the AF_XDP driver ([`XdpConfig`], with the
-//! attach mode) and every way opening it can fail ([`XdpError`], one line
-//! each that says what to do).
+//! attach mode), checked by [`XdpConfig::build`] into the
+//! [`ValidXdpConfig`] that [`Xdp::open`](super::Xdp::open) takes, and every
+//! way opening it can fail ([`XdpError`], one line each that says what to
+//! do).
 
 use std::fmt;
 use std::io;
@@ -41,7 +43,24 @@ impl fmt::Display for AttachMode {
     }
 }
 
-/// AF_XDP driver settings; [`XdpConfig::new`] gives sound defaults.
+/// Entries per ring: the fewest and the most [`XdpConfig::ring_size`] takes.
+const RING_SIZES: std::ops::RangeInclusive<u32> = 64..=16384;
+
+/// AF_XDP driver settings; [`XdpConfig::new`] gives sound defaults, set
+/// what you want, then [`build`](XdpConfig::build) checks them.
+///
+/// ```
+/// use zcstack_driver::xdp::{AttachMode, XdpConfig};
+///
+/// let cfg = XdpConfig::new("zcsv0").queue(1).mode(AttachMode::Generic).build()?;
+/// assert_eq!((cfg.iface(), cfg.queue()), ("zcsv0", 1));
+/// let err = XdpConfig::new("zcsv0").ring_size(1000).build().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "AF_XDP on zcsv0: ring size 1000 must be a power of two from 64 to 16384"
+/// );
+/// # Ok::<(), zcstack_driver::xdp::XdpError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct XdpConfig {
     pub(super) iface: String,
@@ -94,6 +113,99 @@ impl XdpConfig {
         self.tx_checksum = on;
         self
     }
+
+    /// Checks everything that can be checked without the kernel: the
+    /// interface name (as the kernel's `dev_valid_name` would) and the ring
+    /// size. Whether the interface exists, its MTU and the queue are the
+    /// kernel's to say, in [`Xdp::open`](super::Xdp::open).
+    pub fn build(self) -> Result<ValidXdpConfig, XdpError> {
+        check_interface_name(&self.iface)?;
+        if !self.ring_size.is_power_of_two() || !RING_SIZES.contains(&self.ring_size) {
+            return Err(XdpError::Config {
+                iface: self.iface,
+                what: format!(
+                    "ring size {} must be a power of two from {} to {}",
+                    self.ring_size,
+                    RING_SIZES.start(),
+                    RING_SIZES.end()
+                ),
+            });
+        }
+        Ok(ValidXdpConfig(self))
+    }
+}
+
+/// An [`XdpConfig`] that [`XdpConfig::build`] accepted: the only thing
+/// [`Xdp::open`](super::Xdp::open) takes, so no unchecked setting reaches it.
+#[derive(Clone, Debug)]
+pub struct ValidXdpConfig(XdpConfig);
+
+impl ValidXdpConfig {
+    /// The interface.
+    pub fn iface(&self) -> &str {
+        &self.0.iface
+    }
+    /// The device queue to bind to.
+    pub fn queue(&self) -> u32 {
+        self.0.queue
+    }
+    /// Where to attach the program.
+    pub fn mode(&self) -> AttachMode {
+        self.0.mode
+    }
+    /// Entries in each of the four rings.
+    pub fn ring_size(&self) -> u32 {
+        self.0.ring_size
+    }
+    /// Whether zero-copy is tried before copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.0.zero_copy
+    }
+    /// Whether sent TCP segments on a veth ask the kernel to finish their checksum.
+    pub fn tx_checksum(&self) -> bool {
+        self.0.tx_checksum
+    }
+}
+
+/// Refuses what the kernel refuses as a device name (`dev_valid_name`,
+/// net/core/dev.c): empty, `IFNAMSIZ` (16) bytes or more, `.` and `..`,
+/// and `/`, `:` or a space (its `isspace`: tab to carriage return, space
+/// and byte 0xA0) anywhere; and NUL, which would end the C string early.
+pub(super) fn check_interface_name(name: &str) -> Result<(), XdpError> {
+    let refuse = |why: String| {
+        Err(XdpError::InterfaceName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() {
+        return refuse("it is empty".to_string());
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return refuse(format!(
+            "it is {} bytes long, the kernel takes at most {}",
+            name.len(),
+            libc::IFNAMSIZ - 1
+        ));
+    }
+    if name == "." || name == ".." {
+        return refuse("the kernel refuses \".\" and \"..\"".to_string());
+    }
+    let refused = |c: char| {
+        let mut utf8 = [0; 4];
+        c.encode_utf8(&mut utf8).bytes().any(|b| {
+            matches!(
+                b,
+                b'/' | b':' | b'\0' | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0
+            )
+        })
+    };
+    if let Some(c) = name.chars().find(|&c| refused(c)) {
+        return refuse(format!(
+            "it contains {c:?}, and the kernel refuses '/', ':', NUL and whitespace in one"
+        ));
+    }
+    Ok(())
 }
 
 /// Why an AF_XDP driver could not be opened. Each message says what to do.
@@ -102,6 +214,14 @@ pub enum XdpError {
     /// No such interface in this network namespace.
     #[error("interface {0} does not exist in this network namespace (check `ip link`)")]
     NoInterface(String),
+    /// A name no interface can have.
+    #[error("{name:?} is not an interface name: {why} (check `ip link`)")]
+    InterfaceName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Missing privileges.
     #[error(
         "AF_XDP on {iface}: {step} was refused: AF_XDP needs CAP_NET_ADMIN, CAP_BPF and \
@@ -184,4 +304,143 @@ pub enum XdpError {
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message `build` refuses `cfg` with.
+    fn refusal(cfg: XdpConfig) -> String {
+        cfg.build().expect_err("accepted").to_string()
+    }
+
+    #[test]
+    fn ring_sizes_outside_64_to_16384_or_not_powers_of_two_are_refused() {
+        for (n, msg) in [
+            (
+                1000,
+                "ring size 1000 must be a power of two from 64 to 16384",
+            ),
+            (0, "ring size 0 must be a power of two from 64 to 16384"),
+            (32, "ring size 32 must be a power of two from 64 to 16384"),
+            (
+                32768,
+                "ring size 32768 must be a power of two from 64 to 16384",
+            ),
+            (
+                16383,
+                "ring size 16383 must be a power of two from 64 to 16384",
+            ),
+        ] {
+            let got = refusal(XdpConfig::new("zcsv0").ring_size(n));
+            assert_eq!(got, format!("AF_XDP on zcsv0: {msg}"));
+        }
+        for n in [64, 2048, 16384] {
+            let cfg = XdpConfig::new("zcsv0").ring_size(n).build().expect("valid");
+            assert_eq!(cfg.ring_size(), n);
+        }
+    }
+
+    #[test]
+    fn interface_names_the_kernel_refuses_are_refused_with_the_reason() {
+        let cases = [
+            (
+                "",
+                "\"\" is not an interface name: it is empty (check `ip link`)",
+            ),
+            (
+                "zcaveryverylong",
+                "", // 15 bytes: accepted (below)
+            ),
+            (
+                "zcaveryverylong0",
+                "\"zcaveryverylong0\" is not an interface name: it is 16 bytes long, the kernel \
+                 takes at most 15 (check `ip link`)",
+            ),
+            (
+                ".",
+                "\".\" is not an interface name: the kernel refuses \".\" and \"..\" (check `ip link`)",
+            ),
+            (
+                "..",
+                "\"..\" is not an interface name: the kernel refuses \".\" and \"..\" (check `ip link`)",
+            ),
+            (
+                "eth0/1",
+                "\"eth0/1\" is not an interface name: it contains '/', and the kernel refuses '/', \
+                 ':', NUL and whitespace in one (check `ip link`)",
+            ),
+            (
+                "eth0:1",
+                "\"eth0:1\" is not an interface name: it contains ':', and the kernel refuses '/', \
+                 ':', NUL and whitespace in one (check `ip link`)",
+            ),
+            (
+                "eth 0",
+                "\"eth 0\" is not an interface name: it contains ' ', and the kernel refuses '/', \
+                 ':', NUL and whitespace in one (check `ip link`)",
+            ),
+            (
+                "eth0\t",
+                "\"eth0\\t\" is not an interface name: it contains '\\t', and the kernel refuses \
+                 '/', ':', NUL and whitespace in one (check `ip link`)",
+            ),
+            (
+                "eth0\0",
+                "\"eth0\\0\" is not an interface name: it contains '\\0', and the kernel refuses \
+                 '/', ':', NUL and whitespace in one (check `ip link`)",
+            ),
+            (
+                "eth\u{a0}",
+                "\"eth\\u{a0}\" is not an interface name: it contains '\\u{a0}', and the kernel \
+                 refuses '/', ':', NUL and whitespace in one (check `ip link`)",
+            ),
+        ];
+        for (name, msg) in cases {
+            let built = XdpConfig::new(name).build();
+            if msg.is_empty() {
+                assert_eq!(built.expect("valid").iface(), name);
+            } else {
+                assert_eq!(built.expect_err(name).to_string(), msg, "{name:?}");
+            }
+        }
+    }
+
+    /// A bad name is reported before a bad ring size: it is in every
+    /// other message.
+    #[test]
+    fn the_name_is_checked_first() {
+        let got = refusal(XdpConfig::new("a/b").ring_size(3));
+        assert!(got.starts_with("\"a/b\" is not an interface name"), "{got}");
+    }
+
+    #[test]
+    fn build_keeps_every_setting() {
+        let cfg = XdpConfig::new("zcsv0")
+            .queue(3)
+            .mode(AttachMode::Native)
+            .ring_size(512)
+            .zero_copy(false)
+            .tx_checksum(false)
+            .build()
+            .expect("valid");
+        assert_eq!(cfg.iface(), "zcsv0");
+        assert_eq!(cfg.queue(), 3);
+        assert_eq!(cfg.mode(), AttachMode::Native);
+        assert_eq!(cfg.ring_size(), 512);
+        assert!(!cfg.zero_copy());
+        assert!(!cfg.tx_checksum());
+        let d = XdpConfig::new("zcsv0").build().expect("defaults");
+        assert_eq!(
+            (
+                d.queue(),
+                d.mode(),
+                d.ring_size(),
+                d.zero_copy(),
+                d.tx_checksum()
+            ),
+            (0, AttachMode::Auto, 2048, true, true)
+        );
+    }
 }

@@ -46,9 +46,12 @@
 //! sends up to 32 descriptors per call and says `EAGAIN` when more remain).
 //!
 //! **Files.** `mod.rs` the driver (open, bursts, in-flight table);
-//! `config.rs` what the app asks for and the errors it can get; `setup.rs`
-//! program attach and UMEM registration; `socket.rs` and `ring.rs` the
-//! socket and its four rings; `slots.rs` multi-buffer receive in place
+//! `config.rs` what the app asks for, checked, and the errors it can get;
+//! `geometry.rs` frame and chunk sizes (pure arithmetic); `setup.rs` the
+//! opening steps that talk to the kernel (interface query, UMEM
+//! registration, program attach, bind); `socket.rs` and `ring.rs` the
+//! socket and its four rings (typed: we produce into fill and TX, consume
+//! from RX and completion); `slots.rs` multi-buffer receive in place
 //! (`slots/sim.rs` plays the kernel's side of it for tests and, with the
 //! `fuzzing` feature, the fuzz harness, without a socket); `bpf.rs` the
 //! redirect program; `netlink.rs` which program is attached; `gso.rs`
@@ -57,19 +60,23 @@
 #[allow(unsafe_code)]
 mod bpf;
 mod config;
+mod geometry;
 mod gso;
 #[allow(unsafe_code)]
 mod netlink;
 #[allow(unsafe_code)]
 mod ring;
+#[allow(unsafe_code)]
 mod setup;
 mod slots;
 #[allow(unsafe_code)]
 mod socket;
 
-pub use config::{AttachMode, XdpConfig, XdpError};
+pub use config::{AttachMode, ValidXdpConfig, XdpConfig, XdpError};
+use geometry::{Geometry, XDP_HEADROOM};
+pub use geometry::{frame_size_for, frame_size_for_mtu};
 pub use gso::{GSO_FRAME_SIZE, GsoError, GsoOptions, SmallTx, XdpGso};
-use setup::{attach_program, refused, register_umem};
+use setup::{Interface, attach_program, bind, io_error, refused, register_pool};
 /// The slotted receive path with a model of the kernel's side, for fuzzing.
 #[cfg(feature = "fuzzing")]
 pub use slots::sim::{Received, SlotBed};
@@ -81,19 +88,11 @@ use std::time::Duration;
 
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::{
-    Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, KernelStats, Offloads, Pool,
-    TxRef, offload,
+    Capabilities, Driver, DriverStats, Frame, GatherSlice, KernelStats, Offloads, Pool, TxRef,
+    offload,
 };
 use socket::XskSocket;
 
-/// The largest IP packet GRO or GSO hands the generic XDP hook (without
-/// BIG TCP): 64 KiB less one.
-const GSO_MAX_IP: usize = 65535;
-/// Bytes the kernel keeps in front of received data in each chunk
-/// (`XDP_PACKET_HEADROOM`).
-const XDP_HEADROOM: usize = 256;
-/// Largest UMEM chunk this kernel accepts: one page.
-const MAX_CHUNK: usize = 4096;
 /// Most descriptors one packet may use (`MAX_SKB_FRAGS` + 1).
 const MAX_DESCS: usize = 18;
 /// `struct xsk_tx_metadata` (linux/if_xdp.h): `flags` (u64), then the
@@ -104,37 +103,10 @@ const TXMD_FLAGS_CHECKSUM: u64 = 1 << 1;
 /// Refill the fill ring when at least this many slots are free.
 const FILL_BATCH: u32 = 32;
 
-/// The pool frame size an interface with IP MTU `mtu` needs: the smallest
-/// power of two that holds the Ethernet frame behind the kernel's headroom.
-pub fn frame_size_for_mtu(mtu: usize) -> u32 {
-    ((mtu + ETH_HLEN + XDP_HEADROOM).next_power_of_two() as u32).max(2048)
-}
-
-/// The largest IP packet the program hands the socket on an interface with
-/// IP MTU `mtu`: the MTU, but in generic mode, which runs after GRO and sees
-/// a peer's GSO packets whole, 64 KiB.
-fn largest_ip_packet(mtu: usize, mode: AttachMode) -> usize {
-    if mode == AttachMode::Generic {
-        mtu.max(GSO_MAX_IP)
-    } else {
-        mtu
-    }
-}
-
-/// The pool frame size an AF_XDP driver in attach mode `mode` on an
-/// interface with IP MTU `mtu` needs to receive every packet it can get
-/// ([`frame_size_for_mtu`] of the largest one).
-pub fn frame_size_for(mtu: usize, mode: AttachMode) -> u32 {
-    frame_size_for_mtu(largest_ip_packet(mtu, mode))
-}
-
 /// The IP MTU of interface `iface` in this network namespace.
 pub fn interface_mtu(iface: &str) -> Result<usize, XdpError> {
-    let io_err = |step, source| XdpError::Io {
-        iface: iface.to_string(),
-        step,
-        source,
-    };
+    let io_err = |step, source| io_error(iface, step, source);
+    config::check_interface_name(iface)?;
     if sys::if_nametoindex(iface).is_none() {
         return Err(XdpError::NoInterface(iface.to_string()));
     }
@@ -213,184 +185,49 @@ impl Xdp {
     /// its UMEM. The pool's frames must hold the interface's MTU (see
     /// [`frame_size_for_mtu`]); in generic mode, frames of
     /// [`frame_size_for`] also take the 64 KiB GRO/GSO packets it sees.
-    pub fn open(cfg: &XdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
-        let iface = cfg.iface.clone();
-        let io_err = |step, source| XdpError::Io {
-            iface: iface.clone(),
-            step,
-            source,
-        };
-        let perm = |step, source| refused(&iface, step, source);
-        if !cfg.ring_size.is_power_of_two() || !(64..=16384).contains(&cfg.ring_size) {
-            return Err(XdpError::Config {
-                iface,
-                what: format!(
-                    "ring size {} must be a power of two from 64 to 16384",
-                    cfg.ring_size
-                ),
-            });
-        }
+    ///
+    /// The steps, in the kernel doc's order: query the interface, size
+    /// frames and chunks, create the socket and register the pool as its
+    /// UMEM, map the rings, attach (or join) the program, bind, put the
+    /// socket in the XSKMAP, fill the fill ring.
+    pub fn open(cfg: &ValidXdpConfig, pool: Pool) -> Result<Xdp, XdpError> {
+        let iface = cfg.iface();
         let ifindex =
-            sys::if_nametoindex(&iface).ok_or_else(|| XdpError::NoInterface(iface.clone()))?;
+            sys::if_nametoindex(iface).ok_or_else(|| XdpError::NoInterface(iface.to_string()))?;
+        // The ioctl socket the interface is queried through (closed on return).
+        let ctl = sys::ioctl_socket().map_err(|e| io_error(iface, "socket", e))?;
+        let dev = Interface::query(&ctl, iface)?;
+        let geo = Geometry::new(
+            iface,
+            dev.mtu,
+            cfg.mode(),
+            pool.frame_size(),
+            pool.headroom(),
+        )?;
 
-        // The interface: MTU, MAC, up.
-        let ctl = sys::ioctl_socket().map_err(|e| io_err("socket", e))?;
-        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
-        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetMtu, &mut req)
-            .map_err(|e| io_err("SIOCGIFMTU", e))?;
-        let mtu = sys::ifreq_int(&req) as usize;
-        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
-        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetHwAddr, &mut req)
-            .map_err(|e| io_err("SIOCGIFHWADDR", e))?;
-        let mac = sys::ifreq_hwaddr(&req);
-        let mut req = IfReq::new(&iface).map_err(|e| io_err("interface name", e))?;
-        sys::ifreq_ioctl(&ctl, IfReqIoctl::GetFlags, &mut req)
-            .map_err(|e| io_err("SIOCGIFFLAGS", e))?;
-        let flags = sys::ifreq_flags(&req);
-        if flags & libc::IFF_UP as libc::c_short == 0 {
-            req.data.flags = flags | libc::IFF_UP as libc::c_short;
-            sys::ifreq_ioctl(&ctl, IfReqIoctl::SetFlags, &mut req)
-                .map_err(|e| perm("bringing the link up", e))?;
-        }
-
-        // Frames, chunks and whether packets need several descriptors.
-        let frame_size = pool.frame_size();
-        let chunk = frame_size.min(MAX_CHUNK);
-        let wire = mtu + ETH_HLEN;
-        if wire + XDP_HEADROOM > frame_size || wire + pool.headroom() > frame_size {
-            return Err(XdpError::MtuTooLarge {
-                iface,
-                mtu,
-                why: format!(
-                    "for the pool's {frame_size}-byte frames: use a frame size of {} \
-                     (apps pick it from the MTU), or lower the MTU",
-                    frame_size_for_mtu(mtu)
-                ),
-            });
-        }
-        // In generic mode the hook sees packets up to 64 KiB whatever the
-        // MTU (`largest_ip_packet`). When the frames can hold them (apps size
-        // them with `frame_size_for`), receive them, as multi-buffer packets.
-        let wire = if frame_size >= frame_size_for(mtu, cfg.mode) as usize {
-            largest_ip_packet(mtu, cfg.mode) + ETH_HLEN
-        } else {
-            wire
-        };
-        let multi_buffer = wire + XDP_HEADROOM > chunk || wire + pool.headroom() > chunk;
-
-        // Socket and UMEM.
-        let fd = socket::socket().map_err(|e| perm("creating the AF_XDP socket", e))?;
-        let region = pool.region();
+        let fd = socket::socket().map_err(|e| refused(iface, "creating the AF_XDP socket", e))?;
         // On a veth, sent TCP segments carry TX metadata asking for checksum
         // offload (kernel >= 6.8): in copy mode the kernel marks the skb
         // CHECKSUM_PARTIAL, which a local receiver trusts, so nobody computes
         // the checksum. Elsewhere (or on an older kernel) smoltcp computes it.
-        let veth = sys::ethtool_driver(&iface).is_ok_and(|d| d == "veth");
-        let mut tx_csum = veth && cfg.tx_checksum && pool.headroom() >= TX_META_LEN;
-        // Multi-buffer packets with TX metadata need unaligned chunks: with
-        // tx_metadata_len set, the kernel checks that *every* TX descriptor
-        // has that many bytes in front of it inside its own chunk
-        // (xp_aligned_validate_desc, net/xdp/xsk_queue.h), so in aligned mode
-        // a continuation descriptor starting on a chunk boundary is invalid
-        // and the packet is dropped. Unaligned descriptors may start anywhere
-        // and only need `len + tx_metadata_len <= chunk`.
-        let mut unaligned = tx_csum && multi_buffer;
-        if tx_csum
-            && let Err(e) = register_umem(
-                fd.as_fd(),
-                &iface,
-                region.clone(),
-                chunk,
-                TX_META_LEN,
-                unaligned,
-            )
-        {
-            // An older kernel refuses the metadata: go without.
-            if !matches!(&e, XdpError::Umem { source, .. } if source.raw_os_error() == Some(libc::EINVAL))
-            {
-                return Err(e);
-            }
-            tx_csum = false;
-            unaligned = false;
-        }
-        if !tx_csum {
-            register_umem(fd.as_fd(), &iface, region, chunk, 0, false)?;
-        }
-        // Largest TX descriptor: a chunk (cut at chunk boundaries), or with
-        // unaligned chunks a chunk less the metadata in front of it.
-        let tx_desc_max = if unaligned {
-            chunk - TX_META_LEN
-        } else {
-            chunk
-        };
-        let sock =
-            XskSocket::with_rings(fd, cfg.ring_size).map_err(|e| io_err("mapping the rings", e))?;
+        let veth = sys::ethtool_driver(iface).is_ok_and(|d| d == "veth");
+        let tx_metadata = veth && cfg.tx_checksum() && pool.headroom() >= TX_META_LEN;
+        // SAFETY: `region` is the pool's mapping, which stays mapped,
+        // unchanged, while any handle to the pool lives; the `Xdp` built
+        // below owns the socket and `pool` and drops the socket first
+        // (field order), so the memory outlives the socket.
+        #[allow(unsafe_code)]
+        let umem = unsafe { register_pool(fd.as_fd(), iface, pool.region(), &geo, tx_metadata) }?;
+        let sock = XskSocket::with_rings(fd, cfg.ring_size())
+            .map_err(|e| io_error(iface, "mapping the rings", e))?;
 
         // The program: ours, or the one another zcstack process attached to
         // this interface (one program per interface; each process puts its
         // socket at its own queue's index of the shared XSKMAP).
-        let (prog, link, attach) = attach_program(cfg, ifindex, mtu, multi_buffer)?;
-
-        // Bind: zero-copy where the device can, else copy mode.
-        let mut flags = libc::XDP_USE_NEED_WAKEUP;
-        if multi_buffer {
-            flags |= libc::XDP_USE_SG;
-        }
-        let bind_err = |source: io::Error| {
-            let hint = match source.raw_os_error() {
-                Some(libc::EINVAL) => format!(
-                    " (does {iface} have a queue {}? `ethtool -l {iface}` lists them)",
-                    cfg.queue
-                ),
-                Some(libc::EBUSY) => " (another AF_XDP socket is bound to that queue)".to_string(),
-                Some(libc::EOPNOTSUPP) if multi_buffer => format!(
-                    " (the device cannot do multi-buffer AF_XDP: lower the MTU of {iface} to {})",
-                    chunk - XDP_HEADROOM - ETH_HLEN
-                ),
-                _ => String::new(),
-            };
-            XdpError::Bind {
-                iface: iface.clone(),
-                queue: cfg.queue,
-                hint,
-                source,
-            }
-        };
-        // A socket of a process that just exited is released a moment
-        // later (the kernel defers it): EBUSY for up to a second is that.
-        let bind = |flags: u16| {
-            let mut tries = 0;
-            loop {
-                match sock.bind(ifindex, cfg.queue, flags) {
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(25));
-                    }
-                    r => return r,
-                }
-            }
-        };
-        let zero_copy = if cfg.zero_copy {
-            match bind(flags | libc::XDP_ZEROCOPY) {
-                Ok(()) => true,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
-                    ) =>
-                {
-                    bind(flags | libc::XDP_COPY).map_err(bind_err)?;
-                    false
-                }
-                Err(e) => return Err(bind_err(e)),
-            }
-        } else {
-            bind(flags | libc::XDP_COPY).map_err(bind_err)?;
-            false
-        };
-        let zero_copy = zero_copy && sock.zero_copy().unwrap_or(false);
-        bpf::map_insert(prog.map.as_fd(), cfg.queue, sock.raw_fd())
-            .map_err(|e| io_err("adding the socket to the XSKMAP", e))?;
+        let (prog, link, attach) = attach_program(cfg, ifindex, dev.mtu, geo.multi_buffer)?;
+        let zero_copy = bind(&sock, ifindex, cfg, &geo)?;
+        bpf::map_insert(prog.map.as_fd(), cfg.queue(), sock.raw_fd())
+            .map_err(|e| io_error(iface, "adding the socket to the XSKMAP", e))?;
 
         let frames = pool.capacity();
         let mut xdp = Xdp {
@@ -399,34 +236,34 @@ impl Xdp {
             prog,
             inflight: (0..frames).map(|_| None).collect(),
             tx_descs: vec![0; frames],
-            tx_held: VecDeque::with_capacity(cfg.ring_size as usize),
+            tx_held: VecDeque::with_capacity(cfg.ring_size() as usize),
             tx_kick: false,
             partial: None,
             partial_bad: false,
-            scratch: Vec::with_capacity(cfg.ring_size as usize),
-            recycled: Vec::with_capacity(2 * cfg.ring_size as usize),
-            slot_rx: if unaligned {
-                slots::SlotRx::new(frames, frame_size, chunk, wire)
+            scratch: Vec::with_capacity(cfg.ring_size() as usize),
+            recycled: Vec::with_capacity(2 * cfg.ring_size() as usize),
+            slot_rx: if umem.unaligned {
+                slots::SlotRx::new(frames, geo.frame_size, geo.chunk, geo.wire)
             } else {
                 None
             },
-            frame_shift: frame_size.trailing_zeros(),
-            chunk,
-            unaligned,
-            tx_desc_max,
+            frame_shift: geo.frame_size.trailing_zeros(),
+            chunk: geo.chunk,
+            unaligned: umem.unaligned,
+            tx_desc_max: geo.tx_desc_max(umem.unaligned),
             pool,
-            iface,
-            queue: cfg.queue,
-            mac,
-            mtu,
+            iface: iface.to_string(),
+            queue: cfg.queue(),
+            mac: dev.mac,
+            mtu: dev.mtu,
             setup: XdpSetup {
                 attach,
                 zero_copy,
-                multi_buffer,
+                multi_buffer: geo.multi_buffer,
             },
             need_wakeup: true,
             veth,
-            tx_csum,
+            tx_csum: umem.tx_metadata,
             stats: DriverStats::default(),
         };
         xdp.refill();
@@ -956,7 +793,21 @@ impl Drop for Xdp {
 
 #[cfg(test)]
 mod tests {
+    use super::setup::register_umem;
     use super::*;
+
+    /// `interface_mtu` refuses a name no interface can have before asking
+    /// the kernel, as `XdpConfig::build` does: "eth0:1" would otherwise
+    /// reach `if_nametoindex`, which ignores the alias part.
+    #[test]
+    fn interface_mtu_refuses_an_impossible_name_with_the_reason() {
+        let err = interface_mtu("eth0:1").expect_err("accepted");
+        assert_eq!(
+            err.to_string(),
+            "\"eth0:1\" is not an interface name: it contains ':', and the kernel refuses '/', \
+             ':', NUL and whitespace in one (check `ip link`)"
+        );
+    }
 
     /// A `MAP_SHARED` mapping of a file on a disk filesystem cannot be a
     /// UMEM (the kernel cannot pin its pages): the error says so.
@@ -985,14 +836,19 @@ mod tests {
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
         let start = map.as_ptr() as usize;
-        let err = register_umem(
-            fd.as_fd(),
-            "zctest0",
-            start..start + map.len(),
-            4096,
-            0,
-            false,
-        );
+        // SAFETY: `map` is unmapped only after the socket is closed below.
+        #[allow(unsafe_code)]
+        let err = unsafe {
+            register_umem(
+                fd.as_fd(),
+                "zctest0",
+                start..start + map.len(),
+                4096,
+                0,
+                false,
+            )
+        };
+        drop(fd);
         drop(map);
         let _ = std::fs::remove_file(&path);
         let msg = err

@@ -9,8 +9,10 @@
 //! a release store of the consumer index. We keep a cached copy of the
 //! other side's index so a burst costs one atomic load, not one per entry.
 //!
-//! Fill and TX rings: we produce, the kernel consumes. RX and completion
-//! rings: the kernel produces, we consume.
+//! Fill and TX rings: we produce, the kernel consumes ([`Producer`]). RX and
+//! completion rings: the kernel produces, we consume ([`Consumer`]). Each
+//! side has only its own operations, so writing into the RX ring or
+//! consuming from the fill ring does not compile.
 
 use std::io;
 use std::mem::size_of;
@@ -18,9 +20,20 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The fill ring: we lend the kernel UMEM chunks to receive into.
+pub type FillRing = Producer<u64>;
+/// The TX ring: we give the kernel descriptors of frames to send.
+pub type TxRing = Producer<libc::xdp_desc>;
+/// The RX ring: the kernel gives us descriptors of received packets.
+pub type RxRing = Consumer<libc::xdp_desc>;
+/// The completion ring: the kernel gives back the addresses it sent.
+pub type CompletionRing = Consumer<u64>;
+
 /// One mapped ring of entries of type `T` (`u64` addresses for fill and
-/// completion, `libc::xdp_desc` for RX and TX).
-pub struct Ring<T> {
+/// completion, `libc::xdp_desc` for RX and TX): the mapping and both
+/// indices, with no operations of its own; [`Producer`] and [`Consumer`]
+/// give it the side we are on.
+struct Ring<T> {
     producer: NonNull<AtomicU32>,
     consumer: NonNull<AtomicU32>,
     flags: NonNull<AtomicU32>,
@@ -34,14 +47,21 @@ pub struct Ring<T> {
     map_len: usize,
 }
 
+/// A ring we produce into and the kernel consumes: fill and TX.
+pub struct Producer<T>(Ring<T>);
+
+/// A ring the kernel produces into and we consume: RX and completion.
+pub struct Consumer<T>(Ring<T>);
+
 // SAFETY: the ring's memory is owned by this value (unmapped on drop) and
 // only accessed through `&mut self`; moving it to another thread is fine.
 unsafe impl<T: Send> Send for Ring<T> {}
 
-impl<T: Copy> Ring<T> {
+impl<T> Ring<T> {
     /// Maps the ring of `size` entries at page offset `pgoff` of socket `fd`,
-    /// laid out as the kernel's `xdp_ring_offset` says.
-    pub fn map(
+    /// laid out as the kernel's `xdp_ring_offset` says. Both indices start
+    /// at zero; the side's constructor reads the kernel's.
+    fn map(
         fd: BorrowedFd<'_>,
         off: &libc::xdp_ring_offset,
         size: u32,
@@ -67,11 +87,9 @@ impl<T: Copy> Ring<T> {
         let base = p.cast::<u8>();
         // SAFETY: the kernel's offsets point inside the `map_len` bytes just mapped.
         let at = |o: u64| unsafe { NonNull::new_unchecked(base.add(o as usize)) };
-        let producer = at(off.producer).cast::<AtomicU32>();
-        let consumer = at(off.consumer).cast::<AtomicU32>();
-        let mut ring = Ring {
-            producer,
-            consumer,
+        Ok(Ring {
+            producer: at(off.producer).cast(),
+            consumer: at(off.consumer).cast(),
             flags: at(off.flags).cast(),
             entries: at(off.desc).cast(),
             mask: size - 1,
@@ -80,13 +98,7 @@ impl<T: Copy> Ring<T> {
             // SAFETY: mmap succeeded, so `p` is not null.
             map: unsafe { NonNull::new_unchecked(p) },
             map_len,
-        };
-        // SAFETY: both indices point at initialised u32s inside the mapping.
-        unsafe {
-            ring.local = ring.producer.as_ref().load(Ordering::Relaxed);
-            ring.cached = ring.consumer.as_ref().load(Ordering::Relaxed);
-        }
-        Ok(ring)
+        })
     }
 
     fn size(&self) -> u32 {
@@ -103,87 +115,110 @@ impl<T: Copy> Ring<T> {
         unsafe { self.consumer.as_ref() }
     }
 
-    /// Whether the kernel asks to be woken (`XDP_RING_NEED_WAKEUP`).
-    pub fn needs_wakeup(&self) -> bool {
-        // SAFETY: as for `prod`.
-        let flags = unsafe { self.flags.as_ref() };
-        flags.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
-    }
-
     fn slot(&self, idx: u32) -> *mut T {
         // SAFETY: `idx & mask` < size, and the mapping holds `size` entries.
         unsafe { self.entries.as_ptr().add((idx & self.mask) as usize) }
     }
+}
 
-    // ------------------------------------------------------ producer side
+impl<T: Copy> Producer<T> {
+    /// Maps a fill or TX ring (see `Ring::map`): we continue from the
+    /// kernel's producer index, and its consumer index is what we know.
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        pgoff: u64,
+    ) -> io::Result<Producer<T>> {
+        let mut ring = Ring::map(fd, off, size, pgoff)?;
+        ring.local = ring.prod().load(Ordering::Relaxed);
+        ring.cached = ring.cons().load(Ordering::Relaxed);
+        Ok(Producer(ring))
+    }
 
-    /// Free slots we may fill now (fill and TX rings).
+    /// Whether the kernel asks to be woken (`XDP_RING_NEED_WAKEUP`; the
+    /// kernel sets it on the fill and TX rings only).
+    pub fn needs_wakeup(&self) -> bool {
+        // SAFETY: points into our live mapping, aligned by the kernel.
+        let flags = unsafe { self.0.flags.as_ref() };
+        flags.load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+
+    /// Free slots we may fill now.
     pub fn free(&mut self) -> u32 {
-        self.cached = self.cons().load(Ordering::Acquire);
-        self.size() - self.local.wrapping_sub(self.cached)
+        let r = &mut self.0;
+        r.cached = r.cons().load(Ordering::Acquire);
+        r.size() - r.local.wrapping_sub(r.cached)
     }
 
-    /// Entries submitted that the kernel has not taken yet (TX ring).
+    /// Entries submitted that the kernel has not taken yet.
     pub fn unconsumed(&self) -> u32 {
-        self.local.wrapping_sub(self.cons().load(Ordering::Acquire))
+        let r = &self.0;
+        r.local.wrapping_sub(r.cons().load(Ordering::Acquire))
     }
 
-    /// Writes `item` into the next slot; call [`Ring::free`] first and don't
-    /// write more than it said. Invisible to the kernel until [`Ring::submit`].
+    /// Writes `item` into the next slot; call [`Producer::free`] first and
+    /// don't write more than it said. Invisible to the kernel until
+    /// [`Producer::submit`].
     pub fn write(&mut self, item: T) {
-        debug_assert!(self.local.wrapping_sub(self.cached) < self.size());
+        let r = &mut self.0;
+        debug_assert!(r.local.wrapping_sub(r.cached) < r.size());
         // SAFETY: the slot is ours: it lies between the kernel's consumer
         // index and the size of the ring ahead of it (checked by `free`).
-        unsafe { self.slot(self.local).write(item) };
-        self.local = self.local.wrapping_add(1);
+        unsafe { r.slot(r.local).write(item) };
+        r.local = r.local.wrapping_add(1);
     }
 
     /// Publishes everything written since the last submit.
     pub fn submit(&mut self) {
-        self.prod().store(self.local, Ordering::Release);
+        let r = &mut self.0;
+        r.prod().store(r.local, Ordering::Release);
     }
+}
 
-    // ------------------------------------------------------ consumer side
+impl<T: Copy> Consumer<T> {
+    /// Maps an RX or completion ring (see `Ring::map`): we continue from
+    /// the kernel's consumer index, and its producer index is what we know.
+    pub fn map(
+        fd: BorrowedFd<'_>,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        pgoff: u64,
+    ) -> io::Result<Consumer<T>> {
+        let mut ring = Ring::map(fd, off, size, pgoff)?;
+        ring.local = ring.cons().load(Ordering::Relaxed);
+        ring.cached = ring.prod().load(Ordering::Relaxed);
+        Ok(Consumer(ring))
+    }
 
     /// Reads up to `max` entries the kernel produced, in order, into `f`,
     /// then returns their slots to the kernel. Returns how many it read.
     pub fn consume(&mut self, max: u32, mut f: impl FnMut(T)) -> u32 {
-        let mut avail = self.cached.wrapping_sub(self.local);
+        let r = &mut self.0;
+        let mut avail = r.cached.wrapping_sub(r.local);
         if avail < max {
-            self.cached = self.prod().load(Ordering::Acquire);
-            avail = self.cached.wrapping_sub(self.local);
+            r.cached = r.prod().load(Ordering::Acquire);
+            avail = r.cached.wrapping_sub(r.local);
         }
         let n = avail.min(max);
         for i in 0..n {
             // SAFETY: entries between our consumer index and the producer
             // index the kernel published are initialised and not written
             // again until we release them below.
-            f(unsafe { self.slot(self.local.wrapping_add(i)).read() });
+            f(unsafe { r.slot(r.local.wrapping_add(i)).read() });
         }
-        self.local = self.local.wrapping_add(n);
+        r.local = r.local.wrapping_add(n);
         if n > 0 {
-            self.cons().store(self.local, Ordering::Release);
+            r.cons().store(r.local, Ordering::Release);
         }
         n
     }
 
-    /// Consumer side: whether entries are waiting.
+    /// Whether entries are waiting.
     pub fn has_entries(&mut self) -> bool {
-        self.cached = self.prod().load(Ordering::Acquire);
-        self.cached != self.local
-    }
-}
-
-impl<T> Ring<T> {
-    /// Reinterprets the producer side's `local` as the consumer's: RX and
-    /// completion rings start from the kernel's consumer index.
-    pub fn into_consumer(mut self) -> Ring<T> {
-        // SAFETY: both indices point at initialised u32s inside the mapping.
-        unsafe {
-            self.local = self.consumer.as_ref().load(Ordering::Relaxed);
-            self.cached = self.producer.as_ref().load(Ordering::Relaxed);
-        }
-        self
+        let r = &mut self.0;
+        r.cached = r.prod().load(Ordering::Acquire);
+        r.cached != r.local
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 use std::time::Duration;
 
-use super::ring::Ring;
+use super::ring::{CompletionRing, Consumer, FillRing, Producer, RxRing, TxRing};
 use crate::sys::Pod;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -29,10 +29,10 @@ const _: () = assert!(size_of::<libc::xdp_mmap_offsets>() == 128);
 /// Field order is drop order: the rings are unmapped before the socket is
 /// closed, and closing the socket releases the UMEM registration.
 pub struct XskSocket {
-    pub fill: Ring<u64>,
-    pub comp: Ring<u64>,
-    pub rx: Ring<libc::xdp_desc>,
-    pub tx: Ring<libc::xdp_desc>,
+    pub fill: FillRing,
+    pub comp: CompletionRing,
+    pub rx: RxRing,
+    pub tx: TxRing,
     fd: OwnedFd,
 }
 
@@ -92,9 +92,14 @@ fn getsockopt<T: Pod>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T> {
 /// may start anywhere, not only at chunk boundaries; RX descriptors then
 /// carry the data offset in their top 16 bits. The kernel pins those pages.
 ///
-/// The memory must stay mapped for as long as the socket lives; the caller
-/// guarantees it (the driver keeps the pool alive longer than the socket).
-pub fn register_umem(
+/// # Safety
+///
+/// The `len` bytes at `addr` are memory this process mapped, and they stay
+/// mapped, as that memory, and are not handed to anything else (unmapped,
+/// remapped, or given to another owner) for as long as the socket `fd`
+/// lives: from now on the kernel writes received packets into any chunk of
+/// them posted on the fill ring, and reads any chunk posted on the TX ring.
+pub unsafe fn register_umem(
     fd: BorrowedFd<'_>,
     addr: usize,
     len: usize,
@@ -119,7 +124,7 @@ pub fn register_umem(
         tx_metadata_len,
     };
     // SAFETY: `xdp_umem_reg` is what XDP_UMEM_REG takes; the region stays
-    // mapped while the socket lives (this function's contract, above).
+    // mapped and ours while the socket lives (our caller's promise, above).
     unsafe { setsockopt(fd, libc::XDP_UMEM_REG, &reg) }
 }
 
@@ -139,11 +144,10 @@ impl XskSocket {
         }
         let off: libc::xdp_mmap_offsets = getsockopt(b, libc::XDP_MMAP_OFFSETS)?;
         Ok(XskSocket {
-            fill: Ring::map(b, &off.fr, size, libc::XDP_UMEM_PGOFF_FILL_RING)?,
-            comp: Ring::map(b, &off.cr, size, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?
-                .into_consumer(),
-            rx: Ring::map(b, &off.rx, size, libc::XDP_PGOFF_RX_RING as u64)?.into_consumer(),
-            tx: Ring::map(b, &off.tx, size, libc::XDP_PGOFF_TX_RING as u64)?,
+            fill: Producer::map(b, &off.fr, size, libc::XDP_UMEM_PGOFF_FILL_RING)?,
+            comp: Consumer::map(b, &off.cr, size, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?,
+            rx: Consumer::map(b, &off.rx, size, libc::XDP_PGOFF_RX_RING as u64)?,
+            tx: Producer::map(b, &off.tx, size, libc::XDP_PGOFF_TX_RING as u64)?,
             fd,
         })
     }
