@@ -131,6 +131,17 @@ impl XdpConfig {
                 ),
             });
         }
+        // A packet's queue is a u16 in the kernel (`skb->queue_mapping`).
+        if self.queue > u32::from(u16::MAX) {
+            return Err(XdpError::Config {
+                what: format!(
+                    "queue {} cannot exist: queues are numbered below 65536 \
+                     (`ethtool -l {}` lists them)",
+                    self.queue, self.iface
+                ),
+                iface: self.iface,
+            });
+        }
         Ok(ValidXdpConfig(self))
     }
 }
@@ -340,6 +351,20 @@ mod tests {
             let cfg = XdpConfig::new("zcsv0").ring_size(n).build().expect("valid");
             assert_eq!(cfg.ring_size(), n);
         }
+    }
+
+    #[test]
+    fn queues_past_u16_are_refused() {
+        assert_eq!(
+            refusal(XdpConfig::new("zcsv0").queue(65536)),
+            "AF_XDP on zcsv0: queue 65536 cannot exist: queues are numbered below 65536 \
+             (`ethtool -l zcsv0` lists them)"
+        );
+        assert!(
+            refusal(XdpConfig::new("zcsv0").queue(u32::MAX)).contains("queue 4294967295 cannot")
+        );
+        let cfg = XdpConfig::new("zcsv0").queue(65535).build().expect("valid");
+        assert_eq!(cfg.queue(), 65535);
     }
 
     #[test]

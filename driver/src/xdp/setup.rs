@@ -105,6 +105,7 @@ fn load_and_attach(
 ) -> Result<(bpf::Program, OwnedFd, AttachMode), XdpError> {
     let iface = cfg.iface().to_string();
     let perm = |step, source| refused(&iface, step, source);
+    // build() keeps the queue below 65536, so this cannot overflow.
     let prog = bpf::load(cfg.queue().max(63) + 1, multi_buffer)
         .map_err(|e| perm("loading the XDP program (bpf)", e))?;
     let tries: &[AttachMode] = match cfg.mode() {
