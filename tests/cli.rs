@@ -55,6 +55,30 @@ fn unknown_flag_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn interface_names_the_kernel_refuses_are_usage_errors() {
+    for (flag, bad, why) in [
+        ("--tap", "zc:0", "it contains ':'"),
+        ("--xdp", "zc/0", "it contains '/'"),
+        (
+            "--tap",
+            "zcaveryverylong0",
+            "it is 16 bytes long, the kernel takes at most 15",
+        ),
+        ("--xdp", "", "it is empty"),
+    ] {
+        let (code, err) = run(&[flag, bad, "--ip", "10.200.0.2/24"]);
+        assert_eq!(code, Some(2), "{flag} {bad:?}: {err}");
+        assert_one_line(&err);
+        assert!(
+            err.starts_with("zc-echo: ")
+                && err.contains(flag)
+                && err.contains(&format!("not an interface name: {why}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn malformed_address_is_one_line_and_exit_2() {
     for bad in ["10.200.0.300/24", "10.200.0.2", "10.200.0.2/40", "banana"] {
         let (code, err) = run(&["--tap", "zcx", "--ip", bad]);

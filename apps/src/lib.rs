@@ -44,7 +44,7 @@ pub struct DeviceArgs {
     /// Create, or attach to, the TAP device NAME in the current network
     /// namespace (one the app creates disappears when it exits; see
     /// scripts/tapbed.sh for one that stays and has a kernel-side address).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_iface)]
     pub tap: Option<String>,
     /// With --tap: IFF_VNET_HDR offloads: 64 KiB TCP segments and partial
     /// checksums both ways (the kernel segments and checksums; pool frames
@@ -52,7 +52,7 @@ pub struct DeviceArgs {
     #[arg(long, requires = "tap", conflicts_with = "xdp")]
     pub tap_offload: bool,
     /// Run on interface IFACE with AF_XDP (the kernel keeps no address on it).
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface)]
     pub xdp: Option<String>,
     /// With --xdp: the device queue to bind to (default 0).
     #[arg(long, value_name = "N", requires = "xdp", conflicts_with = "tap")]
@@ -155,6 +155,14 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
         return Err(format!("prefix length /{prefix} is more than 32"));
     }
     Ok((addr, prefix))
+}
+
+/// An interface name the kernel would take (`--tap`, `--xdp`): a bad one
+/// is a usage error with the reason, before any syscall.
+pub fn parse_iface(s: &str) -> Result<String, String> {
+    zcstack_driver::check_interface_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("not an interface name: {}", e.why))
 }
 
 /// Parses `02:00:00:00:00:01`.

@@ -36,6 +36,8 @@
 //!   headers ([`vnet`]) in `sendmmsg` batches: 64 KiB TCP segments on any
 //!   Ethernet interface, segmented by the kernel or the NIC.
 //! - [`pcap`]: a wrapper that records every frame a driver moves to a pcap file.
+//! - [`ifname`]: what the kernel takes as an interface name, checked before
+//!   TAP or AF_XDP makes a syscall with one.
 //! - [`impair`]: a seeded path model (loss, bursty loss, delay, jitter,
 //!   reordering, duplication, corruption, a rate-limited bottleneck) driven
 //!   by the caller's clock, and [`impair::Impaired`], a wrapper that puts
@@ -51,6 +53,7 @@
 #![warn(missing_docs)]
 
 pub mod header;
+pub mod ifname;
 pub mod impair;
 pub mod offload;
 #[allow(unsafe_code)]
@@ -66,6 +69,7 @@ pub mod wire;
 pub mod xdp;
 
 pub use header::ETH_HLEN;
+pub use ifname::{BadInterfaceName, check_interface_name};
 pub use pool::{Frame, Pool, PoolConfig, PoolError, PoolStats};
 /// Payload slices handed to [`Driver::tx_gather`], and the counted
 /// references a device keeps them alive with (smoltcp patches 20 and 26).

@@ -33,6 +33,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
+use crate::ifname::{BadInterfaceName, check_interface_name};
 use crate::sys::{self, IfReq, IfReqIoctl};
 use crate::vnet::{self, VNET_HDR_LEN, VnetHdr};
 use crate::{Capabilities, Driver, DriverStats, ETH_HLEN, Frame, GatherSlice, Offloads, Pool};
@@ -66,6 +67,9 @@ impl TapOptions {
 /// Why a TAP device could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
+    /// A name no interface can have.
+    #[error(transparent)]
+    InterfaceName(#[from] BadInterfaceName),
     /// `/dev/net/tun` is missing: no TUN/TAP driver, or no device node.
     #[error(
         "there is no /dev/net/tun: load the TUN/TAP driver (`modprobe tun`) or, if it is \
@@ -174,6 +178,7 @@ impl Tap {
 
     /// Like [`Tap::open`], with `IFF_VNET_HDR`, offloads or multi-queue.
     pub fn open_with(name: &str, pool: Pool, mut opts: TapOptions) -> Result<Tap, TapError> {
+        check_interface_name(name)?;
         opts.vnet_hdr |= opts.offloads;
         if opts.vnet_hdr && pool.headroom() < VNET_HDR_LEN {
             return Err(TapError::NoHeadroom {
@@ -499,5 +504,25 @@ impl Driver for Tap {
     }
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
         sys::wait_readable(&self.fd, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PoolConfig;
+
+    /// A name the kernel would refuse never reaches it: before, `zc:0`
+    /// came back from TUNSETIFF as EINVAL, read as "exists but is not a TAP".
+    #[test]
+    fn a_name_the_kernel_refuses_is_refused_before_any_syscall() {
+        let pool = PoolConfig::new().frames(8).build().unwrap();
+        let err = Tap::open("zc:0", pool).err().expect("refused");
+        assert!(matches!(err, TapError::InterfaceName(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "\"zc:0\" is not an interface name: it contains ':', and the kernel refuses '/', ':', \
+             NUL and whitespace in one (check `ip link`)"
+        );
     }
 }

@@ -63,10 +63,10 @@ Ctrl-C prints the counters per direction."
 )]
 struct Cli {
     /// Interface A (frames arriving here go to B).
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", value_parser = zcstack_apps::parse_iface)]
     a: String,
     /// Interface B (frames arriving here go to A).
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", value_parser = zcstack_apps::parse_iface)]
     b: String,
     /// Seed of A to B's random choices; B to A uses SEED + 1 (override
     /// with --a2b-seed / --b2a-seed).

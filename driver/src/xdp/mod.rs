@@ -106,7 +106,7 @@ const FILL_BATCH: u32 = 32;
 /// The IP MTU of interface `iface` in this network namespace.
 pub fn interface_mtu(iface: &str) -> Result<usize, XdpError> {
     let io_err = |step, source| io_error(iface, step, source);
-    config::check_interface_name(iface)?;
+    crate::ifname::check_interface_name(iface)?;
     if sys::if_nametoindex(iface).is_none() {
         return Err(XdpError::NoInterface(iface.to_string()));
     }
