@@ -11,7 +11,9 @@ idle. Bounded: at most --conns connections, each given --timeout seconds.
 """
 
 import argparse
+import errno
 import hashlib
+import os
 import selectors
 import signal
 import socket
@@ -81,9 +83,19 @@ def main():
         while started < a.conns and active < a.batch:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
-            s.connect_ex((a.addr, a.port))
-            sel.register(s, selectors.EVENT_WRITE | selectors.EVENT_READ, Conn(s))
+            err = s.connect_ex((a.addr, a.port))
             started += 1
+            if err not in (0, errno.EINPROGRESS):
+                # Refused before a packet left: an unconnected socket would
+                # read as writable and fail later with a misleading EPIPE.
+                what = os.strerror(err)
+                if err == errno.EADDRNOTAVAIL:
+                    what += " (no free local port: earlier connections' TIME-WAIT holds them)"
+                errors[what] = errors.get(what, 0) + 1
+                failed += 1
+                s.close()
+                continue
+            sel.register(s, selectors.EVENT_WRITE | selectors.EVENT_READ, Conn(s))
             active += 1
         for key, ev in sel.select(timeout=0.5):
             c = key.data
