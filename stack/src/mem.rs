@@ -46,6 +46,12 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// waiting for memory can never all wait on each other.
 pub const TX_FLOOR: usize = 64 * 1024;
 
+/// The most heap one TCP socket's loss recovery may hold (its SACK
+/// scoreboard and reassembly table; ZCSTACK PATCH 31): charged with the
+/// receive ring while a connection is in use, since both grow during loss
+/// and reordering and are given back by the same idle sweep.
+pub const RECOVERY_HEAP: usize = smoltcp::socket::tcp::Socket::RECOVERY_HEAP_MAX;
+
 /// What one socket's rings may hold (see the module doc).
 #[derive(Debug, Default)]
 struct RingMem {
@@ -65,8 +71,11 @@ pub struct MemoryStats {
     /// Bytes the stack accounts for now: the buffer pool, socket
     /// structures, and ring pages that may be resident.
     pub in_use: usize,
-    /// Of `in_use`, ring pages (receive rings of connections in use, the
-    /// written part of their send rings, at least [`TX_FLOOR`] each).
+    /// Of `in_use`, what connections in use hold beside their structures:
+    /// ring pages (the receive ring, the written part of the send ring, at
+    /// least [`TX_FLOOR`]) and the most their loss recovery may take on the
+    /// heap (smoltcp's SACK scoreboard and reassembly table,
+    /// [`RECOVERY_HEAP`] each).
     pub rings: usize,
     /// Times an idle connection gave its ring memory back.
     pub idle_releases: u64,
@@ -154,9 +163,16 @@ impl Memory {
         self.slots.push(RingMem::default());
     }
 
-    /// What one more connection may need at most (its structures and both rings).
+    /// What one more connection may need at most (its structures, both
+    /// rings and its loss recovery's heap).
     pub fn one_connection(&self) -> usize {
-        self.per_socket + self.rx_ring + self.tx_ring
+        self.per_socket + self.held_fixed() + self.tx_ring
+    }
+
+    /// What a connection in use is charged besides its send ring: the
+    /// receive ring and [`RECOVERY_HEAP`].
+    fn held_fixed(&self) -> usize {
+        self.rx_ring + RECOVERY_HEAP
     }
 
     /// Both rings of one connection, page-rounded.
@@ -187,7 +203,7 @@ impl Memory {
     /// Whether a new connection fits the budget with both its rings full.
     pub fn admits(&self, sockets: usize) -> bool {
         self.budget
-            .is_none_or(|b| self.in_use(sockets) + self.rx_ring + self.tx_ring <= b)
+            .is_none_or(|b| self.in_use(sockets) + self.held_fixed() + self.tx_ring <= b)
     }
 
     /// The application (or a file transfer) moved bytes on `slot`: it is
@@ -197,7 +213,7 @@ impl Memory {
         m.active = true;
         if !m.held {
             m.held = true;
-            self.rings += self.rx_ring + self.tx_charge(0);
+            self.rings += self.held_fixed() + self.tx_charge(0);
             self.held.push(slot);
         }
     }
@@ -252,7 +268,7 @@ impl Memory {
             }
             let touched = m.tx_touched;
             if sockets.discard_idle(tcp.handle(slot), touched) {
-                let charge = self.rx_ring + self.tx_charge(touched);
+                let charge = self.held_fixed() + self.tx_charge(touched);
                 self.rings -= charge;
                 self.slots[slot as usize] = Default::default();
                 self.idle_releases += 1;
@@ -443,8 +459,8 @@ mod tests {
         let m = p.b.memory_stats();
         assert_eq!(
             m.rings,
-            super::PAGE * 4 + TX,
-            "receive ring and the whole send ring (wrapped)"
+            super::PAGE * 4 + TX + super::RECOVERY_HEAP,
+            "receive ring, the whole send ring (wrapped), loss recovery's bound"
         );
         assert_eq!(m.idle_releases, 0);
         // Two sweep periods without traffic.
@@ -456,7 +472,7 @@ mod tests {
         let m = p.b.memory_stats();
         assert_eq!(
             m.rings,
-            super::PAGE * 4 + 70_000usize.next_multiple_of(super::PAGE),
+            super::PAGE * 4 + 70_000usize.next_multiple_of(super::PAGE) + super::RECOVERY_HEAP,
             "only the written prefix of the send ring"
         );
     }
@@ -510,7 +526,7 @@ mod tests {
     #[test]
     fn the_budget_refuses_connections_and_says_why() {
         let pool_bytes = 512 * 2048;
-        let one = RX + TX;
+        let one = RX + super::RECOVERY_HEAP + TX;
         let sock = pair(None).b.memory_stats().socket_bytes;
         // Room for the pool, four sockets, two connections' rings and a
         // bit: a third connection does not fit beside a busy first one.
@@ -573,7 +589,9 @@ mod tests {
     #[test]
     fn connections_short_of_memory_still_finish() {
         let sock = sock();
-        let budget = pool_bytes() + (RX + TX) + (RX + super::TX_FLOOR) + 4 * sock + RX / 4;
+        let rec = super::RECOVERY_HEAP;
+        let budget =
+            pool_bytes() + (RX + rec + TX) + (RX + rec + super::TX_FLOOR) + 4 * sock + RX / 4;
         let mut p = pair(Some(budget));
         let l = p.b.tcp_listen(80, 1).unwrap();
         let (c1, s1) = p.connect(l);
@@ -619,7 +637,9 @@ mod tests {
     #[test]
     fn writable_waits_for_memory_not_only_for_ring_room() {
         use crate::Event;
-        let budget = pool_bytes() + (RX + TX) + (RX + super::TX_FLOOR) + 4 * sock() + RX / 4;
+        let rec = super::RECOVERY_HEAP;
+        let budget =
+            pool_bytes() + (RX + rec + TX) + (RX + rec + super::TX_FLOOR) + 4 * sock() + RX / 4;
         let mut p = pair(Some(budget));
         let mut events = Vec::new();
         p.b.events(&mut events);
@@ -699,9 +719,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "a memory budget of 1024 KiB is below what the stack needs for one connection: {} KiB (1024 KiB of buffer pool, 272 KiB of TCP rings, {} bytes of socket structures): raise it or use smaller rings or pool",
-                (pool_bytes() + RX + TX + sock()) / 1024,
-                sock()
+                "a memory budget of 1024 KiB is below what the stack needs for one connection: {} KiB (1024 KiB of buffer pool, 272 KiB of TCP rings, {} bytes of socket structures, {} bytes of loss-recovery state at most): raise it or use smaller rings or pool",
+                (pool_bytes() + RX + TX + sock() + super::RECOVERY_HEAP) / 1024,
+                sock(),
+                super::RECOVERY_HEAP
             )
         );
     }

@@ -230,12 +230,13 @@ impl<D: Driver> StackBuilder<D> {
             let need = pool_bytes + mem.one_connection();
             if b < need {
                 return Err(StackError::Config(format!(
-                    "a memory budget of {} KiB is below what the stack needs for one connection: {} KiB ({} KiB of buffer pool, {} KiB of TCP rings, {} bytes of socket structures): raise it or use smaller rings or pool",
+                    "a memory budget of {} KiB is below what the stack needs for one connection: {} KiB ({} KiB of buffer pool, {} KiB of TCP rings, {} bytes of socket structures, {} bytes of loss-recovery state at most): raise it or use smaller rings or pool",
                     b / 1024,
                     need / 1024,
                     pool_bytes / 1024,
                     mem.ring_pair() / 1024,
-                    mem.per_socket()
+                    mem.per_socket(),
+                    crate::mem::RECOVERY_HEAP
                 )));
             }
         }

@@ -34,6 +34,8 @@ mod paws;
 mod time_wait;
 // ZCSTACK PATCH 25: transmissions that left late do not probe early.
 mod late_tx;
+// ZCSTACK PATCH 31: the bound on a socket's loss-recovery heap.
+mod heap;
 // ZCSTACK PATCH 20: the send buffer holds extents (ring bytes and references).
 #[cfg(feature = "socket-tcp-extents")]
 mod extents;

@@ -159,6 +159,10 @@ impl Store {
     fn release(&mut self) {
         self.0 = alloc::vec::Vec::new();
     }
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * core::mem::size_of::<Contig>()
+    }
 }
 
 #[cfg(not(feature = "alloc"))]
@@ -218,6 +222,18 @@ impl Store {
 // one but the first has a hole before it.
 
 impl Assembler {
+    /// ZCSTACK PATCH 31: the most heap an assembler's contigs take, in
+    /// bytes (0 without `alloc`: the array is part of the assembler). The
+    /// vector grows one element at a time, so its capacity is at most the
+    /// power of two at or above [`ASSEMBLER_MAX_SEGMENT_COUNT`] (at least 4:
+    /// the standard library's growth by doubling from 4).
+    #[cfg(feature = "alloc")]
+    pub const HEAP_MAX: usize =
+        crate::storage::vec_capacity_max(ASSEMBLER_MAX_SEGMENT_COUNT) * core::mem::size_of::<Contig>();
+    /// ZCSTACK PATCH 31: no heap without `alloc`.
+    #[cfg(not(feature = "alloc"))]
+    pub const HEAP_MAX: usize = 0;
+
     /// Create a new buffer assembler.
     pub const fn new() -> Assembler {
         Assembler {
@@ -397,6 +413,20 @@ impl Assembler {
 mod test {
     use super::*;
     use std::vec::Vec;
+
+    /// ZCSTACK PATCH 31: every other byte out of order, until the table
+    /// is full: the contigs' heap stays within `HEAP_MAX`, and reaches it.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn a_full_table_stays_within_heap_max() {
+        let mut assr = Assembler::new();
+        for i in 0..2 * ASSEMBLER_MAX_SEGMENT_COUNT {
+            let _ = assr.add(1 + 2 * i, 1);
+            assert!(assr.contigs.heap_bytes() <= Assembler::HEAP_MAX, "after {} adds", i + 1);
+        }
+        assert_eq!(assr.add(1 + 4 * ASSEMBLER_MAX_SEGMENT_COUNT, 1), Err(TooManyHolesError));
+        assert_eq!(assr.contigs.as_slice().len(), ASSEMBLER_MAX_SEGMENT_COUNT);
+    }
 
     impl From<Vec<(usize, usize)>> for Assembler {
         fn from(vec: Vec<(usize, usize)>) -> Assembler {

@@ -13,6 +13,17 @@ pub use self::assembler::Assembler;
 pub use self::packet_buffer::{PacketBuffer, PacketMetadata};
 pub use self::ring_buffer::RingBuffer;
 
+/// ZCSTACK PATCH 31: the largest capacity a `Vec` that grows one element
+/// at a time up to `len` elements reaches: the standard library doubles
+/// from 4 (for elements larger than one byte), so the power of two at or
+/// above `len`, and at least 4. The patch's tests fill each such vector and
+/// check the bound.
+#[cfg(feature = "alloc")]
+pub(crate) const fn vec_capacity_max(len: usize) -> usize {
+    let c = len.next_power_of_two();
+    if c < 4 { 4 } else { c }
+}
+
 /// A trait for setting a value to a known state.
 ///
 /// In-place analog of Default.

@@ -36,6 +36,16 @@ pub(super) const RANGES: usize = 256;
 #[cfg(not(feature = "alloc"))]
 pub(super) const RANGES: usize = 64;
 
+/// ZCSTACK PATCH 31: the most heap the ranges take, in bytes (0 without
+/// `alloc`: the array is part of the socket): the vector grows one range
+/// at a time, so its capacity is at most the power of two at or above
+/// [`RANGES`] (`a_full_scoreboard_stays_within_heap_max` checks it).
+#[cfg(feature = "alloc")]
+pub(super) const HEAP_MAX: usize =
+    crate::storage::vec_capacity_max(RANGES) * core::mem::size_of::<Range>();
+#[cfg(not(feature = "alloc"))]
+pub(super) const HEAP_MAX: usize = 0;
+
 /// The peer holds these bytes (a SACK block covered them).
 pub(super) const SACKED: u8 = 1 << 0;
 /// Declared lost; waiting to be retransmitted.
@@ -275,6 +285,10 @@ impl Store {
     /// Empties the store and gives its memory back.
     fn release(&mut self) {
         self.0 = alloc::vec::Vec::new();
+    }
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.0.capacity() * core::mem::size_of::<Range>()
     }
 }
 
@@ -981,6 +995,20 @@ mod test {
         for r in b.ranges() {
             assert!(r.xmit >= r.first);
         }
+    }
+
+    /// ZCSTACK PATCH 31: however many ranges were asked for, the heap
+    /// they hold stays within `HEAP_MAX`.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn a_full_scoreboard_stays_within_heap_max() {
+        let mut b = Scoreboard::default();
+        for i in 0..(3 * RANGES as i32) {
+            b.sent(seq(i * 10), seq(i * 10 + 10), ms(i as i64), GRAIN, TxSnap::ZERO);
+            assert!(b.store.heap_bytes() <= HEAP_MAX, "after {} sends", i + 1);
+        }
+        assert_eq!(b.ranges().len(), RANGES);
+        assert_eq!(b.store.heap_bytes(), HEAP_MAX, "RANGES is a power of two: reached, not passed");
     }
 
     #[test]
