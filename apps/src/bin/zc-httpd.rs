@@ -96,8 +96,8 @@ struct Cli {
     #[arg(long, value_name = "KIB", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     recv_buffer_kib: u32,
-    /// Memory budget for the stack (buffer pool, TCP sockets and the ring
-    /// pages they hold), e.g. 512M or 2G. At the limit new connections are
+    /// Memory budget for the stack (buffer pool, TCP sockets, the ring
+    /// pages they hold and their loss-recovery state), e.g. 512M or 2G. At the limit new connections are
     /// refused (clients see "connection refused") until connections close
     /// or go idle; connections being served are not cut short. With
     /// --queues N each queue's stack gets an Nth of it.
