@@ -6,6 +6,7 @@
 #
 #   bash scripts/abbench.sh   (as root) A_DIR B_DIR [--rounds N] [--seconds S] [--rows "ROW..."]
 #                             [--bed tap|xdp] [--mtu N] [--offloads on|off] [--zc-args "ARGS"]
+#                             [--no-pin]
 #
 # A_DIR and B_DIR hold zc-perf and zc-httpd binaries (e.g. a copy of an
 # older release build, and target/release). Rows:
@@ -23,6 +24,9 @@
 # exit. Needs root, wrk and curl (apt).
 # --rows: measure only these rows (default all; perf rows and http rows).
 # --zc-args: extra flags for both builds' servers (e.g. "--tx-gso").
+# Like bench.sh, servers run pinned to the last CPU and clients to the
+# first (unpinned, the scheduler's placement of the poll thread beside the
+# kernel's softirq work swings AF_XDP rows by 2x); --no-pin leaves them be.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,12 +35,12 @@ source "$HERE/tapbed.sh"
 # shellcheck source=need.sh
 source "$HERE/need.sh"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 (($# >= 2)) || { usage >&2; exit 2; }
 A=$1 B=$2
 shift 2
 ROUNDS=3 S=5 ONLY="perf-rx perf-tx http-64k http-close http-big"
-BED=tap MTU=1500 OFFLOADS=on ZCARGS=""
+BED=tap MTU=1500 OFFLOADS=on ZCARGS="" PIN=1
 while (($#)); do
     case $1 in
         --bed) BED=${2:?}; shift 2 ;;
@@ -46,6 +50,7 @@ while (($#)); do
         --rounds) ROUNDS=${2:?}; shift 2 ;;
         --seconds) S=${2:?}; shift 2 ;;
         --rows) ONLY=${2:?}; shift 2 ;;
+        --no-pin) PIN=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "abbench.sh: unknown option '$1'" >&2; exit 2 ;;
     esac
@@ -88,7 +93,12 @@ fi
 mkdir -p "$WORK/www"
 head -c $((64 << 10)) /dev/urandom >"$WORK/www/f"
 head -c $((256 << 20)) /dev/urandom >"$WORK/www/big"
-inns() { ip netns exec "$CNS" "$@"; }
+SRV=() CLI=()
+if ((PIN)) && (($(nproc) >= 2)); then
+    SRV=(taskset -c "$(($(nproc) - 1))")
+    CLI=(taskset -c 0)
+fi
+inns() { ip netns exec "$CNS" "${CLI[@]}" "$@"; }
 wait_line() {
     local i
     for ((i = 0; i < 100; i++)); do
@@ -106,7 +116,7 @@ stop() {
 perf() {
     local dir=$1
     shift
-    ip netns exec "$SNS" timeout $((S + 30)) "$dir/zc-perf" server "${DEV[@]}" --ip "$ZADDR/24" \
+    ip netns exec "$SNS" "${SRV[@]}" timeout $((S + 30)) "$dir/zc-perf" server "${DEV[@]}" --ip "$ZADDR/24" \
         "${XARGS[@]}" --once >"$WORK/srv" 2>&1 &
     local spid=$!
     wait_line "$WORK/srv" listening
@@ -120,7 +130,7 @@ print("%.3f" % r["gbit_per_s"])' "$WORK/cli"
 # http DIR: prints "keepalive_rps close_rps big_gbps".
 http() {
     local dir=$1 r1 r2 big
-    ip netns exec "$SNS" timeout $((S * 3 + 60)) "$dir/zc-httpd" "${DEV[@]}" --ip "$ZADDR/24" \
+    ip netns exec "$SNS" "${SRV[@]}" timeout $((S * 3 + 60)) "$dir/zc-httpd" "${DEV[@]}" --ip "$ZADDR/24" \
         "${XARGS[@]}" --root "$WORK/www" >"$WORK/srv" 2>&1 &
     local spid=$!
     wait_line "$WORK/srv" serving
